@@ -1,0 +1,405 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The fast path: decode a batch of frames from pcapy-ng's next_batch, match DNS query names, return records.
+
+No Python object is made for a frame unless it yields a record (a hit, or every DNS message when
+emit_all is set). The contract, and the reference it must agree with, is docs/decoding.md and
+sensor/decode/.
+"""
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memcpy, memcmp, memmove, memset
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_DecodeASCII
+
+include "counters.pxi"
+include "suffixset.pxi"
+include "dnsname.pxi"
+include "tcpstreams.pxi"
+
+cdef enum:
+    DLT_NULL = 0
+    DLT_EN10MB = 1
+    DLT_RAW_A = 12
+    DLT_RAW_B = 14
+    DLT_RAW = 101
+    DLT_LOOP = 108
+    DLT_LINUX_SLL = 113
+    DLT_LINUX_SLL2 = 276
+    MAX_VLAN_TAGS = 8            # QinQ needs two; more is a parser-exhaustion trick, not a network
+    MAX_IPV6_EXT_HEADERS = 8     # same reason: legitimate packets carry one or two
+    ETH_IPV4 = 0x0800
+    ETH_IPV6 = 0x86DD
+
+cdef inline uint16_t rd16(const uint8_t* p) noexcept nogil:
+    return (p[0] << 8) | p[1]
+
+cdef inline uint32_t rd32(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+cdef inline bint is_vlan_type(uint16_t t) noexcept nogil:
+    return t == 0x8100 or t == 0x88A8 or t == 0x9100
+
+
+cdef struct FrameInfo:
+    # Everything a record needs about the frame around one DNS message.
+    int64_t frame
+    uint32_t sec, usec
+    int32_t vlan                 # -1 when untagged
+    int ip_version
+    const uint8_t* src
+    const uint8_t* dst
+    int transport
+    uint16_t sport, dport
+
+
+cdef class FastLoop:
+    """Decode batches for one capture's link type; see docs/decoding.md."""
+
+    cdef int linktype
+    cdef uint8_t ports[65536]
+    cdef SuffixSet rules
+    cdef StreamTable streams
+    cdef bint emit_all
+    cdef uint64_t counters_[N_COUNTERS]
+    cdef list out
+    cdef DecodedName name
+
+    def __cinit__(self, int linktype, ports, dict table, bint emit_all=False,
+                  int max_tcp_streams=4096, double tcp_idle_timeout=30.0):
+        self.linktype = linktype
+        memset(self.ports, 0, sizeof(self.ports))
+        for port in ports:
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} is outside 1-65535")
+            self.ports[port] = 1
+        self.rules = SuffixSet(table)
+        self.streams = StreamTable(max_tcp_streams, tcp_idle_timeout)
+        self.emit_all = emit_all
+        memset(self.counters_, 0, sizeof(self.counters_))
+
+    def counters(self):
+        """Every counter by name, plus the number of TCP streams tracked now."""
+        result = {name: self.counters_[i] for i, name in enumerate(COUNTER_NAMES)}
+        result["tcp_streams"] = self.streams.count
+        return result
+
+    def run_batch(self, const uint8_t[::1] data, const uint8_t[::1] meta, long first_frame):
+        """Decode the frames of one next_batch() result; return the records made."""
+        cdef Py_ssize_t n = meta.shape[0] // 16
+        cdef Py_ssize_t i
+        cdef const uint32_t* m
+        cdef const uint8_t* base
+        cdef uint32_t offset, caplen
+        self.out = []
+        if n == 0:
+            return self.out
+        base = &data[0] if data.shape[0] > 0 else NULL
+        for i in range(n):
+            m = <const uint32_t*>(&meta[i * 16])
+            offset = m[2]
+            caplen = m[3]
+            if <Py_ssize_t>offset + caplen > data.shape[0]:
+                raise ValueError("batch metadata points past its data")
+            self.frame(base + offset, caplen, first_frame + i, m[0], m[1])
+        return self.out
+
+    cdef int frame(self, const uint8_t* p, uint32_t caplen, int64_t frame_no,
+                   uint32_t sec, uint32_t usec) except -1:
+        cdef uint32_t off = 0
+        cdef uint16_t et = 0
+        cdef uint32_t fam
+        cdef int tags = 0
+        cdef FrameInfo fi
+        cdef int lt = self.linktype
+        fi.frame = frame_no
+        fi.sec = sec
+        fi.usec = usec
+        fi.vlan = -1
+        self.counters_[C_packets] += 1
+        self.counters_[C_bytes] += caplen
+        if lt == DLT_EN10MB or lt == DLT_LINUX_SLL or lt == DLT_LINUX_SLL2:
+            if lt == DLT_EN10MB:
+                off = 14
+                if caplen < off:
+                    return self.reject(C_truncated_link)
+                et = rd16(p + 12)
+            elif lt == DLT_LINUX_SLL:
+                off = 16
+                if caplen < off:
+                    return self.reject(C_truncated_link)
+                et = rd16(p + 14)
+            else:
+                off = 20
+                if caplen < off:
+                    return self.reject(C_truncated_link)
+                et = rd16(p)
+            while is_vlan_type(et):
+                if tags == MAX_VLAN_TAGS:
+                    return self.reject(C_not_ip)
+                if off + 4 > caplen:
+                    return self.reject(C_truncated_link)
+                if fi.vlan < 0:
+                    fi.vlan = rd16(p + off) & 0x0FFF
+                et = rd16(p + off + 2)
+                off += 4
+                tags += 1
+            if et == ETH_IPV4:
+                return self.ipv4(p + off, caplen - off, &fi)
+            if et == ETH_IPV6:
+                return self.ipv6(p + off, caplen - off, &fi)
+            return self.reject(C_not_ip)
+        if lt == DLT_RAW or lt == DLT_RAW_A or lt == DLT_RAW_B:
+            if caplen < 1:
+                return self.reject(C_truncated_ip)
+            if p[0] >> 4 == 4:
+                return self.ipv4(p, caplen, &fi)
+            if p[0] >> 4 == 6:
+                return self.ipv6(p, caplen, &fi)
+            return self.reject(C_not_ip)
+        if lt == DLT_NULL or lt == DLT_LOOP:
+            if caplen < 4:
+                return self.reject(C_truncated_link)
+            fam = rd32(p)
+            if lt == DLT_NULL and fam > 0xFFFF:
+                # NULL is in the capturing host's byte order: take whichever reading is a small number
+                fam = (<uint32_t>p[3] << 24) | (<uint32_t>p[2] << 16) | (<uint32_t>p[1] << 8) | p[0]
+            if fam == 2:
+                return self.ipv4(p + 4, caplen - 4, &fi)
+            if fam == 24 or fam == 28 or fam == 30:
+                return self.ipv6(p + 4, caplen - 4, &fi)
+            return self.reject(C_not_ip)
+        return self.reject(C_unsupported_linktype)
+
+    cdef inline int reject(self, int reason) except -1:
+        self.counters_[reason] += 1
+        return 0
+
+    cdef int ipv4(self, const uint8_t* p, uint32_t n, FrameInfo* fi) except -1:
+        cdef uint32_t ihl, total
+        cdef uint16_t frag
+        if n < 20:
+            return self.reject(C_truncated_ip)
+        if p[0] >> 4 != 4:
+            return self.reject(C_bad_ip_header)
+        ihl = (p[0] & 0x0F) * 4
+        if ihl < 20:
+            return self.reject(C_bad_ip_header)
+        if ihl > n:
+            return self.reject(C_truncated_ip)
+        total = rd16(p + 2)
+        if total < ihl:
+            return self.reject(C_bad_ip_header)
+        if total > n:
+            return self.reject(C_ip_length_exceeds_capture)
+        frag = rd16(p + 6)
+        if frag & 0x1FFF:
+            return self.reject(C_ip_fragment_not_first)
+        if frag & 0x2000:
+            return self.reject(C_ip_fragment)
+        fi.ip_version = 4
+        fi.src = p + 12
+        fi.dst = p + 16
+        return self.transport(p[9], p + ihl, total - ihl, fi)
+
+    cdef int ipv6(self, const uint8_t* p, uint32_t n, FrameInfo* fi) except -1:
+        cdef uint32_t plen, pos, end, hl
+        cdef uint8_t nh
+        cdef uint16_t fragword
+        cdef int count = 0
+        if n < 40:
+            return self.reject(C_truncated_ip)
+        if p[0] >> 4 != 6:
+            return self.reject(C_bad_ip_header)
+        plen = rd16(p + 4)
+        if plen == 0:
+            return self.reject(C_bad_ip_header)
+        if 40 + plen > n:
+            return self.reject(C_ip_length_exceeds_capture)
+        nh = p[6]
+        pos = 40
+        end = 40 + plen
+        while nh == 0 or nh == 43 or nh == 60 or nh == 44:
+            if count == MAX_IPV6_EXT_HEADERS:
+                return self.reject(C_bad_ipv6_extension)
+            count += 1
+            if nh == 44:
+                if pos + 8 > end:
+                    return self.reject(C_bad_ipv6_extension)
+                fragword = rd16(p + pos + 2)
+                if fragword & 0xFFF8:
+                    return self.reject(C_ip_fragment_not_first)
+                if fragword & 1:
+                    return self.reject(C_ip_fragment)
+                nh = p[pos]
+                pos += 8
+            else:
+                if pos + 2 > end:
+                    return self.reject(C_bad_ipv6_extension)
+                hl = (<uint32_t>p[pos + 1] + 1) * 8
+                if pos + hl > end:
+                    return self.reject(C_bad_ipv6_extension)
+                nh = p[pos]
+                pos += hl
+        fi.ip_version = 6
+        fi.src = p + 8
+        fi.dst = p + 24
+        return self.transport(nh, p + pos, end - pos, fi)
+
+    cdef int transport(self, uint8_t proto, const uint8_t* p, uint32_t n, FrameInfo* fi) except -1:
+        cdef uint32_t ulen, doff
+        if proto == 17:
+            if n < 8:
+                return self.reject(C_truncated_transport)
+            fi.sport = rd16(p)
+            fi.dport = rd16(p + 2)
+            if not (self.ports[fi.sport] or self.ports[fi.dport]):
+                return self.reject(C_not_dns_port)
+            ulen = rd16(p + 4)
+            if ulen < 8 or ulen > n:
+                return self.reject(C_bad_udp_length)
+            fi.transport = 17
+            return self.message(p + 8, ulen - 8, fi)
+        if proto == 6:
+            if n < 20:
+                return self.reject(C_truncated_transport)
+            fi.sport = rd16(p)
+            fi.dport = rd16(p + 2)
+            if not (self.ports[fi.sport] or self.ports[fi.dport]):
+                return self.reject(C_not_dns_port)
+            doff = (p[12] >> 4) * 4
+            if doff < 20 or doff > n:
+                return self.reject(C_bad_tcp_header)
+            fi.transport = 6
+            return self.tcp_segment(p[13], rd32(p + 4), p + doff, n - doff, fi)
+        return self.reject(C_not_udp_tcp)
+
+    cdef int tcp_segment(self, uint8_t flags, uint32_t seq, const uint8_t* payload, uint32_t n,
+                         FrameInfo* fi) except -1:
+        cdef uint8_t key[STREAM_KEY_LEN]
+        cdef uint64_t h = FNV_OFFSET
+        cdef int k, alen = 4 if fi.ip_version == 4 else 16
+        cdef int64_t now_us = <int64_t>fi.sec * 1000000 + fi.usec
+        cdef bint syn = flags & 0x02, fin_or_rst = flags & 0x05
+        cdef uint32_t data_seq, used
+        cdef int32_t d, s
+        cdef StreamTable st = self.streams
+        cdef Stream* sp
+        memset(key, 0, STREAM_KEY_LEN)
+        key[0] = (fi.vlan + 1) >> 8
+        key[1] = (fi.vlan + 1) & 0xFF
+        key[2] = fi.ip_version
+        memcpy(key + 4, fi.src, alen)
+        memcpy(key + 20, fi.dst, alen)
+        key[36] = fi.sport >> 8
+        key[37] = fi.sport & 0xFF
+        key[38] = fi.dport >> 8
+        key[39] = fi.dport & 0xFF
+        for k in range(STREAM_KEY_LEN):
+            h = hash_step(h, key[k])
+        s = st.find(key, h)
+        if s >= 0 and st.is_idle(&st.slots[s], now_us):
+            self.counters_[C_tcp_stream_expired] += 1
+            st.remove(s)
+            s = -1
+        if n == 0:
+            if syn:
+                if s < 0:
+                    s = st.create(key, h, now_us, self.counters_)
+                st.drop_partial(s)
+                st.slots[s].expected_seq = seq + 1
+                st.touch(s, now_us)
+            elif fin_or_rst and s >= 0:
+                st.remove(s)
+            return self.reject(C_tcp_no_payload)
+        data_seq = seq + 1 if syn else seq
+        if s < 0:
+            s = st.create(key, h, now_us, self.counters_)
+            st.slots[s].expected_seq = data_seq
+        else:
+            d = <int32_t>(data_seq - st.slots[s].expected_seq)
+            if d < 0 and <int32_t>(data_seq + n - st.slots[s].expected_seq) <= 0:
+                self.counters_[C_tcp_retransmission] += 1
+                st.touch(s, now_us)
+                if fin_or_rst:
+                    st.remove(s)
+                return 0
+            if d != 0:
+                self.counters_[C_tcp_gap] += 1
+                st.drop_partial(s)
+                st.slots[s].expected_seq = data_seq
+        st.touch(s, now_us)
+        sp = &st.slots[s]
+        if sp.buf_len > 0:
+            if st.append(s, payload, n) < 0:
+                raise MemoryError()
+            used = self.tcp_messages(sp.buf, sp.buf_len, fi)
+            if used == sp.buf_len:
+                st.drop_partial(s)
+            elif used > 0:
+                memmove(sp.buf, sp.buf + used, sp.buf_len - used)
+                sp.buf_len -= used
+        else:
+            used = self.tcp_messages(payload, n, fi)
+            if used < n and st.append(s, payload + used, n - used) < 0:
+                raise MemoryError()
+        sp.expected_seq = data_seq + n
+        if fin_or_rst:
+            st.remove(s)
+        return 0
+
+    cdef uint32_t tcp_messages(self, const uint8_t* p, uint32_t n, FrameInfo* fi) except? 0xFFFFFFFF:
+        """Decode each complete length-prefixed message; return how many bytes were consumed."""
+        cdef uint32_t pos = 0, mlen
+        while n - pos >= 2:
+            mlen = rd16(p + pos)
+            if mlen == 0:
+                self.counters_[C_dns_too_short] += 1
+                pos += 2
+                continue
+            if n - pos - 2 < mlen:
+                break
+            self.message(p + pos + 2, mlen, fi)
+            pos += 2 + mlen
+        return pos
+
+    cdef int message(self, const uint8_t* msg, uint32_t n, FrameInfo* fi) except -1:
+        cdef uint16_t flags, qdcount, qtype, qclass
+        cdef int reason
+        cdef int32_t rule = -1
+        cdef int alen
+        cdef DecodedName* name = &self.name
+        if n < 12:
+            return self.reject(C_dns_too_short)
+        qdcount = rd16(msg + 4)
+        if qdcount == 0:
+            return self.reject(C_dns_no_question)
+        reason = decode_name(msg, n, 12, name)
+        if reason:
+            return self.reject(reason)
+        if name.end + 4 > n:
+            return self.reject(C_dns_truncated)
+        flags = rd16(msg + 2)
+        qtype = rd16(msg + name.end)
+        qclass = rd16(msg + name.end + 2)
+        if qdcount > 1:
+            self.counters_[C_dns_extra_questions] += 1
+        if flags & 0x8000:
+            self.counters_[C_dns_responses] += 1
+        else:
+            self.counters_[C_dns_queries] += 1
+            rule = self.rules.match(name.text, name.text_len, name.label_starts, name.nlabels)
+            if rule >= 0:
+                self.counters_[C_hits] += 1
+        if rule < 0 and not self.emit_all:
+            return 0
+        alen = 4 if fi.ip_version == 4 else 16
+        self.out.append((
+            fi.frame, fi.sec, fi.usec, None if fi.vlan < 0 else fi.vlan,
+            PyBytes_FromStringAndSize(<const char*>fi.src, alen),
+            PyBytes_FromStringAndSize(<const char*>fi.dst, alen),
+            fi.transport, fi.sport, fi.dport, rd16(msg), flags, qdcount,
+            PyUnicode_DecodeASCII(<const char*>name.text, name.text_len, NULL),
+            qtype, qclass, rule,
+        ))
+        return 0

@@ -1,0 +1,102 @@
+"""IPv4 and IPv6 headers (with IPv6 extension headers): addresses, transport protocol and its bytes."""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from sensor.decode.anomaly import Anomaly
+from sensor.decode.link import IPV4
+
+# version/IHL, DSCP/ECN, total length, id, flags/fragment offset, TTL, protocol, checksum, source, destination
+IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
+IPV4_MIN_IHL = 5  # 32-bit words: a header without options
+IPV4_MORE_FRAGMENTS = 0x2000
+IPV4_FRAGMENT_OFFSET = 0x1FFF
+# version/traffic class/flow label, payload length, next header, hop limit, source, destination
+IPV6_HEADER = struct.Struct("!IHBB16s16s")
+IPV6_EXTENSION = struct.Struct("!BB")  # next header, length in 8-byte units not counting the first 8
+IPV6_FRAGMENT = struct.Struct("!BBHI")  # next header, reserved, offset (13 bits) / M flag, identification
+IPV6_FRAGMENT_OFFSET_SHIFT = 3
+IPV6_MORE_FRAGMENTS = 0x0001
+
+HOP_BY_HOP = 0
+ROUTING = 43
+FRAGMENT = 44
+DESTINATION_OPTIONS = 60
+SKIPPED_EXTENSIONS = frozenset({HOP_BY_HOP, ROUTING, DESTINATION_OPTIONS})
+# RFC 8200 orders at most a handful of extension headers; a longer chain is an evasion attempt or junk,
+# and walking it is unbounded work per packet.
+MAX_IPV6_EXT_HEADERS = 8
+
+
+class IpPacket(NamedTuple):
+    """The network layer read: addresses in network order, transport protocol number and its bytes."""
+
+    src: bytes
+    dst: bytes
+    protocol: int
+    payload: bytes
+
+
+def decode_ip(version: int, frame: bytes, offset: int) -> IpPacket:
+    """Decode the IP header the link layer announced, starting at `offset`."""
+    packet = frame[offset:]
+    return decode_ipv4(packet) if version == IPV4 else decode_ipv6(packet)
+
+
+def decode_ipv4(packet: bytes) -> IpPacket:
+    """IPv4: header checks in contract order, fragments refused; bytes past the total length are padding."""
+    if len(packet) < IPV4_HEADER.size:
+        raise Anomaly("truncated_ip")
+    version_ihl, _, total_length, _, flags_offset, _, protocol, _, src, dst = IPV4_HEADER.unpack_from(packet)
+    header_length = (version_ihl & 0x0F) * 4
+    if version_ihl >> 4 != 4 or header_length < IPV4_MIN_IHL * 4:
+        raise Anomaly("bad_ip_header")
+    if header_length > len(packet):
+        raise Anomaly("truncated_ip")
+    if total_length < header_length:
+        raise Anomaly("bad_ip_header")
+    if total_length > len(packet):
+        raise Anomaly("ip_length_exceeds_capture")
+    if flags_offset & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET):
+        raise Anomaly("ip_fragment_not_first" if flags_offset & IPV4_FRAGMENT_OFFSET else "ip_fragment")
+    return IpPacket(src, dst, protocol, packet[header_length:total_length])
+
+
+def decode_ipv6(packet: bytes) -> IpPacket:
+    """IPv6: fixed header, then hop-by-hop, routing, destination options and atomic fragment headers skipped."""
+    if len(packet) < IPV6_HEADER.size:
+        raise Anomaly("truncated_ip")
+    first_word, payload_length, next_header, _, src, dst = IPV6_HEADER.unpack_from(packet)
+    if first_word >> 28 != 6 or payload_length == 0:  # 0 announces a jumbogram, which DNS never needs
+        raise Anomaly("bad_ip_header")
+    if IPV6_HEADER.size + payload_length > len(packet):
+        raise Anomaly("ip_length_exceeds_capture")
+    payload = packet[IPV6_HEADER.size : IPV6_HEADER.size + payload_length]
+    offset = 0
+    seen = 0
+    while next_header in SKIPPED_EXTENSIONS or next_header == FRAGMENT:
+        if seen == MAX_IPV6_EXT_HEADERS:
+            raise Anomaly("bad_ipv6_extension")
+        seen += 1
+        if next_header == FRAGMENT:
+            if offset + IPV6_FRAGMENT.size > len(payload):
+                raise Anomaly("bad_ipv6_extension")
+            following, _, offset_flags, _ = IPV6_FRAGMENT.unpack_from(payload, offset)
+            fragment_offset = offset_flags >> IPV6_FRAGMENT_OFFSET_SHIFT
+            if fragment_offset:
+                raise Anomaly("ip_fragment_not_first")
+            if offset_flags & IPV6_MORE_FRAGMENTS:
+                raise Anomaly("ip_fragment")
+            length = IPV6_FRAGMENT.size  # an atomic fragment (RFC 6946): the whole datagram, read on
+        else:
+            if offset + IPV6_EXTENSION.size > len(payload):
+                raise Anomaly("bad_ipv6_extension")
+            following, units = IPV6_EXTENSION.unpack_from(payload, offset)
+            length = (units + 1) * 8
+            if offset + length > len(payload):
+                raise Anomaly("bad_ipv6_extension")
+        next_header = following
+        offset += length
+    return IpPacket(src, dst, next_header, payload[offset:])

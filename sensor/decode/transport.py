@@ -1,0 +1,54 @@
+"""UDP and TCP headers: ports, and the bytes that follow them (lengths from the headers, never the frame)."""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from sensor.decode.anomaly import Anomaly
+
+PROTO_TCP = 6
+PROTO_UDP = 17
+
+UDP_HEADER = struct.Struct("!HHHH")  # source port, destination port, length, checksum
+# source port, destination port, sequence, acknowledgement, data offset/reserved, flags, window, checksum, urgent
+TCP_HEADER = struct.Struct("!HHIIBBHHH")
+TCP_MIN_DATA_OFFSET = 5  # 32-bit words: a header without options
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+
+
+class UdpDatagram(NamedTuple):
+    src_port: int
+    dst_port: int
+    payload: bytes
+
+
+class TcpSegment(NamedTuple):
+    src_port: int
+    dst_port: int
+    seq: int
+    flags: int
+    payload: bytes
+
+
+def decode_udp(packet: bytes) -> UdpDatagram:
+    """UDP: only the bytes the UDP length covers are payload; a length past the IP payload is refused."""
+    if len(packet) < UDP_HEADER.size:
+        raise Anomaly("truncated_transport")
+    src_port, dst_port, length, _ = UDP_HEADER.unpack_from(packet)
+    if length < UDP_HEADER.size or length > len(packet):
+        raise Anomaly("bad_udp_length")
+    return UdpDatagram(src_port, dst_port, packet[UDP_HEADER.size : length])
+
+
+def decode_tcp(packet: bytes) -> TcpSegment:
+    """TCP: the data offset must cover the fixed header and stay within the IP payload."""
+    if len(packet) < TCP_HEADER.size:
+        raise Anomaly("truncated_transport")
+    src_port, dst_port, seq, _, offset_byte, flags, _, _, _ = TCP_HEADER.unpack_from(packet)
+    header_length = (offset_byte >> 4) * 4
+    if header_length < TCP_MIN_DATA_OFFSET * 4 or header_length > len(packet):
+        raise Anomaly("bad_tcp_header")
+    return TcpSegment(src_port, dst_port, seq, flags, packet[header_length:])

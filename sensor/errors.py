@@ -1,0 +1,28 @@
+"""The few exceptions that reach the user as one line and an exit code (docs/cli.md)."""
+
+
+class SensorError(Exception):
+    """An operational fault: bad option, bad rule line, unreadable file, endpoint in use.
+
+    `exit_code` 2 means nothing could start; 1 means the run failed part-way.
+    """
+
+    exit_code = 2
+
+
+class StartupError(SensorError):
+    exit_code = 2
+
+
+class RuleError(StartupError):
+    """A rule line that is not a rule; the message starts with `file:line:`."""
+
+
+class CaptureError(StartupError):
+    """A capture that cannot be opened: missing, unreadable, not a capture, unsupported."""
+
+
+class CaptureCutOff(SensorError):
+    """A capture that ended in the middle of a frame; what came before it was processed."""
+
+    exit_code = 1

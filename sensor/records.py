@@ -1,0 +1,72 @@
+"""The decoded-message record both decoders emit (see docs/decoding.md)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class DnsMessage(NamedTuple):
+    """One decoded DNS message: the tuple the fast path and the reference decoder both produce."""
+
+    frame: int
+    ts_sec: int
+    ts_usec: int
+    vlan_id: int | None
+    src_ip: bytes
+    dst_ip: bytes
+    transport: int
+    src_port: int
+    dst_port: int
+    dns_id: int
+    flags: int
+    qdcount: int
+    qname: str
+    qtype: int
+    qclass: int
+    rule: int
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flags & 0x8000)
+
+    @property
+    def opcode(self) -> int:
+        return (self.flags >> 11) & 0xF
+
+
+# Why a frame was not decoded, or a DNS message not read: one name each, in the order summaries print them.
+FRAME_REASONS = (
+    "unsupported_linktype",
+    "truncated_link",
+    "not_ip",
+    "truncated_ip",
+    "bad_ip_header",
+    "ip_length_exceeds_capture",
+    "ip_fragment",
+    "ip_fragment_not_first",
+    "bad_ipv6_extension",
+    "not_udp_tcp",
+    "truncated_transport",
+    "bad_udp_length",
+    "bad_tcp_header",
+    "not_dns_port",
+    "tcp_no_payload",
+)
+MESSAGE_REASONS = (
+    "dns_too_short",
+    "dns_no_question",
+    "dns_bad_label_type",
+    "dns_bad_pointer",
+    "dns_too_many_pointers",
+    "dns_name_too_long",
+    "dns_truncated",
+)
+TCP_EVENTS = ("tcp_gap", "tcp_retransmission", "tcp_stream_evicted", "tcp_stream_expired")
+COUNTERS = (
+    ("packets", "bytes")
+    + FRAME_REASONS
+    + ("dns_queries", "dns_responses")
+    + MESSAGE_REASONS
+    + ("dns_extra_questions", "hits")
+    + TCP_EVENTS
+)
