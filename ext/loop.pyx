@@ -65,7 +65,7 @@ cdef class FastLoop:
     cdef list out
     cdef DecodedName name
 
-    def __cinit__(self, int linktype, ports, dict table, bint emit_all=False,
+    def __cinit__(self, int linktype, ports, table, bint emit_all=False,
                   int max_tcp_streams=4096, double tcp_idle_timeout=30.0):
         self.linktype = linktype
         memset(self.ports, 0, sizeof(self.ports))
@@ -73,7 +73,8 @@ cdef class FastLoop:
             if not 0 < port < 65536:
                 raise ValueError(f"port {port} is outside 1-65535")
             self.ports[port] = 1
-        self.rules = SuffixSet(table)
+        # A SuffixSet can be shared by the loops of several files; a dict is the RuleSet's table.
+        self.rules = table if isinstance(table, SuffixSet) else SuffixSet(table)
         self.streams = StreamTable(max_tcp_streams, tcp_idle_timeout)
         self.emit_all = emit_all
         memset(self.counters_, 0, sizeof(self.counters_))

@@ -1,8 +1,13 @@
-"""UDP and TCP headers: ports, and the bytes that follow them (lengths from the headers, never the frame)."""
+"""UDP and TCP headers: ports, and the bytes that follow them (lengths from the headers, never the frame).
+
+The port filter comes right after the fixed header (docs/decoding.md): traffic on other ports is
+`not_dns_port` however odd its lengths, and only DNS traffic is held to the length checks.
+"""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Container
 from typing import NamedTuple
 
 from sensor.decode.anomaly import Anomaly
@@ -33,21 +38,25 @@ class TcpSegment(NamedTuple):
     payload: bytes
 
 
-def decode_udp(packet: bytes) -> UdpDatagram:
+def decode_udp(packet: bytes, ports: Container[int]) -> UdpDatagram:
     """UDP: only the bytes the UDP length covers are payload; a length past the IP payload is refused."""
     if len(packet) < UDP_HEADER.size:
         raise Anomaly("truncated_transport")
     src_port, dst_port, length, _ = UDP_HEADER.unpack_from(packet)
+    if src_port not in ports and dst_port not in ports:
+        raise Anomaly("not_dns_port")
     if length < UDP_HEADER.size or length > len(packet):
         raise Anomaly("bad_udp_length")
     return UdpDatagram(src_port, dst_port, packet[UDP_HEADER.size : length])
 
 
-def decode_tcp(packet: bytes) -> TcpSegment:
+def decode_tcp(packet: bytes, ports: Container[int]) -> TcpSegment:
     """TCP: the data offset must cover the fixed header and stay within the IP payload."""
     if len(packet) < TCP_HEADER.size:
         raise Anomaly("truncated_transport")
     src_port, dst_port, seq, _, offset_byte, flags, _, _, _ = TCP_HEADER.unpack_from(packet)
+    if src_port not in ports and dst_port not in ports:
+        raise Anomaly("not_dns_port")
     header_length = (offset_byte >> 4) * 4
     if header_length < TCP_MIN_DATA_OFFSET * 4 or header_length > len(packet):
         raise Anomaly("bad_tcp_header")

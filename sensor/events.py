@@ -1,0 +1,120 @@
+"""Hit events: a decoded query that matched a rule, as an ECS-nested JSON object (schema: docs/events.md)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass
+
+from sensor import __version__
+from sensor.community_id import community_id
+from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
+from sensor.records import DnsMessage
+from sensor.rules.loader import RuleSet
+
+HIT_TOPIC = "dns.hit"
+TRANSPORTS = {17: "udp", 6: "tcp"}
+
+
+def rfc3339(sec: int, usec: int) -> str:
+    """Packet time as RFC 3339 UTC with microseconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{usec:06d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where the frames came from: a capture file, or (later) a live interface."""
+
+    capture_file: str | None = None
+    interface: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Observer:
+    """The sensor itself, named in every event so that many sensors can share one stream."""
+
+    hostname: str
+    name: str
+
+    @classmethod
+    def local(cls, name: str | None = None) -> Observer:
+        host = socket.gethostname()
+        return cls(hostname=host, name=name or host)
+
+
+class HitEncoder:
+    """Turns hit records into ECS dicts and JSON text; one encoder reused for every event."""
+
+    def __init__(self, ruleset: RuleSet, observer: Observer) -> None:
+        self._rules = ruleset.rules
+        self._observer = {
+            "hostname": observer.hostname,
+            "name": observer.name,
+            "type": "sensor",
+            "vendor": "truesource",
+            "product": "truesource",
+            "version": __version__,
+        }
+        self._json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+    def event(self, msg: DnsMessage, origin: Origin) -> dict:
+        rule = self._rules[msg.rule]
+        src = socket.inet_ntop(socket.AF_INET if len(msg.src_ip) == 4 else socket.AF_INET6, msg.src_ip)
+        dst = socket.inet_ntop(socket.AF_INET if len(msg.dst_ip) == 4 else socket.AF_INET6, msg.dst_ip)
+        transport = TRANSPORTS[msg.transport]
+        network = {
+            "transport": transport,
+            "protocol": "dns",
+            "type": "ipv4" if len(msg.src_ip) == 4 else "ipv6",
+            "iana_number": str(msg.transport),
+            "community_id": community_id(msg.src_ip, msg.dst_ip, msg.transport, msg.src_port, msg.dst_port),
+        }
+        if msg.vlan_id is not None:
+            network["vlan"] = {"id": str(msg.vlan_id)}
+        observer = dict(self._observer)
+        if origin.interface is not None:
+            observer["ingress"] = {"interface": {"name": origin.interface}}
+        opcode = msg.opcode
+        extra = {
+            "dns": {
+                "op_code": opcode,
+                "question": {"type": msg.qtype, "class": msg.qclass},
+                "qdcount": msg.qdcount,
+                "flags": msg.flags,
+            },
+            "rule": {"line": rule.line, "suffix": rule.suffix or ".", "below_only": rule.below_only},
+        }
+        if origin.capture_file is not None:
+            extra["capture"] = {"file": origin.capture_file, "frame": msg.frame}
+        return {
+            "@timestamp": rfc3339(msg.ts_sec, msg.ts_usec),
+            "event": {
+                "kind": "alert",
+                "category": ["network", "threat"],
+                "type": ["indicator", "protocol"],
+                "dataset": "truesource.hit",
+                "module": "truesource",
+            },
+            "source": {"ip": src, "port": msg.src_port},
+            "destination": {"ip": dst, "port": msg.dst_port},
+            "related": {"ip": [src, dst] if src != dst else [src]},
+            "network": network,
+            "dns": {
+                "type": "query",
+                "id": msg.dns_id,
+                "op_code": opcode_name(opcode),
+                "header_flags": header_flags(msg.flags),
+                "question": {
+                    "name": msg.qname,
+                    "type": qtype_name(msg.qtype),
+                    "class": qclass_name(msg.qclass),
+                },
+            },
+            "rule": {"name": rule.text, "ruleset": rule.ruleset},
+            "observer": observer,
+            "truesource": extra,
+        }
+
+    def encode(self, event: dict) -> str:
+        return self._json.encode(event)

@@ -1,0 +1,37 @@
+"""The reference subscriber (`truesource tail`): prints each event's JSON on its own line."""
+
+from __future__ import annotations
+
+import sys
+
+import zmq
+
+from sensor.errors import StartupError
+
+
+def tail(endpoint: str, topics: list[str], count: int = 0, idle_exit: float = 0, with_topic: bool = False) -> int:
+    context = zmq.Context.instance()
+    socket = context.socket(zmq.SUB)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        socket.connect(endpoint)
+    except zmq.ZMQError as err:
+        raise StartupError(f"{endpoint}: cannot connect: {err.strerror}") from None
+    for topic in topics:
+        socket.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
+    received = 0
+    timeout_ms = int(idle_exit * 1000) if idle_exit > 0 else -1
+    try:
+        while not count or received < count:
+            if not socket.poll(timeout_ms):
+                break
+            topic, payload = socket.recv_multipart()[:2]
+            line = payload.decode("utf-8", "replace")
+            if with_topic:
+                line = topic.decode("ascii", "replace") + " " + line
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            received += 1
+    finally:
+        socket.close()
+    return 0

@@ -1,0 +1,44 @@
+"""Shared test helpers: run the real CLI as a subprocess, find the shipped captures, pick free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PCAPS = ROOT / "pcaps"
+PEERS = ROOT.parent / "shared" / "pcaps" / "peers"
+
+
+def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m sensor ARGS` from the repository root; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "sensor", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs,
+    )
+
+
+def free_tcp_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def endpoint() -> str:
+    return free_tcp_endpoint()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _compiled_in_ci():
+    """On CI the compiled fast path must be the one tested, never a silent fallback."""
+    if os.environ.get("CI") == "true" and not os.environ.get("TRUESOURCE_PURE"):
+        from sensor import loop
+
+        assert loop.compiled is not None, "sensor._loop is not built"
+    yield

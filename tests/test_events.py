@@ -1,0 +1,79 @@
+"""The hit event: ECS nesting, field values, Community ID against the reference implementation."""
+
+from __future__ import annotations
+
+import communityid
+import pytest
+
+from sensor.community_id import community_id
+from sensor.events import HitEncoder, Observer, Origin, rfc3339
+from sensor.records import DnsMessage
+from sensor.rules.loader import Rule, RuleSet
+
+
+@pytest.mark.parametrize("src,dst,proto,sport,dport", [
+    ("10.0.0.1", "10.0.0.2", 17, 40000, 53),
+    ("10.0.0.2", "10.0.0.1", 17, 53, 40000),
+    ("192.168.1.1", "192.168.1.1", 6, 53, 53),
+    ("2001:db8::1", "2001:db8::53", 17, 5353, 53),
+    ("fe80::2", "fe80::1", 6, 1, 65535),
+])
+def test_community_id_matches_reference(src, dst, proto, sport, dport):
+    import ipaddress
+
+    expected = communityid.CommunityID().calc(communityid.FlowTuple(proto, src, dst, sport, dport))
+    got = community_id(ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed, proto, sport, dport)
+    assert got == expected
+
+
+def test_rfc3339_microseconds_utc():
+    assert rfc3339(0, 5) == "1970-01-01T00:00:00.000005Z"
+    assert rfc3339(1700000000, 123456) == "2023-11-14T22:13:20.123456Z"
+
+
+def dotted_keys(obj, path=""):
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if "." in key:
+                yield path + key
+            yield from dotted_keys(value, path + key + ">")
+
+
+def test_hit_event_fields():
+    ruleset = RuleSet()
+    ruleset.add(Rule("evil.example", False, "evil.example", "rules/demo.rules", 3))
+    msg = DnsMessage(7, 1700000000, 42, 100, bytes([10, 1, 0, 23]), bytes([10, 1, 0, 53]), 17, 51000, 53,
+                     0xBEEF, 0x0100, 1, "WWW.Evil.example", 65, 1, 0)
+    encoder = HitEncoder(ruleset, Observer(hostname="appliance", name="dc1-span"))
+    event = encoder.event(msg, Origin(capture_file="x.pcap"))
+    assert list(dotted_keys(event)) == []  # SIEMs ingest nested objects as they are
+    assert event["@timestamp"] == "2023-11-14T22:13:20.000042Z"
+    assert event["event"]["kind"] == "alert"
+    assert event["source"] == {"ip": "10.1.0.23", "port": 51000}
+    assert event["destination"] == {"ip": "10.1.0.53", "port": 53}
+    assert event["network"]["transport"] == "udp"
+    assert event["network"]["vlan"] == {"id": "100"}
+    assert event["network"]["community_id"].startswith("1:")
+    assert event["dns"]["id"] == 0xBEEF
+    assert event["dns"]["op_code"] == "QUERY"
+    assert event["dns"]["header_flags"] == ["RD"]
+    assert event["dns"]["question"] == {"name": "WWW.Evil.example", "type": "HTTPS", "class": "IN"}
+    assert event["rule"] == {"name": "evil.example", "ruleset": "rules/demo.rules"}
+    assert event["observer"]["hostname"] == "appliance" and event["observer"]["name"] == "dc1-span"
+    assert event["truesource"]["capture"] == {"file": "x.pcap", "frame": 7}
+    assert event["truesource"]["dns"]["question"] == {"type": 65, "class": 1}
+    assert encoder.encode(event).startswith('{"@timestamp":"2023-11-14T22:13:20.000042Z"')
+
+
+def test_unknown_codes_use_rfc3597_names():
+    ruleset = RuleSet()
+    ruleset.add(Rule("", False, ".", "r", 1))
+    msg = DnsMessage(1, 0, 0, None, bytes(16), bytes(15) + b"\x01", 6, 1, 53, 1, 3 << 11, 2, ".", 65534, 77, 0)
+    event = HitEncoder(ruleset, Observer("h", "h")).event(msg, Origin(interface="eth1"))
+    assert event["dns"]["question"]["type"] == "TYPE65534"
+    assert event["dns"]["question"]["class"] == "CLASS77"
+    assert event["dns"]["op_code"] == "OPCODE3"
+    assert event["source"]["ip"] == "::" and event["network"]["type"] == "ipv6"
+    assert "vlan" not in event["network"]
+    assert event["observer"]["ingress"] == {"interface": {"name": "eth1"}}
+    assert "capture" not in event["truesource"]
