@@ -132,9 +132,11 @@ class Timeline:
 
 def write_pcap(path: Path, linktype: int, frames: list[Frame], nano: bool = False) -> None:
     """A classic little-endian pcap (microsecond or nanosecond), independent of the host's byte order."""
-    writer = PcapWriter(str(path), linktype=linktype, endianness="<", nano=nano, snaplen=65535)
+    writer = PcapWriter(str(path), endianness="<", nano=nano, snaplen=65535)
+    writer.linktype = linktype  # set here: the constructor ignores a falsy one (DLT_NULL is 0)
     scale = 1_000_000_000 if nano else 1_000_000
     with writer:
+        writer.write_header(None)
         for frame in frames:
             sec = int(frame.time)
             fraction = int((frame.time - sec) * scale)
@@ -146,6 +148,7 @@ def write_pcapng(path: Path, linktype: int, frames: list[Frame]) -> None:
     writer = PcapNgWriter(str(path))
     writer.linktype = linktype
     with writer:
+        writer.write_header(None)
         for frame in frames:
             # An exact Decimal so the microseconds are not rounded through a float.
             writer.write_packet(frame.data, sec=frame.time, wirelen=frame.wirelen)

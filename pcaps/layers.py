@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_EOL, IPOption_NOP, IPOption_RouterAlert
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_EOL, IPOption_NOP, IPOption_Router_Alert
 from scapy.layers.inet6 import (
     IPv6,
     IPv6ExtHdrDestOpt,
@@ -155,11 +155,11 @@ def padding() -> tuple[int, Timeline]:
     # class, and carry those 4 bytes after as padding; reading the frame length would decode them.
     t = Timeline(800)
     t.add(bytes(ether() / q4("pad.evil.example", 40071)) + b"\x00" * 6 + b"FCS!")  # 1 hit despite 10 trailing bytes
-    t.add(ether() / Raw(shortened(q4("short.evil.example", 40072), 4)))  # 2 dns_truncated (IP and UDP short)
+    t.add(shortened(ether() / q4("short.evil.example", 40072), 4))  # 2 dns_truncated (IP and UDP short)
     udp_only = q4("udp.evil.example", 40073)
     udp_only[UDP].len = len(udp_only[UDP]) - 4
     t.add(ether() / udp_only)  # 3 dns_truncated: the UDP length, not the IP one, bounds the payload
-    t.add(ether() / Raw(shortened(q6("six.evil.example", 40074), 4)))  # 4 dns_truncated (IPv6 payload length short)
+    t.add(shortened(ether() / q6("six.evil.example", 40074), 4))  # 4 dns_truncated (IPv6 payload length short)
     # TCP: junk after the IP packet must not enter the stream, or the next segment looks like a gap.
     first = tcp_framed(query("tcp1.evil.example", dns_id=0x0701))
     second = tcp_framed(query("tcp2.evil.example", dns_id=0x0702))
@@ -215,7 +215,7 @@ def bad_headers() -> tuple[int, Timeline]:
 
 def ipv4_options() -> tuple[int, Timeline]:
     t = Timeline(1100)
-    alert = IP(src=CLIENT4, dst=RESOLVER4, id=0x4242, options=[IPOption_RouterAlert()])
+    alert = IP(src=CLIENT4, dst=RESOLVER4, id=0x4242, options=[IPOption_Router_Alert()])
     t.add(ether() / alert / UDP(sport=40101, dport=53) / Raw(query("ra.evil.example")))  # 1 hit, IHL 6
     # 36 NOPs and an end-of-list: the longest header (IHL 15, 60 bytes).
     longest = IP(src=CLIENT4, dst=RESOLVER4, id=0x4242, options=[IPOption_NOP()] * 36 + [IPOption_EOL()] * 4)
@@ -240,7 +240,8 @@ def edns_padded_query(name: str, size: int) -> bytes:
 
 def ipv4_fragments() -> tuple[int, Timeline]:
     t = Timeline(1200)
-    payload = bytes(UDP(sport=40111, dport=53) / Raw(edns_padded_query("frag.evil.example", 600)))
+    whole = IP(src=CLIENT4, dst=RESOLVER4) / UDP(sport=40111, dport=53) / Raw(edns_padded_query("frag.evil.example", 600))
+    payload = bytes(whole)[20:]  # UDP header and data, with the checksum over the whole datagram
     # By hand rather than scapy's fragment(): the offsets and flags are the point of this capture.
     pieces = [(0, payload[:256], 1), (32, payload[256:512], 1), (64, payload[512:], 0)]
     for offset, piece, more in pieces:
@@ -265,7 +266,8 @@ def ipv6_extensions() -> tuple[int, Timeline]:
     chain = IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting(segleft=0) / IPv6ExtHdrDestOpt()
     t.add(v6(chain, "chain.evil.example", 40124))  # 4 hit through four headers
     t.add(v6(IPv6ExtHdrFragment(offset=0, m=0, id=7), "atomic.evil.example", 40125))  # 5 hit: atomic fragment
-    body = bytes(UDP(sport=40126, dport=53) / Raw(query("frag6.evil.example", 28)))
+    whole = IPv6(src=CLIENT6, dst=RESOLVER6) / UDP(sport=40126, dport=53) / Raw(query("frag6.evil.example", 28))
+    body = bytes(whole)[40:]  # UDP header and data, with the checksum over the whole datagram
     first = IPv6(src=CLIENT6, dst=RESOLVER6, hlim=64) / IPv6ExtHdrFragment(nh=17, offset=0, m=1, id=8) / Raw(body[:24])
     rest = IPv6(src=CLIENT6, dst=RESOLVER6, hlim=64) / IPv6ExtHdrFragment(nh=17, offset=3, m=0, id=8) / Raw(body[24:])
     t.add(ether() / first)  # 6 ip_fragment

@@ -59,7 +59,7 @@ def dns_names() -> tuple[int, Timeline]:
     to_resolver(t, 42003, header(0x3003) + b"\x03abc\xc0\x16" + QTYPE_CLASS_A_IN + wire_name(b"evil", b"example"))
     # 4 dns_bad_pointer: the name is a pointer to itself.
     to_resolver(t, 42004, header(0x3004) + b"\xc0\x0c" + QTYPE_CLASS_A_IN)
-    # 5 dns_bad_pointer: a loop 12 -> 10 -> 8 -> 10 (the second hop goes forwards).
+    # 5 dns_bad_pointer: a loop 12 -> 10 -> 8 -> 10 (the third hop goes forwards).
     to_resolver(t, 42005, header(0x3005, ns=0xC00A, ar=0xC008) + b"\x03abc\xc0\x0a" + QTYPE_CLASS_A_IN)
     # 6 dns_bad_pointer: 20 backward hops down a chain after the question, entered by a forward pointer. More
     # than MAX_POINTER_HOPS backward hops cannot be built in a first question: only 12 header bytes precede it.
@@ -144,7 +144,8 @@ def non_dns() -> tuple[int, Timeline]:
     t.add(ether(RESOLVER_MAC, CLIENT_MAC) / tcp_seg(web, 80, CLIENT4, 42301, 900, 101, "SA"))  # 6
     t.add(ether() / tcp_seg(CLIENT4, 42301, web, 80, 101, 901, "A"))  # 7
     t.add(ether() / tcp_seg(CLIENT4, 42301, web, 80, 101, 901, "PA", request))  # 8
-    t.add(ether(RESOLVER_MAC, CLIENT_MAC) / tcp_seg(web, 80, CLIENT4, 42301, 901, 101 + len(request), "PA", reply))
+    t.add(ether(RESOLVER_MAC, CLIENT_MAC)
+          / tcp_seg(web, 80, CLIENT4, 42301, 901, 101 + len(request), "PA", reply))  # 9
     t.add(ether() / udp_dns(CLIENT4, 123, "198.51.100.123", 123, b"\x23" + bytes(47)))  # 10 NTP
     t.add(ether() / udp_dns(CLIENT4, 5353, "224.0.0.251", 5353, query("evil.example", dns_id=0)))  # 11 mDNS port
     t.add(Ether(src=CLIENT_MAC, dst="01:80:c2:00:00:0e", type=0x88CC) / Raw(bytes(46)))  # 12 LLDP

@@ -42,3 +42,16 @@ def _compiled_in_ci():
 
         assert loop.compiled is not None, "sensor._loop is not built"
     yield
+
+
+def make_batch(frames: list[bytes], start_sec: int = 1_700_000_000, step_usec: int = 1000) -> tuple[bytes, bytes]:
+    """Frames as one next_batch() result: the data blob and its 16-byte metadata records."""
+    import struct
+
+    meta = []
+    offset = 0
+    for i, frame in enumerate(frames):
+        usec = i * step_usec
+        meta.append(struct.pack("=IIII", start_sec + usec // 1_000_000, usec % 1_000_000, offset, len(frame)))
+        offset += len(frame)
+    return b"".join(frames), b"".join(meta)

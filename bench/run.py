@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""Replay benchmark: `truesource replay` beside the read floor, tshark and tcpdump, each timed as a whole process.
+
+Makes the capture and rule file first if they are missing (bench/make_capture.py), checks that the sensor's
+hits are exactly the ones the generator made, then times every command --repeat times, interleaved, and
+prints medians, packets/s, ratios and the issue's goals. Everything it measured goes to bench/out/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import platform
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+OUT = os.path.join(BENCH, "out")
+DEFAULT_REPEAT = 5
+DEFAULT_TSHARK_PACKETS = 100_000  # tshark reads ~100k frames/s at best: a prefix keeps a run to seconds
+READ_CHUNK = 1 << 20
+
+# The issue's goals (issue 2, "How it is checked").
+GOAL_OF_FLOOR = 0.5  # at least half the read floor's packets/s
+GOAL_OVER_TSHARK = 50.0  # at least 50 times tshark's packets/s
+GOAL_PEAK_RSS = 200e6  # bytes resident at most
+
+
+@dataclass
+class Measure:
+    """One command, timed as a whole process `repeat` times."""
+
+    name: str
+    label: str
+    command: list[str]
+    packets: int
+    stdout: str = os.devnull
+    seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    peak_rss: int = 0  # bytes, the largest of the runs
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def rate(self) -> float:
+        return self.packets / self.median
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "command": self.command, "stdout": self.stdout, "packets": self.packets,
+                "seconds": [round(s, 4) for s in self.seconds], "median_seconds": round(self.median, 4),
+                "packets_per_second": round(self.rate), "cpu_seconds": [round(s, 4) for s in self.cpu_seconds],
+                "peak_rss_bytes": self.peak_rss}
+
+
+def run_once(command: list[str], stdout: str, stderr_path: str) -> tuple[float, float, int, int]:
+    """Wall seconds, CPU seconds, peak resident bytes and exit code of one whole process.
+
+    os.wait4 gives this child's own rusage; RUSAGE_CHILDREN would give the largest peak of every child so far.
+    """
+    with open(stdout, "wb") as out, open(stderr_path, "wb") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen so it does not wait again
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, process.returncode
+
+
+def ensure_capture(packets: int | None, regenerate: bool) -> dict:
+    description_path = os.path.join(OUT, "capture.json")
+    description = None
+    if os.path.exists(description_path) and not regenerate:
+        with open(description_path, encoding="utf-8") as handle:
+            description = json.load(handle)
+        if packets is not None and description["packets"] != packets:
+            description = None
+        elif not all(os.path.exists(p) for p in description["paths"].values()):
+            description = None
+    if description is None:
+        command = [sys.executable, os.path.join(BENCH, "make_capture.py"), "--out-dir", OUT]
+        if packets is not None:
+            command += ["--packets", str(packets)]
+        print("making the capture:", " ".join(command), flush=True)
+        subprocess.run(command, check=True)
+        with open(description_path, encoding="utf-8") as handle:
+            description = json.load(handle)
+    return description
+
+
+def write_prefix(source: str, target: str, frames: int) -> int:
+    """The first `frames` frames of a classic pcap file (the generator writes one), as a new file."""
+    if os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(source):
+        return count_frames(target)
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        header = src.read(24)
+        order = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        dst.write(header)
+        written = 0
+        while written < frames:
+            record = src.read(16)
+            if len(record) < 16:
+                break
+            caplen = struct.unpack(order + "IIII", record)[2]
+            dst.write(record + src.read(caplen))
+            written += 1
+    return written
+
+
+def count_frames(path: str) -> int:
+    with open(path, "rb") as handle:
+        order = "<" if handle.read(24)[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        frames = 0
+        while record := handle.read(16):
+            handle.seek(struct.unpack(order + "IIII", record)[2], os.SEEK_CUR)
+            frames += 1
+    return frames
+
+
+def warm_cache(path: str) -> None:
+    """Read the file once so that the first timed command does not pay for the disk."""
+    with open(path, "rb") as handle:
+        while handle.read(READ_CHUNK):
+            pass
+
+
+def hit_key(ip: str, port: int | str, qname: str) -> tuple[str, int, str]:
+    return str(ipaddress.ip_address(ip)), int(port), qname
+
+
+def compare_hits(hits_path: str, expected_path: str) -> dict:
+    """(client ip, client port, qname as sent) of every sensor hit against the generator's own list."""
+    found: Counter = Counter()
+    with open(hits_path, encoding="utf-8") as handle:
+        for line in handle:
+            event = json.loads(line)
+            found[hit_key(event["source"]["ip"], event["source"]["port"], event["dns"]["question"]["name"])] += 1
+    expected: Counter = Counter()
+    with open(expected_path, encoding="utf-8") as handle:
+        for line in handle:
+            ip, port, qname = line.rstrip("\n").split("\t")
+            expected[hit_key(ip, port, qname)] += 1
+    missing = expected - found
+    extra = found - expected
+    return {"identical": not missing and not extra, "truesource": sum(found.values()),
+            "expected": sum(expected.values()), "missing": [list(k) for k in list(missing)[:10]],
+            "extra": [list(k) for k in list(extra)[:10]]}
+
+
+def tool_version(command: list[str]) -> str:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unavailable"
+    text = (result.stdout or result.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def environment() -> dict:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    commit = tool_version(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+            "tshark": tool_version(["tshark", "--version"]), "tcpdump": tool_version(["tcpdump", "--version"]),
+            "commit": commit, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def fmt_bytes(value: float) -> str:
+    return f"{value / 1e6:,.0f} MB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="timed runs of each command")
+    parser.add_argument("--packets", type=int, help="frames in the capture (remade when it differs)")
+    parser.add_argument("--regenerate", action="store_true", help="remake the capture and rule file")
+    parser.add_argument("--tshark-packets", type=int, default=DEFAULT_TSHARK_PACKETS,
+                        help="frames of the capture tshark reads (0: the whole capture)")
+    parser.add_argument("--skip", action="append", default=[], choices=("tshark", "tcpdump"),
+                        help="leave a peer out")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    args = parser.parse_args(argv)
+
+    description = ensure_capture(args.packets, args.regenerate)
+    capture, rules = description["paths"]["capture.pcap"], description["paths"]["rules.txt"]
+    packets = description["packets"]
+    warm_cache(capture)
+
+    # The checked run: hits to a file, counters to JSON. Timed runs below write their hits to /dev/null.
+    hits_path, summary_path = os.path.join(OUT, "hits.jsonl"), os.path.join(OUT, "summary.json")
+    replay = [sys.executable, "-m", "sensor", "replay", capture, "--rules", rules]
+    stderr_path = os.path.join(OUT, "truesource.stderr")
+    _, _, _, code = run_once(replay + ["--out", hits_path, "--summary-json", summary_path], os.devnull,
+                                  stderr_path)
+    if code != 0:
+        with open(stderr_path, encoding="utf-8", errors="replace") as handle:
+            sys.stderr.write(handle.read()[-2000:])
+        print(f"truesource replay exited {code}; nothing timed", file=sys.stderr)
+        return 1
+    hits = compare_hits(hits_path, description["paths"]["expected_hits.tsv"])
+    with open(summary_path, encoding="utf-8") as handle:
+        counters = json.load(handle)["counters"]
+    made = description["counts"]
+    decoded = {"dns_queries": [counters.get("dns_queries"), made["dns_queries"]],
+               "dns_responses": [counters.get("dns_responses"), made["dns_responses"]],
+               "packets": [counters.get("packets"), packets]}
+
+    measures = [
+        Measure("read_floor", "read floor (pcapy-ng next_batch)",
+                [sys.executable, os.path.join(BENCH, "read_floor.py"), capture], packets),
+        Measure("truesource", "truesource replay", replay + ["--out", os.devnull], packets),
+    ]
+    if "tshark" not in args.skip and shutil.which("tshark"):
+        tshark_file, tshark_packets = capture, packets
+        if 0 < args.tshark_packets < packets:
+            tshark_file = os.path.join(OUT, f"capture-first-{args.tshark_packets}.pcap")
+            tshark_packets = write_prefix(capture, tshark_file, args.tshark_packets)
+            warm_cache(tshark_file)
+        label = "tshark -T fields -e dns.qry.name" + (" (prefix)" if tshark_file != capture else "")
+        measures.append(Measure("tshark", label, ["tshark", "-r", tshark_file, "-T", "fields", "-e", "dns.qry.name"],
+                                tshark_packets))
+    if "tcpdump" not in args.skip and shutil.which("tcpdump"):
+        measures.append(Measure("tcpdump", "tcpdump -nn", ["tcpdump", "-r", capture, "-nn"], packets))
+
+    print(f"capture {os.path.relpath(capture)}: {packets:,} frames, {description['file_bytes'] / 1e6:,.1f} MB; "
+          f"rules {os.path.relpath(rules)}: {description['rules']:,} names; {args.repeat} runs of each, interleaved",
+          flush=True)
+    for round_number in range(args.repeat):
+        for measure in measures:
+            wall, cpu, rss, code = run_once(measure.command, measure.stdout,
+                                            os.path.join(OUT, f"{measure.name}.stderr"))
+            if code != 0:
+                print(f"{measure.name} exited {code} (see {OUT}/{measure.name}.stderr): {' '.join(measure.command)}",
+                      file=sys.stderr)
+                return 1
+            measure.seconds.append(wall)
+            measure.cpu_seconds.append(cpu)
+            measure.peak_rss = max(measure.peak_rss, rss)
+        print(f"  round {round_number + 1}/{args.repeat} done", flush=True)
+
+    by_name = {m.name: m for m in measures}
+    sensor = by_name["truesource"]
+    print()
+    print(f"{'command':<42}{'frames':>11}{'median s':>10}{'frames/s':>13}{'truesource/this':>17}{'peak RSS':>10}")
+    for m in measures:
+        print(f"{m.label:<42}{m.packets:>11,}{m.median:>10.3f}{m.rate:>13,.0f}{sensor.rate / m.rate:>16.2f}x"
+              f"{fmt_bytes(m.peak_rss):>10}")
+
+    ratios = {f"truesource_over_{m.name}": sensor.rate / m.rate for m in measures if m is not sensor}
+    goals = [
+        {"goal": "truesource >= 1/2 of the read floor", "value": round(ratios["truesource_over_read_floor"], 3),
+         "target": GOAL_OF_FLOOR, "met": ratios["truesource_over_read_floor"] >= GOAL_OF_FLOOR},
+        {"goal": "hits identical to the generator's", "value": hits["identical"], "target": True,
+         "met": hits["identical"]},
+        {"goal": "truesource peak resident <= 200 MB", "value": sensor.peak_rss, "target": GOAL_PEAK_RSS,
+         "met": sensor.peak_rss <= GOAL_PEAK_RSS},
+    ]
+    if "tshark" in by_name:
+        over = ratios["truesource_over_tshark"]
+        goals.insert(1, {"goal": "truesource >= 50x tshark", "value": round(over, 1), "target": GOAL_OVER_TSHARK,
+                         "met": over >= GOAL_OVER_TSHARK})
+    print()
+    print(f"hits identical: {'yes' if hits['identical'] else 'no'} ({hits['truesource']:,} vs {hits['expected']:,})")
+    for kind in ("missing", "extra"):
+        for key in hits[kind][:5]:
+            print(f"  {kind}: {key[0]} port {key[1]} {key[2]}")
+    print("decoded vs made: " + ", ".join(f"{k} {v[0]:,} of {v[1]:,}" for k, v in decoded.items()))
+    for goal in goals:
+        value = goal["value"]
+        shown = fmt_bytes(value) if "resident" in goal["goal"] else ("yes" if value is True else
+                                                                     "no" if value is False else value)
+        print(f"  [{'met' if goal['met'] else 'MISSED'}] {goal['goal']}: {shown}")
+
+    results = {"capture": {k: description[k] for k in ("packets", "file_bytes", "rules", "rules_hit", "counts",
+                                                         "expected_hits", "hit_share_of_queries", "seed")},
+               "repeat": args.repeat, "measures": {m.name: m.to_json() for m in measures},
+               "ratios": {k: round(v, 3) for k, v in ratios.items()}, "hits": hits, "decoded": decoded,
+               "sensor_counters": counters, "goals": goals, "environment": environment()}
+    results_path = os.path.join(OUT, "results.json")
+    with open(results_path, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=2)
+        handle.write("\n")
+    print(f"\nwritten {os.path.relpath(results_path)}")
+    if args.check and not all(g["met"] for g in goals):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
