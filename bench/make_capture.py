@@ -197,7 +197,8 @@ def build_dns(rnd: random.Random, qname: str, qtype: str, nxdomain: bool, zone: 
     reply.ar = []
     reply.header.aa = 0
     reply.header.ra = 1
-    soa = RR(zone, QTYPE.SOA, ttl=900, rdata=SOA(f"ns1.{zone}", f"hostmaster.{zone}", (2024060101, 7200, 900, 1209600, 300)))
+    times = (2024060101, 7200, 900, 1209600, 300)  # serial, refresh, retry, expire, minimum
+    soa = RR(zone, QTYPE.SOA, ttl=900, rdata=SOA(f"ns1.{zone}", f"hostmaster.{zone}", times))
     if nxdomain:
         reply.header.rcode = 3
         reply.add_auth(soa)
@@ -339,7 +340,7 @@ def ones_sum(data: bytes) -> int:
 
 def header_template(family: int, vlan: int | None, proto: int, client_is_src: bool, peer: str) -> HeaderTemplate:
     from scapy.layers.inet import ICMP, IP, TCP, UDP
-    from scapy.layers.inet6 import IPv6, ICMPv6EchoRequest
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
     from scapy.layers.l2 import Dot1Q, Ether
 
     client_mac, client_ip = "02:00:00:00:00:00", ("0.0.0.0" if family == 4 else "::")
@@ -349,7 +350,8 @@ def header_template(family: int, vlan: int | None, proto: int, client_is_src: bo
     if vlan is not None:
         packet = packet / Dot1Q(vlan=vlan)
     if family == 4:
-        packet = packet / IP(src=src_ip, dst=dst_ip, ttl=64 if client_is_src else 57, id=0, flags="DF" if proto == 6 else 0)
+        flags = "DF" if proto == 6 else 0
+        packet = packet / IP(src=src_ip, dst=dst_ip, ttl=64 if client_is_src else 57, id=0, flags=flags)
     else:
         packet = packet / IPv6(src=src_ip, dst=dst_ip, hlim=64 if client_is_src else 57)
     if proto == 17:
@@ -506,7 +508,9 @@ class Generator:
             return
         buf += payload
         if tpl.proto != 6:  # ICMP, ICMPv6, UDP over IPv6; ICMPv6 and UDP cover an IPv6 pseudo-header
-            pseudo = b"" if tpl.proto == 1 else bytes(buf[ip + 8:ip + 40]) + struct.pack("!IxxxB", len(buf) - l4, tpl.proto)
+            pseudo = b""
+            if tpl.proto != 1:
+                pseudo = bytes(buf[ip + 8:ip + 40]) + struct.pack("!IxxxB", len(buf) - l4, tpl.proto)
             value = internet_checksum(pseudo + bytes(buf[l4:]))
             struct.pack_into("!H", buf, l4 + (6 if tpl.proto == 17 else 2), value or 0xFFFF)
         self.frames.append(bytes(buf))
@@ -570,7 +574,7 @@ class Generator:
         self.frame(up, client, b"", port, DNS_PORT, cseq, sseq, TCP_ACK)
         asked = [self.choose_dns() for _ in range(2 if self.rnd.random() < 0.3 else 1)]
         ids = [self.rnd.getrandbits(16) for _ in asked]
-        queries = [self.dns_message(t, False, i, label) for (t, label, _), i in zip(asked, ids)]
+        queries = [self.dns_message(t, False, i, label) for (t, label, _), i in zip(asked, ids, strict=True)]
         stream = b"".join(struct.pack("!H", len(q)) + q for q in queries)
         if len(asked) == 1 and self.rnd.random() < 0.3:
             self.frame(up, client, stream[:2], port, DNS_PORT, cseq, sseq, TCP_PSH | TCP_ACK)
@@ -581,7 +585,7 @@ class Generator:
             self.note_query(client, port, template, qname)
             self.counts["dns_tcp_messages"] += 1
         cseq += len(stream)
-        for (template, label, _), dns_id in zip(asked, ids):
+        for (template, label, _), dns_id in zip(asked, ids, strict=True):
             response = self.dns_message(template, True, dns_id, label)
             segment = struct.pack("!H", len(response)) + response
             self.frame(down, client, segment, DNS_PORT, port, sseq, cseq, TCP_PSH | TCP_ACK)
@@ -632,8 +636,9 @@ class Generator:
         echo, reply = (8, 0) if proto == 1 else (128, 129)
         ident, number = self.rnd.getrandbits(16), self.rnd.randint(1, 50)
         data = self.payload(56)
-        self.frame(self.templates[("icmp", client.family, client.vlan, proto, 0, True)], client, data, ident, number, echo)
-        self.frame(self.templates[("icmp", client.family, client.vlan, proto, 0, False)], client, data, ident, number, reply)
+        for to_server, kind in ((True, echo), (False, reply)):
+            template = self.templates[("icmp", client.family, client.vlan, proto, 0, to_server)]
+            self.frame(template, client, data, ident, number, kind)
         self.counts["background_frames"] += 2
 
     def arp(self, client: Client) -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import random
 
+from dnslib import AAAA, QTYPE, RR, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
 from pcaps.craft import DLT_EN10MB, Timeline, query, tcp_seg, udp_dns
-
-from dnslib import QTYPE, RR, A, AAAA, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
 RESOLVER = "10.1.0.53"
 RESOLVER6 = "fd00:1::53"
@@ -24,7 +23,7 @@ RESOLVER_MAC = "02:00:0a:01:00:35"
 GATEWAY_MAC = "02:00:0a:01:00:01"
 UPSTREAMS = ("203.0.113.11", "203.0.113.12", "203.0.113.13")
 SEED = 2026
-LOOKUPS = 80
+LOOKUPS = 110
 UPSTREAM_PORT_BASE = 50000  # the resolver's source port for lookup i is this + i
 
 ORDINARY = (
@@ -48,7 +47,8 @@ SUSPICIOUS = (
 
 
 def client_mac(address: str) -> str:
-    return "02:00:0a:01:00:%02x" % (int(address.rsplit(".", 1)[-1]) if "." in address else 0x80 + int(address[-2:]))
+    host = int(address.rsplit(".", 1)[-1]) if "." in address else 0x80 + int(address[-2:])
+    return f"02:00:0a:01:00:{host:02x}"
 
 
 def resolver_for(client: str) -> str:
@@ -56,11 +56,12 @@ def resolver_for(client: str) -> str:
 
 
 def response(name: str, qtype: int, dns_id: int, rd: bool, rng: random.Random) -> bytes:
-    record = DNSRecord(DNSHeader(id=dns_id, qr=1, rd=int(rd), ra=1, aa=int(not rd)), q=DNSQuestion(DNSLabel(name), qtype))
+    flags = DNSHeader(id=dns_id, qr=1, rd=int(rd), ra=1, aa=int(not rd))  # upstream answers are authoritative
+    record = DNSRecord(flags, q=DNSQuestion(DNSLabel(name), qtype))
     if qtype == QTYPE.A:
-        record.add_answer(RR(name, QTYPE.A, rdata=A("203.0.113.%d" % rng.randrange(100, 200)), ttl=300))
+        record.add_answer(RR(name, QTYPE.A, rdata=A(f"203.0.113.{rng.randrange(100, 200)}"), ttl=300))
     elif qtype == QTYPE.AAAA:
-        record.add_answer(RR(name, QTYPE.AAAA, rdata=AAAA("2001:db8:100::%x" % rng.randrange(1, 255)), ttl=300))
+        record.add_answer(RR(name, QTYPE.AAAA, rdata=AAAA(f"2001:db8:100::{rng.randrange(1, 255):x}"), ttl=300))
     return record.pack()
 
 
@@ -72,8 +73,8 @@ def upstream_query(name: str, qtype: int, dns_id: int) -> bytes:
 def demo_resolver() -> tuple[int, Timeline]:
     rng = random.Random(SEED)
     t = Timeline(9 * 3600, step_usec=400)  # 09:00 UTC, the office opens
-    clients4 = ["10.1.0.%d" % n for n in range(20, 60)]
-    clients6 = ["fd00:1::%d" % n for n in range(20, 26)]
+    clients4 = [f"10.1.0.{n}" for n in range(20, 60)]
+    clients6 = [f"fd00:1::{n}" for n in range(20, 26)]
     suspicious = {index: rest for index, *rest in SUSPICIOUS}
     cache: set[tuple[str, int]] = set()
     for i in range(LOOKUPS):
@@ -86,8 +87,8 @@ def demo_resolver() -> tuple[int, Timeline]:
         dns_id = rng.randrange(0, 65536)
         resolver = resolver_for(client)
         mac = client_mac(client)
-        to_resolver = Ether(src=mac, dst=RESOLVER_MAC) / udp_dns(client, port, resolver, 53, query(name, qtype, dns_id=dns_id))
-        t.add(to_resolver, gap_usec=rng.randrange(50_000, 400_000))
+        asked = udp_dns(client, port, resolver, 53, query(name, qtype, dns_id=dns_id))
+        t.add(Ether(src=mac, dst=RESOLVER_MAC) / asked, gap_usec=rng.randrange(50_000, 400_000))
         if (name, qtype) not in cache:
             cache.add((name, qtype))
             upstream = rng.choice(UPSTREAMS)

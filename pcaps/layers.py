@@ -39,7 +39,7 @@ from pcaps.craft import (
     udp_dns,
 )
 
-ETH_IPV4, ETH_IPV6, ETH_ARP, ETH_8021Q, ETH_8021AD, ETH_QINQ_OLD = 0x0800, 0x86DD, 0x0806, 0x8100, 0x88A8, 0x9100
+ETH_IPV4, ETH_IPV6, ETH_ARP, ETH_8021Q, ETH_QINQ_OLD = 0x0800, 0x86DD, 0x0806, 0x8100, 0x9100
 MAC_BYTES = bytes.fromhex("020000000010")
 
 
@@ -240,7 +240,8 @@ def edns_padded_query(name: str, size: int) -> bytes:
 
 def ipv4_fragments() -> tuple[int, Timeline]:
     t = Timeline(1200)
-    whole = IP(src=CLIENT4, dst=RESOLVER4) / UDP(sport=40111, dport=53) / Raw(edns_padded_query("frag.evil.example", 600))
+    padded = edns_padded_query("frag.evil.example", 600)
+    whole = IP(src=CLIENT4, dst=RESOLVER4) / UDP(sport=40111, dport=53) / Raw(padded)
     payload = bytes(whole)[20:]  # UDP header and data, with the checksum over the whole datagram
     # By hand rather than scapy's fragment(): the offsets and flags are the point of this capture.
     pieces = [(0, payload[:256], 1), (32, payload[256:512], 1), (64, payload[512:], 0)]

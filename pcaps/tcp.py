@@ -103,5 +103,5 @@ def tcp_gap() -> tuple[int, Timeline]:
     client.send(lost[20:], seq=late_seq)  # 3 the missing segment, late: wholly before, a retransmission
     client.send(b"\x00\x00")  # 4 a zero length prefix: dns_too_short
     client.send(tcp_framed(query("zero-after.evil.example", dns_id=0x2103)))  # 5 hit
-    client.send(flags="R")  # 6 RST
+    client.send(flags="RA")  # 6 RST
     return DLT_EN10MB, t

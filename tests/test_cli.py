@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
+
 from conftest import PEERS, run_cli
 
 TCP_QUERY = str(PEERS / "sv-dns-tcp-www-google-com.pcap")
@@ -129,10 +132,10 @@ def test_wait_subscribers_times_out(rules, endpoint):
 
 
 def test_run_path_does_not_import_scapy(rules):
-    code = ("import sys; from sensor.cli import main; rc = main(['replay', %r, '--rules', %r, '--out', '/dev/null']);"
-            "assert 'scapy' not in sys.modules, 'scapy imported'; sys.exit(rc)") % (UDP_QUERIES, rules)
-    import subprocess
-    import sys
-
+    code = (
+        "import sys; from sensor.cli import main; "
+        f"rc = main(['replay', {UDP_QUERIES!r}, '--rules', {rules!r}, '--out', '/dev/null']); "
+        "assert 'scapy' not in sys.modules, 'scapy imported'; sys.exit(rc)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -6,10 +6,10 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import make_batch
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
+from conftest import make_batch
 from sensor._loop import FastLoop
 from sensor.records import COUNTERS
 

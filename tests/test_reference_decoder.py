@@ -28,6 +28,11 @@ from sensor.decode.ip import MAX_IPV6_EXT_HEADERS
 from sensor.decode.link import MAX_VLAN_TAGS
 from sensor.records import COUNTERS, DnsMessage
 
+try:
+    from sensor._loop import FastLoop
+except ImportError:  # not built yet: the reference alone is tested here, test_differential.py says why
+    FastLoop = None
+
 DLT_NULL, DLT_EN10MB, DLT_RAW, DLT_LOOP, DLT_LINUX_SLL, DLT_LINUX_SLL2 = 0, 1, 101, 108, 113, 276
 CLIENT4, SERVER4 = "192.0.2.10", "198.51.100.53"
 CLIENT6, SERVER6 = "2001:db8::10", "2001:db8::53"
@@ -76,11 +81,21 @@ def run(
     **limits: float,
 ) -> tuple[list[DnsMessage], dict[str, int]]:
     """Frames (bytes, or (bytes, seconds)) through one ReferenceLoop: records and the non-zero counters."""
-    loop = ReferenceLoop(linktype, ports, TABLE if table is None else table, emit_all, **limits)
+    table = TABLE if table is None else table
+    loop = ReferenceLoop(linktype, ports, table, emit_all, **limits)
     records = []
     for number, item in enumerate(frames, 1):
         data, seconds = item if isinstance(item, tuple) else (item, 1_700_000_000)
         records += loop.run_frame(number, seconds, 250, data)
+    if FastLoop is not None:
+        # Every crafted case is also a differential case: the fast path must agree frame for frame.
+        fast = FastLoop(linktype, ports, table, emit_all, **limits)
+        fast_records = []
+        for number, item in enumerate(frames, 1):
+            data, seconds = item if isinstance(item, tuple) else (item, 1_700_000_000)
+            fast_records += fast.run_batch(data, struct.pack("=IIII", seconds, 250, 0, len(data)), number)
+        assert [tuple(r) for r in fast_records] == [tuple(r) for r in records]
+        assert fast.counters() == loop.counters()
     counters = {name: value for name, value in loop.counters().items() if value}
     return records, counters
 

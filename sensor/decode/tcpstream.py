@@ -1,8 +1,8 @@
 """Per-direction TCP state for DNS over TCP: in-order reassembly and the 2-byte length framing (RFC 1035 4.2.2).
 
 The table is a bounded LRU keyed by (VLAN id, source address, source port, destination address,
-destination port). It is only ever touched by packets, in packet order and packet time, so the fast path
-and this reference evict exactly the same streams.
+destination port). Only packets change it, in packet order and by packet time (no timer sweeps it), so
+the fast path and this reference keep and evict exactly the same streams.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class TcpStreams:
         data_seq = (segment.seq + 1) % SEQUENCE_MODULUS if syn else segment.seq  # the SYN takes one number
         if not segment.payload:
             if syn:
-                stream = stream or self._create(key, now_us)
+                if stream is None:
+                    stream = self._create(key, now_us)
                 stream.pending.clear()
                 stream.expected = data_seq
                 self._touch(key, stream, now_us)

@@ -1,0 +1,377 @@
+"""The compiled fast path (sensor._loop.FastLoop) against the pure-Python reference (sensor/decode/).
+
+Both must give identical records and counters (docs/decoding.md): over every capture we ship and every
+peer capture, and over generated packets that are built valid and then mutated. A last test proves the
+compiled module is the one the sensor uses.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import struct
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pcapy
+import pytest
+from dnslib import DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib.label import DNSLabelError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sensor.decode import ReferenceLoop
+from sensor.records import DnsMessage
+
+try:
+    from sensor import _loop
+except ImportError:
+    _loop = None
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_DIR = ROOT.parent / "shared" / "pcaps" / "peers"
+RULES = ROOT / "pcaps" / "pcaps.rules"
+ALL_PORTS = (53, 5353, 5355, 1053, 8053)
+INLINE_TABLE = {"com": [0, 0], "evil.com": [1, 1], "example": [-1, 2], "": [3, 3]}
+ON_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def needs_fast_path() -> None:
+    """Skip without the compiled module, except on CI, where a missing build is a failure."""
+    if _loop is None:
+        if ON_CI:
+            pytest.fail("sensor._loop is not built; CI must test the compiled fast path")
+        pytest.skip("sensor._loop is not built (python setup.py build_ext --inplace)")
+
+
+def rule_table() -> dict[str, list[int]]:
+    if RULES.exists():
+        from sensor.rules.loader import load_rules
+
+        return load_rules([str(RULES)]).table
+    return INLINE_TABLE
+
+
+def captures() -> list[Path]:
+    found = []
+    for folder in (ROOT / "pcaps", PEER_DIR):
+        for pattern in ("*.pcap", "*.pcapng"):
+            found += [Path(p) for p in glob.glob(str(folder / pattern))]
+    return sorted(found)
+
+
+def describe(reference: list[tuple], fast: list[tuple]) -> str:
+    """The first disagreement between two record lists, field by field."""
+    for index, (ours, theirs) in enumerate(zip(reference, fast, strict=False)):
+        if tuple(ours) != tuple(theirs):
+            fields = [
+                f"{name}: reference={a!r} fast={b!r}"
+                for name, a, b in zip(DnsMessage._fields, ours, theirs, strict=True)
+                if a != b
+            ]
+            return f"record {index} (reference frame {ours[0]}): " + "; ".join(fields)
+    return f"record counts differ: reference {len(reference)}, fast {len(fast)}"
+
+
+def counter_diff(reference: dict[str, int], fast: dict[str, int]) -> dict[str, tuple[int | None, int | None]]:
+    names = sorted(set(reference) | set(fast))
+    return {k: (reference.get(k), fast.get(k)) for k in names if reference.get(k) != fast.get(k)}
+
+
+def assert_same(reference_loop: ReferenceLoop, fast_loop, reference: list, fast: list, where: str) -> None:
+    assert [tuple(r) for r in fast] == [tuple(r) for r in reference], f"{where}: {describe(reference, fast)}"
+    diff = counter_diff(reference_loop.counters(), fast_loop.counters())
+    assert not diff, f"{where}: counters (reference, fast): {diff}"
+
+
+def batches(path: Path, size: int) -> Iterator[tuple[int, bytes, bytes]]:
+    """(first frame, data, meta) as pcapy-ng's next_batch gives them; stops quietly where a file is cut off."""
+    reader = pcapy.open_offline(str(path))
+    frame = 1
+    while True:
+        try:
+            data, meta = reader.next_batch(size)
+        except pcapy.PcapError:
+            return  # a cut-off capture: both paths have seen the same frames up to the cut
+        if not meta:
+            return
+        yield frame, data, meta
+        frame += len(meta) // 16
+
+
+# ---- (1) every capture -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ports", [(53,), ALL_PORTS], ids=["port53", "all-ports"])
+@pytest.mark.parametrize("capture", captures(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_capture_agrees(capture: Path, ports: tuple[int, ...]) -> None:
+    needs_fast_path()
+    try:
+        linktype = pcapy.open_offline(str(capture)).datalink()
+    except pcapy.PcapError as err:
+        pytest.skip(f"libpcap cannot open it: {err}")  # a deliberately broken sample; the CLI tests cover it
+    table = rule_table()
+    for batch_size in (1, 7, 4096):
+        reference_loop = ReferenceLoop(linktype, ports, table, True)
+        fast_loop = _loop.FastLoop(linktype, ports, table, True)
+        reference, fast = [], []
+        for first, data, meta in batches(capture, batch_size):
+            reference += reference_loop.run_batch(data, meta, first)
+            fast += fast_loop.run_batch(data, meta, first)
+        assert_same(reference_loop, fast_loop, reference, fast, f"{capture.name} batch {batch_size}")
+
+
+def test_there_are_captures_to_compare() -> None:
+    assert captures(), "no captures found in pcaps/ or ../shared/pcaps/peers/"
+
+
+# ---- (2) generated packets ---------------------------------------------------------------------------------
+
+DLT_NULL, DLT_EN10MB, DLT_RAW, DLT_LOOP, DLT_LINUX_SLL, DLT_LINUX_SLL2 = 0, 1, 101, 108, 113, 276
+LINKTYPES = (DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_RAW, DLT_NULL, DLT_LOOP)
+VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
+EXT_HEADERS = (0, 43, 60, 44)
+# Small pools so that generated TCP segments share streams, and the small table below fills and evicts.
+ADDRESSES4 = [bytes([10, 0, 0, i]) for i in (1, 2, 3)]
+ADDRESSES6 = [bytes(15) + bytes([i]) for i in (1, 2, 3)]
+CLIENT_PORTS = (1111, 2222, 53)
+GENERATED_PORTS = (53, 5353)
+# About 20 s; raise it for a longer hunt: DIFFERENTIAL_EXAMPLES=20000 pytest tests/test_differential.py
+GENERATED_EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "1200"))
+GENERATED_LIMITS = {"max_tcp_streams": 4, "tcp_idle_timeout": 10}
+NAME_REACHED = (
+    "dns_queries", "dns_responses", "dns_bad_label_type", "dns_bad_pointer", "dns_too_many_pointers",
+    "dns_name_too_long", "dns_truncated",
+)
+# Rules for generated names: single letters are common labels there, upper case too.
+GENERATED_TABLE = {"a": [0, 0], "b.a": [1, 1], "z": [-1, 2], "example": [3, 3]}
+ODD_BYTES = b".\\ \x00\x7f\xff\xc0@AZaz09-_"
+
+labels = st.sampled_from([b"a", b"B", b"z", b"example", b"EXAMPLE"]) | st.binary(min_size=1, max_size=63) | st.builds(
+    bytes, st.lists(st.sampled_from(list(b"abcdefgXYZ0123-" + ODD_BYTES)), min_size=1, max_size=20)
+)
+
+
+@st.composite
+def dns_messages(draw) -> bytes:
+    """A DNS message from dnslib (random flags, name, type, sometimes extra questions); names longer than
+    dnslib allows are written by hand after a dnslib header."""
+    long_labels = st.lists(st.binary(min_size=50, max_size=63), min_size=4, max_size=5)  # near 255 bytes
+    name = draw(long_labels if draw(st.integers(0, 9)) == 0 else st.lists(labels, max_size=6))
+    qtype = draw(st.sampled_from([1, 28, 16, 255, 65, 12, 33, 6]) | st.integers(0, 65535))
+    qclass = draw(st.sampled_from([1, 1, 1, 3, 255]) | st.integers(0, 65535))
+    flags = draw(st.sampled_from([0x0100, 0x0000, 0x8180, 0x8183, 0x2800]) | st.integers(0, 0xFFFF))
+    record = DNSRecord(DNSHeader(id=draw(st.integers(0, 0xFFFF)), bitmap=flags))
+    record.add_question(DNSQuestion(DNSLabel([b"x"]), qtype, qclass))
+    extra = draw(st.sampled_from([0, 0, 0, 0, 1, 2]))
+    for index in range(extra):
+        record.add_question(DNSQuestion(DNSLabel([b"extra", str(index).encode()]), 1, 1))
+    try:
+        record.questions[0] = DNSQuestion(DNSLabel(name), qtype, qclass)
+        return record.pack()
+    except DNSLabelError:  # over 253 characters: dnslib refuses to write it, the decoders must refuse to read it
+        wire = b"".join(bytes([len(label)]) + label for label in name) + b"\x00"
+        fixed = struct.pack("!HHHHHH", record.header.id, flags, 1 + extra, 0, 0, 0)
+        return fixed + wire + struct.pack("!HH", qtype, qclass)
+
+
+def link_header(linktype: int, tpids: list[int], tcis: list[int], version: int, byteorder: str) -> bytes:
+    """The link header for `linktype` (an unsupported one gets an Ethernet header), with VLAN tags where
+    the link type carries them."""
+    ethertype = 0x0800 if version == 4 else 0x86DD
+    chain = tpids + [ethertype]
+    tags = b"".join(struct.pack("!HH", tci, chain[i + 1]) for i, tci in enumerate(tcis))
+    if linktype not in (DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_RAW, DLT_NULL, DLT_LOOP):
+        return b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01" + struct.pack("!H", chain[0]) + tags
+    if linktype == DLT_LINUX_SLL:
+        return struct.pack("!HHH8sH", 0, 1, 6, b"\x02\x00\x00\x00\x00\x01\x00\x00", chain[0]) + tags
+    if linktype == DLT_LINUX_SLL2:
+        return struct.pack("!HHIHBB8s", chain[0], 0, 3, 1, 0, 6, b"\x02\x00\x00\x00\x00\x01\x00\x00") + tags
+    if linktype == DLT_RAW:
+        return b""
+    family = 2 if version == 4 else 30
+    return family.to_bytes(4, "big" if linktype == DLT_LOOP else byteorder)
+
+
+def ipv6_extensions(chain: list[int], last: int) -> tuple[int, bytes]:
+    """Hop-by-hop, routing, destination options (8 or 16 bytes) and atomic fragment headers."""
+    body = b""
+    following = [*chain[1:], last]
+    for kind, after in zip(chain, following, strict=False):  # `following` has one more when chain is empty
+        if kind == 44:
+            body += struct.pack("!BBHI", after, 0, 0, 7)
+        else:
+            units = 1 if kind == 60 else 0
+            body += struct.pack("!BB", after, units) + b"\x00" * (6 + 8 * units)
+    return (chain[0] if chain else last), body
+
+
+@st.composite
+def units(draw, linktype: int) -> list[tuple[bytes, int]]:
+    """One DNS message on the wire: its frames (one for UDP, one or more TCP segments), each with the offset
+    where its DNS bytes start (for targeted mutations)."""
+    message = draw(dns_messages())
+    version = draw(st.sampled_from([4, 6]))
+    tagged = linktype in (DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2)
+    tag_count = draw(st.integers(0, 3)) if tagged and draw(st.booleans()) else 0
+    tpids = [draw(st.sampled_from(VLAN_TPIDS)) for _ in range(tag_count)]
+    tcis = [draw(st.integers(0, 0xFFFF)) for _ in range(tag_count)]
+    link = link_header(linktype, tpids, tcis, version, draw(st.sampled_from(["big", "little"])))
+    tcp = draw(st.integers(0, 2)) == 0
+    client = draw(st.integers(0, 2))
+    server = draw(st.integers(0, 2))
+    sport, dport = draw(st.sampled_from(CLIENT_PORTS)), draw(st.sampled_from(GENERATED_PORTS))
+    if draw(st.booleans()):
+        sport, dport = dport, sport
+    proto = 6 if tcp else 17
+    if tcp:
+        seq = draw(st.integers(0, 2**32 - 1) | st.integers(2**32 - 40, 2**32 - 1))
+        stream = struct.pack("!H", len(message)) + message
+        if draw(st.integers(0, 3)) == 0:  # a second message in the same stream
+            stream += struct.pack("!H", len(message)) + message
+        cuts = sorted(set(draw(st.lists(st.integers(1, len(stream) - 1), max_size=2))))
+        pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+        segments = []
+        if draw(st.booleans()):
+            segments.append((seq - 1, 0x02, b""))  # SYN
+        for piece in pieces:
+            segments.append((seq, 0x18, piece))
+            seq += len(piece)
+        if draw(st.integers(0, 3)) == 0:
+            segments.append((seq, draw(st.sampled_from([0x11, 0x04, 0x10])), b""))
+        transports = [
+            struct.pack("!HHIIBBHHH", sport, dport, s % 2**32, 1, 0x50, f, 1024, 0, 0) + data
+            for s, f, data in segments
+        ]
+        dns_offset = 20 + 2  # past the TCP header and, in the first piece, the length prefix
+    else:
+        transports = [struct.pack("!HHHH", sport, dport, 8 + len(message), 0) + message]
+        dns_offset = 8
+    frames = []
+    for transport in transports:
+        if version == 4:
+            options = b"\x01\x01\x01\x01" * draw(st.integers(0, 2))
+            header = struct.pack(
+                "!BBHHHBBH4s4s", 0x45 + len(options) // 4, 0, 20 + len(options) + len(transport), 1, 0x4000, 64,
+                proto, 0, ADDRESSES4[client], ADDRESSES4[server],
+            ) + options
+        else:
+            chain = draw(st.lists(st.sampled_from(EXT_HEADERS), max_size=3))
+            nh, extensions = ipv6_extensions(chain, proto)
+            header = struct.pack(
+                "!IHBB16s16s", 0x60000000, len(extensions) + len(transport), nh, 64, ADDRESSES6[client],
+                ADDRESSES6[server],
+            ) + extensions
+        frames.append((link + header + transport, len(link) + len(header) + dns_offset))
+    return frames
+
+
+MUTATIONS = ("flip", "flip_dns", "truncate", "insert", "delete", "pointer", "label_type", "length", "qdcount")
+
+
+@st.composite
+def mutated(draw, frame: bytes, dns_offset: int) -> bytes:
+    kind = draw(st.sampled_from(MUTATIONS))
+    data = bytearray(frame)
+    anywhere = st.integers(0, max(len(data) - 1, 0))
+    in_dns = st.integers(min(dns_offset, len(data) - 1), len(data) - 1)
+    if kind == "flip":
+        data[draw(anywhere)] ^= 1 << draw(st.integers(0, 7))
+    elif kind == "flip_dns":
+        data[draw(in_dns)] = draw(st.integers(0, 255))
+    elif kind == "truncate":
+        del data[draw(anywhere) :]
+    elif kind == "insert":
+        at = draw(anywhere)
+        data[at:at] = draw(st.binary(min_size=1, max_size=8))
+    elif kind == "delete":
+        at = draw(anywhere)
+        del data[at : at + draw(st.integers(1, 8))]
+    elif kind in ("pointer", "label_type"):
+        at = draw(in_dns)
+        value = (0xC000 | draw(st.integers(0, 64))) if kind == "pointer" else draw(st.integers(0x4000, 0xBFFF))
+        data[at : at + 2] = struct.pack("!H", value)
+    elif kind == "qdcount":
+        data[dns_offset + 4 : dns_offset + 6] = struct.pack("!H", draw(st.sampled_from([0, 0, 2, 0xFFFF])))
+    else:  # a bogus 16-bit length somewhere in the headers (IP total/payload, UDP, TCP framing)
+        at = draw(st.integers(0, max(dns_offset - 2, 0)))
+        bogus = st.sampled_from([0, 1, 7, 8, 19, 20, 40, 0xFFFF]) | st.integers(0, 0xFFFF)
+        data[at : at + 2] = struct.pack("!H", draw(bogus))
+    return bytes(data)
+
+
+@st.composite
+def generated_captures(draw) -> tuple[int, list[tuple[int, int, bytes]], int]:
+    """A link type, its frames with packet times, and how many DNS messages were generated."""
+    # Now and then a link type neither path supports (DLT_IEEE802_11): every frame counts as such.
+    linktype = draw(st.sampled_from(LINKTYPES * 3 + (105,)))
+    frames = []
+    messages = 0
+    sec, usec = 1_700_000_000, 0
+    for _ in range(draw(st.integers(1, 12))):
+        messages += 1
+        for frame, dns_offset in draw(units(linktype)):
+            if draw(st.integers(0, 9)) < 3:  # 30% of frames are mutated; the rest stay valid
+                frame = draw(mutated(frame, dns_offset))
+            sec += draw(st.sampled_from([0, 0, 0, 1, 2, 11]))
+            usec = draw(st.integers(0, 999_999))
+            frames.append((sec, usec, frame))
+    return linktype, frames, messages
+
+
+def as_batch(frames: list[tuple[int, int, bytes]]) -> tuple[bytes, bytes]:
+    data, meta = b"", b""
+    for sec, usec, frame in frames:
+        meta += struct.pack("=IIII", sec, usec, len(data), len(frame))
+        data += frame
+    return data, meta
+
+
+def test_generated_packets_agree() -> None:
+    needs_fast_path()
+    tally: Counter[str] = Counter()
+    table = GENERATED_TABLE
+
+    @settings(
+        max_examples=GENERATED_EXAMPLES, deadline=None, database=None, derandomize=ON_CI,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
+    @given(capture=generated_captures(), split=st.integers(1, 6))
+    def check(capture, split: int) -> None:
+        linktype, frames, messages = capture
+        reference_loop = ReferenceLoop(linktype, GENERATED_PORTS, table, True, **GENERATED_LIMITS)
+        fast_loop = _loop.FastLoop(linktype, GENERATED_PORTS, table, True, **GENERATED_LIMITS)
+        reference, fast = [], []
+        for start in range(0, len(frames), split):  # several batches: state must carry across them
+            data, meta = as_batch(frames[start : start + split])
+            reference += reference_loop.run_batch(data, meta, start + 1)
+            fast += fast_loop.run_batch(data, meta, start + 1)
+        assert_same(reference_loop, fast_loop, reference, fast, f"linktype {linktype}, frames {frames!r}")
+        counters = reference_loop.counters()
+        tally.update(counters)
+        tally["messages"] += messages
+        tally["reached"] += sum(counters[name] for name in NAME_REACHED)
+
+    check()
+    share = tally["reached"] / tally["messages"]
+    print(f"\n{tally['reached']} of {tally['messages']} generated DNS messages reached the question decoder "
+          f"({share:.0%}); counters over all examples: {dict(sorted(tally.items()))}")
+    assert share >= 0.5
+
+
+# ---- (3) the compiled module is the one in use --------------------------------------------------------------
+
+
+def test_compiled_module_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    needs_fast_path()
+    from sensor import loop as selector
+
+    assert _loop.__file__.endswith(".so"), _loop.__file__
+    monkeypatch.delenv("TRUESOURCE_PURE", raising=False)
+    fast = selector.make_loop(DLT_EN10MB, (53,), {"com": [0, 0]}, True)
+    assert isinstance(fast, _loop.FastLoop)
+    monkeypatch.setenv("TRUESOURCE_PURE", "1")
+    assert isinstance(selector.make_loop(DLT_EN10MB, (53,), {"com": [0, 0]}, True), ReferenceLoop)
+    monkeypatch.delenv("TRUESOURCE_PURE")
+    assert isinstance(selector.make_loop(DLT_EN10MB, (53,), {"com": [0, 0]}, True, pure=True), ReferenceLoop)
