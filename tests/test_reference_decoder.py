@@ -789,3 +789,8 @@ def test_matching_lowercases_presentation_form_only() -> None:
     assert (records[0].qname, records[0].rule) == (r"evil\.com", -1)
     records, _ = one_name(wire_name(b"X", b"EVIL", b"COM"))
     assert records[0].rule == 0
+
+
+def test_batch_meta_past_its_data_is_a_caller_error() -> None:
+    with pytest.raises(ValueError, match="past its data"):
+        ReferenceLoop(DLT_EN10MB, (53,), {}, True).run_batch(b"\x00" * 10, struct.pack("=IIII", 0, 0, 4, 7), 1)

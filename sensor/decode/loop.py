@@ -40,7 +40,7 @@ class ReferenceLoop:
         linktype: int,
         ports: Sequence[int],
         table: dict[str, list[int]],
-        emit_all: bool,
+        emit_all: bool = False,
         *,
         max_tcp_streams: int = MAX_TCP_STREAMS,
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
@@ -63,6 +63,8 @@ class ReferenceLoop:
         """Decode one pcapy-ng batch; `first_frame` is the 1-based number of its first frame."""
         records: list[DnsMessage] = []
         for index, (sec, usec, offset, caplen) in enumerate(BATCH_META.iter_unpack(meta)):
+            if offset + caplen > len(data):
+                raise ValueError("batch metadata points past its data")  # a caller's bug, not traffic
             records += self.run_frame(first_frame + index, sec, usec, data[offset : offset + caplen])
         return records
 
