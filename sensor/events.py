@@ -47,7 +47,7 @@ class HitEncoder:
     """Turns hit records into ECS dicts and JSON text; one encoder reused for every event."""
 
     def __init__(self, ruleset: RuleSet, observer: Observer) -> None:
-        self._rules = ruleset.rules
+        self._rules = ruleset
         self._observer = {
             "hostname": observer.hostname,
             "name": observer.name,
@@ -59,7 +59,7 @@ class HitEncoder:
         self._json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
     def event(self, msg: DnsMessage, origin: Origin) -> dict:
-        rule = self._rules[msg.rule]
+        rule = self._rules.rule(msg.rule)
         src = socket.inet_ntop(socket.AF_INET if len(msg.src_ip) == 4 else socket.AF_INET6, msg.src_ip)
         dst = socket.inet_ntop(socket.AF_INET if len(msg.dst_ip) == 4 else socket.AF_INET6, msg.dst_ip)
         transport = TRANSPORTS[msg.transport]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from array import array
+from dataclasses import dataclass
 
 from sensor.errors import RuleError
 
@@ -20,6 +21,10 @@ MAX_NAME_TEXT = 253  # RFC 1035 2.3.4: 255 wire bytes is 253 characters of text 
 MAX_LABEL = 63  # RFC 1035 2.3.4
 # Letters, digits, hyphen and underscore (service labels such as _dmarc appear in feeds).
 LABEL_RE = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$|^[a-z0-9_]$")
+
+
+# Deletes every character a rule name may hold: what is left of a name after translate() is what is wrong with it.
+_NOT_NAME_CHARS = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,29 +38,61 @@ class Rule:
     line: int
 
 
-@dataclass(slots=True)
 class RuleSet:
-    """Rules in load order; `table` maps a suffix to [rule for the name itself, rule for names below]."""
+    """Rules in load order, kept in columns (a million Rule objects would cost hundreds of MB).
 
-    rules: list[Rule] = field(default_factory=list)
-    table: dict[str, list[int]] = field(default_factory=dict)
-    duplicates: int = 0
-    files: list[str] = field(default_factory=list)
+    `table` maps a suffix to (rule for the name itself, rule for names below), -1 for none; this is what
+    both matchers read. `rule(i)` builds the Rule record of one index, for hits and tools.
+    """
+
+    __slots__ = ("table", "duplicates", "files", "_suffix", "_below", "_text", "_file", "_line")
+
+    def __init__(self) -> None:
+        self.table: dict[str, tuple[int, int]] = {}
+        self.duplicates = 0
+        self.files: list[str] = []
+        self._suffix: list[str] = []
+        self._below = bytearray()
+        self._text: list[str | None] = []  # None when the text is the suffix itself
+        self._file = array("H")
+        self._line = array("L")
 
     def add(self, rule: Rule) -> None:
-        slots = self.table.setdefault(rule.suffix, [-1, -1])
-        wanted = (1,) if rule.below_only else (0, 1)
-        if all(slots[i] != -1 for i in wanted):
-            self.duplicates += 1
-            return
-        index = len(self.rules)
-        self.rules.append(rule)
-        for i in wanted:
-            if slots[i] == -1:
-                slots[i] = index
+        if rule.ruleset not in self.files:
+            self.files.append(rule.ruleset)
+        self._add(rule.suffix, rule.below_only, rule.text, self.files.index(rule.ruleset), rule.line)
+
+    def _add(self, suffix: str, below_only: bool, text: str, file_index: int, line: int) -> None:
+        slots = self.table.get(suffix, (-1, -1))
+        index = len(self._suffix)
+        if below_only:
+            if slots[1] != -1:
+                self.duplicates += 1
+                return
+            self.table[suffix] = (slots[0], index)
+        else:
+            if slots[0] != -1 and slots[1] != -1:
+                self.duplicates += 1
+                return
+            self.table[suffix] = (index if slots[0] == -1 else slots[0], index if slots[1] == -1 else slots[1])
+        self._suffix.append(suffix)
+        self._below.append(below_only)
+        self._text.append(None if text == suffix else text)
+        self._file.append(file_index)
+        self._line.append(line)
+
+    def rule(self, index: int) -> Rule:
+        text = self._text[index]
+        suffix = self._suffix[index]
+        return Rule(suffix, bool(self._below[index]), suffix if text is None else text,
+                    self.files[self._file[index]], self._line[index])
+
+    @property
+    def rules(self) -> list[Rule]:
+        return [self.rule(i) for i in range(len(self._suffix))]
 
     def __len__(self) -> int:
-        return len(self.rules)
+        return len(self._suffix)
 
 
 def parse_rule_line(text: str, ruleset: str, line: int) -> Rule | None:
@@ -108,16 +145,64 @@ def load_rules(paths: list[str]) -> RuleSet:
     for path in paths:
         for filename in rule_files(path):
             try:
-                handle = open(filename, encoding="utf-8")
+                with open(filename, encoding="utf-8") as handle:
+                    text = handle.read()
             except OSError as err:
                 raise RuleError(f"{filename}: cannot read rules: {err.strerror}") from None
-            with handle:
-                try:
-                    for number, text in enumerate(handle, 1):
-                        rule = parse_rule_line(text, filename, number)
-                        if rule is not None:
-                            ruleset.add(rule)
-                except UnicodeDecodeError as err:
-                    raise RuleError(f"{filename}: not UTF-8 text ({err.reason})") from None
+            except UnicodeDecodeError as err:
+                raise RuleError(f"{filename}: not UTF-8 text ({err.reason})") from None
+            if filename in ruleset.files:
+                continue
             ruleset.files.append(filename)
+            _load_text(ruleset, text, filename, len(ruleset.files) - 1)
     return ruleset
+
+
+def _load_text(ruleset: RuleSet, text: str, filename: str, file_index: int) -> None:
+    """The common line (a plain name) is checked with string methods that run in C, and added inline:
+    at a million rules, each Python call per line is a second of start-up. Anything unusual goes through
+    parse_rule_line, which gives the precise error."""
+    table = ruleset.table
+    suffixes, below_flags, texts = ruleset._suffix, ruleset._below, ruleset._text
+    files, lines = ruleset._file, ruleset._line
+    not_name_chars = _NOT_NAME_CHARS
+    for number, line in enumerate(text.splitlines(), 1):
+        body = line.strip()
+        if not body or body[0] == "#":
+            continue
+        if "#" in body:
+            body = body.split("#", 1)[0].rstrip()
+        name = body.lower()
+        below = name[:2] == "*."
+        if below:
+            name = name[2:]
+        if name[-1:] == ".":
+            name = name[:-1]
+        if not (
+            name and not name.translate(not_name_chars) and len(name) <= MAX_NAME_TEXT
+            and name[0] not in ".-" and name[-1] != "-" and ".." not in name and "-." not in name
+            and ".-" not in name and (len(name) <= MAX_LABEL or max(map(len, name.split("."))) <= MAX_LABEL)
+        ):
+            rule = parse_rule_line(body, filename, number)  # raises with the reason, or handles '.'
+            if rule is None:
+                continue
+            name, below = rule.suffix, rule.below_only
+        slots = table.get(name)
+        index = len(suffixes)
+        if slots is None:
+            table[name] = (-1, index) if below else (index, index)
+        elif below:
+            if slots[1] != -1:
+                ruleset.duplicates += 1
+                continue
+            table[name] = (slots[0], index)
+        else:
+            if slots[0] != -1 and slots[1] != -1:
+                ruleset.duplicates += 1
+                continue
+            table[name] = (index if slots[0] == -1 else slots[0], index if slots[1] == -1 else slots[1])
+        suffixes.append(name)
+        below_flags.append(below)
+        texts.append(None if body == name else body)
+        files.append(file_index)
+        lines.append(number)

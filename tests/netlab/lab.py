@@ -11,6 +11,7 @@ removes what a killed run left (its owner pid is gone).
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import os
 import random
@@ -71,6 +72,16 @@ SYSCTLS = (
 )
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends SIGKILL when the test process dies, even by SIGKILL, so
+    no daemon outlives its lab. (Namespaces and folders of such a run go at the next run's sweep.)"""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class LabError(RuntimeError):
     """The lab could not be built or a daemon would not come up; the message says which and why."""
 
@@ -102,19 +113,21 @@ def _owner_alive(name: str) -> bool:
     if not pid.isdigit():
         return True  # not one of ours in the expected form: leave it
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        pass
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a killed owner may linger as a zombie
 
 
 def sweep_stale() -> list[str]:
-    """Remove namespaces of labs whose owning process died without tearing down; return their names."""
+    """Remove what labs left when their owning process died without tearing down (killed, power cut):
+    their namespaces with any process inside, and their folders. Return the namespace names."""
     stale = [n for n in list_namespaces() if n.startswith(NS_PREFIX) and not _owner_alive(n)]
     for name in stale:
         _kill_namespace(name)
+    for folder in Path(tempfile.gettempdir()).glob(f"{NS_PREFIX}*-*"):
+        if folder.is_dir() and not _owner_alive(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
     return stale
 
 
@@ -302,6 +315,7 @@ class NetLab:
 
     def popen(self, ns: str, argv: list[str], **kw) -> subprocess.Popen:
         """Start `argv` in namespace role `ns`; the lab stops it at teardown if the test has not."""
+        kw.setdefault("preexec_fn", _die_with_parent)
         proc = subprocess.Popen(["ip", "netns", "exec", self.ns[ns], *argv], **kw)
         self._procs.append(proc)
         return proc
