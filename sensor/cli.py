@@ -12,12 +12,15 @@ import sys
 from collections.abc import Sequence
 
 from sensor import __version__
+from sensor.attribution import DEFAULT_WINDOW
+from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"  # loopback: the stream is not for the network unless asked
 DEFAULT_PORTS = (53,)
 WAIT_SUBSCRIBERS_TIMEOUT = 10.0
+DEFAULT_STATS_INTERVAL = 5.0  # seconds between sensor.stats events (sensor/stats.py publishes them)
 
 log = logging.getLogger("truesource")
 
@@ -47,21 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser("replay", help="replay capture files through the sensor")
     replay.add_argument("files", nargs="+", metavar="FILE", help="pcap or pcapng files, in order; - is stdin")
-    replay.add_argument("--rules", action="append", required=True, metavar="PATH",
-                        help="rule file or directory (repeatable)")
-    replay.add_argument("--out", action="append", metavar="PATH",
-                        help="write hits as JSON lines (repeatable; - is stdout; the default without --publish)")
-    replay.add_argument("--publish", nargs="?", const=DEFAULT_ENDPOINT, metavar="ENDPOINT",
-                        help=f"publish hits on a ZeroMQ endpoint (default {DEFAULT_ENDPOINT})")
+    add_common_options(replay)
     replay.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
                         help="with --publish: wait for N subscribers before reading, then never drop")
     replay.add_argument("--wait-timeout", type=float, default=WAIT_SUBSCRIBERS_TIMEOUT, metavar="SECONDS",
                         help="how long --wait-subscribers waits (default %(default)s)")
-    replay.add_argument("--ports", action="append", metavar="LIST",
-                        help="DNS ports, comma separated (repeatable; default 53)")
-    replay.add_argument("--sensor-name", metavar="NAME", help="observer.name in events (default: host name)")
-    replay.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
     replay.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
+
+    capture = commands.add_parser("capture", help="capture live on an interface (a SPAN/tap mirror port)")
+    capture.add_argument("-i", "--interface", required=True, metavar="IFACE")
+    add_common_options(capture)
+    capture.add_argument("--bpf", metavar="EXPR",
+                         help="capture filter (default: DNS ports, VLAN-tagged and tunnelled DNS included)")
+    capture.add_argument("--workers", type=int, default=1, metavar="N",
+                         help="capture processes in one AF_PACKET fanout group (default 1)")
+    capture.add_argument("--snaplen", type=int, default=DEFAULT_SNAPLEN, metavar="N")
+    capture.add_argument("--buffer-mb", type=int, default=DEFAULT_BUFFER_MB, metavar="N",
+                         help="kernel capture buffer per worker in MiB (default %(default)s)")
+    capture.add_argument("--no-promisc", action="store_true", help="do not put the interface in promiscuous mode")
+    capture.add_argument("--stats-interval", type=float, default=DEFAULT_STATS_INTERVAL, metavar="SECONDS",
+                         help="seconds between sensor.stats events (default %(default)s)")
+    capture.add_argument("--duration", type=float, default=0, metavar="SECONDS",
+                         help="stop after this long (default: until SIGINT/SIGTERM)")
+    capture.add_argument("--trace-messages", metavar="PATH",
+                         help="debug: write every decoded DNS message with its worker as JSON lines")
 
     tail = commands.add_parser("tail", help="subscribe to a sensor's events and print them as JSON lines")
     tail.add_argument("--connect", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
@@ -75,9 +87,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_replay(args: argparse.Namespace) -> int:
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Options every command that runs the loop takes: rules, outputs, ports, attribution."""
+    parser.add_argument("--rules", action="append", required=True, metavar="PATH",
+                        help="rule file or directory (repeatable)")
+    parser.add_argument("--out", action="append", metavar="PATH",
+                        help="write hits as JSON lines (repeatable; - is stdout; the default without --publish)")
+    parser.add_argument("--publish", nargs="?", const=DEFAULT_ENDPOINT, metavar="ENDPOINT",
+                        help=f"publish events on a ZeroMQ endpoint (default {DEFAULT_ENDPOINT})")
+    parser.add_argument("--ports", action="append", metavar="LIST",
+                        help="DNS ports, comma separated (repeatable; default 53)")
+    parser.add_argument("--sensor-name", metavar="NAME", help="observer.name in events (default: host name)")
+    parser.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
+    parser.add_argument("--resolver", action="append", default=[], metavar="ADDR",
+                        help="address of a recursive resolver whose upstream queries are linked to clients "
+                             "(repeatable; resolvers are also learned from the traffic)")
+    parser.add_argument("--attribution-window", type=float, default=DEFAULT_WINDOW, metavar="SECONDS",
+                        help="how far back a resolver's upstream query looks for its clients (default %(default)s)")
+    parser.add_argument("--no-learn-resolvers", action="store_true",
+                        help="only the --resolver addresses are resolvers")
+
+
+def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: bool):
+    """Outputs, attribution and encoder, as the options say; the outputs list is filled for closing."""
+    import ipaddress
+
+    from sensor.attribution import ResolverAttribution
     from sensor.events import HitEncoder, Observer
     from sensor.outputs.jsonlines import JsonLinesWriter
+    from sensor.pipeline import HitPipeline
+
+    for address in args.resolver:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise StartupError(f"--resolver: {address!r} is not an IP address") from None
+    if args.attribution_window <= 0:
+        raise StartupError("--attribution-window: must be more than 0 seconds")
+    publisher = None
+    for path in args.out or ([] if args.publish else ["-"]):
+        outputs.append(JsonLinesWriter(path))
+    if args.publish:
+        from sensor.outputs.publisher import Publisher
+
+        publisher = Publisher(args.publish, blocking=blocking)
+        outputs.append(publisher)
+    attribution = ResolverAttribution(args.resolver, args.attribution_window, not args.no_learn_resolvers)
+    encoder = HitEncoder(ruleset, Observer.local(args.sensor_name))
+    return HitPipeline(encoder, outputs, attribution), publisher
+
+
+def run_replay(args: argparse.Namespace) -> int:
     from sensor.replay import replay, terminal_progress
     from sensor.rules.loader import load_rules
 
@@ -86,21 +146,13 @@ def run_replay(args: argparse.Namespace) -> int:
         raise StartupError("--wait-subscribers needs --publish")
     ruleset = load_rules(args.rules)
     log.info("loaded %d rules from %d files", len(ruleset), len(ruleset.files))
-    outputs = []
+    outputs: list = []
     try:
-        out_paths = args.out or ([] if args.publish else ["-"])
-        for path in out_paths:
-            outputs.append(JsonLinesWriter(path))
-        if args.publish:
-            from sensor.outputs.publisher import Publisher
-
-            publisher = Publisher(args.publish, blocking=True)
-            outputs.append(publisher)
-            if args.wait_subscribers:
-                publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
-        encoder = HitEncoder(ruleset, Observer.local(args.sensor_name))
+        pipeline, publisher = build_pipeline(args, ruleset, outputs, blocking=True)
+        if publisher is not None and args.wait_subscribers:
+            publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
-        result = replay(args.files, ruleset, encoder, outputs, ports, progress)
+        result = replay(args.files, ruleset, pipeline, ports, progress)
     finally:
         for output in outputs:
             output.close()
@@ -115,12 +167,12 @@ def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(result, outputs) -> None:
+def print_summary(result, outputs, title: str | None = None) -> None:
     c = result.counters
     rate = c["packets"] / result.seconds if result.seconds > 0 else 0.0
     lines = [
-        f"{len(result.files)} file(s): {c['packets']:,} packets, {c['bytes']:,} bytes in {result.seconds:.3f} s "
-        f"({rate:,.0f} packets/s)",
+        f"{title or f'{len(result.files)} file(s)'}: {c['packets']:,} packets, {c['bytes']:,} bytes in "
+        f"{result.seconds:.3f} s ({rate:,.0f} packets/s)",
         f"DNS: {c['dns_queries']:,} queries, {c['dns_responses']:,} responses, {c['hits']:,} hits",
     ]
     for title, names in (("frames not decoded", FRAME_REASONS), ("DNS messages not read", MESSAGE_REASONS),
@@ -138,12 +190,114 @@ def print_summary(result, outputs) -> None:
 def write_summary_json(path: str, result) -> None:
     summary = {"counters": dict(sorted(result.counters.items())), "files": result.files,
                "seconds": round(result.seconds, 6), "cut_off": str(result.cut_off) if result.cut_off else None}
+    write_json(path, summary)
+
+
+def write_json(path: str, summary: dict) -> None:
     try:
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=1)
             handle.write("\n")
     except OSError as err:
         raise SensorError(f"{path}: cannot write summary: {err.strerror}") from None
+
+
+def run_capture(args: argparse.Namespace) -> int:
+    import time
+
+    from sensor.capture.live import CaptureOptions, default_filter
+    from sensor.capture.workers import CaptureJob, Stopper, run_single, run_workers
+    from sensor.loop import compile_rules
+    from sensor.rules.loader import load_rules
+    from sensor.stats import STATS_TOPIC, StatsBoard
+
+    ports = parse_ports(args.ports)
+    if args.workers < 1:
+        raise StartupError("--workers: must be at least 1")
+    if args.snaplen < 64 or args.buffer_mb < 1:
+        raise StartupError("--snaplen must be at least 64 and --buffer-mb at least 1")
+    options = CaptureOptions(args.interface, args.bpf or default_filter(ports), args.snaplen, args.buffer_mb,
+                             not args.no_promisc)
+    ruleset = load_rules(args.rules)
+    log.info("loaded %d rules from %d files", len(ruleset), len(ruleset.files))
+    outputs: list = []
+    trace_file = None
+    stop = Stopper()
+    stop.install()
+    try:
+        pipeline, publisher = build_pipeline(args, ruleset, outputs, blocking=False)
+        trace = None
+        if args.trace_messages:
+            trace_file = open(args.trace_messages, "w", encoding="ascii")
+            trace = _message_tracer(trace_file)
+        job = CaptureJob(options, ports, compile_rules(ruleset.table), trace)
+        board = StatsBoard(args.workers)
+        started = time.monotonic()
+        next_stats = started + args.stats_interval
+
+        def publish_stats(final: bool = False) -> None:
+            sent, dropped = (publisher.sent, publisher.dropped) if publisher else (0, 0)
+            event = board.event(pipeline.encoder.observer, args.interface, sent, dropped, final)
+            pipeline.publish(STATS_TOPIC, pipeline.encoder.encode(event))
+
+        def on_tick() -> None:
+            nonlocal next_stats
+            now = time.monotonic()
+            if args.duration and now - started >= args.duration:
+                stop.stopped = True
+            if now >= next_stats:
+                next_stats = now + args.stats_interval
+                publish_stats()
+
+        log.warning("capturing on %s with %d worker(s)", args.interface, args.workers)
+        if args.workers == 1:
+            run_single(job, pipeline, board, stop, on_tick)
+            code = 0
+        else:
+            code = run_workers(job, args.workers, pipeline, board, stop, on_tick)
+        publish_stats(final=True)
+        seconds = time.monotonic() - started
+    finally:
+        for output in outputs:
+            output.close()
+        if trace_file is not None:
+            trace_file.close()
+    total = board.total()
+    print_capture_summary(total, seconds, board, outputs)
+    if args.summary_json:
+        summary = {"counters": dict(sorted(total.items())), "seconds": round(seconds, 3),
+                   "workers": [w.as_dict() for w in board.workers.values()]}
+        write_json(args.summary_json, summary)
+    return code
+
+
+def _message_tracer(handle):
+    import socket
+
+    def trace(worker: int, records: list) -> None:
+        for r in records:
+            family = socket.AF_INET if len(r[4]) == 4 else socket.AF_INET6
+            handle.write(json.dumps({
+                "worker": worker, "ts": f"{r[1]}.{r[2]:06d}", "src": socket.inet_ntop(family, r[4]),
+                "dst": socket.inet_ntop(family, r[5]), "transport": r[6], "sport": r[7], "dport": r[8],
+                "id": r[9], "response": bool(r[10] & 0x8000), "name": r[12], "qtype": r[13], "rule": r[15],
+            }) + "\n")
+    return trace
+
+
+def print_capture_summary(total, seconds: float, board, outputs) -> None:
+    result = type("Result", (), {})()
+    result.counters = total
+    result.seconds = seconds
+    result.files = []
+    print_summary(result, outputs, title=f"captured for {seconds:.1f} s")
+    print(f"capture: {total['received']:,} received by the filter, {total['kernel_drops']:,} dropped by the "
+          f"kernel, {total['interface_drops']:,} dropped by the interface", file=sys.stderr)
+    if len(board.workers) > 1:
+        for worker in board.workers.values():
+            c = worker.counters
+            print(f"worker {worker.worker}: {c.get('packets', 0):,} packets, {c.get('dns_queries', 0):,} queries, "
+                  f"{c.get('hits', 0):,} hits, {worker.kernel_drops:,} kernel drops", file=sys.stderr)
 
 
 def run_tail(args: argparse.Namespace) -> int:
@@ -159,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "replay":
             return run_replay(args)
+        if args.command == "capture":
+            return run_capture(args)
         return run_tail(args)
     except SensorError as err:
         log.error("%s", err)
@@ -167,3 +323,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as err:  # a fault after start: one line (the traceback with -v), exit 1
+        log.error("internal error: %s: %s", type(err).__name__, err, exc_info=args.verbose)
+        return 1

@@ -8,21 +8,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from sensor.capture.files import CaptureFile
 from sensor.errors import CaptureCutOff
-from sensor.events import HIT_TOPIC, HitEncoder, Origin
+from sensor.events import Origin
 from sensor.loop import compile_rules, make_loop
-from sensor.records import DnsMessage
+from sensor.pipeline import HitPipeline
 from sensor.rules.loader import RuleSet
 
 PROGRESS_EVERY = 1.0  # seconds between progress lines on a terminal
-
-
-class Output(Protocol):
-    def write(self, topic: str, line: str) -> None: ...
-    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -36,8 +30,7 @@ class ReplayResult:
 def replay(
     paths: Sequence[str],
     ruleset: RuleSet,
-    encoder: HitEncoder,
-    outputs: Sequence[Output],
+    pipeline: HitPipeline,
     ports: Sequence[int],
     progress: Callable[[str, int, float], None] | None = None,
 ) -> ReplayResult:
@@ -59,9 +52,7 @@ def replay(
         try:
             for batch in capture.batches():
                 for record in loop.run_batch(batch.data, batch.meta, batch.first_frame):
-                    line = encoder.encode(encoder.event(DnsMessage._make(record), origin))
-                    for output in outputs:
-                        output.write(HIT_TOPIC, line)
+                    pipeline.hit(record, origin)
                 if progress is not None and size:
                     read += len(batch.data) + len(batch.meta)  # frame bytes plus a 16-byte header each
                     now = time.monotonic()

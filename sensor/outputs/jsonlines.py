@@ -11,8 +11,9 @@ from sensor.errors import StartupError
 class JsonLinesWriter:
     """Appends events as lines; `-` is standard output."""
 
-    def __init__(self, path: str = "-") -> None:
+    def __init__(self, path: str = "-", topics: tuple[str, ...] = ("dns.hit",)) -> None:
         self.path = path
+        self.topics = topics
         self.lines = 0
         if path == "-":
             self._handle: TextIO = sys.stdout
@@ -23,6 +24,8 @@ class JsonLinesWriter:
                 raise StartupError(f"{path}: cannot write events: {err.strerror}") from None
 
     def write(self, topic: str, line: str) -> None:
+        if topic not in self.topics:
+            return
         self._handle.write(line)
         self._handle.write("\n")
         self.lines += 1

@@ -1,0 +1,249 @@
+"""Live capture with one or several workers.
+
+One worker runs in the sensor's own process. With N > 1, the parent opens N capture handles joined in one
+AF_PACKET fanout group (PACKET_FANOUT_HASH: the kernel's flow hash is symmetric, so a query and its response
+reach the same worker), forks one worker per handle, and keeps the one ZeroMQ endpoint itself. Workers send
+their hit records and statistics to the parent over a ZeroMQ PUSH/PULL pipe; the parent merges the hits in
+packet-time order (each worker reports how far it has read: its watermark) so that resolver attribution sees a
+client's query before the resolver's upstream query whichever workers decoded them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import pickle
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import zmq
+
+from sensor.capture.live import CaptureOptions, LiveCapture, last_packet_time
+from sensor.events import Origin
+from sensor.loop import make_loop
+from sensor.pipeline import HitPipeline
+from sensor.stats import StatsBoard
+
+log = logging.getLogger(__name__)
+
+REPORT_EVERY = 0.05  # seconds: longest a worker holds hits (and its watermark) before telling the parent
+STATS_EVERY = 1.0  # seconds between a worker's statistics snapshots to the parent
+STOP_GRACE = 10.0  # seconds the parent waits for workers to finish their batch and report after a stop
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureJob:
+    """What every worker needs, fixed before the fork."""
+
+    options: CaptureOptions
+    ports: tuple[int, ...]
+    rules: object  # the compiled SuffixSet (shared copy-on-write after fork) or the reference table
+    trace: Callable[[int, list], None] | None = None  # debug: every decoded DNS message, per worker
+
+
+class Stopper:
+    """SIGINT/SIGTERM set a flag; the loops finish their batch and wind down."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGTERM, self._stop)
+
+    def _stop(self, signum, frame) -> None:
+        self.stopped = True
+
+    def __call__(self) -> bool:
+        return self.stopped
+
+
+def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: Stopper,
+               on_tick: Callable[[], None]) -> None:
+    """One worker, in this process: records come in packet order, no merge needed."""
+    capture = LiveCapture(job.options)
+    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.trace is not None)
+    origin = Origin(interface=job.options.interface)
+    try:
+        for batch in capture.batches(stop):
+            if batch.frames:
+                records = loop.run_batch(batch.data, batch.meta, batch.first_frame)
+                if job.trace is not None:
+                    job.trace(0, records)
+                for record in records:
+                    if record[15] >= 0:
+                        pipeline.hit(record, origin)
+            board.update(0, loop.counters(), _pcap_tuple(capture))
+            on_tick()
+    finally:
+        board.update(0, loop.counters(), _pcap_tuple(capture))
+        capture.close()
+
+
+def _pcap_tuple(capture: LiveCapture) -> tuple[int, int, int]:
+    stats = capture.stats()
+    return stats.received, stats.kernel_drops, stats.interface_drops
+
+
+def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: StatsBoard, stop: Stopper,
+                on_tick: Callable[[], None]) -> int:
+    """N forked workers on one fanout group; returns 0, or 1 if a worker failed."""
+    group = (os.getpid() ^ int(time.time())) & 0xFFFF
+    captures = [LiveCapture(job.options, fanout_group=group) for _ in range(workers)]
+    pipe_dir = tempfile.mkdtemp(prefix="truesource-")
+    endpoint = f"ipc://{pipe_dir}/workers"
+    pids = []
+    for worker in range(workers):
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            code = 1
+            try:
+                code = _worker_main(worker, captures[worker], job, endpoint)
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    for capture in captures:  # the parent keeps the endpoint, not the handles
+        capture.close()
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    pull.setsockopt(zmq.LINGER, 0)
+    pull.bind(endpoint)
+    merger = WatermarkMerge(workers)
+    origin = Origin(interface=job.options.interface)
+    running = set(range(workers))
+    exited_at: dict[int, float] = {}
+    failed = False
+    stop_sent_at: float | None = None
+    try:
+        while running:
+            if stop() and stop_sent_at is None:
+                for pid in pids:
+                    _signal(pid, signal.SIGTERM)
+                stop_sent_at = time.monotonic()
+            if stop_sent_at is not None and time.monotonic() - stop_sent_at > STOP_GRACE:
+                log.error("workers did not stop within %s s; killing them", STOP_GRACE)
+                failed = True
+                break
+            if pull.poll(100):
+                kind, worker, watermark, records, counters, pcap = pickle.loads(pull.recv())
+                if counters is not None:
+                    board.update(worker, counters, pcap)
+                if job.trace is not None and records:
+                    job.trace(worker, records)
+                merger.add(worker, watermark, [r for r in records if r[15] >= 0])
+                if kind == "done":
+                    merger.finish(worker)
+                    running.discard(worker)
+                for record in merger.ready():
+                    pipeline.hit(record, origin)
+            for index, pid in enumerate(pids):
+                if index in running and index not in exited_at and _exited(pid):
+                    exited_at[index] = time.monotonic()
+                # a worker's last message may still be in the pipe when it has exited: give it a moment
+                if index in running and index in exited_at and time.monotonic() - exited_at[index] > 2.0:
+                    log.error("capture worker %d exited without reporting", index)
+                    running.discard(index)
+                    merger.finish(index)
+                    failed = True
+            on_tick()
+        for record in merger.ready():
+            pipeline.hit(record, origin)
+    finally:
+        for index, pid in enumerate(pids):
+            if index not in exited_at:
+                if failed:
+                    _signal(pid, signal.SIGKILL)
+                _reap(pid)
+        pull.close()
+        context.term()
+        try:
+            os.unlink(f"{pipe_dir}/workers")
+            os.rmdir(pipe_dir)
+        except OSError:
+            pass
+    return 1 if failed else 0
+
+
+def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: str) -> int:
+    stopper = Stopper()
+    signal.signal(signal.SIGTERM, stopper._stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent hears Ctrl-C and tells the workers
+    context = zmq.Context()  # never the parent's: a ZeroMQ context does not survive fork
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 5000)
+    push.connect(endpoint)
+    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.trace is not None)
+    pending: list = []
+    watermark = 0
+    last_report = last_stats = time.monotonic()
+    try:
+        for batch in capture.batches(stopper):
+            if batch.frames:
+                pending.extend(loop.run_batch(batch.data, batch.meta, batch.first_frame))
+                watermark = last_packet_time(batch)
+            else:
+                watermark = max(watermark, time.time_ns() // 1000)  # nothing queued: read up to now
+            now = time.monotonic()
+            if pending or now - last_report >= REPORT_EVERY:
+                counters = pcap = None
+                if now - last_stats >= STATS_EVERY:
+                    counters, pcap, last_stats = loop.counters(), _pcap_tuple(capture), now
+                push.send(pickle.dumps(("batch", worker, watermark, pending, counters, pcap)))
+                pending = []
+                last_report = now
+        push.send(pickle.dumps(("done", worker, watermark, pending, loop.counters(), _pcap_tuple(capture))))
+        return 0
+    finally:
+        push.close()
+        context.term()
+
+
+class WatermarkMerge:
+    """Holds hits until every worker has read past their packet time, then releases them in time order."""
+
+    def __init__(self, workers: int) -> None:
+        self.watermarks = dict.fromkeys(range(workers), 0)
+        self.heap: list = []
+        self.sequence = 0
+
+    def add(self, worker: int, watermark: int, records: Sequence[tuple]) -> None:
+        self.watermarks[worker] = max(self.watermarks[worker], watermark)
+        for record in records:
+            self.sequence += 1
+            heapq.heappush(self.heap, (record[1] * 1_000_000 + record[2], self.sequence, record))
+
+    def finish(self, worker: int) -> None:
+        self.watermarks[worker] = float("inf")
+
+    def ready(self) -> list[tuple]:
+        limit = min(self.watermarks.values())
+        out = []
+        while self.heap and self.heap[0][0] <= limit:
+            out.append(heapq.heappop(self.heap)[2])
+        return out
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _exited(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == pid
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
