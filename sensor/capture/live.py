@@ -114,11 +114,15 @@ def last_packet_time(batch: Batch) -> int | None:
 
 
 def default_filter(ports: tuple[int, ...] | list[int]) -> str:
-    """DNS on the given ports, untagged, under one or two VLAN tags (a plain `port 53` filter silently loses
-    tagged frames), inside PPPoE sessions, and the tunnels remote mirrors arrive in (GRE and ERSPAN, VXLAN,
-    Geneve). Order matters: libpcap's `vlan` and `pppoes` shift the offsets of everything after them."""
+    """DNS on the given ports, untagged and under up to three VLAN tags (a plain `port 53` filter silently loses
+    tagged frames), PPPoE sessions, and the tunnels remote mirrors arrive in (GRE and ERSPAN, VXLAN, Geneve).
+
+    Order matters: each libpcap `vlan` shifts the offsets of everything after it. PPPoE is matched by its
+    ethertype, not with `pppoes`: libpcap 1.9 cannot put `pppoes` and `vlan` in one kernel filter (it falls back
+    to filtering every frame in user space), so all PPPoE session frames pass and the loop sorts them.
+    """
     dns = " or ".join(f"port {port}" for port in ports)
-    dns = f"((udp or tcp) and ({dns}))"
-    tunnels = "(ip proto 47 or ip6 proto 47 or udp dst port 4789 or udp dst port 6081)"
-    return (f"{dns} or {tunnels} or (vlan and ({dns} or {tunnels})) or (vlan and ({dns} or {tunnels}))"
-            f" or (pppoes and {dns})")
+    wanted = f"((udp or tcp) and ({dns})) or ip proto 47 or ip6 proto 47 or udp dst port 4789 or udp dst port 6081"
+    pppoe = "ether proto 0x8864"
+    tagged = f"(vlan and ({wanted} or {pppoe}))"
+    return f"{pppoe} or {wanted} or {tagged} or {tagged} or {tagged}"  # up to three tags deep
