@@ -249,7 +249,6 @@ def run_capture(args: argparse.Namespace) -> int:
                 next_stats = now + args.stats_interval
                 publish_stats()
 
-        log.warning("capturing on %s with %d worker(s)", args.interface, args.workers)
         if args.workers == 1:
             run_single(job, pipeline, board, stop, on_tick)
             code = 0
@@ -308,7 +307,8 @@ def run_tail(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+    quiet = logging.INFO if args.command == "capture" else logging.WARNING  # a service says when it starts
+    logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="truesource: %(message)s", stream=sys.stderr)
     try:
         if args.command == "replay":

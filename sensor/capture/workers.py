@@ -66,6 +66,7 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
                on_tick: Callable[[], None]) -> None:
     """One worker, in this process: records come in packet order, no merge needed."""
     capture = LiveCapture(job.options)
+    log.info("capturing on %s (link type %d), 1 worker", job.options.interface, capture.linktype)
     loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.trace is not None)
     origin = Origin(interface=job.options.interface)
     try:
@@ -94,6 +95,8 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
     """N forked workers on one fanout group; returns 0, or 1 if a worker failed."""
     group = (os.getpid() ^ int(time.time())) & 0xFFFF
     captures = [LiveCapture(job.options, fanout_group=group) for _ in range(workers)]
+    log.info("capturing on %s (link type %d), %d workers in fanout group %d", job.options.interface,
+             captures[0].linktype, workers, group)
     pipe_dir = tempfile.mkdtemp(prefix="truesource-")
     endpoint = f"ipc://{pipe_dir}/workers"
     pids = []
