@@ -11,8 +11,8 @@ SO_STAMP := $(VENV)/.built-ext
 system-deps: $(VENV)/.system-deps
 $(VENV)/.system-deps:
 	@mkdir -p $(VENV)
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v tshark >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark tcpdump >/dev/null; \
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { ! command -v tshark || ! command -v tcpreplay || ! command -v unbound || ! command -v named || ! command -v dig; } >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark tcpdump tcpreplay unbound bind9 dnsutils iproute2 >/dev/null; \
 	fi
 	@touch $@
 
