@@ -3,13 +3,15 @@
 On a mirror behind the resolver, a suspicious name shows up twice: the client asks the resolver, then the
 resolver asks the internet. An edge IDS sees only the second, with the resolver's address. Each upstream query
 that hits is linked to every client query, in a window before it, that went to that resolver and asked the
-same name or a name below it (QNAME minimisation and DS lookups ask parent names). A dual-stack resolver
-may take a query on one address family and go upstream on the other, so client queries to an address of the
-other family count too.
+same name or a name below it (QNAME minimisation and DS lookups ask parent names).
 
 Only hits are joined (hits are few, so this is plain Python and works across capture workers): a client query
-for a name below an upstream hit's name hits the same rule. Resolvers are the configured addresses plus, when
-learning is on, every address a client query that hit was sent to.
+for a name below an upstream hit's name hits the same rule. A query is a resolver's when its source is a
+configured resolver address, a learned one (where client queries that hit were sent, and sources of iterative
+queries), or when it is iterative itself (RD clear: stub clients ask with RD set, resolvers asking authoritative
+servers do not). Client queries that went to the same resolver (same address, or one of the addresses given as
+one resolver) are preferred; when there are none (a resolver asking upstream from another address than the
+one its clients use, unless configured), clients are linked by name and time alone, and the event says so.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ MAX_RECENT_CLIENT_HITS = 100_000  # bound on remembered client queries, whatever
 MAX_LEARNED_RESOLVERS = 4_096  # bound on learned resolver addresses (least recently seen go first)
 
 
+RD = 0x0100  # header flag: recursion desired
+
+
 @dataclass(frozen=True, slots=True)
 class ClientQuery:
     ip: str
@@ -32,6 +37,15 @@ class ClientQuery:
     time_us: int
     name: str
     transport: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """How the clients were found (`resolver_address`: they asked this resolver; `name_and_time`: the same
+    name or one below it, in the window, asked of any resolver) and who they are."""
+
+    match: str
+    clients: list[ClientQuery]
 
 
 def _text(address: bytes) -> str:
@@ -44,7 +58,13 @@ class ResolverAttribution:
     def __init__(self, resolvers: list[str] | tuple[str, ...] = (), window: float = DEFAULT_WINDOW,
                  learn: bool = True, max_recent: int = MAX_RECENT_CLIENT_HITS,
                  max_learned: int = MAX_LEARNED_RESOLVERS) -> None:
-        self.configured = {socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in resolvers}
+        # Each item is one resolver: one address, or several comma-separated (client side, upstream side, v6).
+        self.group_of: dict[bytes, int] = {}
+        for group, item in enumerate(resolvers):
+            for address in item.split(","):
+                address = address.strip()
+                family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                self.group_of[socket.inet_pton(family, address)] = group
         self.window_us = int(window * 1_000_000)
         self.learn = learn
         self.max_recent = max_recent
@@ -54,37 +74,46 @@ class ResolverAttribution:
         self.evicted = 0
         self.linked = 0
 
-    def is_resolver(self, address: bytes) -> bool:
-        return address in self.configured or address in self.learned
+    def is_resolver_query(self, msg: DnsMessage) -> bool:
+        """A configured or learned resolver's query, or any iterative one (RD clear): stub clients ask with RD."""
+        return msg.src_ip in self.group_of or msg.src_ip in self.learned or not msg.flags & RD
 
-    def link(self, msg: DnsMessage) -> list[ClientQuery] | None:
+    def link(self, msg: DnsMessage) -> Attribution | None:
         """None for a client query (remembered); for a resolver's query, the client queries that caused it."""
         now = msg.ts_sec * 1_000_000 + msg.ts_usec
         self._expire(now)
-        if self.is_resolver(msg.src_ip):
+        if self.is_resolver_query(msg):
+            self._learn(msg.src_ip)
             name = msg.qname.lower()
             below = "." + name if name != "." else ""
-            # Same resolver address, or any address of the other family: a dual-stack resolver takes a
-            # client's query on IPv6 and may ask upstream over IPv4 (and the other way round).
-            own, family = msg.src_ip, len(msg.src_ip)
-            clients = [
-                query for _, resolver, query in self.recent
-                if (resolver == own or len(resolver) != family)
-                and (query.name == name or query.name.endswith(below))
-            ]
-            self.linked += bool(clients)
-            return clients
+            candidates = [(resolver, query) for _, resolver, query in self.recent
+                          if query.name == name or query.name.endswith(below)]
+            same = [query for resolver, query in candidates if self._same_resolver(resolver, msg.src_ip)]
+            self.linked += bool(candidates)
+            if same:
+                return Attribution("resolver_address", same)
+            return Attribution("name_and_time", [query for _, query in candidates])
         self.recent.append((now, msg.dst_ip, ClientQuery(_text(msg.src_ip), msg.src_port, now,
                                                          msg.qname.lower(), msg.transport)))
         if len(self.recent) > self.max_recent:
             self.recent.popleft()
             self.evicted += 1
-        if self.learn:
-            self.learned[msg.dst_ip] = None
-            self.learned.move_to_end(msg.dst_ip)
-            if len(self.learned) > self.max_learned:
-                self.learned.popitem(last=False)
+        self._learn(msg.dst_ip)
         return None
+
+    def _same_resolver(self, a: bytes, b: bytes) -> bool:
+        if a == b:
+            return True
+        group = self.group_of.get(a)
+        return group is not None and group == self.group_of.get(b)
+
+    def _learn(self, address: bytes) -> None:
+        if not self.learn or address in self.group_of:
+            return
+        self.learned[address] = None
+        self.learned.move_to_end(address)
+        if len(self.learned) > self.max_learned:
+            self.learned.popitem(last=False)
 
     def _expire(self, now: int) -> None:
         horizon = now - self.window_us

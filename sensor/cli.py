@@ -100,8 +100,8 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sensor-name", metavar="NAME", help="observer.name in events (default: host name)")
     parser.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
     parser.add_argument("--resolver", action="append", default=[], metavar="ADDR",
-                        help="address of a recursive resolver whose upstream queries are linked to clients "
-                             "(repeatable; resolvers are also learned from the traffic)")
+                        help="a recursive resolver whose upstream queries are linked to clients: its address, or "
+                             "its addresses comma separated (repeatable; resolvers are also learned)")
     parser.add_argument("--attribution-window", type=float, default=DEFAULT_WINDOW, metavar="SECONDS",
                         help="how far back a resolver's upstream query looks for its clients (default %(default)s)")
     parser.add_argument("--no-learn-resolvers", action="store_true",
@@ -117,11 +117,12 @@ def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: b
     from sensor.outputs.jsonlines import JsonLinesWriter
     from sensor.pipeline import HitPipeline
 
-    for address in args.resolver:
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            raise StartupError(f"--resolver: {address!r} is not an IP address") from None
+    for item in args.resolver:
+        for address in item.split(","):
+            try:
+                ipaddress.ip_address(address.strip())
+            except ValueError:
+                raise StartupError(f"--resolver: {address!r} is not an IP address") from None
     if args.attribution_window <= 0:
         raise StartupError("--attribution-window: must be more than 0 seconds")
     publisher = None
@@ -205,7 +206,7 @@ def write_json(path: str, summary: dict) -> None:
 def run_capture(args: argparse.Namespace) -> int:
     import time
 
-    from sensor.capture.live import CaptureOptions, default_filter
+    from sensor.capture.live import CaptureOptions
     from sensor.capture.workers import CaptureJob, Stopper, run_single, run_workers
     from sensor.loop import compile_rules
     from sensor.rules.loader import load_rules
@@ -216,8 +217,7 @@ def run_capture(args: argparse.Namespace) -> int:
         raise StartupError("--workers: must be at least 1")
     if args.snaplen < 64 or args.buffer_mb < 1:
         raise StartupError("--snaplen must be at least 64 and --buffer-mb at least 1")
-    options = CaptureOptions(args.interface, args.bpf or default_filter(ports), args.snaplen, args.buffer_mb,
-                             not args.no_promisc)
+    options = CaptureOptions(args.interface, args.bpf, ports, args.snaplen, args.buffer_mb, not args.no_promisc)
     ruleset = load_rules(args.rules)
     log.info("loaded %d rules from %d files", len(ruleset), len(ruleset.files))
     outputs: list = []

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from sensor import __version__
-from sensor.attribution import ClientQuery
+from sensor.attribution import Attribution
 from sensor.community_id import community_id
 from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
 from sensor.records import DnsMessage
@@ -59,8 +59,8 @@ class HitEncoder:
         }
         self._json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
-    def event(self, msg: DnsMessage, origin: Origin, clients: list[ClientQuery] | None = None) -> dict:
-        """The ECS object of one hit; `clients` when the query was a resolver's, linked to its clients."""
+    def event(self, msg: DnsMessage, origin: Origin, attribution: Attribution | None = None) -> dict:
+        """The ECS object of one hit; `attribution` when the query was a resolver's, linked to its clients."""
         rule = self._rules.rule(msg.rule)
         src = socket.inet_ntop(socket.AF_INET if len(msg.src_ip) == 4 else socket.AF_INET6, msg.src_ip)
         dst = socket.inet_ntop(socket.AF_INET if len(msg.dst_ip) == 4 else socket.AF_INET6, msg.dst_ip)
@@ -89,13 +89,14 @@ class HitEncoder:
         }
         if origin.capture_file is not None:
             extra["capture"] = {"file": origin.capture_file, "frame": msg.frame}
-        if clients is not None:
+        if attribution is not None:
             extra["attribution"] = {
                 "role": "resolver",
+                "match": attribution.match,
                 "clients": [
                     {"ip": c.ip, "port": c.port, "time": rfc3339(c.time_us // 1_000_000, c.time_us % 1_000_000),
                      "name": c.name, "transport": TRANSPORTS[c.transport]}
-                    for c in clients
+                    for c in attribution.clients
                 ],
             }
         return {

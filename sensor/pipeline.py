@@ -27,8 +27,8 @@ class HitPipeline:
 
     def hit(self, record: tuple, origin: Origin) -> None:
         msg = DnsMessage._make(record)
-        clients = self.attribution.link(msg) if self.attribution is not None else None
-        line = self.encoder.encode(self.encoder.event(msg, origin, clients))
+        attribution = self.attribution.link(msg) if self.attribution is not None else None
+        line = self.encoder.encode(self.encoder.event(msg, origin, attribution))
         self.hits += 1
         for output in self.outputs:
             output.write(HIT_TOPIC, line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,16 +153,22 @@ def test_teardown_leaves_nothing_and_labs_do_not_collide(lab: NetLab):
         assert "ad" not in other.dig("c2.evil.test").flags  # dnssec=False: an iterator only
         assert lab.dig("www.good.test").status == "NOERROR"  # the first lab is untouched
         stray = other.popen(CLIENT, ["sleep", "300"])  # left running on purpose
-        pids = [int(p) for role in ROLES
-                for p in subprocess.run(["ip", "netns", "pids", other.ns[role]], capture_output=True,
-                                        text=True).stdout.split()]
-        assert len(pids) >= 3  # named, unbound, sleep
+        deadline = time.monotonic() + 5
+        while stray.pid not in (pids := namespace_pids(other)) and time.monotonic() < deadline:
+            time.sleep(0.01)  # `ip netns exec` enters the namespace just after it starts
+        assert stray.pid in pids and len(pids) >= 3  # named, unbound, sleep
         raise RuntimeError("a failure inside the lab")
     assert not set(other.ns.values()) & set(list_namespaces())
     assert stray.poll() is not None
     assert not [p for p in pids if Path(f"/proc/{p}").exists()]
     assert not other.workdir.exists()
     assert lab.dig("mail.good.test").addresses == [zones.EXPECTED_A["mail.good.test"]]
+
+
+def namespace_pids(lab: NetLab) -> list[int]:
+    return [int(pid) for role in ROLES
+            for pid in subprocess.run(["ip", "netns", "pids", lab.ns[role]], capture_output=True,
+                                      text=True).stdout.split()]
 
 
 def test_stale_lab_of_a_dead_run_is_swept(lab: NetLab):

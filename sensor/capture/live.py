@@ -20,7 +20,7 @@ from sensor.errors import StartupError
 POLL_MS = 100  # longest wait for frames before the loop gets control back (stop signal, statistics, watermark)
 DEFAULT_SNAPLEN = 65_535  # whole frames: a DNS-over-TCP segment or an EDNS response can be large
 DEFAULT_BUFFER_MB = 64  # kernel ring per worker: absorbs a burst of about 100,000 small DNS frames
-ETH_P_ALL = 3
+DLT_EN10MB = 1
 
 # pcap_activate() results (pcap/pcap.h), to the words an operator needs.
 _ACTIVATE_ERRORS = {
@@ -38,7 +38,8 @@ _ACTIVATE_ERRORS = {
 @dataclass(frozen=True, slots=True)
 class CaptureOptions:
     interface: str
-    bpf: str
+    bpf: str | None  # None: default_filter() for the interface's link type
+    ports: tuple[int, ...] = (53,)
     snaplen: int = DEFAULT_SNAPLEN
     buffer_mb: int = DEFAULT_BUFFER_MB
     promiscuous: bool = True
@@ -69,10 +70,11 @@ class LiveCapture:
         if status < 0:
             reason = _ACTIVATE_ERRORS.get(status, f"pcap_activate error {status}")
             raise StartupError(f"{options.interface}: cannot capture: {reason}")
+        self.bpf = options.bpf or default_filter(options.ports, handle.datalink())
         try:
-            handle.setfilter(options.bpf)
+            handle.setfilter(self.bpf)
         except pcapy.PcapError as err:
-            raise StartupError(f"--bpf {options.bpf!r}: {err}") from None
+            raise StartupError(f"--bpf {self.bpf!r}: {err}") from None
         if fanout_group is not None:
             try:
                 handle.set_fanout(fanout_group, pcapy.PACKET_FANOUT_HASH)
@@ -113,7 +115,7 @@ def last_packet_time(batch: Batch) -> int | None:
     return sec * 1_000_000 + usec
 
 
-def default_filter(ports: tuple[int, ...] | list[int]) -> str:
+def default_filter(ports: tuple[int, ...] | list[int], linktype: int = DLT_EN10MB) -> str:
     """DNS on the given ports, untagged and under up to three VLAN tags (a plain `port 53` filter silently loses
     tagged frames), PPPoE sessions, and the tunnels remote mirrors arrive in (GRE and ERSPAN, VXLAN, Geneve).
 
@@ -123,6 +125,8 @@ def default_filter(ports: tuple[int, ...] | list[int]) -> str:
     """
     dns = " or ".join(f"port {port}" for port in ports)
     wanted = f"((udp or tcp) and ({dns})) or ip proto 47 or ip6 proto 47 or udp dst port 4789 or udp dst port 6081"
+    if linktype != DLT_EN10MB:  # cooked (`any`), raw IP...: no Ethernet header, no tags to look under
+        return wanted
     pppoe = "ether proto 0x8864"
     tagged = f"(vlan and ({wanted} or {pppoe}))"
     return f"{pppoe} or {wanted} or {tagged} or {tagged} or {tagged}"  # up to three tags deep
