@@ -2,41 +2,46 @@
 cdef enum:
     C_packets = 0
     C_bytes = 1
-    C_unsupported_linktype = 2
-    C_truncated_link = 3
-    C_not_ip = 4
-    C_truncated_ip = 5
-    C_bad_ip_header = 6
-    C_ip_length_exceeds_capture = 7
-    C_ip_fragment = 8
-    C_ip_fragment_not_first = 9
-    C_bad_ipv6_extension = 10
-    C_not_udp_tcp = 11
-    C_truncated_transport = 12
-    C_bad_udp_length = 13
-    C_bad_tcp_header = 14
-    C_not_dns_port = 15
-    C_tcp_no_payload = 16
-    C_dns_queries = 17
-    C_dns_responses = 18
-    C_dns_too_short = 19
-    C_dns_no_question = 20
-    C_dns_bad_label_type = 21
-    C_dns_bad_pointer = 22
-    C_dns_too_many_pointers = 23
-    C_dns_name_too_long = 24
-    C_dns_truncated = 25
-    C_dns_extra_questions = 26
-    C_hits = 27
-    C_tcp_gap = 28
-    C_tcp_retransmission = 29
-    C_tcp_stream_evicted = 30
-    C_tcp_stream_expired = 31
-    N_COUNTERS = 32
+    C_tunneled = 2
+    C_unsupported_linktype = 3
+    C_truncated_link = 4
+    C_not_ip = 5
+    C_truncated_ip = 6
+    C_bad_ip_header = 7
+    C_ip_length_exceeds_capture = 8
+    C_ip_fragment = 9
+    C_ip_fragment_not_first = 10
+    C_bad_ipv6_extension = 11
+    C_not_udp_tcp = 12
+    C_truncated_transport = 13
+    C_bad_udp_length = 14
+    C_bad_tcp_header = 15
+    C_not_dns_port = 16
+    C_tcp_no_payload = 17
+    C_bad_tunnel = 18
+    C_tunnel_too_deep = 19
+    C_dns_queries = 20
+    C_dns_responses = 21
+    C_dns_too_short = 22
+    C_dns_no_question = 23
+    C_dns_bad_label_type = 24
+    C_dns_bad_pointer = 25
+    C_dns_too_many_pointers = 26
+    C_dns_name_too_long = 27
+    C_dns_truncated = 28
+    C_dns_extra_questions = 29
+    C_dns_bad_edns = 30
+    C_hits = 31
+    C_tcp_gap = 32
+    C_tcp_retransmission = 33
+    C_tcp_stream_evicted = 34
+    C_tcp_stream_expired = 35
+    N_COUNTERS = 36
 
 COUNTER_NAMES = (
     "packets",
     "bytes",
+    "tunneled",
     "unsupported_linktype",
     "truncated_link",
     "not_ip",
@@ -52,6 +57,8 @@ COUNTER_NAMES = (
     "bad_tcp_header",
     "not_dns_port",
     "tcp_no_payload",
+    "bad_tunnel",
+    "tunnel_too_deep",
     "dns_queries",
     "dns_responses",
     "dns_too_short",
@@ -62,6 +69,7 @@ COUNTER_NAMES = (
     "dns_name_too_long",
     "dns_truncated",
     "dns_extra_questions",
+    "dns_bad_edns",
     "hits",
     "tcp_gap",
     "tcp_retransmission",

@@ -10,7 +10,9 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memcmp, memmove, memset
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.unicode cimport PyUnicode_DecodeASCII
+from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_FromFormat
+
+import ipaddress
 
 include "counters.pxi"
 include "suffixset.pxi"
@@ -40,12 +42,29 @@ cdef inline uint32_t rd32(const uint8_t* p) noexcept nogil:
 cdef inline bint is_vlan_type(uint16_t t) noexcept nogil:
     return t == 0x8100 or t == 0x88A8 or t == 0x9100
 
+include "tunnels.pxi"
+include "edns.pxi"
+
+# Subnets print as Python's ipaddress prints them (the contract); made only for emitted records. IPv6 goes
+# through ipaddress itself, whose zero compression and IPv4-mapped form are the reference.
+NETWORKS = (None, ipaddress.IPv4Network, ipaddress.IPv6Network)
+
+
+cdef object subnet_text(Subnet* sn):
+    if sn.family == 1:
+        # Dotted quad: the one form ipaddress prints, and ten times cheaper than building an IPv4Network.
+        return PyUnicode_FromFormat("%u.%u.%u.%u/%u", <unsigned int>sn.addr[0], <unsigned int>sn.addr[1],
+                                    <unsigned int>sn.addr[2], <unsigned int>sn.addr[3], <unsigned int>sn.prefix)
+    return str(NETWORKS[2]((PyBytes_FromStringAndSize(<const char*>sn.addr, 16), sn.prefix)))
+
 
 cdef struct FrameInfo:
     # Everything a record needs about the frame around one DNS message.
     int64_t frame
     uint32_t sec, usec
-    int32_t vlan                 # -1 when untagged
+    int32_t vlan                 # -1 when untagged: the innermost Ethernet frame's outer tag
+    uint8_t tunnels[MAX_TUNNEL_DEPTH]  # TUN_* codes, outer to inner
+    int ntunnels
     int ip_version
     const uint8_t* src
     const uint8_t* dst
@@ -107,49 +126,26 @@ cdef class FastLoop:
 
     cdef int frame(self, const uint8_t* p, uint32_t caplen, int64_t frame_no,
                    uint32_t sec, uint32_t usec) except -1:
-        cdef uint32_t off = 0
-        cdef uint16_t et = 0
         cdef uint32_t fam
-        cdef int tags = 0
         cdef FrameInfo fi
         cdef int lt = self.linktype
         fi.frame = frame_no
         fi.sec = sec
         fi.usec = usec
         fi.vlan = -1
+        fi.ntunnels = 0
         self.counters_[C_packets] += 1
         self.counters_[C_bytes] += caplen
-        if lt == DLT_EN10MB or lt == DLT_LINUX_SLL or lt == DLT_LINUX_SLL2:
-            if lt == DLT_EN10MB:
-                off = 14
-                if caplen < off:
-                    return self.reject(C_truncated_link)
-                et = rd16(p + 12)
-            elif lt == DLT_LINUX_SLL:
-                off = 16
-                if caplen < off:
-                    return self.reject(C_truncated_link)
-                et = rd16(p + 14)
-            else:
-                off = 20
-                if caplen < off:
-                    return self.reject(C_truncated_link)
-                et = rd16(p)
-            while is_vlan_type(et):
-                if tags == MAX_VLAN_TAGS:
-                    return self.reject(C_not_ip)
-                if off + 4 > caplen:
-                    return self.reject(C_truncated_link)
-                if fi.vlan < 0:
-                    fi.vlan = rd16(p + off) & 0x0FFF
-                et = rd16(p + off + 2)
-                off += 4
-                tags += 1
-            if et == ETH_IPV4:
-                return self.ipv4(p + off, caplen - off, &fi)
-            if et == ETH_IPV6:
-                return self.ipv6(p + off, caplen - off, &fi)
-            return self.reject(C_not_ip)
+        if lt == DLT_EN10MB:
+            return self.ethernet(p, caplen, &fi)
+        if lt == DLT_LINUX_SLL:
+            if caplen < 16:
+                return self.reject(C_truncated_link)
+            return self.after_ethertype(p, caplen, 16, rd16(p + 14), &fi)
+        if lt == DLT_LINUX_SLL2:
+            if caplen < 20:
+                return self.reject(C_truncated_link)
+            return self.after_ethertype(p, caplen, 20, rd16(p), &fi)
         if lt == DLT_RAW or lt == DLT_RAW_A or lt == DLT_RAW_B:
             if caplen < 1:
                 return self.reject(C_truncated_ip)
@@ -175,6 +171,63 @@ cdef class FastLoop:
     cdef inline int reject(self, int reason) except -1:
         self.counters_[reason] += 1
         return 0
+
+    cdef int ethernet(self, const uint8_t* p, uint32_t n, FrameInfo* fi) except -1:
+        if n < 14:
+            return self.reject(C_truncated_link)
+        return self.after_ethertype(p, n, 14, rd16(p + 12), fi)
+
+    cdef int after_ethertype(self, const uint8_t* p, uint32_t n, uint32_t off, uint16_t et,
+                             FrameInfo* fi) except -1:
+        """VLAN tags, then IPv4, IPv6 or a PPPoE session. Each Ethernet frame, a tunnel's too, starts
+        untagged: the VLAN reported is the innermost frame's (the client's, not the transport network's)."""
+        cdef int tags = 0
+        fi.vlan = -1
+        while is_vlan_type(et):
+            if tags == MAX_VLAN_TAGS:
+                return self.reject(C_not_ip)
+            if off + 4 > n:
+                return self.reject(C_truncated_link)
+            if fi.vlan < 0:
+                fi.vlan = rd16(p + off) & 0x0FFF
+            et = rd16(p + off + 2)
+            off += 4
+            tags += 1
+        if et == ETH_IPV4:
+            return self.ipv4(p + off, n - off, fi)
+        if et == ETH_IPV6:
+            return self.ipv6(p + off, n - off, fi)
+        if et == ETH_PPPOE_SESSION:
+            return self.tunnel(TUN_PPPOE, p + off, n - off, fi)
+        return self.reject(C_not_ip)
+
+    cdef int tunnel(self, int which, const uint8_t* p, uint32_t n, FrameInfo* fi) except -1:
+        """Open one tunnel (which: TUN_PPPOE, TUN_GRE, TUN_VXLAN, TUN_GENEVE) and decode what it holds."""
+        cdef TunnelInner inner
+        cdef int reason
+        if fi.ntunnels == MAX_TUNNEL_DEPTH:
+            return self.reject(C_tunnel_too_deep)   # before the header is read
+        if which == TUN_PPPOE:
+            reason = pppoe_header(p, n, &inner)
+        elif which == TUN_GRE:
+            reason = gre_header(p, n, &inner)
+        elif which == TUN_VXLAN:
+            reason = vxlan_header(p, n, &inner)
+        else:
+            reason = geneve_header(p, n, &inner)
+        if reason:
+            return self.reject(reason)
+        fi.tunnels[fi.ntunnels] = inner.name
+        fi.ntunnels += 1
+        if fi.ntunnels == 1:
+            self.counters_[C_tunneled] += 1
+        p += inner.offset
+        n -= inner.offset
+        if inner.kind == INNER_ETHERNET:
+            return self.ethernet(p, n, fi)
+        if inner.kind == ETH_IPV4:
+            return self.ipv4(p, n, fi)
+        return self.ipv6(p, n, fi)
 
     cdef int ipv4(self, const uint8_t* p, uint32_t n, FrameInfo* fi) except -1:
         cdef uint32_t ihl, total
@@ -254,6 +307,11 @@ cdef class FastLoop:
                 return self.reject(C_truncated_transport)
             fi.sport = rd16(p)
             fi.dport = rd16(p + 2)
+            if (fi.dport == VXLAN_PORT or fi.dport == GENEVE_PORT) and not self.ports[fi.dport]:
+                ulen = rd16(p + 4)
+                if ulen < 8 or ulen > n:
+                    return self.reject(C_bad_udp_length)
+                return self.tunnel(TUN_VXLAN if fi.dport == VXLAN_PORT else TUN_GENEVE, p + 8, ulen - 8, fi)
             if not (self.ports[fi.sport] or self.ports[fi.dport]):
                 return self.reject(C_not_dns_port)
             ulen = rd16(p + 4)
@@ -273,6 +331,8 @@ cdef class FastLoop:
                 return self.reject(C_bad_tcp_header)
             fi.transport = 6
             return self.tcp_segment(p[13], rd32(p + 4), p + doff, n - doff, fi)
+        if proto == IPPROTO_GRE:
+            return self.tunnel(TUN_GRE, p, n, fi)
         return self.reject(C_not_udp_tcp)
 
     cdef int tcp_segment(self, uint8_t flags, uint32_t seq, const uint8_t* payload, uint32_t n,
@@ -368,8 +428,10 @@ cdef class FastLoop:
         cdef uint16_t flags, qdcount, qtype, qclass
         cdef int reason
         cdef int32_t rule = -1
-        cdef int alen
+        cdef int alen, found
         cdef DecodedName* name = &self.name
+        cdef Subnet subnet
+        cdef object subnet_str = None, tunnel = None
         if n < 12:
             return self.reject(C_dns_too_short)
         qdcount = rd16(msg + 4)
@@ -394,6 +456,14 @@ cdef class FastLoop:
                 self.counters_[C_hits] += 1
         if rule < 0 and not self.emit_all:
             return 0
+        if not flags & 0x8000:
+            found = find_client_subnet(msg, n, name.end + 4, &subnet)
+            if found < 0:
+                self.counters_[C_dns_bad_edns] += 1
+            elif found > 0:
+                subnet_str = subnet_text(&subnet)
+        if fi.ntunnels:
+            tunnel = "/".join([TUNNEL_NAMES[fi.tunnels[k]] for k in range(fi.ntunnels)])
         alen = 4 if fi.ip_version == 4 else 16
         self.out.append((
             fi.frame, fi.sec, fi.usec, None if fi.vlan < 0 else fi.vlan,
@@ -401,6 +471,6 @@ cdef class FastLoop:
             PyBytes_FromStringAndSize(<const char*>fi.dst, alen),
             fi.transport, fi.sport, fi.dport, rd16(msg), flags, qdcount,
             PyUnicode_DecodeASCII(<const char*>name.text, name.text_len, NULL),
-            qtype, qclass, rule,
+            qtype, qclass, rule, tunnel, subnet_str,
         ))
         return 0

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pcaps import demo, files, layers, names, tcp
+from pcaps import demo, files, layers, names, tcp, tunnels
 from pcaps.craft import Timeline, write_pcap
 
 HERE = Path(__file__).resolve().parent
@@ -39,6 +39,9 @@ TIMELINES: dict[str, Callable[[], tuple[int, Timeline]]] = {
     "non-dns.pcap": names.non_dns,
     "port-5353.pcap": names.port_5353,
     "demo-resolver.pcap": demo.demo_resolver,
+    "tunnels.pcap": tunnels.tunnels,
+    "tunnels-nested.pcap": tunnels.tunnels_nested,
+    "edns-client-subnet.pcap": tunnels.edns_client_subnet,
 }
 
 # name -> function writing the file itself (formats and damage a Timeline cannot express).

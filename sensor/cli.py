@@ -177,7 +177,7 @@ def print_summary(result, outputs, title: str | None = None) -> None:
         f"DNS: {c['dns_queries']:,} queries, {c['dns_responses']:,} responses, {c['hits']:,} hits",
     ]
     for title, names in (("frames not decoded", FRAME_REASONS), ("DNS messages not read", MESSAGE_REASONS),
-                         ("TCP", TCP_EVENTS + ("dns_extra_questions",))):
+                         ("other", TCP_EVENTS + ("dns_extra_questions", "dns_bad_edns", "tunneled"))):
         parts = [f"{name} {c[name]:,}" for name in names if c[name]]
         if parts:
             lines.append(f"{title}: " + ", ".join(parts))

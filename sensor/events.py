@@ -87,6 +87,10 @@ class HitEncoder:
             },
             "rule": {"line": rule.line, "suffix": rule.suffix or ".", "below_only": rule.below_only},
         }
+        if msg.tunnel is not None:
+            extra["tunnel"] = msg.tunnel
+        if msg.client_subnet is not None:
+            extra["client_subnet"] = msg.client_subnet
         if origin.capture_file is not None:
             extra["capture"] = {"file": origin.capture_file, "frame": msg.frame}
         if attribution is not None:

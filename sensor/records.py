@@ -24,6 +24,9 @@ class DnsMessage(NamedTuple):
     qtype: int
     qclass: int
     rule: int
+    # Appended last, with defaults, so records written before tunnels and ECS existed still construct.
+    tunnel: str | None = None  # tunnels outer to inner joined by "/" ("gre/vxlan"), None when not tunneled
+    client_subnet: str | None = None  # EDNS Client Subnet of a query ("192.0.2.0/24"), None when absent
 
     @property
     def is_response(self) -> bool:
@@ -51,6 +54,8 @@ FRAME_REASONS = (
     "bad_tcp_header",
     "not_dns_port",
     "tcp_no_payload",
+    "bad_tunnel",
+    "tunnel_too_deep",
 )
 MESSAGE_REASONS = (
     "dns_too_short",
@@ -62,11 +67,13 @@ MESSAGE_REASONS = (
     "dns_truncated",
 )
 TCP_EVENTS = ("tcp_gap", "tcp_retransmission", "tcp_stream_evicted", "tcp_stream_expired")
+# Informational, beside the reasons: frames decapsulated at least once; emitted queries whose EDNS
+# (OPT record or Client Subnet option) was malformed: the message is still decoded.
 COUNTERS = (
-    ("packets", "bytes")
+    ("packets", "bytes", "tunneled")
     + FRAME_REASONS
     + ("dns_queries", "dns_responses")
     + MESSAGE_REASONS
-    + ("dns_extra_questions", "hits")
+    + ("dns_extra_questions", "dns_bad_edns", "hits")
     + TCP_EVENTS
 )

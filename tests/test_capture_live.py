@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 
 import pytest
+
 from conftest import PCAPS, ROOT, run_cli
 from wire import Wire, available
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pcapy
 import pytest
-from dnslib import DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import EDNS0, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, EDNSOption
 from dnslib.label import DNSLabelError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -154,6 +154,21 @@ labels = st.sampled_from([b"a", b"B", b"z", b"example", b"EXAMPLE"]) | st.binary
 
 
 @st.composite
+def edns_options(draw) -> list[EDNSOption]:
+    """EDNS options: ECS valid (address bytes as the prefix needs) or not (odd family, prefix, length), and
+    other options before it."""
+    options = [EDNSOption(draw(st.sampled_from([10, 12, 3])), draw(st.binary(max_size=12)))
+               for _ in range(draw(st.sampled_from([0, 0, 1, 2, 17])))]
+    family = draw(st.sampled_from([1, 2, 1, 2, 0, 3]))
+    source = draw(st.integers(0, 32) | st.integers(0, 128) | st.integers(0, 255))
+    size = (source + 7) // 8 + draw(st.sampled_from([0, 0, 0, 0, -1, 1]))
+    address = draw(st.binary(min_size=max(size, 0), max_size=max(size, 0)))
+    if draw(st.integers(0, 4)):
+        options.append(EDNSOption(8, struct.pack("!HBB", family, source, draw(st.integers(0, 255))) + address))
+    return options
+
+
+@st.composite
 def dns_messages(draw) -> bytes:
     """A DNS message from dnslib (random flags, name, type, sometimes extra questions); names longer than
     dnslib allows are written by hand after a dnslib header."""
@@ -167,6 +182,10 @@ def dns_messages(draw) -> bytes:
     extra = draw(st.sampled_from([0, 0, 0, 0, 1, 2]))
     for index in range(extra):
         record.add_question(DNSQuestion(DNSLabel([b"extra", str(index).encode()]), 1, 1))
+    if draw(st.integers(0, 2)) == 0:  # an OPT record, mostly with an ECS option, for the EDNS walk
+        for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):  # records the walk must step over
+            record.add_answer(*RR.fromZone("an.x. 1 IN TXT hello"))
+        record.add_ar(EDNS0(udp_len=1232, opts=draw(edns_options())))
     try:
         record.questions[0] = DNSQuestion(DNSLabel(name), qtype, qclass)
         return record.pack()
@@ -176,10 +195,12 @@ def dns_messages(draw) -> bytes:
         return fixed + wire + struct.pack("!HH", qtype, qclass)
 
 
-def link_header(linktype: int, tpids: list[int], tcis: list[int], version: int, byteorder: str) -> bytes:
+def link_header(
+    linktype: int, tpids: list[int], tcis: list[int], version: int, byteorder: str, pppoe: bool = False
+) -> bytes:
     """The link header for `linktype` (an unsupported one gets an Ethernet header), with VLAN tags where
-    the link type carries them."""
-    ethertype = 0x0800 if version == 4 else 0x86DD
+    the link type carries them; with `pppoe`, it announces a PPPoE session (the caller adds its header)."""
+    ethertype = 0x8864 if pppoe else 0x0800 if version == 4 else 0x86DD
     chain = tpids + [ethertype]
     tags = b"".join(struct.pack("!HH", tci, chain[i + 1]) for i, tci in enumerate(tcis))
     if linktype not in (DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_RAW, DLT_NULL, DLT_LOOP):
@@ -207,6 +228,83 @@ def ipv6_extensions(chain: list[int], last: int) -> tuple[int, bytes]:
     return (chain[0] if chain else last), body
 
 
+TUNNEL_KINDS = ("gre_ip", "gre_eth", "erspan1", "erspan2", "erspan3", "vxlan", "geneve_eth", "geneve_ip")
+OUTER4, OUTER6 = (bytes([172, 16, 0, 1]), bytes([172, 16, 0, 2])), (bytes(15) + b"\xf1", bytes(15) + b"\xf2")
+
+
+@st.composite
+def tunnel_plans(draw, linktype: int) -> tuple[list[tuple[str, int, int]], bool]:
+    """Tunnels to wrap a unit's packets in, inner first: (kind, random bits for its options, outer IP version),
+    up to one past MAX_TUNNEL_DEPTH; and whether a PPPoE session carries the outermost IP packet."""
+    if draw(st.integers(0, 9)) < 6:
+        return [], False
+    depth = draw(st.sampled_from([1, 1, 1, 2, 2, 3, 4, 5]))
+    plan = [(draw(st.sampled_from(TUNNEL_KINDS)), draw(st.integers(0, 2**16 - 1)), draw(st.sampled_from([4, 6])))
+            for _ in range(depth)]
+    return plan, linktype in (DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2) and draw(st.integers(0, 3)) == 0
+
+
+def ip_type(version: int) -> int:
+    return 0x0800 if version == 4 else 0x86DD
+
+
+def outer_ip(version: int, protocol: int, payload: bytes) -> bytes:
+    if version == 4:
+        return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, protocol, 0, *OUTER4) + payload
+    return struct.pack("!IHBB16s16s", 0x60000000, len(payload), protocol, 64, *OUTER6) + payload
+
+
+def inner_ethernet(packet: bytes, version: int, bits: int) -> bytes:
+    """An Ethernet frame around an IP packet, with 0-2 VLAN tags (ids from `bits`)."""
+    tags = (bits & 3) % 3
+    chain = [0x8100] * tags + [ip_type(version)]
+    body = b"".join(struct.pack("!HH", (bits >> 2) + i, chain[i + 1]) for i in range(tags))
+    return b"\x02\x00\x00\x00\x00\x12\x02\x00\x00\x00\x00\x11" + struct.pack("!H", chain[0]) + body + packet
+
+
+def wrap(kind: str, bits: int, outer: int, packet: bytes, version: int) -> bytes:
+    """One tunnel around an IP packet of `version`: the outer IP packet (of version `outer`)."""
+    if kind in ("vxlan", "geneve_eth", "geneve_ip"):
+        if kind == "vxlan":
+            body = struct.pack("!BBHI", 0x08, 0, 0, 100 << 8) + inner_ethernet(packet, version, bits)
+        else:
+            words = bits & 3
+            protocol = 0x6558 if kind == "geneve_eth" else ip_type(version)
+            inner = inner_ethernet(packet, version, bits) if kind == "geneve_eth" else packet
+            body = struct.pack("!BBHI", words, 0, protocol, 200 << 8) + bytes(4 * words) + inner
+        return outer_ip(outer, 17, struct.pack("!HHHH", 49152, 4789 if kind == "vxlan" else 6081, 8 + len(body), 0)
+                        + body)
+    # GRE's optional checksum (C), key (K) and sequence number (S) fields, chosen by the low bits
+    flags = (0x8000 if bits & 1 else 0) | (0x2000 if bits & 2 else 0) | (0x1000 if bits & 4 else 0)
+    if kind == "erspan2":
+        flags |= 0x1000
+    elif kind == "erspan1":
+        flags &= ~0x1000
+    optional = b"\x00\x00\x00\x07" * bin(flags).count("1")
+    if kind == "gre_ip":
+        protocol, body = ip_type(version), packet
+    elif kind == "gre_eth":
+        protocol, body = 0x6558, inner_ethernet(packet, version, bits)
+    elif kind == "erspan1":
+        protocol, body = 0x88BE, inner_ethernet(packet, version, bits)
+    elif kind == "erspan2":
+        protocol, body = 0x88BE, struct.pack("!II", 0x10000001, 5) + inner_ethernet(packet, version, bits)
+    else:
+        platform = bits >> 15
+        header = struct.pack("!IIHH", 0x20000006, 0x01020304, 0, platform) + bytes(8 * platform)
+        protocol, body = 0x22EB, header + inner_ethernet(packet, version, bits)
+    return outer_ip(outer, 47, struct.pack("!HH", flags, protocol) + optional + body)
+
+
+def tunnelled(plan: list[tuple[str, int, int]], pppoe: bool, packet: bytes, version: int) -> tuple[bytes, int]:
+    """The packet inside the planned tunnels (and PPPoE): the bytes after the link header and their IP version."""
+    for kind, bits, outer in plan:
+        packet, version = wrap(kind, bits, outer, packet, version), outer
+    if pppoe:
+        packet = struct.pack("!BBHHH", 0x11, 0, 0x11, len(packet) + 2, 0x0021 if version == 4 else 0x0057) + packet
+    return packet, version
+
+
 @st.composite
 def units(draw, linktype: int) -> list[tuple[bytes, int]]:
     """One DNS message on the wire: its frames (one for UDP, one or more TCP segments), each with the offset
@@ -217,7 +315,8 @@ def units(draw, linktype: int) -> list[tuple[bytes, int]]:
     tag_count = draw(st.integers(0, 3)) if tagged and draw(st.booleans()) else 0
     tpids = [draw(st.sampled_from(VLAN_TPIDS)) for _ in range(tag_count)]
     tcis = [draw(st.integers(0, 0xFFFF)) for _ in range(tag_count)]
-    link = link_header(linktype, tpids, tcis, version, draw(st.sampled_from(["big", "little"])))
+    byteorder = draw(st.sampled_from(["big", "little"]))
+    plan, pppoe = draw(tunnel_plans(linktype))
     tcp = draw(st.integers(0, 2)) == 0
     client = draw(st.integers(0, 2))
     server = draw(st.integers(0, 2))
@@ -263,7 +362,9 @@ def units(draw, linktype: int) -> list[tuple[bytes, int]]:
                 "!IHBB16s16s", 0x60000000, len(extensions) + len(transport), nh, 64, ADDRESSES6[client],
                 ADDRESSES6[server],
             ) + extensions
-        frames.append((link + header + transport, len(link) + len(header) + dns_offset))
+        packet, outer_version = tunnelled(plan, pppoe, header + transport, version)
+        frame = link_header(linktype, tpids, tcis, outer_version, byteorder, pppoe) + packet
+        frames.append((frame, len(frame) - len(transport) + dns_offset))
     return frames
 
 
@@ -352,12 +453,15 @@ def test_generated_packets_agree() -> None:
         tally.update(counters)
         tally["messages"] += messages
         tally["reached"] += sum(counters[name] for name in NAME_REACHED)
+        tally["with_client_subnet"] += sum(record.client_subnet is not None for record in reference)
+        tally["tunnelled_records"] += sum(record.tunnel is not None for record in reference)
 
     check()
     share = tally["reached"] / tally["messages"]
     print(f"\n{tally['reached']} of {tally['messages']} generated DNS messages reached the question decoder "
           f"({share:.0%}); counters over all examples: {dict(sorted(tally.items()))}")
     assert share >= 0.5
+    assert tally["with_client_subnet"] > 0 and tally["tunnelled_records"] > 0 and tally["tunnel_too_deep"] > 0
 
 
 # ---- (3) the compiled module is the one in use --------------------------------------------------------------

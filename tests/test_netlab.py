@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from netlab import NetLab, lab_or_skip, read_dns, skip_or_fail, sweep_stale, tcpdump, zones
 from netlab.lab import NS_PREFIX, SPORT_FIRST, SPORT_LAST, list_namespaces
 from netlab.topology import (

@@ -93,6 +93,8 @@ def hit_view(event: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
         "transport": event["network"]["transport"],
         "vlan": vlan["id"] if vlan is not None else None,
         "rule": event["rule"]["name"],
+        "tunnel": event["truesource"].get("tunnel"),
+        "client_subnet": event["truesource"].get("client_subnet"),
     }
     if "timestamp" in expected:
         view["timestamp"] = event["@timestamp"]
@@ -100,7 +102,7 @@ def hit_view(event: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
 
 
 def expected_view(expected: dict[str, Any]) -> dict[str, Any]:
-    view = {"qclass": 1, **expected}
+    view = {"qclass": 1, "tunnel": None, "client_subnet": None, **expected}
     view["vlan"] = str(expected["vlan"]) if "vlan" in expected else None  # ECS keyword: a string
     return view
 

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+
 from conftest import ROOT
 from netlab import lab_or_skip, zones
 from netlab.topology import RESOLVER, RESOLVER_UPSTREAM4, RESOLVER_UPSTREAM6

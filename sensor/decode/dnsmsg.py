@@ -35,6 +35,7 @@ class Question(NamedTuple):
     labels: list[str]
     qtype: int
     qclass: int
+    end: int  # offset just after the first question (its type and class): where an EDNS walk starts
 
     @property
     def is_response(self) -> bool:
@@ -55,7 +56,7 @@ def decode_message(message: bytes) -> Question:
         qtype, qclass = buffer.unpack("!HH")
     except BufferError:
         raise Anomaly("dns_truncated") from None
-    return Question(header.id, header.bitmap, header.q, labels, qtype, qclass)
+    return Question(header.id, header.bitmap, header.q, labels, qtype, qclass, buffer.offset)
 
 
 def read_name(message: bytes, start: int) -> tuple[list[str], int]:

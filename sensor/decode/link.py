@@ -1,4 +1,4 @@
-"""Link-layer headers: which network protocol follows, where it starts, and the outer VLAN id."""
+"""Link-layer headers: which protocol follows (IPv4, IPv6 or a PPPoE session), where, and the outer VLAN id."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ SUPPORTED_LINKTYPES = frozenset({DLT_NULL, DLT_EN10MB, DLT_LOOP, DLT_LINUX_SLL, 
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
+ETHERTYPE_PPPOE_SESSION = 0x8864  # RFC 2516; discovery (0x8863) carries no IP and stays not_ip
 # 802.1Q, 802.1ad (provider bridging) and the pre-standard QinQ type some switches still send.
 VLAN_ETHERTYPES = frozenset({0x8100, 0x88A8, 0x9100})
 # Real networks stack two or three tags; eight leaves room for odd set-ups and bounds work per frame.
@@ -31,9 +32,10 @@ VLAN_ID_MASK = 0x0FFF  # the low 12 bits of the tag control information
 AF_INET = 2
 AF_INET6_VALUES = frozenset({24, 28, 30})
 
-# Which network protocol a link header announced: the IP version the next layer must find.
+# What a link header announced: the IP version the next layer must find, or a PPPoE session to open.
 IPV4 = 4
 IPV6 = 6
+PPPOE = 0x8864
 
 ETHERNET = struct.Struct("!6s6sH")  # destination, source, ethertype
 VLAN_TAG = struct.Struct("!HH")  # tag control information (priority, DEI, VLAN id), next ethertype
@@ -43,9 +45,9 @@ FAMILY = struct.Struct("4s")  # DLT_NULL / DLT_LOOP: a 4-byte address family
 
 
 class Link(NamedTuple):
-    """What the link header says: the IP version announced, where that header starts, the outer VLAN id."""
+    """What the link header says: IPV4, IPV6 or PPPOE, where that header starts, the outer VLAN id."""
 
-    version: int
+    protocol: int
     offset: int
     vlan_id: int | None
 
@@ -91,6 +93,11 @@ def decode_link(linktype: int, frame: bytes) -> Link:
     raise Anomaly("unsupported_linktype")
 
 
+def decode_ethernet(frame: bytes) -> Link:
+    """An Ethernet II frame, as a capture's own link layer or inside a tunnel; its VLAN tags are its own."""
+    return decode_link(DLT_EN10MB, frame)
+
+
 def _after_ethertype(frame: bytes, offset: int, ethertype: int) -> Link:
     """Follow VLAN tags (Ethernet, SLL and SLL2 alike) to the IP ethertype; the first tag gives the VLAN id."""
     vlan_id = None
@@ -108,4 +115,6 @@ def _after_ethertype(frame: bytes, offset: int, ethertype: int) -> Link:
         return Link(IPV4, offset, vlan_id)
     if ethertype == ETHERTYPE_IPV6:
         return Link(IPV6, offset, vlan_id)
+    if ethertype == ETHERTYPE_PPPOE_SESSION:
+        return Link(PPPOE, offset, vlan_id)
     raise Anomaly("not_ip")

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import NamedTuple
 
 from sensor.decode.anomaly import Anomaly
 from sensor.decode.dnsmsg import decode_message, presentation_name
+from sensor.decode.edns import client_subnet
 from sensor.decode.ip import decode_ip
-from sensor.decode.link import decode_link
+from sensor.decode.link import PPPOE, decode_ethernet, decode_link
 from sensor.decode.tcpstream import MAX_TCP_STREAMS, MICROSECONDS, TCP_IDLE_TIMEOUT, TcpStreams
 from sensor.decode.transport import PROTO_TCP, PROTO_UDP, decode_tcp, decode_udp
+from sensor.decode.tunnel import (
+    ETHERNET,
+    MAX_TUNNEL_DEPTH,
+    PROTO_GRE,
+    Inner,
+    decode_gre,
+    decode_pppoe,
+    decode_udp_tunnel,
+)
 from sensor.records import COUNTERS, DnsMessage
 from sensor.rules.matcher import match_table
 
@@ -22,7 +33,8 @@ MAX_PORT = 65535
 
 
 class Flow(NamedTuple):
-    """The record fields layers 2-4 give, in DnsMessage order."""
+    """The record fields layers 2-4 give (of the innermost packet, inside any tunnels), in DnsMessage order,
+    and the tunnels crossed."""
 
     vlan_id: int | None
     src_ip: bytes
@@ -30,6 +42,7 @@ class Flow(NamedTuple):
     transport: int
     src_port: int
     dst_port: int
+    tunnel: str | None
 
 
 class ReferenceLoop:
@@ -80,31 +93,63 @@ class ReferenceLoop:
         records = []
         for message in messages:
             record = self._decode_message(message, (frame, ts_sec, ts_usec), flow)
-            if record is not None and (self.emit_all or record.rule != NO_RULE):
+            if record is not None:
                 records.append(record)
         return records
 
     def _frame_messages(self, data: bytes, now_us: int) -> tuple[list[bytes], Flow]:
-        """Layers 2-4: the DNS messages this frame carries (or completes) and the addresses they travel on."""
+        """Layers 2-4, through any tunnels: the DNS messages this frame carries (or completes) and the
+        innermost addresses they travel on."""
         link = decode_link(self.linktype, data)
-        packet = decode_ip(link.version, data, link.offset)
+        vlan_id, protocol, packet_bytes = link.vlan_id, link.protocol, data[link.offset :]
+        tunnels: list[str] = []
+        while True:
+            if protocol == PPPOE:
+                inner = self._open(tunnels, decode_pppoe, packet_bytes)
+            else:
+                packet = decode_ip(protocol, packet_bytes, 0)
+                if packet.protocol == PROTO_GRE:
+                    inner = self._open(tunnels, decode_gre, packet.payload)
+                elif packet.protocol == PROTO_UDP:
+                    datagram = decode_udp(packet.payload, self.ports)
+                    if not datagram.tunnel:
+                        break
+                    inner = self._open(tunnels, partial(decode_udp_tunnel, datagram.dst_port), datagram.payload)
+                elif packet.protocol == PROTO_TCP:
+                    segment = decode_tcp(packet.payload, self.ports)
+                    break
+                else:
+                    raise Anomaly("not_udp_tcp")
+            protocol, packet_bytes = inner.kind, inner.payload
+            if protocol == ETHERNET:
+                # The client's VLAN is the innermost Ethernet frame's, not the transport network's.
+                link = decode_ethernet(packet_bytes)
+                vlan_id, protocol, packet_bytes = link.vlan_id, link.protocol, packet_bytes[link.offset :]
+        tunnel = "/".join(tunnels) or None
         if packet.protocol == PROTO_UDP:
-            transport = decode_udp(packet.payload, self.ports)
-        elif packet.protocol == PROTO_TCP:
-            transport = decode_tcp(packet.payload, self.ports)
-        else:
-            raise Anomaly("not_udp_tcp")
-        flow = Flow(link.vlan_id, packet.src, packet.dst, packet.protocol, transport.src_port, transport.dst_port)
-        if packet.protocol == PROTO_UDP:
-            return [transport.payload], flow
-        key = (link.vlan_id, packet.src, transport.src_port, packet.dst, transport.dst_port)
-        messages = self._streams.segment(key, transport, now_us)
-        if not transport.payload:
+            flow = Flow(vlan_id, packet.src, packet.dst, PROTO_UDP, datagram.src_port, datagram.dst_port, tunnel)
+            return [datagram.payload], flow
+        flow = Flow(vlan_id, packet.src, packet.dst, PROTO_TCP, segment.src_port, segment.dst_port, tunnel)
+        key = (vlan_id, packet.src, segment.src_port, packet.dst, segment.dst_port)
+        messages = self._streams.segment(key, segment, now_us)
+        if not segment.payload:
             raise Anomaly("tcp_no_payload")  # counted after the stream saw its SYN, FIN or RST
         return messages, flow
 
+    def _open(self, tunnels: list[str], decode: Callable[[bytes], Inner], data: bytes) -> Inner:
+        """One more tunnel: refused past MAX_TUNNEL_DEPTH before its header is read; `tunneled` counts a
+        frame once, when its first tunnel header has been read."""
+        if len(tunnels) == MAX_TUNNEL_DEPTH:
+            raise Anomaly("tunnel_too_deep")
+        inner = decode(data)
+        tunnels.append(inner.name)
+        if len(tunnels) == 1:
+            self._counters["tunneled"] += 1
+        return inner
+
     def _decode_message(self, message: bytes, when: tuple[int, int, int], flow: Flow) -> DnsMessage | None:
-        """One DNS message: counted as a query, a response or one dns_* reason; matched when a query."""
+        """One DNS message: counted as a query, a response or one dns_* reason; matched when a query; a record
+        only when emitted (a hit, or any message under emit_all), and then a query's EDNS Client Subnet read."""
         try:
             question = decode_message(message)
         except Anomaly as anomaly:
@@ -120,7 +165,16 @@ class ReferenceLoop:
             rule = match_table(self.table, question.labels)
             if rule != NO_RULE:
                 self._counters["hits"] += 1
+        if rule == NO_RULE and not self.emit_all:
+            return None  # not emitted: its EDNS is not read
+        subnet = None
+        if not question.is_response:
+            try:
+                subnet = client_subnet(message, question.end)
+            except Anomaly as anomaly:
+                self._counters[anomaly.reason] += 1
+        *layers, tunnel = flow
         return DnsMessage(
-            *when, *flow, question.dns_id, question.flags, question.qdcount,
-            presentation_name(question.labels), question.qtype, question.qclass, rule,
+            *when, *layers, question.dns_id, question.flags, question.qdcount,
+            presentation_name(question.labels), question.qtype, question.qclass, rule, tunnel, subnet,
         )

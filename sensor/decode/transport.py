@@ -1,7 +1,8 @@
 """UDP and TCP headers: ports, and the bytes that follow them (lengths from the headers, never the frame).
 
 The port filter comes right after the fixed header (docs/decoding.md): traffic on other ports is
-`not_dns_port` however odd its lengths, and only DNS traffic is held to the length checks.
+`not_dns_port` however odd its lengths, and only DNS traffic is held to the length checks. A UDP destination
+port that names a tunnel (VXLAN, Geneve) is checked first, unless it is also a DNS port.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Container
 from typing import NamedTuple
 
 from sensor.decode.anomaly import Anomaly
+from sensor.decode.tunnel import TUNNEL_PORTS
 
 PROTO_TCP = 6
 PROTO_UDP = 17
@@ -28,6 +30,7 @@ class UdpDatagram(NamedTuple):
     src_port: int
     dst_port: int
     payload: bytes
+    tunnel: bool  # the payload is a tunnel header (VXLAN or Geneve, by destination port), not DNS
 
 
 class TcpSegment(NamedTuple):
@@ -43,11 +46,12 @@ def decode_udp(packet: bytes, ports: Container[int]) -> UdpDatagram:
     if len(packet) < UDP_HEADER.size:
         raise Anomaly("truncated_transport")
     src_port, dst_port, length, _ = UDP_HEADER.unpack_from(packet)
-    if src_port not in ports and dst_port not in ports:
+    tunnel = dst_port in TUNNEL_PORTS and dst_port not in ports
+    if not tunnel and src_port not in ports and dst_port not in ports:
         raise Anomaly("not_dns_port")
     if length < UDP_HEADER.size or length > len(packet):
         raise Anomaly("bad_udp_length")
-    return UdpDatagram(src_port, dst_port, packet[UDP_HEADER.size : length])
+    return UdpDatagram(src_port, dst_port, packet[UDP_HEADER.size : length], tunnel)
 
 
 def decode_tcp(packet: bytes, ports: Container[int]) -> TcpSegment:
