@@ -59,7 +59,8 @@ def stop(proc: subprocess.Popen) -> tuple[str, str]:
 def hit_keys(lines: list[str]) -> list[tuple]:
     events = [json.loads(line) for line in lines if line.strip()]
     return sorted((e["source"]["ip"], e["source"]["port"], e["dns"]["id"], e["dns"]["question"]["name"],
-                   e.get("network", {}).get("vlan", {}).get("id")) for e in events)
+                   e["network"].get("vlan", {}).get("id"), e["truesource"].get("tunnel"),
+                   e["truesource"].get("client_subnet")) for e in events)
 
 
 def replay_hits(pcap: str, rules: str) -> list[str]:
@@ -68,10 +69,11 @@ def replay_hits(pcap: str, rules: str) -> list[str]:
     return result.stdout.splitlines()
 
 
-@pytest.mark.parametrize("pcap", ["demo-resolver.pcap", "vlan.pcap", "tcp-framing.pcap"])
+@pytest.mark.parametrize("pcap", ["demo-resolver.pcap", "vlan.pcap", "tcp-framing.pcap", "tunnels.pcap",
+                                  "edns-client-subnet.pcap"])
 def test_live_hits_equal_replay_hits(wire, tmp_path, pcap):
-    """tcpreplay a shipped capture into the mirror port: the default filter keeps tagged and TCP DNS, and
-    the sensor reports exactly what a replay of the file reports."""
+    """tcpreplay a shipped capture into the mirror port: the default filter keeps tagged, tunnelled and TCP DNS,
+    and the sensor reports exactly what a replay of the file reports."""
     path = str(PCAPS / pcap)
     rules = str(PCAPS / "pcaps.rules")
     proc = wire.start_capture("--rules", rules, "--summary-json", str(tmp_path / "s.json"))
