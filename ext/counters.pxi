@@ -31,12 +31,13 @@ cdef enum:
     C_dns_truncated = 28
     C_dns_extra_questions = 29
     C_dns_bad_edns = 30
-    C_hits = 31
-    C_tcp_gap = 32
-    C_tcp_retransmission = 33
-    C_tcp_stream_evicted = 34
-    C_tcp_stream_expired = 35
-    N_COUNTERS = 36
+    C_allowed = 31
+    C_hits = 32
+    C_tcp_gap = 33
+    C_tcp_retransmission = 34
+    C_tcp_stream_evicted = 35
+    C_tcp_stream_expired = 36
+    N_COUNTERS = 37
 
 COUNTER_NAMES = (
     "packets",
@@ -70,6 +71,7 @@ COUNTER_NAMES = (
     "dns_truncated",
     "dns_extra_questions",
     "dns_bad_edns",
+    "allowed",
     "hits",
     "tcp_gap",
     "tcp_retransmission",

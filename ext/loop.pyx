@@ -72,12 +72,23 @@ cdef struct FrameInfo:
     uint16_t sport, dport
 
 
+cdef str lowered_name(DecodedName* name):
+    """The name in lowercase presentation form, for the pattern matcher (made only when it is consulted)."""
+    cdef bytearray text = bytearray(name.text_len)
+    cdef uint32_t k
+    for k in range(name.text_len):
+        text[k] = ascii_lower(name.text[k])
+    return text.decode("ascii")
+
+
 cdef class FastLoop:
     """Decode batches for one capture's link type; see docs/decoding.md."""
 
     cdef int linktype
     cdef uint8_t ports[65536]
     cdef SuffixSet rules
+    cdef bytes allow
+    cdef object patterns
     cdef StreamTable streams
     cdef bint emit_all
     cdef uint64_t counters_[N_COUNTERS]
@@ -85,18 +96,28 @@ cdef class FastLoop:
     cdef DecodedName name
 
     def __cinit__(self, int linktype, ports, table, bint emit_all=False,
-                  int max_tcp_streams=4096, double tcp_idle_timeout=30.0):
+                  int max_tcp_streams=4096, double tcp_idle_timeout=30.0, allow=b"", patterns=None):
         self.linktype = linktype
         memset(self.ports, 0, sizeof(self.ports))
         for port in ports:
             if not 0 < port < 65536:
                 raise ValueError(f"port {port} is outside 1-65535")
             self.ports[port] = 1
-        # A SuffixSet can be shared by the loops of several files; a dict is the RuleSet's table.
-        self.rules = table if isinstance(table, SuffixSet) else SuffixSet(table)
+        self.set_rules(table, allow, patterns)
         self.streams = StreamTable(max_tcp_streams, tcp_idle_timeout)
         self.emit_all = emit_all
         memset(self.counters_, 0, sizeof(self.counters_))
+
+    def set_rules(self, table, allow=b"", patterns=None):
+        """Use another rule set from the next batch on (hot reload swaps rules between two batches).
+
+        `table`: a SuffixSet (shareable by the loops of several files) or a RuleSet's table; `allow`: one byte per
+        rule, 1 for allow rules; `patterns`: None, or a callable name -> rule index for wildcard and regex rules,
+        called only when no exact, suffix or below rule decided (they are less specific).
+        """
+        self.rules = table if isinstance(table, SuffixSet) else SuffixSet(table)
+        self.allow = bytes(allow)
+        self.patterns = patterns if patterns else None
 
     def counters(self):
         """Every counter by name, plus the number of TCP streams tracked now."""
@@ -452,6 +473,11 @@ cdef class FastLoop:
         else:
             self.counters_[C_dns_queries] += 1
             rule = self.rules.match(name.text, name.text_len, name.label_starts, name.nlabels)
+            if rule < 0 and self.patterns is not None:
+                rule = self.patterns(lowered_name(name))
+            if rule >= 0 and rule < len(self.allow) and self.allow[rule]:
+                self.counters_[C_allowed] += 1
+                rule = -1
             if rule >= 0:
                 self.counters_[C_hits] += 1
         if rule < 0 and not self.emit_all:

@@ -230,7 +230,7 @@ def run_capture(args: argparse.Namespace) -> int:
         if args.trace_messages:
             trace_file = open(args.trace_messages, "w", encoding="ascii")
             trace = _message_tracer(trace_file)
-        job = CaptureJob(options, ports, compile_rules(ruleset.table), trace)
+        job = CaptureJob(options, ports, compile_rules(ruleset), trace)
         board = StatsBoard(args.workers)
         started = time.monotonic()
         next_stats = started + args.stats_interval

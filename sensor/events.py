@@ -12,7 +12,7 @@ from sensor.attribution import Attribution
 from sensor.community_id import community_id
 from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
 from sensor.records import DnsMessage
-from sensor.rules.loader import RuleSet
+from sensor.rules.model import NAME_KINDS, Rule, RuleSet
 
 HIT_TOPIC = "dns.hit"
 TRANSPORTS = {17: "udp", 6: "tcp"}
@@ -42,6 +42,28 @@ class Observer:
     def local(cls, name: str | None = None) -> Observer:
         host = socket.gethostname()
         return cls(hostname=host, name=name or host)
+
+
+def rule_fields(rule: Rule) -> dict:
+    """ECS `rule.*`: the rule as written, its file, and the metadata its file or line gave it."""
+    fields = {"name": rule.text, "ruleset": rule.ruleset}
+    meta = rule.meta
+    for key in ("id", "category", "description", "reference"):
+        value = getattr(meta, key)
+        if value is not None:
+            fields[key] = value
+    return fields
+
+
+def rule_detail(rule: Rule) -> dict:
+    """What ECS has no field for: where the rule is, what it covers, the format's own columns."""
+    detail = {"line": rule.line, "kind": rule.kind_name, "format": rule.format}
+    detail["pattern"] = rule.pattern or "." if rule.kind in NAME_KINDS else rule.pattern
+    if rule.meta.source is not None:
+        detail["source"] = rule.meta.source
+    if rule.meta.extra:
+        detail["meta"] = dict(rule.meta.extra)
+    return detail
 
 
 class HitEncoder:
@@ -85,7 +107,7 @@ class HitEncoder:
                 "qdcount": msg.qdcount,
                 "flags": msg.flags,
             },
-            "rule": {"line": rule.line, "suffix": rule.suffix or ".", "below_only": rule.below_only},
+            "rule": rule_detail(rule),
         }
         if msg.tunnel is not None:
             extra["tunnel"] = msg.tunnel
@@ -107,6 +129,7 @@ class HitEncoder:
             "@timestamp": rfc3339(msg.ts_sec, msg.ts_usec),
             "event": {
                 "kind": "alert",
+                **({"severity": rule.meta.severity} if rule.meta.severity is not None else {}),
                 "category": ["network", "threat"],
                 "type": ["indicator", "protocol"],
                 "dataset": "truesource.hit",
@@ -127,7 +150,7 @@ class HitEncoder:
                     "class": qclass_name(msg.qclass),
                 },
             },
-            "rule": {"name": rule.text, "ruleset": rule.ruleset},
+            "rule": rule_fields(rule),
             "observer": observer,
             "truesource": extra,
         }

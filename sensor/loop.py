@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sensor.rules.model import RuleSet
+from sensor.rules.patterns import PatternMatcher
 
 log = logging.getLogger(__name__)
 
@@ -21,26 +25,40 @@ def pure_requested() -> bool:
     return os.environ.get("TRUESOURCE_PURE", "") not in ("", "0")
 
 
-def compile_rules(table: dict[str, list[int]], pure: bool | None = None):
-    """The rule table in the form the loop wants: a compiled SuffixSet, or the dict itself for the reference."""
-    if pure is None:
-        pure = pure_requested()
-    if pure or compiled is None:
-        return table
-    return compiled.SuffixSet(table)
+@dataclass(frozen=True, slots=True)
+class CompiledRules:
+    """A rule set in the form the loops take: built once, shared by the loops of every file or worker."""
+
+    table: object  # a compiled SuffixSet, or the RuleSet's table for the reference loop
+    allow: bytes
+    patterns: Callable[[str], int] | None
+    count: int
+
+    def loop_args(self) -> dict:
+        return {"allow": self.allow, "patterns": self.patterns}
 
 
-def make_loop(linktype: int, ports: Sequence[int], table, emit_all: bool = False, pure: bool | None = None,
-              **limits):
-    """A loop for one capture's link type; `table` from compile_rules() or a RuleSet's table."""
+def compile_rules(ruleset: RuleSet, pure: bool | None = None) -> CompiledRules:
     if pure is None:
         pure = pure_requested()
+    table = ruleset.table if pure or compiled is None else compiled.SuffixSet(ruleset.table)
+    matcher = PatternMatcher(ruleset)
+    return CompiledRules(table, bytes(ruleset.allow), matcher.match if matcher else None, len(ruleset))
+
+
+def make_loop(linktype: int, ports: Sequence[int], rules: CompiledRules | dict, emit_all: bool = False,
+              pure: bool | None = None, **limits):
+    """A loop for one capture's link type; `rules` from compile_rules(), or a bare table (no allow, no patterns)."""
+    if pure is None:
+        pure = pure_requested()
+    if isinstance(rules, dict):
+        rules = CompiledRules(rules, b"", None, 0)
     if not pure and compiled is not None:
-        return compiled.FastLoop(linktype, ports, table, emit_all, **limits)
+        return compiled.FastLoop(linktype, ports, rules.table, emit_all, **limits, **rules.loop_args())
     if not pure:
         log.warning("compiled fast path not built; using the pure-Python reference decoder")
     from sensor.decode.loop import ReferenceLoop
 
-    if not isinstance(table, dict):
+    if not isinstance(rules.table, dict):
         raise TypeError("the reference loop needs the rule table as a dict")
-    return ReferenceLoop(linktype, ports, table, emit_all, **limits)
+    return ReferenceLoop(linktype, ports, rules.table, emit_all, **limits, **rules.loop_args())

@@ -74,6 +74,6 @@ COUNTERS = (
     + FRAME_REASONS
     + ("dns_queries", "dns_responses")
     + MESSAGE_REASONS
-    + ("dns_extra_questions", "dns_bad_edns", "hits")
+    + ("dns_extra_questions", "dns_bad_edns", "allowed", "hits")
     + TCP_EVENTS
 )

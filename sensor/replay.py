@@ -42,7 +42,7 @@ def replay(
     result = ReplayResult()
     started = time.perf_counter()
     captures = [CaptureFile(path) for path in paths]
-    rules = compile_rules(ruleset.table)
+    rules = compile_rules(ruleset)
     for capture in captures:
         origin = Origin(capture_file=capture.name)
         loop = make_loop(capture.linktype, ports, rules)

@@ -8,7 +8,7 @@ import pytest
 from sensor.community_id import community_id
 from sensor.events import HitEncoder, Observer, Origin, rfc3339
 from sensor.records import DnsMessage
-from sensor.rules.loader import Rule, RuleSet
+from sensor.rules.model import SUFFIX, Rule, RuleMeta, RuleSet
 
 
 @pytest.mark.parametrize("src,dst,proto,sport,dport", [
@@ -41,7 +41,8 @@ def dotted_keys(obj, path=""):
 
 def test_hit_event_fields():
     ruleset = RuleSet()
-    ruleset.add(Rule("evil.example", False, "evil.example", "rules/demo.rules", 3))
+    ruleset.add(Rule(SUFFIX, "evil.example", False, "evil.example", "rules/demo.rules", 3,
+                     meta=RuleMeta(id="R3", category="c2", severity=8, reference="https://example.org/r3")))
     msg = DnsMessage(7, 1700000000, 42, 100, bytes([10, 1, 0, 23]), bytes([10, 1, 0, 53]), 17, 51000, 53,
                      0xBEEF, 0x0100, 1, "WWW.Evil.example", 65, 1, 0)
     encoder = HitEncoder(ruleset, Observer(hostname="appliance", name="dc1-span"))
@@ -58,7 +59,11 @@ def test_hit_event_fields():
     assert event["dns"]["op_code"] == "QUERY"
     assert event["dns"]["header_flags"] == ["RD"]
     assert event["dns"]["question"] == {"name": "WWW.Evil.example", "type": "HTTPS", "class": "IN"}
-    assert event["rule"] == {"name": "evil.example", "ruleset": "rules/demo.rules"}
+    assert event["rule"] == {"name": "evil.example", "ruleset": "rules/demo.rules", "id": "R3", "category": "c2",
+                             "reference": "https://example.org/r3"}
+    assert event["event"]["severity"] == 8
+    assert event["truesource"]["rule"] == {"line": 3, "kind": "suffix", "format": "native",
+                                           "pattern": "evil.example"}
     assert event["observer"]["hostname"] == "appliance" and event["observer"]["name"] == "dc1-span"
     assert event["truesource"]["capture"] == {"file": "x.pcap", "frame": 7}
     assert event["truesource"]["dns"]["question"] == {"type": 65, "class": 1}
@@ -67,7 +72,7 @@ def test_hit_event_fields():
 
 def test_unknown_codes_use_rfc3597_names():
     ruleset = RuleSet()
-    ruleset.add(Rule("", False, ".", "r", 1))
+    ruleset.add(Rule(SUFFIX, "", False, ".", "r", 1))
     msg = DnsMessage(1, 0, 0, None, bytes(16), bytes(15) + b"\x01", 6, 1, 53, 1, 3 << 11, 2, ".", 65534, 77, 0)
     event = HitEncoder(ruleset, Observer("h", "h")).event(msg, Origin(interface="eth1"))
     assert event["dns"]["question"]["type"] == "TYPE65534"

@@ -30,12 +30,15 @@ def test_root_rule_covers_everything(tmp_path):
 
 @pytest.mark.parametrize("line,why", [
     ("evil..com", "empty label"),
-    ("bad name.com", "more than one word"),
+    ("bad name.com", "is not metadata"),
     ("ev!l.com", "not a domain name"),
     ("a" * 64 + ".com", "over 63"),
     ("*.", "needs a name"),
     ("-lead.com", "not a domain name"),
-    ("mid.*.com", "not a domain name"),
+    ("mid.*!.com", "not a wildcard"),
+    ("=*.evil.com", "not a wildcard"),
+    ("~(unclosed", "bad regex"),
+    ("evil.com severity=high", "not a whole number"),
 ])
 def test_bad_line_names_file_and_line(tmp_path, line, why):
     path = write(tmp_path, f"good.com\n{line}\n")

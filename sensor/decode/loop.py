@@ -57,16 +57,24 @@ class ReferenceLoop:
         *,
         max_tcp_streams: int = MAX_TCP_STREAMS,
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+        allow: bytes = b"",
+        patterns: Callable[[str], int] | None = None,
     ) -> None:
         self.linktype = linktype
         for port in ports:
             if not 0 < port <= MAX_PORT:
                 raise ValueError(f"port {port} is outside 1-{MAX_PORT}")
         self.ports = frozenset(ports)
-        self.table = table
+        self.set_rules(table, allow, patterns)
         self.emit_all = emit_all
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._streams = TcpStreams(self._counters, max_tcp_streams, tcp_idle_timeout)
+
+    def set_rules(self, table: dict, allow: bytes = b"", patterns: Callable[[str], int] | None = None) -> None:
+        """Rules for the next batch on: the table, one allow byte per rule, the wildcard/regex matcher."""
+        self.table = table
+        self.allow = bytes(allow)
+        self.patterns = patterns
 
     def counters(self) -> dict[str, int]:
         """Every counter of sensor.records.COUNTERS, plus `tcp_streams`: streams tracked now."""
@@ -163,6 +171,11 @@ class ReferenceLoop:
         else:
             self._counters["dns_queries"] += 1
             rule = match_table(self.table, question.labels)
+            if rule == NO_RULE and self.patterns is not None:  # wildcards and regexes: least specific
+                rule = self.patterns(presentation_name(question.labels).lower())
+            if rule != NO_RULE and rule < len(self.allow) and self.allow[rule]:
+                self._counters["allowed"] += 1
+                rule = NO_RULE
             if rule != NO_RULE:
                 self._counters["hits"] += 1
         if rule == NO_RULE and not self.emit_all:
