@@ -19,6 +19,7 @@ from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"  # loopback: the stream is not for the network unless asked
 DEFAULT_PORTS = (53,)
+RULE_FORMATS = ("native", "hosts", "adblock", "zeek_intel", "rpz")
 WAIT_SUBSCRIBERS_TIMEOUT = 10.0
 DEFAULT_STATS_INTERVAL = 5.0  # seconds between sensor.stats events (sensor/stats.py publishes them)
 
@@ -91,6 +92,8 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Options every command that runs the loop takes: rules, outputs, ports, attribution."""
     parser.add_argument("--rules", action="append", required=True, metavar="PATH",
                         help="rule file or directory (repeatable)")
+    parser.add_argument("--rules-format", choices=RULE_FORMATS, metavar="FORMAT",
+                        help=f"read every rule file as this format ({', '.join(RULE_FORMATS)}; default: detected)")
     parser.add_argument("--out", action="append", metavar="PATH",
                         help="write hits as JSON lines (repeatable; - is stdout; the default without --publish)")
     parser.add_argument("--publish", nargs="?", const=DEFAULT_ENDPOINT, metavar="ENDPOINT",
@@ -145,7 +148,7 @@ def run_replay(args: argparse.Namespace) -> int:
     ports = parse_ports(args.ports)
     if args.wait_subscribers and not args.publish:
         raise StartupError("--wait-subscribers needs --publish")
-    ruleset = load_rules(args.rules)
+    ruleset = load_rules(args.rules, args.rules_format)
     log.info("loaded %d rules from %d files", len(ruleset), len(ruleset.files))
     outputs: list = []
     try:
@@ -208,8 +211,10 @@ def run_capture(args: argparse.Namespace) -> int:
 
     from sensor.capture.live import CaptureOptions
     from sensor.capture.workers import CaptureJob, Stopper, run_single, run_workers
+    from sensor.events import rfc3339
     from sensor.loop import compile_rules
     from sensor.rules.loader import load_rules
+    from sensor.rules.reload import RELOAD_TOPIC, ReloadResult, RulesReloader
     from sensor.stats import STATS_TOPIC, StatsBoard
 
     ports = parse_ports(args.ports)
@@ -218,7 +223,7 @@ def run_capture(args: argparse.Namespace) -> int:
     if args.snaplen < 64 or args.buffer_mb < 1:
         raise StartupError("--snaplen must be at least 64 and --buffer-mb at least 1")
     options = CaptureOptions(args.interface, args.bpf, ports, args.snaplen, args.buffer_mb, not args.no_promisc)
-    ruleset = load_rules(args.rules)
+    ruleset = load_rules(args.rules, args.rules_format)
     log.info("loaded %d rules from %d files", len(ruleset), len(ruleset.files))
     outputs: list = []
     trace_file = None
@@ -249,11 +254,20 @@ def run_capture(args: argparse.Namespace) -> int:
                 next_stats = now + args.stats_interval
                 publish_stats()
 
+        reloader = RulesReloader(args.rules, args.rules_format, compile_for_loop=args.workers == 1)
+
+        def on_reload(result: ReloadResult) -> None:
+            event = {"@timestamp": rfc3339(*divmod(time.time_ns() // 1000, 1_000_000)),
+                     "event": {"kind": "event", "dataset": "truesource.reload", "module": "truesource",
+                               "outcome": "success" if result.ok else "failure"},
+                     "observer": pipeline.encoder.observer, "truesource": {"reload": result.summary()}}
+            pipeline.publish(RELOAD_TOPIC, pipeline.encoder.encode(event))
+
         if args.workers == 1:
-            run_single(job, pipeline, board, stop, on_tick)
+            run_single(job, pipeline, board, stop, on_tick, reloader, on_reload)
             code = 0
         else:
-            code = run_workers(job, args.workers, pipeline, board, stop, on_tick)
+            code = run_workers(job, args.workers, pipeline, board, stop, on_tick, reloader, on_reload)
         publish_stats(final=True)
         seconds = time.monotonic() - started
     finally:

@@ -81,9 +81,20 @@ class HitEncoder:
         }
         self._json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
-    def event(self, msg: DnsMessage, origin: Origin, attribution: Attribution | None = None) -> dict:
-        """The ECS object of one hit; `attribution` when the query was a resolver's, linked to its clients."""
-        rule = self._rules.rule(msg.rule)
+    @property
+    def ruleset(self) -> RuleSet:
+        return self._rules
+
+    @ruleset.setter
+    def ruleset(self, ruleset: RuleSet) -> None:
+        """After a reload: rule indices in records decoded from now on refer to this set."""
+        self._rules = ruleset
+
+    def event(self, msg: DnsMessage, origin: Origin, attribution: Attribution | None = None,
+              ruleset: RuleSet | None = None) -> dict:
+        """The ECS object of one hit; `attribution` when the query was a resolver's, linked to its clients;
+        `ruleset` when the record was decoded with another generation of the rules than the current one."""
+        rule = (ruleset or self._rules).rule(msg.rule)
         src = socket.inet_ntop(socket.AF_INET if len(msg.src_ip) == 4 else socket.AF_INET6, msg.src_ip)
         dst = socket.inet_ntop(socket.AF_INET if len(msg.dst_ip) == 4 else socket.AF_INET6, msg.dst_ip)
         transport = TRANSPORTS[msg.transport]

@@ -8,6 +8,7 @@ from typing import Protocol
 from sensor.attribution import ResolverAttribution
 from sensor.events import HIT_TOPIC, HitEncoder, Origin
 from sensor.records import DnsMessage
+from sensor.rules.model import RuleSet
 
 
 class Output(Protocol):
@@ -25,10 +26,10 @@ class HitPipeline:
         self.attribution = attribution
         self.hits = 0
 
-    def hit(self, record: tuple, origin: Origin) -> None:
+    def hit(self, record: tuple, origin: Origin, ruleset: RuleSet | None = None) -> None:
         msg = DnsMessage._make(record)
         attribution = self.attribution.link(msg) if self.attribution is not None else None
-        line = self.encoder.encode(self.encoder.event(msg, origin, attribution))
+        line = self.encoder.encode(self.encoder.event(msg, origin, attribution, ruleset))
         self.hits += 1
         for output in self.outputs:
             output.write(HIT_TOPIC, line)

@@ -16,6 +16,7 @@ import os
 import pickle
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from sensor.capture.live import CaptureOptions, LiveCapture, last_packet_time
 from sensor.events import Origin
 from sensor.loop import make_loop
 from sensor.pipeline import HitPipeline
+from sensor.rules.reload import ReloadResult, RulesReloader, build
 from sensor.stats import StatsBoard
 
 log = logging.getLogger(__name__)
@@ -46,25 +48,32 @@ class CaptureJob:
 
 
 class Stopper:
-    """SIGINT/SIGTERM set a flag; the loops finish their batch and wind down."""
+    """SIGINT/SIGTERM set a flag; the loops finish their batch and wind down. SIGHUP asks for a rules reload."""
 
     def __init__(self) -> None:
         self.stopped = False
+        self.reload_requested = False
 
     def install(self) -> None:
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)
 
     def _stop(self, signum, frame) -> None:
         self.stopped = True
+
+    def _reload(self, signum, frame) -> None:
+        self.reload_requested = True
 
     def __call__(self) -> bool:
         return self.stopped
 
 
 def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: Stopper,
-               on_tick: Callable[[], None]) -> None:
-    """One worker, in this process: records come in packet order, no merge needed."""
+               on_tick: Callable[[], None], reloader: RulesReloader,
+               on_reload: Callable[[ReloadResult], None]) -> None:
+    """One worker, in this process: records come in packet order, no merge needed. A reload built in the
+    background is swapped in between two batches, for the loop and the encoder at once."""
     capture = LiveCapture(job.options)
     log.info("capturing on %s (link type %d), 1 worker", job.options.interface, capture.linktype)
     loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.trace is not None)
@@ -79,6 +88,15 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
                     if record[15] >= 0:
                         pipeline.hit(record, origin)
             board.update(0, loop.counters(), _pcap_tuple(capture))
+            if stop.reload_requested:
+                stop.reload_requested = False
+                reloader.request()
+            result = reloader.poll()
+            if result is not None:
+                if result.ok:
+                    loop.set_rules(result.compiled.table, **result.compiled.loop_args())
+                    pipeline.encoder.ruleset = result.ruleset
+                on_reload(result)
             on_tick()
     finally:
         board.update(0, loop.counters(), _pcap_tuple(capture))
@@ -91,21 +109,29 @@ def _pcap_tuple(capture: LiveCapture) -> tuple[int, int, int]:
 
 
 def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: StatsBoard, stop: Stopper,
-                on_tick: Callable[[], None]) -> int:
-    """N forked workers on one fanout group; returns 0, or 1 if a worker failed."""
+                on_tick: Callable[[], None], reloader: RulesReloader,
+                on_reload: Callable[[ReloadResult], None]) -> int:
+    """N forked workers on one fanout group; returns 0, or 1 if a worker failed.
+
+    A reload: the parent snapshots the rule files and builds the rule set it encodes events with; when that
+    works, it sends the snapshot to every worker, which builds its own compiled rules in the background and
+    swaps them in between two batches. Each worker tags its hits with the generation of the rules that decoded
+    them, so the parent reads each hit's rule from the right set.
+    """
     group = (os.getpid() ^ int(time.time())) & 0xFFFF
     captures = [LiveCapture(job.options, fanout_group=group) for _ in range(workers)]
     log.info("capturing on %s (link type %d), %d workers in fanout group %d", job.options.interface,
              captures[0].linktype, workers, group)
     pipe_dir = tempfile.mkdtemp(prefix="truesource-")
     endpoint = f"ipc://{pipe_dir}/workers"
+    control_endpoint = f"ipc://{pipe_dir}/control"
     pids = []
     for worker in range(workers):
         pid = os.fork()
         if pid == 0:  # the worker: never returns
             code = 1
             try:
-                code = _worker_main(worker, captures[worker], job, endpoint)
+                code = _worker_main(worker, captures[worker], job, endpoint, control_endpoint)
             finally:
                 os._exit(code)
         pids.append(pid)
@@ -115,6 +141,12 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
     pull = context.socket(zmq.PULL)
     pull.setsockopt(zmq.LINGER, 0)
     pull.bind(endpoint)
+    control = context.socket(zmq.PUB)
+    control.setsockopt(zmq.LINGER, 0)
+    control.bind(control_endpoint)
+    rulesets = {0: pipeline.encoder.ruleset}  # generation -> the rule set hits of that generation refer to
+    worker_generation = dict.fromkeys(range(workers), 0)
+    reload_started: dict[int, float] = {}
     merger = WatermarkMerge(workers)
     origin = Origin(interface=job.options.interface)
     running = set(range(workers))
@@ -131,18 +163,45 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                 log.error("workers did not stop within %s s; killing them", STOP_GRACE)
                 failed = True
                 break
+            if stop.reload_requested:
+                stop.reload_requested = False
+                reloader.request()
+            result = reloader.poll()
+            if result is not None:
+                if result.ok:
+                    rulesets[result.generation] = result.ruleset
+                    reload_started[result.generation] = time.monotonic()
+                    control.send(pickle.dumps(("reload", result.generation, reloader.sources,
+                                               reloader.rules_format)))
+                else:
+                    on_reload(result)
             if pull.poll(100):
-                kind, worker, watermark, records, counters, pcap = pickle.loads(pull.recv())
+                message = pickle.loads(pull.recv())
+                if message[0] == "reloaded":
+                    _, worker, generation, ok, error = message
+                    if ok:
+                        worker_generation[worker] = generation
+                        if all(g >= generation for g in worker_generation.values()):
+                            on_reload(ReloadResult(generation, True, time.monotonic()
+                                                   - reload_started.pop(generation, time.monotonic()),
+                                                   rulesets[generation]))
+                            pipeline.encoder.ruleset = rulesets[generation]
+                            for old in [g for g in rulesets if g < min(worker_generation.values())]:
+                                del rulesets[old]
+                    else:
+                        log.error("worker %d kept its old rules: %s", worker, error)
+                    continue
+                kind, worker, watermark, records, counters, pcap, generation = message
                 if counters is not None:
                     board.update(worker, counters, pcap)
                 if job.trace is not None and records:
                     job.trace(worker, records)
-                merger.add(worker, watermark, [r for r in records if r[15] >= 0])
+                merger.add(worker, watermark, [(generation, r) for r in records if r[15] >= 0])
                 if kind == "done":
                     merger.finish(worker)
                     running.discard(worker)
-                for record in merger.ready():
-                    pipeline.hit(record, origin)
+                for generation, record in merger.ready():
+                    pipeline.hit(record, origin, rulesets[generation])
             for index, pid in enumerate(pids):
                 if index in running and index not in exited_at and _exited(pid):
                     exited_at[index] = time.monotonic()
@@ -153,8 +212,8 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                     merger.finish(index)
                     failed = True
             on_tick()
-        for record in merger.ready():
-            pipeline.hit(record, origin)
+        for generation, record in merger.ready():
+            pipeline.hit(record, origin, rulesets[generation])
     finally:
         for index, pid in enumerate(pids):
             if index not in exited_at:
@@ -162,24 +221,33 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                     _signal(pid, signal.SIGKILL)
                 _reap(pid)
         pull.close()
+        control.close()
         context.term()
         try:
-            os.unlink(f"{pipe_dir}/workers")
+            for name in os.listdir(pipe_dir):
+                os.unlink(f"{pipe_dir}/{name}")
             os.rmdir(pipe_dir)
         except OSError:
             pass
     return 1 if failed else 0
 
 
-def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: str) -> int:
+def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: str, control_endpoint: str) -> int:
     stopper = Stopper()
     signal.signal(signal.SIGTERM, stopper._stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent hears Ctrl-C and tells the workers
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads come from the parent, with the files it read
     context = zmq.Context()  # never the parent's: a ZeroMQ context does not survive fork
     push = context.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 5000)
     push.connect(endpoint)
+    control = context.socket(zmq.SUB)
+    control.setsockopt(zmq.LINGER, 0)
+    control.setsockopt(zmq.SUBSCRIBE, b"")
+    control.connect(control_endpoint)
     loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.trace is not None)
+    generation = 0
+    building: list = []  # [thread, holder] while a reload builds
     pending: list = []
     watermark = 0
     last_report = last_stats = time.monotonic()
@@ -195,14 +263,41 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                 counters = pcap = None
                 if now - last_stats >= STATS_EVERY:
                     counters, pcap, last_stats = loop.counters(), _pcap_tuple(capture), now
-                push.send(pickle.dumps(("batch", worker, watermark, pending, counters, pcap)))
+                push.send(pickle.dumps(("batch", worker, watermark, pending, counters, pcap, generation)))
                 pending = []
                 last_report = now
-        push.send(pickle.dumps(("done", worker, watermark, pending, loop.counters(), _pcap_tuple(capture))))
+            if not building:
+                try:
+                    _, new_generation, sources, rules_format = pickle.loads(control.recv(zmq.NOBLOCK))
+                except zmq.Again:
+                    pass
+                else:
+                    building = _start_build(sources, rules_format, new_generation)
+            elif not building[0].is_alive():
+                result = building[1][0]
+                building = []
+                if result.ok:  # hits decoded so far go out tagged with the old generation first
+                    if pending:
+                        push.send(pickle.dumps(("batch", worker, watermark, pending, None, None, generation)))
+                        pending = []
+                    loop.set_rules(result.compiled.table, **result.compiled.loop_args())
+                    generation = result.generation
+                push.send(pickle.dumps(("reloaded", worker, result.generation, result.ok, result.error)))
+        push.send(pickle.dumps(("done", worker, watermark, pending, loop.counters(), _pcap_tuple(capture),
+                                generation)))
         return 0
     finally:
         push.close()
+        control.close()
         context.term()
+
+
+def _start_build(sources, rules_format, generation) -> list:
+    holder: list = []
+    thread = threading.Thread(target=lambda: holder.append(build(sources, rules_format, generation)),
+                              name=f"rules-reload-{generation}", daemon=True)
+    thread.start()
+    return [thread, holder]
 
 
 class WatermarkMerge:
@@ -213,16 +308,18 @@ class WatermarkMerge:
         self.heap: list = []
         self.sequence = 0
 
-    def add(self, worker: int, watermark: int, records: Sequence[tuple]) -> None:
+    def add(self, worker: int, watermark: int, entries: Sequence[tuple[int, tuple]]) -> None:
+        """`entries`: (rules generation, record) pairs of one worker, in its packet order."""
         self.watermarks[worker] = max(self.watermarks[worker], watermark)
-        for record in records:
+        for entry in entries:
+            record = entry[1]
             self.sequence += 1
-            heapq.heappush(self.heap, (record[1] * 1_000_000 + record[2], self.sequence, record))
+            heapq.heappush(self.heap, (record[1] * 1_000_000 + record[2], self.sequence, entry))
 
     def finish(self, worker: int) -> None:
         self.watermarks[worker] = float("inf")
 
-    def ready(self) -> list[tuple]:
+    def ready(self) -> list[tuple[int, tuple]]:
         limit = min(self.watermarks.values())
         out = []
         while self.heap and self.heap[0][0] <= limit:

@@ -46,26 +46,40 @@ def read_text(filename: str) -> str:
         raise RuleError(f"{filename}: not UTF-8 text ({err.reason})") from None
 
 
-def load_rules(paths: list[str], rules_format: str | None = None) -> RuleSet:
-    """Load every rule of every path; the first bad line stops the load with its file and line."""
-    ruleset = RuleSet()
+def read_sources(paths: list[str]) -> list[tuple[str, str, bool]]:
+    """Every rule file's text, read once: (file name, text, came from a directory). A reload snapshots the files
+    this way so that every worker builds from the same bytes."""
+    sources: list[tuple[str, str, bool]] = []
+    seen: set[str] = set()
     for path in paths:
         in_directory = os.path.isdir(path)
         for filename in rule_files(path):
-            if filename in ruleset.files:
+            if filename not in seen:
+                seen.add(filename)
+                sources.append((filename, read_text(filename), in_directory))
+    return sources
+
+
+def build_ruleset(sources: list[tuple[str, str, bool]], rules_format: str | None = None) -> RuleSet:
+    """Parse read sources into one RuleSet; the first bad line raises RuleError with its file and line."""
+    ruleset = RuleSet()
+    for filename, text, in_directory in sources:
+        fmt = rules_format or detect_format(text, filename)
+        if fmt is None:
+            if in_directory:
+                ruleset.report.skipped_files.append((filename, "format not recognised"))
                 continue
-            text = read_text(filename)
-            fmt = rules_format or detect_format(text, filename)
-            if fmt is None:
-                if in_directory:
-                    ruleset.report.skipped_files.append((filename, "format not recognised"))
-                    continue
-                fmt = "native"
-            loader = FORMAT_LOADERS.get(fmt)
-            if loader is None:
-                raise RuleError(f"--rules-format: {fmt!r} is not one of {', '.join(sorted(FORMAT_LOADERS))}")
-            loader(ruleset, text, filename)
+            fmt = "native"
+        loader = FORMAT_LOADERS.get(fmt)
+        if loader is None:
+            raise RuleError(f"--rules-format: {fmt!r} is not one of {', '.join(sorted(FORMAT_LOADERS))}")
+        loader(ruleset, text, filename)
     return ruleset
+
+
+def load_rules(paths: list[str], rules_format: str | None = None) -> RuleSet:
+    """Load every rule of every path; the first bad line stops the load with its file and line."""
+    return build_ruleset(read_sources(paths), rules_format)
 
 
 def detect_format(text: str, filename: str) -> str | None:
