@@ -76,6 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--trace-messages", metavar="PATH",
                          help="debug: write every decoded DNS message with its worker as JSON lines")
 
+    rules = commands.add_parser("rules", help="check, test and export rule files")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="SUBCOMMAND")
+    check = rules_commands.add_parser("check", help="lint rule files: counts, duplicates, every error")
+    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.add_argument("--rules-format", choices=RULE_FORMATS, metavar="FORMAT")
+    test = rules_commands.add_parser("test", help="which rule decides for each name, and which others match")
+    test.add_argument("names", nargs="+", metavar="NAME")
+    test.add_argument("--rules", action="append", required=True, metavar="PATH")
+    test.add_argument("--rules-format", choices=RULE_FORMATS, metavar="FORMAT")
+    test.add_argument("--json", action="store_true", help="one JSON object a line")
+    export = rules_commands.add_parser("export", help="write the rules as a resolver blocking policy")
+    export.add_argument("--rules", action="append", required=True, metavar="PATH")
+    export.add_argument("--rules-format", choices=RULE_FORMATS, metavar="FORMAT")
+    export.add_argument("--format", required=True, choices=("rpz", "unbound", "hosts"), dest="export_format")
+    export.add_argument("--out", default="-", metavar="PATH", help="default: standard output")
+    export.add_argument("--zone", default="rpz.truesource.", metavar="ORIGIN", help="RPZ zone origin")
+
     tail = commands.add_parser("tail", help="subscribe to a sensor's events and print them as JSON lines")
     tail.add_argument("--connect", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
                       help="publisher endpoint (default %(default)s)")
@@ -313,6 +330,37 @@ def print_capture_summary(total, seconds: float, board, outputs) -> None:
                   f"{c.get('hits', 0):,} hits, {worker.kernel_drops:,} kernel drops", file=sys.stderr)
 
 
+def run_rules(args: argparse.Namespace) -> int:
+    from sensor.rules.loader import load_rules
+
+    if args.rules_command == "check":
+        from sensor.rules.check import run_check
+
+        return run_check(args.paths, args.rules_format, sys.stdout)
+    ruleset = load_rules(args.rules, args.rules_format)
+    if args.rules_command == "test":
+        from sensor.rules.explain import run_test
+
+        return run_test(ruleset, args.names, sys.stdout, args.json)
+    from sensor.rules.export import run_export
+
+    if args.out == "-":
+        return _call_export(run_export, ruleset, args, sys.stdout)
+    try:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            return _call_export(run_export, ruleset, args, handle)
+    except OSError as err:
+        raise StartupError(f"{args.out}: cannot write: {err.strerror}") from None
+
+
+def _call_export(run_export, ruleset, args, out) -> int:
+    import inspect
+
+    if "zone" in inspect.signature(run_export).parameters:
+        return run_export(ruleset, args.export_format, out, sys.stderr, zone=args.zone)
+    return run_export(ruleset, args.export_format, out, sys.stderr)
+
+
 def run_tail(args: argparse.Namespace) -> int:
     from sensor.outputs.subscriber import tail
 
@@ -329,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_replay(args)
         if args.command == "capture":
             return run_capture(args)
+        if args.command == "rules":
+            return run_rules(args)
         return run_tail(args)
     except SensorError as err:
         log.error("%s", err)
