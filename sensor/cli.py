@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=("rpz", "unbound", "hosts"), dest="export_format")
     export.add_argument("--out", default="-", metavar="PATH", help="default: standard output")
     export.add_argument("--zone", default="rpz.truesource.", metavar="ORIGIN", help="RPZ zone origin")
+    export.add_argument("--strict", action="store_true",
+                        help="exit 1 when a rule cannot be expressed fully in the format")
 
     tail = commands.add_parser("tail", help="subscribe to a sensor's events and print them as JSON lines")
     tail.add_argument("--connect", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
@@ -126,6 +128,11 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                         help="how far back a resolver's upstream query looks for its clients (default %(default)s)")
     parser.add_argument("--no-learn-resolvers", action="store_true",
                         help="only the --resolver addresses are resolvers")
+    parser.add_argument("--heuristics", metavar="LIST",
+                        help="heuristic detectors to run on every query: dga,tunnel (default: none; each costs a "
+                             "Python object per DNS message)")
+    parser.add_argument("--heuristics-config", metavar="PATH",
+                        help="TOML file whose [heuristics] table tunes the detectors (docs/heuristics.md)")
 
 
 def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: bool):
@@ -155,18 +162,44 @@ def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: b
         outputs.append(publisher)
     attribution = ResolverAttribution(args.resolver, args.attribution_window, not args.no_learn_resolvers)
     encoder = HitEncoder(ruleset, Observer.local(args.sensor_name))
-    return HitPipeline(encoder, outputs, attribution), publisher
+    return HitPipeline(encoder, outputs, attribution, heuristic_engine(args)), publisher
+
+
+def heuristic_engine(args: argparse.Namespace):
+    """None unless --heuristics or --heuristics-config asks for detectors."""
+    if not args.heuristics and not args.heuristics_config:
+        return None
+    import tomllib
+
+    from sensor.heuristics import HeuristicEngine, HeuristicsConfig
+
+    section: dict = {}
+    if args.heuristics_config:
+        try:
+            with open(args.heuristics_config, "rb") as handle:
+                section = tomllib.load(handle).get("heuristics", {})
+        except OSError as err:
+            raise StartupError(f"{args.heuristics_config}: cannot read: {err.strerror}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise StartupError(f"{args.heuristics_config}: not TOML: {err}") from None
+    if args.heuristics:
+        section = {**section, "detectors": [d.strip() for d in args.heuristics.split(",") if d.strip()]}
+    return HeuristicEngine(HeuristicsConfig.from_mapping(section))
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    import time
+
     from sensor.replay import replay, terminal_progress
     from sensor.rules.loader import load_rules
 
     ports = parse_ports(args.ports)
     if args.wait_subscribers and not args.publish:
         raise StartupError("--wait-subscribers needs --publish")
+    loading = time.perf_counter()
     ruleset = load_rules(args.rules, args.rules_format)
-    log.info("loaded %d rules from %d files", len(ruleset), len(ruleset.files))
+    load_seconds = time.perf_counter() - loading
+    log.info("loaded %d rules from %d files in %.2f s", len(ruleset), len(ruleset.files), load_seconds)
     outputs: list = []
     try:
         pipeline, publisher = build_pipeline(args, ruleset, outputs, blocking=True)
@@ -181,7 +214,7 @@ def run_replay(args: argparse.Namespace) -> int:
         sys.stderr.write("\n")
     print_summary(result, outputs)
     if args.summary_json:
-        write_summary_json(args.summary_json, result)
+        write_summary_json(args.summary_json, result, {"rules": len(ruleset), "load_seconds": round(load_seconds, 3)})
     if result.cut_off is not None:
         log.error("%s", result.cut_off)
         return result.cut_off.exit_code
@@ -208,9 +241,11 @@ def print_summary(result, outputs, title: str | None = None) -> None:
         print(line, file=sys.stderr)
 
 
-def write_summary_json(path: str, result) -> None:
+def write_summary_json(path: str, result, rules: dict) -> None:
     summary = {"counters": dict(sorted(result.counters.items())), "files": result.files,
-               "seconds": round(result.seconds, 6), "cut_off": str(result.cut_off) if result.cut_off else None}
+               "seconds": round(result.seconds, 6), "cut_off": str(result.cut_off) if result.cut_off else None,
+               "rules": {**rules, "compile_seconds": round(result.compile_seconds, 3)},
+               "decode_seconds": round(result.seconds - result.compile_seconds, 6)}
     write_json(path, summary)
 
 
@@ -252,7 +287,8 @@ def run_capture(args: argparse.Namespace) -> int:
         if args.trace_messages:
             trace_file = open(args.trace_messages, "w", encoding="ascii")
             trace = _message_tracer(trace_file)
-        job = CaptureJob(options, ports, compile_rules(ruleset), trace)
+        job = CaptureJob(options, ports, compile_rules(ruleset, keep_table=False), ruleset, trace,
+                         heuristics=pipeline.heuristics is not None)
         board = StatsBoard(args.workers)
         started = time.monotonic()
         next_stats = started + args.stats_interval
@@ -354,11 +390,7 @@ def run_rules(args: argparse.Namespace) -> int:
 
 
 def _call_export(run_export, ruleset, args, out) -> int:
-    import inspect
-
-    if "zone" in inspect.signature(run_export).parameters:
-        return run_export(ruleset, args.export_format, out, sys.stderr, zone=args.zone)
-    return run_export(ruleset, args.export_format, out, sys.stderr)
+    return run_export(ruleset, args.export_format, out, sys.stderr, zone=args.zone, strict=args.strict)
 
 
 def run_tail(args: argparse.Namespace) -> int:

@@ -12,9 +12,10 @@ from sensor.attribution import Attribution
 from sensor.community_id import community_id
 from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
 from sensor.records import DnsMessage
-from sensor.rules.model import NAME_KINDS, Rule, RuleSet
+from sensor.rules.model import NAME_KINDS, SUFFIX, Rule, RuleSet
 
 HIT_TOPIC = "dns.hit"
+HEURISTIC_RULE = Rule(SUFFIX, "", False, "heuristic", "heuristics", 0)  # placeholder: heuristic hits have no rule
 TRANSPORTS = {17: "udp", 6: "tcp"}
 
 
@@ -91,10 +92,10 @@ class HitEncoder:
         self._rules = ruleset
 
     def event(self, msg: DnsMessage, origin: Origin, attribution: Attribution | None = None,
-              ruleset: RuleSet | None = None) -> dict:
+              rule: Rule | None = None) -> dict:
         """The ECS object of one hit; `attribution` when the query was a resolver's, linked to its clients;
-        `ruleset` when the record was decoded with another generation of the rules than the current one."""
-        rule = (ruleset or self._rules).rule(msg.rule)
+        `rule` when the caller has it (a worker sent it), else it is read from the current rule set."""
+        rule = rule or self._rules.rule(msg.rule)
         src = socket.inet_ntop(socket.AF_INET if len(msg.src_ip) == 4 else socket.AF_INET6, msg.src_ip)
         dst = socket.inet_ntop(socket.AF_INET if len(msg.dst_ip) == 4 else socket.AF_INET6, msg.dst_ip)
         transport = TRANSPORTS[msg.transport]
@@ -165,6 +166,16 @@ class HitEncoder:
             "observer": observer,
             "truesource": extra,
         }
+
+    def heuristic_event(self, msg: DnsMessage, origin: Origin, found) -> dict:
+        """A hit by a heuristic detector: the same event, the detector in place of a rule."""
+        event = self.event(msg, origin, rule=HEURISTIC_RULE)
+        event["rule"] = {"name": f"heuristic:{found.detector}", "ruleset": "heuristics",
+                         "category": "dga" if found.detector == "dga" else "dns-tunnel"}
+        event["truesource"]["rule"] = {"kind": "heuristic"}
+        event["truesource"]["heuristic"] = {"detector": found.detector, "score": round(found.score, 3),
+                                            "threshold": found.threshold, "evidence": found.evidence}
+        return event
 
     @property
     def observer(self) -> dict:

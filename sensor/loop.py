@@ -38,11 +38,14 @@ class CompiledRules:
         return {"allow": self.allow, "patterns": self.patterns}
 
 
-def compile_rules(ruleset: RuleSet, pure: bool | None = None) -> CompiledRules:
+def compile_rules(ruleset: RuleSet, pure: bool | None = None, keep_table: bool = True) -> CompiledRules:
+    """The loops' form of a rule set; `keep_table=False` frees the RuleSet's name table once compiled."""
     if pure is None:
         pure = pure_requested()
     table = ruleset.table if pure or compiled is None else compiled.SuffixSet(ruleset.table)
     matcher = PatternMatcher(ruleset)
+    if not keep_table and not isinstance(table, dict):
+        ruleset.drop_table()
     return CompiledRules(table, bytes(ruleset.allow), matcher.match if matcher else None, len(ruleset))
 
 

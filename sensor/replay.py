@@ -23,7 +23,8 @@ PROGRESS_EVERY = 1.0  # seconds between progress lines on a terminal
 class ReplayResult:
     counters: Counter = field(default_factory=Counter)
     files: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the first file opened to the last frame written out
+    compile_seconds: float = 0.0  # turning the loaded rules into the loop's form
     cut_off: CaptureCutOff | None = None
 
 
@@ -42,17 +43,19 @@ def replay(
     result = ReplayResult()
     started = time.perf_counter()
     captures = [CaptureFile(path) for path in paths]
-    rules = compile_rules(ruleset)
+    compiling = time.perf_counter()
+    rules = compile_rules(ruleset, keep_table=False)
+    result.compile_seconds = time.perf_counter() - compiling
     for capture in captures:
         origin = Origin(capture_file=capture.name)
-        loop = make_loop(capture.linktype, ports, rules)
+        loop = make_loop(capture.linktype, ports, rules, emit_all=pipeline.wants_every_message)
         size = os.path.getsize(capture.path) if capture.path != "-" else 0
         read = 0
         last_report = time.monotonic()
         try:
             for batch in capture.batches():
                 for record in loop.run_batch(batch.data, batch.meta, batch.first_frame):
-                    pipeline.hit(record, origin)
+                    pipeline.record(record, origin)
                 if progress is not None and size:
                     read += len(batch.data) + len(batch.meta)  # frame bytes plus a 16-byte header each
                     now = time.monotonic()

@@ -70,7 +70,7 @@ class LiveCapture:
         if status < 0:
             reason = _ACTIVATE_ERRORS.get(status, f"pcap_activate error {status}")
             raise StartupError(f"{options.interface}: cannot capture: {reason}")
-        self.bpf = options.bpf or default_filter(options.ports, handle.datalink())
+        self.bpf = options.bpf if options.bpf is not None else default_filter(options.ports, handle.datalink())
         try:
             handle.setfilter(self.bpf)
         except pcapy.PcapError as err:

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 import zmq
 
 from sensor.capture.live import CaptureOptions, LiveCapture, last_packet_time
+from sensor.errors import RuleError
 from sensor.events import Origin
 from sensor.loop import make_loop
 from sensor.pipeline import HitPipeline
+from sensor.rules.loader import read_sources
 from sensor.rules.reload import ReloadResult, RulesReloader, build
 from sensor.stats import StatsBoard
 
@@ -43,8 +45,14 @@ class CaptureJob:
 
     options: CaptureOptions
     ports: tuple[int, ...]
-    rules: object  # the compiled SuffixSet (shared copy-on-write after fork) or the reference table
+    rules: object  # CompiledRules (its SuffixSet shared copy-on-write after fork)
+    ruleset: object  # the RuleSet the rule indices refer to (its columns), until a reload
     trace: Callable[[int, list], None] | None = None  # debug: every decoded DNS message, per worker
+    heuristics: bool = False  # the detectors judge every query: the loop hands over every message
+
+    @property
+    def every_message(self) -> bool:
+        return self.trace is not None or self.heuristics
 
 
 class Stopper:
@@ -76,7 +84,7 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
     background is swapped in between two batches, for the loop and the encoder at once."""
     capture = LiveCapture(job.options)
     log.info("capturing on %s (link type %d), 1 worker", job.options.interface, capture.linktype)
-    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.trace is not None)
+    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message)
     origin = Origin(interface=job.options.interface)
     try:
         for batch in capture.batches(stop):
@@ -85,8 +93,7 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
                 if job.trace is not None:
                     job.trace(0, records)
                 for record in records:
-                    if record[15] >= 0:
-                        pipeline.hit(record, origin)
+                    pipeline.record(record, origin)
             board.update(0, loop.counters(), _pcap_tuple(capture))
             if stop.reload_requested:
                 stop.reload_requested = False
@@ -113,10 +120,9 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                 on_reload: Callable[[ReloadResult], None]) -> int:
     """N forked workers on one fanout group; returns 0, or 1 if a worker failed.
 
-    A reload: the parent snapshots the rule files and builds the rule set it encodes events with; when that
-    works, it sends the snapshot to every worker, which builds its own compiled rules in the background and
-    swaps them in between two batches. Each worker tags its hits with the generation of the rules that decoded
-    them, so the parent reads each hit's rule from the right set.
+    A reload: the parent snapshots the rule files and sends the snapshot to every worker, which builds its
+    rules in the background and swaps them in between two batches. Workers send each hit with its Rule, so the
+    parent needs no rule set of its own; it reports the reload when every worker has.
     """
     group = (os.getpid() ^ int(time.time())) & 0xFFFF
     captures = [LiveCapture(job.options, fanout_group=group) for _ in range(workers)]
@@ -144,9 +150,9 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
     control = context.socket(zmq.PUB)
     control.setsockopt(zmq.LINGER, 0)
     control.bind(control_endpoint)
-    rulesets = {0: pipeline.encoder.ruleset}  # generation -> the rule set hits of that generation refer to
-    worker_generation = dict.fromkeys(range(workers), 0)
+    generation = 0
     reload_started: dict[int, float] = {}
+    reports: dict[int, dict[int, str | None]] = {}  # generation -> worker -> None (ok) or the error
     merger = WatermarkMerge(workers)
     origin = Origin(interface=job.options.interface)
     running = set(range(workers))
@@ -165,43 +171,41 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                 break
             if stop.reload_requested:
                 stop.reload_requested = False
-                reloader.request()
-            result = reloader.poll()
-            if result is not None:
-                if result.ok:
-                    rulesets[result.generation] = result.ruleset
-                    reload_started[result.generation] = time.monotonic()
-                    control.send(pickle.dumps(("reload", result.generation, reloader.sources,
-                                               reloader.rules_format)))
+                generation += 1
+                try:
+                    sources = read_sources(reloader.paths)
+                except RuleError as err:
+                    on_reload(ReloadResult(generation, False, 0.0, error=str(err)))
                 else:
-                    on_reload(result)
+                    reload_started[generation] = time.monotonic()
+                    reports[generation] = {}
+                    control.send(pickle.dumps(("reload", generation, sources, reloader.rules_format)))
             if pull.poll(100):
                 message = pickle.loads(pull.recv())
                 if message[0] == "reloaded":
-                    _, worker, generation, ok, error = message
-                    if ok:
-                        worker_generation[worker] = generation
-                        if all(g >= generation for g in worker_generation.values()):
-                            on_reload(ReloadResult(generation, True, time.monotonic()
-                                                   - reload_started.pop(generation, time.monotonic()),
-                                                   rulesets[generation]))
-                            pipeline.encoder.ruleset = rulesets[generation]
-                            for old in [g for g in rulesets if g < min(worker_generation.values())]:
-                                del rulesets[old]
-                    else:
-                        log.error("worker %d kept its old rules: %s", worker, error)
+                    _, worker, done_generation, error, summary = message
+                    reports[done_generation][worker] = error
+                    if len(reports[done_generation]) == workers:
+                        errors = [e for e in reports.pop(done_generation).values() if e is not None]
+                        seconds = time.monotonic() - reload_started.pop(done_generation)
+                        on_reload(ReloadResult(done_generation, not errors, seconds, error=errors[0] if errors
+                                               else None, counts=summary))
                     continue
-                kind, worker, watermark, records, counters, pcap, generation = message
+                kind, worker, watermark, records, counters, pcap, rules = message
                 if counters is not None:
                     board.update(worker, counters, pcap)
                 if job.trace is not None and records:
                     job.trace(worker, records)
-                merger.add(worker, watermark, [(generation, r) for r in records if r[15] >= 0])
+                merger.add(worker, watermark, [(rules[r[15]], r) for r in records if r[15] >= 0])
+                if pipeline.heuristics is not None:  # judged as they come: per-key windows, not cross-worker order
+                    for record in records:
+                        if not record[10] & 0x8000:
+                            pipeline.judge(record, origin)
                 if kind == "done":
                     merger.finish(worker)
                     running.discard(worker)
-                for generation, record in merger.ready():
-                    pipeline.hit(record, origin, rulesets[generation])
+                for rule, record in merger.ready():
+                    pipeline.hit(record, origin, rule=rule)
             for index, pid in enumerate(pids):
                 if index in running and index not in exited_at and _exited(pid):
                     exited_at[index] = time.monotonic()
@@ -212,8 +216,8 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                     merger.finish(index)
                     failed = True
             on_tick()
-        for generation, record in merger.ready():
-            pipeline.hit(record, origin, rulesets[generation])
+        for rule, record in merger.ready():
+            pipeline.hit(record, origin, rule=rule)
     finally:
         for index, pid in enumerate(pids):
             if index not in exited_at:
@@ -245,8 +249,8 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
     control.setsockopt(zmq.LINGER, 0)
     control.setsockopt(zmq.SUBSCRIBE, b"")
     control.connect(control_endpoint)
-    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.trace is not None)
-    generation = 0
+    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message)
+    ruleset = job.ruleset
     building: list = []  # [thread, holder] while a reload builds
     pending: list = []
     watermark = 0
@@ -263,7 +267,8 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                 counters = pcap = None
                 if now - last_stats >= STATS_EVERY:
                     counters, pcap, last_stats = loop.counters(), _pcap_tuple(capture), now
-                push.send(pickle.dumps(("batch", worker, watermark, pending, counters, pcap, generation)))
+                push.send(pickle.dumps(("batch", worker, watermark, pending, counters, pcap,
+                                        _rules_of(ruleset, pending))))
                 pending = []
                 last_report = now
             if not building:
@@ -276,20 +281,27 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
             elif not building[0].is_alive():
                 result = building[1][0]
                 building = []
-                if result.ok:  # hits decoded so far go out tagged with the old generation first
+                if result.ok:  # hits decoded so far go out with the rules that decoded them first
                     if pending:
-                        push.send(pickle.dumps(("batch", worker, watermark, pending, None, None, generation)))
+                        push.send(pickle.dumps(("batch", worker, watermark, pending, None, None,
+                                                _rules_of(ruleset, pending))))
                         pending = []
                     loop.set_rules(result.compiled.table, **result.compiled.loop_args())
-                    generation = result.generation
-                push.send(pickle.dumps(("reloaded", worker, result.generation, result.ok, result.error)))
+                    ruleset = result.ruleset
+                push.send(pickle.dumps(("reloaded", worker, result.generation, result.error, result.counts)))
         push.send(pickle.dumps(("done", worker, watermark, pending, loop.counters(), _pcap_tuple(capture),
-                                generation)))
+                                _rules_of(ruleset, pending))))
         return 0
     finally:
         push.close()
         control.close()
         context.term()
+
+
+def _rules_of(ruleset, records: list) -> dict:
+    """The Rule of every hit in `records`: hits are few, and sending the rule with them spares the parent a
+    copy of the rule set (and a rebuild of its own on every reload)."""
+    return {r[15]: ruleset.rule(r[15]) for r in records if r[15] >= 0}
 
 
 def _start_build(sources, rules_format, generation) -> list:
@@ -308,8 +320,8 @@ class WatermarkMerge:
         self.heap: list = []
         self.sequence = 0
 
-    def add(self, worker: int, watermark: int, entries: Sequence[tuple[int, tuple]]) -> None:
-        """`entries`: (rules generation, record) pairs of one worker, in its packet order."""
+    def add(self, worker: int, watermark: int, entries: Sequence[tuple[object, tuple]]) -> None:
+        """`entries`: (rule, record) pairs of one worker, in its packet order."""
         self.watermarks[worker] = max(self.watermarks[worker], watermark)
         for entry in entries:
             record = entry[1]
@@ -319,7 +331,7 @@ class WatermarkMerge:
     def finish(self, worker: int) -> None:
         self.watermarks[worker] = float("inf")
 
-    def ready(self) -> list[tuple[int, tuple]]:
+    def ready(self) -> list[tuple[object, tuple]]:
         limit = min(self.watermarks.values())
         out = []
         while self.heap and self.heap[0][0] <= limit:

@@ -56,8 +56,8 @@ def run_test(ruleset: RuleSet, names: list[str], out: TextIO, as_json: bool = Fa
         if rule is None:
             out.write(f"{name}: no match\n")
         else:
-            out.write(f"{name}: {result['verdict']} by {rule['rule']!r} ({rule['kind']}{', allow' if rule['allow'] else ''}) "
-                      f"at {rule['file']}:{rule['line']}\n")
+            kind = rule["kind"] + (", allow" if rule["allow"] else "")
+            out.write(f"{name}: {result['verdict']} by {rule['rule']!r} ({kind}) at {rule['file']}:{rule['line']}\n")
         for other in result["also_matched"]:
             out.write(f"    also: {other['rule']!r} ({other['kind']}) at {other['file']}:{other['line']}\n")
     return 0

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shlex
 
@@ -127,7 +128,7 @@ def load_native(ruleset: RuleSet, text: str, filename: str) -> None:
     not_name_chars = _NOT_NAME_CHARS
     header = NO_META
     meta_index = 0
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(io.StringIO(text), 1):  # lazily: a list of a million lines costs 70 MB
         body = line.strip()
         if not body:
             continue

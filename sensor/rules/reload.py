@@ -29,16 +29,13 @@ class ReloadResult:
     ruleset: RuleSet | None = None
     compiled: CompiledRules | None = None
     error: str | None = None
+    counts: dict | None = None  # the summary's counts, when the rule set itself stayed elsewhere (a worker)
 
     def summary(self) -> dict:
         """The `sensor.reload` event body (counts, not the rules)."""
         body: dict = {"generation": self.generation, "ok": self.ok, "seconds": round(self.seconds, 3)}
-        if self.ok and self.ruleset is not None:
-            body["rules"] = len(self.ruleset)
-            body["by_kind"] = dict(self.ruleset.report.by_kind)
-            body["by_format"] = dict(self.ruleset.report.by_format)
-            body["duplicates"] = self.ruleset.duplicates
-            body["files"] = list(self.ruleset.files)
+        if self.ok:
+            body.update(self.counts or {})
         else:
             body["error"] = self.error
         return body
@@ -49,10 +46,15 @@ def build(sources: list[tuple[str, str, bool]], rules_format: str | None, genera
     started = time.perf_counter()
     try:
         ruleset = build_ruleset(sources, rules_format)
-        compiled = compile_rules(ruleset) if compile_for_loop else None
+        compiled = compile_rules(ruleset, keep_table=False) if compile_for_loop else None
+        if not compile_for_loop:
+            ruleset.drop_table()  # the parent of workers only reads rules by index
     except RuleError as err:
         return ReloadResult(generation, False, time.perf_counter() - started, error=str(err))
-    return ReloadResult(generation, True, time.perf_counter() - started, ruleset, compiled)
+    counts = {"rules": len(ruleset), "by_kind": dict(ruleset.report.by_kind),
+              "by_format": dict(ruleset.report.by_format), "duplicates": ruleset.duplicates,
+              "files": list(ruleset.files)}
+    return ReloadResult(generation, True, time.perf_counter() - started, ruleset, compiled, counts=counts)
 
 
 class RulesReloader:

@@ -140,10 +140,14 @@ class NetLab:
     clients4, clients6 = CLIENTS4, CLIENTS6
     resolver4, resolver6 = RESOLVER_CLIENT4, RESOLVER_CLIENT6
 
-    def __init__(self, workdir: Path | None = None, keep_workdir: bool = False, dnssec: bool = True) -> None:
+    def __init__(self, workdir: Path | None = None, keep_workdir: bool = False, dnssec: bool = True,
+                 unbound_extra: str = "") -> None:
         """`dnssec`: signed zones and a validating resolver, whose upstream queries then include DS and DNSKEY
-        lookups as a real resolver's do; without it unbound only iterates (A/AAAA/... and NS referrals)."""
+        lookups as a real resolver's do; without it unbound only iterates (A/AAAA/... and NS referrals).
+        `unbound_extra`: configuration text appended to unbound.conf (whole clauses: `server:` to add server
+        options, `rpz:`, ...); see reconfigure_resolver to change it on a running lab."""
         self.dnssec = dnssec
+        self.unbound_extra = unbound_extra
         self.tag = f"{NS_PREFIX}{os.getpid()}-{secrets.token_hex(2)}"
         self.ns = {role: f"{self.tag}-{role}" for role in ROLES}  # role -> real namespace name
         self._own_workdir = workdir is None
@@ -249,6 +253,10 @@ class NetLab:
         )
         (named_dir / "named.conf").write_text(named_conf)
         (self.workdir / "root.hints").write_text(zones.root_hints())
+        self._write_unbound_conf()
+
+    def _write_unbound_conf(self) -> None:
+        named_dir = self.workdir / "named"
         unbound_conf = Template((TEMPLATES / "unbound.conf.in").read_text()).substitute(
             workdir=self.workdir,
             client4=RESOLVER_CLIENT4, client6=RESOLVER_CLIENT6,
@@ -256,6 +264,7 @@ class NetLab:
             clientnet4=CLIENT_NET4, clientnet6=CLIENT_NET6,
             validation=(f'    module-config: "validator iterator"\n    trust-anchor-file: "{named_dir / "root.ds"}"\n'
                         "    val-log-level: 2\n") if self.dnssec else '    module-config: "iterator"\n',
+            extra=self.unbound_extra,
         )
         (self.workdir / "unbound.conf").write_text(unbound_conf)
 
@@ -286,6 +295,12 @@ class NetLab:
         self._procs.remove(proc)
         self._start_unbound()
         self.wait_ready()
+
+    def reconfigure_resolver(self, unbound_extra: str) -> None:
+        """Restart unbound with `unbound_extra` in place of the extra configuration it had (cold caches too)."""
+        self.unbound_extra = unbound_extra
+        self._write_unbound_conf()
+        self.restart_resolver()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Return once named serves the root and unbound answers clients; raise LabError with the logs if not."""
