@@ -7,12 +7,21 @@ SO_STAMP := $(VENV)/.built-ext
 
 .PHONY: run test venv build expected bench lint clean system-deps
 
-# Debian packages the tests use as real peers (tshark as the decoding oracle, tcpdump as a benchmark peer).
+# Debian packages the tests use as real peers: tcpreplay and iproute2 for live capture, unbound and bind9 as the
+# resolver and the authoritative server, dig as the client, bind9's checkers, tcpdump. Daemons must not start
+# during the install (policy-rc.d), and the install runs only as root on apt systems, and only if one is missing.
+SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2
 system-deps: $(VENV)/.system-deps
 $(VENV)/.system-deps:
 	@mkdir -p $(VENV)
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { ! command -v tshark || ! command -v tcpreplay || ! command -v unbound || ! command -v named || ! command -v dig; } >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tshark tcpdump tcpreplay unbound bind9 dnsutils iproute2 >/dev/null; \
+	@missing=0; for tool in tcpdump tcpreplay unbound named named-checkzone dig ip; do \
+		command -v $$tool >/dev/null || missing=1; done; \
+	if [ $$missing = 1 ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		created=0; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
+			chmod +x /usr/sbin/policy-rc.d; created=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$(SYSTEM_PACKAGES) >/dev/null; status=$$?; \
+		[ $$created = 1 ] && rm -f /usr/sbin/policy-rc.d; exit $$status; \
 	fi
 	@touch $@
 
@@ -38,8 +47,13 @@ test: build system-deps
 expected: build
 	$(PY) pcaps/regen_expected.py
 
+# The benchmarks' peers: tshark (field extraction) and dnsperf, besides the test packages.
 bench: build system-deps
+	@if ! command -v tshark >/dev/null || ! command -v dnsperf >/dev/null; then [ "$$(id -u)" = 0 ] && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tshark dnsperf >/dev/null; fi
 	$(PY) bench/run.py
+	$(PY) bench/rules_scale.py
+	$(PY) bench/live.py
 
 lint: venv
 	$(PY) -m ruff check sensor tests bench pcaps

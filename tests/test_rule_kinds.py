@@ -4,11 +4,11 @@ readable matcher: names that must and must not match, case, trailing dots, IDN a
 from __future__ import annotations
 
 import pytest
-from conftest import make_batch
 from dnslib import DNSRecord
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
+from conftest import make_batch
 from sensor.decode.dnsmsg import decode_message as parse_question
 from sensor.loop import compile_rules, make_loop
 from sensor.rules.loader import load_rules

@@ -38,6 +38,9 @@ class Wire:
         run("netns", "add", self.sender)
         run("netns", "add", self.sensor)
         try:
+            for ns in (self.sender, self.sensor):  # no IPv6 autoconfiguration chatter on the wire
+                subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                                "net.ipv6.conf.default.disable_ipv6=1"], check=True, capture_output=True)
             run("link", "add", self.sender_iface, "netns", self.sender, "type", "veth",
                 "peer", "name", self.sensor_iface, "netns", self.sensor)
             for ns, iface, address in ((self.sender, self.sender_iface, "10.98.0.2/24"),

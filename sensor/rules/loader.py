@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 
 from sensor.errors import RuleError
+from sensor.rules.formats import LOADERS
 from sensor.rules.model import Rule, RuleSet
 from sensor.rules.native import load_native, parse_rule
 
 __all__ = ["Rule", "RuleSet", "load_rules", "parse_rule_line", "rule_files"]
 
-FORMAT_LOADERS = {"native": load_native}  # the format modules register theirs here (sensor/rules/formats)
+FORMAT_LOADERS = {"native": load_native, **LOADERS}  # the other formats: sensor/rules/formats
 
 
 def rule_files(path: str) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import re
 import shlex
+from collections.abc import Callable
 
 from sensor.errors import RuleError
 from sensor.rules.model import BELOW, EXACT, NO_META, REGEX, SUFFIX, WILDCARD, Rule, RuleMeta, RuleSet
@@ -118,8 +119,10 @@ def parse_header(body: str, where: str) -> RuleMeta | None:
     return parse_meta([f"{key}={value.strip()}"], where)
 
 
-def load_native(ruleset: RuleSet, text: str, filename: str) -> None:
-    """The common line (a plain name) is checked with string methods that run in C and added without making a
+def load_native(ruleset: RuleSet, text: str, filename: str,
+                on_error: Callable[[RuleError], None] | None = None) -> None:
+    """`on_error`: each bad line's RuleError goes there and the load goes on (`rules check`); without it the first
+    one raises. The common line (a plain name) is checked with string methods that run in C and added without making a
     Rule: at a million rules, each Python call per line is a second of start-up. Anything else goes through
     parse_rule, which also gives the precise error."""
     file_index = ruleset.file_index(filename)
@@ -133,7 +136,13 @@ def load_native(ruleset: RuleSet, text: str, filename: str) -> None:
         if not body:
             continue
         if body[0] == "#":
-            found = parse_header(body, f"{filename}:{number}")
+            try:
+                found = parse_header(body, f"{filename}:{number}")
+            except RuleError as err:
+                if on_error is None:
+                    raise
+                on_error(err)
+                continue
             if found is not None:
                 header = header.merged(found)
                 meta_index = ruleset.meta_index(header)
@@ -152,7 +161,13 @@ def load_native(ruleset: RuleSet, text: str, filename: str) -> None:
         ):
             add(SUFFIX, name, False, body, file_index, number, meta_index, format_index)
             continue
-        rule = parse_rule(body, filename, number, header)
+        try:
+            rule = parse_rule(body, filename, number, header)
+        except RuleError as err:
+            if on_error is None:
+                raise
+            on_error(err)
+            continue
         own_meta = meta_index if rule.meta is header else ruleset.meta_index(rule.meta)
         add(rule.kind, rule.pattern, rule.allow, rule.text, file_index, number, own_meta, format_index)
 

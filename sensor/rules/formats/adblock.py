@@ -23,7 +23,7 @@ import io
 
 from sensor.errors import RuleError
 from sensor.rules.formats.hosts import is_address
-from sensor.rules.formats.names import to_name
+from sensor.rules.formats.names import plain_name, to_name
 from sensor.rules.formats.tally import FileTally, OnError, format_index
 from sensor.rules.model import NO_META, SUFFIX, RuleMeta, RuleSet
 
@@ -44,6 +44,12 @@ def load_adblock(ruleset: RuleSet, text: str, filename: str, on_error: OnError |
         body = line.strip()
         if not body or (body[0] == "[" and body[-1] == "]"):
             continue
+        if body[:2] == "||" and body[-1] == "^":  # the common line, `||name^`: the short way
+            name = body[2:-1]
+            lowered = name.lower()
+            if plain_name(lowered):
+                add(SUFFIX, lowered, False, lowered if name == lowered else body, file_index, number, meta_index, fmt)
+                continue
         if body[0] == "!":
             found = _comment_meta(body)
             if found is not None:
@@ -68,7 +74,7 @@ def load_adblock(ruleset: RuleSet, text: str, filename: str, on_error: OnError |
             name = pattern[:-2] if pattern.endswith("^|") else pattern[:-1]
             if not name:
                 raise RuleError(f"{filename}:{number}: {body!r} has no name between '||' and '^'")
-            name = to_name(name, f"{filename}:{number}", body)
+            name = to_name(name, filename, number, body)
             # The plain `||name^` keeps no text of its own (the format says it): a million such lines would
             # otherwise hold 80 MB of strings.
             add(SUFFIX, name, allow, name if body == f"||{name}^" else body, file_index, number, meta_index, fmt)

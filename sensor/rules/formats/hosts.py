@@ -16,7 +16,7 @@ import io
 import ipaddress
 
 from sensor.errors import RuleError
-from sensor.rules.formats.names import to_name
+from sensor.rules.formats.names import plain_name, to_name
 from sensor.rules.formats.tally import FileTally, OnError, format_index
 from sensor.rules.model import EXACT, RuleSet
 
@@ -49,7 +49,14 @@ def load_hosts(ruleset: RuleSet, text: str, filename: str, on_error: OnError | N
         if "#" in line:
             line = line.split("#", 1)[0]
         words = line.split()
-        if not words:
+        if len(words) == 2 and words[0] in SINK_ADDRESSES:  # the common line, `0.0.0.0 name`: the short way
+            name = words[1].lower()
+            if name[-1:] == ".":
+                name = name[:-1]
+            if plain_name(name) and name not in LOCAL_NAMES and not name.replace(".", "").isdigit():
+                add(EXACT, name, False, words[1], file_index, number, 0, fmt)
+                continue
+        elif not words:
             continue
         try:
             address = words[0]
@@ -66,7 +73,7 @@ def load_hosts(ruleset: RuleSet, text: str, filename: str, on_error: OnError | N
                 if (":" in lowered or lowered.replace(".", "").isdigit()) and is_address(lowered):
                     tally.skip("an address where a name should be")
                     continue
-                name = to_name(word, f"{filename}:{number}", word)
+                name = to_name(word, filename, number, word)
                 add(EXACT, name, False, word, file_index, number, 0, fmt)
         except RuleError as err:
             tally.error(err)

@@ -9,19 +9,25 @@ from sensor.rules.native import MAX_LABEL, MAX_NAME_TEXT, check_name
 _NOT_NAME_CHARS = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
-def to_name(raw: str, where: str, body: str) -> str:
+def plain_name(name: str) -> bool:
+    """Is `name` (lowercase, no trailing dot) a domain name of letters, digits, '-' and '_'? Checked with string
+    methods that run in C: feeds hold hundreds of thousands of names, and this is the common case."""
+    return bool(
+        name and not name.translate(_NOT_NAME_CHARS) and len(name) <= MAX_NAME_TEXT
+        and name[0] not in ".-" and name[-1] not in ".-" and ".." not in name and "-." not in name
+        and ".-" not in name and (len(name) <= MAX_LABEL or max(map(len, name.split("."))) <= MAX_LABEL)
+    )
+
+
+def to_name(raw: str, filename: str, line: int, body: str) -> str:
     """`raw` lowercased, without its trailing dot, Unicode labels as their `xn--` A-labels (what a query carries
-    on the wire); RuleError `where: why` when it is not a domain name. The common case is checked with string
-    methods that run in C: feeds hold hundreds of thousands of names."""
+    on the wire); RuleError `file:line: why` when it is not a domain name."""
     name = raw.lower()
     if name[-1:] == ".":
         name = name[:-1]
-    if (
-        name and not name.translate(_NOT_NAME_CHARS) and len(name) <= MAX_NAME_TEXT
-        and name[0] not in ".-" and name[-1] != "-" and ".." not in name and "-." not in name
-        and ".-" not in name and (len(name) <= MAX_LABEL or max(map(len, name.split("."))) <= MAX_LABEL)
-    ):
+    if plain_name(name):
         return name
+    where = f"{filename}:{line}"
     if not name.isascii():
         name = to_alabels(name, where, body)
     check_name(name, where, body)

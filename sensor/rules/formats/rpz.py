@@ -30,7 +30,7 @@ import io
 import re
 
 from sensor.errors import RuleError
-from sensor.rules.formats.names import to_name
+from sensor.rules.formats.names import plain_name, to_name
 from sensor.rules.formats.tally import FileTally, OnError, format_index
 from sensor.rules.model import BELOW, EXACT, RuleMeta, RuleSet
 
@@ -94,6 +94,7 @@ def load_rpz(ruleset: RuleSet, text: str, filename: str, on_error: OnError | Non
     zone = _Zone()
     file_index = ruleset.file_index(filename)
     fmt = format_index(ruleset, FORMAT)
+    add = ruleset.add_fields
     depth, start, omitted, tokens = 0, 0, False, []
     for number, line in enumerate(io.StringIO(text), 1):
         try:
@@ -101,6 +102,15 @@ def load_rpz(ruleset: RuleSet, text: str, filename: str, on_error: OnError | Non
                 start, omitted = number, line[:1] in (" ", "\t")
                 if _SPECIAL.isdisjoint(line):  # the common line: no comment, parenthesis, quote or escape
                     tokens = line.split()
+                    if (
+                        len(tokens) == 3 and not omitted and tokens[2] in DENY_TARGETS
+                        and tokens[1] in ("CNAME", "cname") and zone.origin == zone.zone
+                    ):  # the common record, `name CNAME .` with a relative owner: the short way
+                        name = tokens[0].lower()
+                        if plain_name(name) and "rpz-" not in name and zone.last != (EXACT, name, False):
+                            zone.owner, zone.last = tokens[0], (EXACT, name, False)
+                            add(EXACT, name, False, tokens[0], file_index, number, zone.meta_index, fmt)
+                            continue
                     if tokens:
                         _record(ruleset, zone, tally, tokens, omitted, filename, start, file_index, fmt)
                     continue
@@ -154,7 +164,7 @@ def _record(ruleset: RuleSet, zone: _Zone, tally: FileTally, tokens: list[str], 
     """One logical record or directive, starting on line `number`."""
     where = f"{filename}:{number}"
     if tokens[0][0] == "$" and not omitted:
-        _directive(zone, tally, tokens, where, ruleset)
+        _directive(zone, tally, tokens, filename, number, ruleset)
         return
     if omitted:
         if zone.owner is None:
@@ -197,9 +207,9 @@ def _record(ruleset: RuleSet, zone: _Zone, tally: FileTally, tokens: list[str], 
     if trigger == "*":
         kind, name = BELOW, ""
     elif trigger.startswith("*."):
-        kind, name = BELOW, to_name(trigger[2:], where, owner)
+        kind, name = BELOW, to_name(trigger[2:], filename, number, owner)
     else:
-        kind, name = EXACT, to_name(trigger, where, owner)
+        kind, name = EXACT, to_name(trigger, filename, number, owner)
     if zone.last == (kind, name, allow):
         return  # the owner's next record (A then AAAA): the same rule
     zone.last = (kind, name, allow)
@@ -229,7 +239,9 @@ def _allow(rtype: str, rdata: list[str], trigger: str, tally: FileTally, where: 
     return False  # a CNAME elsewhere: local data (a walled garden)
 
 
-def _directive(zone: _Zone, tally: FileTally, tokens: list[str], where: str, ruleset: RuleSet) -> None:
+def _directive(zone: _Zone, tally: FileTally, tokens: list[str], filename: str, number: int,
+               ruleset: RuleSet) -> None:
+    where = f"{filename}:{number}"
     directive = tokens[0].upper()
     if directive == "$ORIGIN":
         if len(tokens) != 2:
@@ -241,7 +253,7 @@ def _directive(zone: _Zone, tally: FileTally, tokens: list[str], where: str, rul
             full = zone.full(value) if not value.endswith(".") else value[:-1].lower()
             if full is None:
                 raise RuleError(f"{where}: relative $ORIGIN {value!r} with no origin before it")
-            origin = to_name(full, where, value)
+            origin = to_name(full, filename, number, value)
         zone.origin = origin
         if zone.zone is None:
             zone.zone = origin

@@ -77,38 +77,37 @@ def load_zeek_intel(ruleset: RuleSet, text: str, filename: str, on_error: OnErro
     file_index = ruleset.file_index(filename)
     fmt = format_index(ruleset, FORMAT)
     columns = _Columns()
-    meta_indices: dict[RuleMeta, int] = {}  # rows of one feed share a handful of metadata records
+    meta_indices: dict[tuple[str, ...], int] = {}  # meta.* values as written -> metadata: rows share a few
     for number, line in enumerate(io.StringIO(text), 1):
         row = line.rstrip("\r\n")
         if not row.strip():
             continue
-        where = f"{filename}:{number}"
         try:
             if row[0] == "#":
-                columns.directive(row, where)
+                meta_indices.clear()  # a directive may change what the values mean
+                columns.directive(row, f"{filename}:{number}")
                 continue
             if columns.fields is None:
                 if columns.broken:
                     tally.skip("rows under a broken '#fields' line")
                     continue
-                raise RuleError(f"{where}: a row before the '#fields' line that names the columns")
+                raise RuleError(f"{filename}:{number}: a row before the '#fields' line that names the columns")
             values = row.split(columns.separator)
             if len(values) != len(columns.fields):
-                raise RuleError(f"{where}: {len(values)} column{'s' if len(values) > 1 else ''} where '#fields' "
-                                f"names {len(columns.fields)} "
-                                f"(separated by {columns.separator!r})")
+                raise RuleError(f"{filename}:{number}: {len(values)} column{'s' if len(values) > 1 else ''} "
+                                f"where '#fields' names {len(columns.fields)} (separated by {columns.separator!r})")
             kind = values[columns.indicator_type].strip()
             if kind != DOMAIN_TYPE:
                 if not kind.startswith("Intel::") or len(kind) == 7:
-                    raise RuleError(f"{where}: indicator type {kind!r} is not an Intel:: type")
+                    raise RuleError(f"{filename}:{number}: indicator type {kind!r} is not an Intel:: type")
                 tally.skip(f"{kind} rows")
                 continue
             indicator = values[columns.indicator].strip()
-            name = to_name(indicator, where, indicator)
-            meta = _row_meta(columns, values)
-            meta_index = meta_indices.get(meta)
+            name = to_name(indicator, filename, number, indicator)
+            key = tuple([values[i] for i, _ in columns.meta])
+            meta_index = meta_indices.get(key)
             if meta_index is None:
-                meta_index = meta_indices[meta] = ruleset.meta_index(meta)
+                meta_index = meta_indices[key] = ruleset.meta_index(_row_meta(columns, values))
             ruleset.add_fields(EXACT, name, False, indicator, file_index, number, meta_index, fmt)
         except RuleError as err:
             tally.error(err)
