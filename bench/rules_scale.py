@@ -53,7 +53,8 @@ def run_once(capture: Path, rules: Path) -> dict:
     packets = data["counters"]["packets"]
     return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, "load": data["rules"]["load_seconds"],
             "compile": data["rules"]["compile_seconds"], "decode": data["decode_seconds"],
-            "loop_pps": packets / data["decode_seconds"], "hits": data["counters"]["hits"], "rules": data["rules"]["rules"]}
+            "loop_pps": packets / data["decode_seconds"], "hits": data["counters"]["hits"],
+            "rules": data["rules"]["rules"]}
 
 
 def main() -> None:
