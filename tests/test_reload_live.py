@@ -4,7 +4,6 @@ boundary; a broken rule file keeps the old rules."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
@@ -21,23 +20,10 @@ from scapy.utils import wrpcap
 from test_capture_live import wait_started
 
 from conftest import ROOT
-from wire import Wire, available
 
 pytestmark = pytest.mark.netns
-ON_CI = os.environ.get("CI") == "true"
 MARKERS = 3000
 MARKER_RATE = 100  # pps: 30 s of marker queries, one every 10 ms
-
-
-@pytest.fixture
-def wire():
-    reason = available()
-    if reason:
-        if ON_CI:
-            pytest.fail(f"live reload cannot be tested on CI: {reason}")
-        pytest.skip(reason)
-    with Wire() as w:
-        yield w
 
 
 def marker_pcap(path) -> None:
