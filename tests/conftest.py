@@ -55,3 +55,18 @@ def make_batch(frames: list[bytes], start_sec: int = 1_700_000_000, step_usec: i
         meta.append(struct.pack("=IIII", start_sec + usec // 1_000_000, usec % 1_000_000, offset, len(frame)))
         offset += len(frame)
     return b"".join(frames), b"".join(meta)
+
+
+@pytest.fixture
+def wire():
+    """Two namespaces joined by a veth pair (tests/wire.py); skipped where namespaces cannot be made, except on
+    CI, where that is a failure."""
+    from wire import Wire, available
+
+    reason = available()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"live capture cannot be tested on CI: {reason}")
+        pytest.skip(reason)
+    with Wire() as w:
+        yield w

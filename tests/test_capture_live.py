@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import selectors
 import signal
 import subprocess
@@ -14,21 +13,8 @@ from collections import defaultdict
 import pytest
 
 from conftest import PCAPS, ROOT, run_cli
-from wire import Wire, available
 
-ON_CI = os.environ.get("CI") == "true"
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def wire():
-    reason = available()
-    if reason:
-        if ON_CI:
-            pytest.fail(f"live capture cannot be tested on CI: {reason}")
-        pytest.skip(reason)
-    with Wire() as w:
-        yield w
 
 
 def wait_started(proc: subprocess.Popen, timeout: float = 20) -> str:
