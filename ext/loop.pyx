@@ -328,7 +328,10 @@ cdef class FastLoop:
                 return self.reject(C_truncated_transport)
             fi.sport = rd16(p)
             fi.dport = rd16(p + 2)
-            if (fi.dport == VXLAN_PORT or fi.dport == GENEVE_PORT) and not self.ports[fi.dport]:
+            # A tunnel only when neither port is a DNS port: a DNS response to a client whose ephemeral port
+            # happens to be 4789 or 6081 is DNS.
+            if ((fi.dport == VXLAN_PORT or fi.dport == GENEVE_PORT)
+                    and not self.ports[fi.dport] and not self.ports[fi.sport]):
                 ulen = rd16(p + 4)
                 if ulen < 8 or ulen > n:
                     return self.reject(C_bad_udp_length)

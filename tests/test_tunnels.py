@@ -173,12 +173,12 @@ def test_onion_of_a_thousand_tunnels_costs_five() -> None:
 
 
 CUT_OR_INVALID = {
-    "vxlan header cut": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(dport=4789) / Raw(b"\x08\x00\x00")),
-    "vxlan without I flag": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(dport=4789) / Raw(bytes(8))
+    "vxlan header cut": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(sport=49200, dport=4789) / Raw(b"\x08\x00\x00")),
+    "vxlan without I flag": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(sport=49200, dport=4789) / Raw(bytes(8))
                                       / client_eth()),
-    "geneve version 1": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(dport=6081) / Raw(b"\x40\x00\x08\x00" + bytes(4))
+    "geneve version 1": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(sport=49200, dport=6081) / Raw(b"\x40\x00\x08\x00" + bytes(4))
                                   / client_udp()),
-    "geneve options past the datagram": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(dport=6081)
+    "geneve options past the datagram": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(sport=49200, dport=6081)
                                                   / Raw(b"\x3f\x00\x65\x58" + bytes(12))),
     "gre cut": ip_gre(b"\x00\x00\x08"),
     "gre key cut": ip_gre(b"\x20\x00\x08\x00\x00\x00"),
@@ -202,7 +202,7 @@ def test_cut_or_invalid_tunnel_header(case: str) -> None:
     transport(Ether(type=0x8864) / PPPoE() / PPP(proto=0xC021) / Raw(bytes(8)))[14:],  # LCP
     ip_gre(b"\x00\x00\x88\x0b" + b"\xff\x03"),  # PPP in GRE
     ip_gre(b"\x00\x00\x22\xeb" + b"\x20" + bytes(9) + b"\x08\x00" + bytes(14)),  # ERSPAN III frame type 2 (IP)
-    transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(dport=6081) / GENEVE(proto=0x0806) / Raw(bytes(28))),  # ARP
+    transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(sport=49200, dport=6081) / GENEVE(proto=0x0806) / Raw(bytes(28))),  # ARP
 ], ids=["pppoe-lcp", "gre-ppp", "erspan3-ip-frame", "geneve-arp"])
 def test_well_formed_tunnel_without_ip_is_not_ip(frame: bytes) -> None:
     assert run([frame]) == ([], {"not_ip": 1})
@@ -410,3 +410,23 @@ def test_shipped_captures_name_tunnels_and_subnets(name: str) -> None:
     assert got == [(h["frame"], h.get("tunnel"), h.get("client_subnet")) for h in expected["hits"]]
     counters = {k: v for k, v in loop.counters().items() if v and k not in ("bytes", "tcp_streams")}
     assert counters == expected["counters"]
+
+
+def test_response_to_client_port_4789_is_dns_not_vxlan():
+    """A client's ephemeral port may be 4789 or 6081: the response from port 53 is DNS, not a tunnel."""
+    from conftest import make_batch
+    from dnslib import DNSRecord
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    from sensor._loop import FastLoop
+    from sensor.decode.loop import ReferenceLoop
+
+    answer = DNSRecord.question("www.example.org").reply().pack()
+    frames = [bytes(Ether() / IP(src="10.0.0.53", dst="10.0.0.7") / UDP(sport=53, dport=port) / answer)
+              for port in (4789, 6081)]
+    data, meta = make_batch(frames)
+    for loop in (FastLoop(1, [53], {}, True), ReferenceLoop(1, [53], {}, True)):
+        records = loop.run_batch(data, meta, 1)
+        assert [r[8] for r in records] == [4789, 6081]
+        assert loop.counters()["dns_responses"] == 2 and loop.counters()["bad_tunnel"] == 0

@@ -46,7 +46,8 @@ def decode_udp(packet: bytes, ports: Container[int]) -> UdpDatagram:
     if len(packet) < UDP_HEADER.size:
         raise Anomaly("truncated_transport")
     src_port, dst_port, length, _ = UDP_HEADER.unpack_from(packet)
-    tunnel = dst_port in TUNNEL_PORTS and dst_port not in ports
+    # a tunnel only when neither port is a DNS port: a response to a client on ephemeral port 4789 is DNS
+    tunnel = dst_port in TUNNEL_PORTS and dst_port not in ports and src_port not in ports
     if not tunnel and src_port not in ports and dst_port not in ports:
         raise Anomaly("not_dns_port")
     if length < UDP_HEADER.size or length > len(packet):
