@@ -414,11 +414,11 @@ def test_shipped_captures_name_tunnels_and_subnets(name: str) -> None:
 
 def test_response_to_client_port_4789_is_dns_not_vxlan():
     """A client's ephemeral port may be 4789 or 6081: the response from port 53 is DNS, not a tunnel."""
-    from conftest import make_batch
     from dnslib import DNSRecord
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
+    from conftest import make_batch
     from sensor._loop import FastLoop
     from sensor.decode.loop import ReferenceLoop
 
