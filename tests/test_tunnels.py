@@ -176,7 +176,8 @@ CUT_OR_INVALID = {
     "vxlan header cut": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(sport=49200, dport=4789) / Raw(b"\x08\x00\x00")),
     "vxlan without I flag": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(sport=49200, dport=4789) / Raw(bytes(8))
                                       / client_eth()),
-    "geneve version 1": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(sport=49200, dport=6081) / Raw(b"\x40\x00\x08\x00" + bytes(4))
+    "geneve version 1": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(sport=49200, dport=6081)
+                                  / Raw(b"\x40\x00\x08\x00" + bytes(4))
                                   / client_udp()),
     "geneve options past the datagram": transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(sport=49200, dport=6081)
                                                   / Raw(b"\x3f\x00\x65\x58" + bytes(12))),
@@ -202,7 +203,8 @@ def test_cut_or_invalid_tunnel_header(case: str) -> None:
     transport(Ether(type=0x8864) / PPPoE() / PPP(proto=0xC021) / Raw(bytes(8)))[14:],  # LCP
     ip_gre(b"\x00\x00\x88\x0b" + b"\xff\x03"),  # PPP in GRE
     ip_gre(b"\x00\x00\x22\xeb" + b"\x20" + bytes(9) + b"\x08\x00" + bytes(14)),  # ERSPAN III frame type 2 (IP)
-    transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(sport=49200, dport=6081) / GENEVE(proto=0x0806) / Raw(bytes(28))),  # ARP
+    transport(IP(src=SWITCH, dst=COLLECTOR) / UDP(sport=49200, dport=6081)
+              / GENEVE(proto=0x0806) / Raw(bytes(28))),  # ARP
 ], ids=["pppoe-lcp", "gre-ppp", "erspan3-ip-frame", "geneve-arp"])
 def test_well_formed_tunnel_without_ip_is_not_ip(frame: bytes) -> None:
     assert run([frame]) == ([], {"not_ip": 1})
