@@ -32,6 +32,9 @@ cdef class SuffixSet:
     cdef uint64_t mask
     cdef uint8_t* keys
     cdef Py_ssize_t count
+    # Which label counts (0-127) some key has: a suffix of another length cannot be in the table, so the loop
+    # skips its probe. With a million rules the probes are cache misses; most suffixes have no rule of their size.
+    cdef uint64_t label_counts[2]
 
     def __cinit__(self, dict table):
         cdef Py_ssize_t capacity = 16
@@ -46,8 +49,12 @@ cdef class SuffixSet:
         self.mask = capacity - 1
         self.entries = <SuffixEntry*>calloc(capacity, sizeof(SuffixEntry))
         encoded = [(s.encode("ascii"), slots) for s, slots in table.items()]
+        self.label_counts[0] = 0
+        self.label_counts[1] = 0
         for key, _ in encoded:
             blob_len += len(key)
+            n = key.count(b".") + 1 if key else 0
+            self.label_counts[(n >> 6) & 1] |= (<uint64_t>1) << (n & 63)
         self.keys = <uint8_t*>malloc(blob_len + 1)
         if self.entries == NULL or self.keys == NULL:
             raise MemoryError()
@@ -103,14 +110,19 @@ cdef class SuffixSet:
         cdef int i
         if self.count == 0:
             return -1
-        best = self.find(h, name, 0, nlabels > 0)  # the root: '.' covers every name
+        if self.label_counts[0] & 1:
+            best = self.find(h, name, 0, nlabels > 0)  # the root: '.' covers every name
         i = nlabels - 1
         while i >= 0:
             while j > label_starts[i]:
                 j -= 1
                 h = hash_step(h, name[j])
-            rule = self.find(h, name + j, name_len - j, i > 0)
-            if rule >= 0:
-                best = rule
+            if self.has_label_count(nlabels - i):
+                rule = self.find(h, name + j, name_len - j, i > 0)
+                if rule >= 0:
+                    best = rule
             i -= 1
         return best
+
+    cdef inline bint has_label_count(self, int n) noexcept nogil:
+        return (self.label_counts[(n >> 6) & 1] >> (n & 63)) & 1

@@ -141,3 +141,15 @@ def test_retransmission_is_decoded_once():
     framed = struct.pack("!H", len(msg)) + msg
     records, c = run([tcp_data(framed, 1), tcp_data(framed, 1)])
     assert len(records) == 1 and c["tcp_retransmission"] == 1
+
+
+def test_label_count_filter_keeps_every_rule_size():
+    """The set skips probes for suffix sizes no rule has; rules of 1, 2, 65 labels and the root still match."""
+    deep = ".".join(["x"] * 64) + ".com"  # 65 labels: the filter's second word
+    table = {"com": (-1, 0), "evil.org": (1, 1), deep: (2, 2)}
+    frames = [udp_dns(header() + b"".join(bytes([len(lab)]) + lab.encode() for lab in name.split(".")) + b"\x00"
+                      + b"\x00\x01\x00\x01") for name in ("a.com", "a.b.evil.org", deep, "y." + deep, "a.net")]
+    records, _ = run(frames, table=table)
+    assert [r[15] for r in records] == [0, 1, 2, 2, -1]
+    records, _ = run(frames, table={"": (0, 0)})
+    assert [r[15] for r in records] == [0, 0, 0, 0, 0]
