@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seconds between sensor.stats events (default %(default)s)")
     capture.add_argument("--duration", type=float, default=0, metavar="SECONDS",
                          help="stop after this long (default: until SIGINT/SIGTERM)")
+    capture.add_argument("--control", metavar="ENDPOINT",
+                         help="answer `truesource control` commands (reload, stats, ping) on this ZeroMQ endpoint")
     capture.add_argument("--trace-messages", metavar="PATH",
                          help="debug: write every decoded DNS message with its worker as JSON lines")
 
@@ -94,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--zone", default="rpz.truesource.", metavar="ORIGIN", help="RPZ zone origin")
     export.add_argument("--strict", action="store_true",
                         help="exit 1 when a rule cannot be expressed fully in the format")
+
+    control = commands.add_parser("control", help="send a command to a running sensor's --control endpoint")
+    control.add_argument("control_command", choices=("reload", "stats", "ping"), metavar="COMMAND",
+                         help="reload, stats or ping")
+    control.add_argument("--connect", required=True, metavar="ENDPOINT")
 
     tail = commands.add_parser("tail", help="subscribe to a sensor's events and print them as JSON lines")
     tail.add_argument("--connect", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
@@ -279,6 +286,7 @@ def run_capture(args: argparse.Namespace) -> int:
     log.info("loaded %d rules from %d files", len(ruleset), len(ruleset.files))
     outputs: list = []
     trace_file = None
+    control = None
     stop = Stopper()
     stop.install()
     try:
@@ -298,8 +306,23 @@ def run_capture(args: argparse.Namespace) -> int:
             event = board.event(pipeline.encoder.observer, args.interface, sent, dropped, final)
             pipeline.publish(STATS_TOPIC, pipeline.encoder.encode(event))
 
+        if args.control:
+            from sensor.outputs.control import ControlServer
+
+            def request_reload() -> dict:
+                stop.reload_requested = True
+                return {"reload": "requested"}
+
+            control = ControlServer(args.control, {
+                "reload": request_reload,
+                "stats": lambda: {"total": dict(board.total())},
+                "ping": lambda: {"pong": True},
+            })
+
         def on_tick() -> None:
             nonlocal next_stats
+            if control is not None:
+                control.serve_pending()
             now = time.monotonic()
             if args.duration and now - started >= args.duration:
                 stop.stopped = True
@@ -328,6 +351,8 @@ def run_capture(args: argparse.Namespace) -> int:
             output.close()
         if trace_file is not None:
             trace_file.close()
+        if control is not None:
+            control.close()
     total = board.total()
     print_capture_summary(total, seconds, board, outputs)
     if args.summary_json:
@@ -411,6 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_capture(args)
         if args.command == "rules":
             return run_rules(args)
+        if args.command == "control":
+            from sensor.outputs.control import send_command
+
+            print(json.dumps(send_command(args.connect, args.control_command)))
+            return 0
         return run_tail(args)
     except SensorError as err:
         log.error("%s", err)

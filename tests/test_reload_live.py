@@ -19,7 +19,7 @@ from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 from test_capture_live import wait_started
 
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.netns
 MARKERS = 3000
@@ -52,7 +52,8 @@ def marker_hits(out: str) -> list[int]:
     return sorted(found)
 
 
-def run_reload(wire, tmp_path, rules_count: int, background: str | None, background_pps: int, workers: int):
+def run_reload(wire, tmp_path, rules_count: int, background: str | None, background_pps: int, workers: int,
+               via_control: bool = False):
     rules = tmp_path / "rules.txt"
     big_rules(rules, rules_count)
     markers = tmp_path / "markers.pcap"
@@ -62,7 +63,8 @@ def run_reload(wire, tmp_path, rules_count: int, background: str | None, backgro
     hits_file = tmp_path / "hits.jsonl"
     # --bpf "": every frame reaches the loop, so frames decoded can be compared with frames sent
     proc = wire.start_capture("--rules", str(rules), "--workers", str(workers), "--summary-json", str(summary),
-                              "--publish", events, "--out", str(hits_file), "--bpf", "")
+                              "--publish", events, "--out", str(hits_file), "--bpf", "",
+                              "--control", f"ipc://{tmp_path}/control")
     wait_started(proc, timeout=60)
     tail = subprocess.Popen([sys.executable, "-m", "sensor", "tail", "--connect", events, "--topic",
                              "sensor.reload", "--count", "2", "--idle-exit", "60"],
@@ -84,7 +86,11 @@ def run_reload(wire, tmp_path, rules_count: int, background: str | None, backgro
     proc.send_signal(signal.SIGHUP)
     time.sleep(2)
     big_rules(rules, rules_count, extra="reload.test\n")  # now the markers are suspicious
-    proc.send_signal(signal.SIGHUP)
+    if via_control:  # the control command does what SIGHUP does
+        answer = run_cli("control", "reload", "--connect", f"ipc://{tmp_path}/control")
+        assert answer.returncode == 0 and json.loads(answer.stdout) == {"reload": "requested"}, answer.stderr
+    else:
+        proc.send_signal(signal.SIGHUP)
     for thread in threads:
         thread.join()
     time.sleep(1.5)
@@ -116,7 +122,7 @@ def check(out, summary, reloads, sent, workers: int = 1):
 
 
 def test_reload_switches_verdicts_once(wire, tmp_path):
-    out, err, summary, reloads, sent = run_reload(wire, tmp_path, 1000, None, 0, workers=1)
+    out, err, summary, reloads, sent = run_reload(wire, tmp_path, 1000, None, 0, workers=1, via_control=True)
     check(out, summary, reloads, sent)
 
 
