@@ -11,7 +11,7 @@ ctypedef struct SuffixEntry:
     int32_t self_rule      # rule covering exactly this name, -1 if none
     int32_t below_rule     # rule covering names strictly below it, -1 if none
     uint32_t key_off       # where the lowercase key lies in the key blob
-    uint32_t key_len
+    uint16_t key_len       # at most 253 (24-byte entries: a million rules' table stays near 48 MB)
     uint8_t used
 
 
@@ -36,31 +36,44 @@ cdef class SuffixSet:
     # skips its probe. With a million rules the probes are cache misses; most suffixes have no rule of their size.
     cdef uint64_t label_counts[2]
 
-    def __cinit__(self, dict table):
+    def __cinit__(self, dict table, bint consume=False):
+        """`consume`: empty `table` while copying it, so that its tuples are freed as the C table grows (a
+        million-rule load then peaks lower); the RuleSet must not need its table afterwards."""
         cdef Py_ssize_t capacity = 16
         cdef Py_ssize_t blob_len = 0
         cdef bytes key
         cdef uint64_t h
-        cdef Py_ssize_t i, k, n
+        cdef Py_ssize_t i, k, n, labels
         cdef const uint8_t* kp
         self.count = len(table)
+        self.label_counts[0] = 0
+        self.label_counts[1] = 0
         while capacity < 2 * self.count:  # load factor at most 1/2 keeps probe runs short
             capacity *= 2
         self.mask = capacity - 1
         self.entries = <SuffixEntry*>calloc(capacity, sizeof(SuffixEntry))
-        encoded = [(s.encode("ascii"), slots) for s, slots in table.items()]
-        self.label_counts[0] = 0
-        self.label_counts[1] = 0
-        for key, _ in encoded:
-            blob_len += len(key)
-            n = key.count(b".") + 1 if key else 0
-            self.label_counts[(n >> 6) & 1] |= (<uint64_t>1) << (n & 63)
+        # Two passes over the table, one key at a time: a list of a million encoded keys would double the peak.
+        for name in table:
+            blob_len += len(name)  # ASCII: one byte a character
         self.keys = <uint8_t*>malloc(blob_len + 1)
         if self.entries == NULL or self.keys == NULL:
             raise MemoryError()
         blob_len = 0
-        for key, slots in encoded:
+        items = iter(table.items()) if not consume else None
+        while True:
+            if consume:
+                if not table:
+                    break
+                name, slots = table.popitem()
+            else:
+                try:
+                    name, slots = next(items)
+                except StopIteration:
+                    break
+            key = name.encode("ascii")
             n = len(key)
+            labels = key.count(b".") + 1 if n else 0  # the root's key is empty: 0 labels
+            self.label_counts[(labels >> 6) & 1] |= (<uint64_t>1) << (labels & 63)
             kp = key
             memcpy(self.keys + blob_len, kp, n)
             h = FNV_OFFSET
@@ -71,8 +84,12 @@ cdef class SuffixSet:
                 i = (i + 1) & self.mask
             self.entries[i].used = 1
             self.entries[i].hash = h
-            self.entries[i].self_rule = slots[0]
-            self.entries[i].below_rule = slots[1]
+            if isinstance(slots, int):  # RuleSet.table packs both in one int (sensor.rules.model.pack_slots)
+                self.entries[i].self_rule = <int32_t>((slots & 0xFFFFFFFF) - 1)
+                self.entries[i].below_rule = <int32_t>((slots >> 32) - 1)
+            else:
+                self.entries[i].self_rule = slots[0]
+                self.entries[i].below_rule = slots[1]
             self.entries[i].key_off = blob_len
             self.entries[i].key_len = n
             blob_len += n

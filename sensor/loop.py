@@ -42,10 +42,13 @@ def compile_rules(ruleset: RuleSet, pure: bool | None = None, keep_table: bool =
     """The loops' form of a rule set; `keep_table=False` frees the RuleSet's name table once compiled."""
     if pure is None:
         pure = pure_requested()
-    table = ruleset.table if pure or compiled is None else compiled.SuffixSet(ruleset.table)
     matcher = PatternMatcher(ruleset)
-    if not keep_table and not isinstance(table, dict):
-        ruleset.drop_table()
+    if pure or compiled is None:
+        table = ruleset.table
+    else:
+        table = compiled.SuffixSet(ruleset.table, not keep_table)
+        if not keep_table:
+            ruleset.drop_table()
     return CompiledRules(table, bytes(ruleset.allow), matcher.match if matcher else None, len(ruleset))
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from sensor.errors import StartupError
-from sensor.rules.model import KIND_NAMES, NAME_KINDS, RuleSet
+from sensor.rules.model import KIND_NAMES, NAME_KINDS, RuleSet, unpack_slots
 from sensor.rules.native import MAX_NAME_TEXT, check_name
 
 FORMATS = ("rpz", "unbound", "hosts")
@@ -122,7 +122,7 @@ class _Policy:
             if kind not in NAME_KINDS:
                 continue
             name = ruleset._pattern[index]
-            own, below = self.table.get(name, (-1, -1))
+            own, below = unpack_slots(self.table.get(name, 0))
             yield index, name, own == index, below == index
 
     def below(self, name: str) -> int:
@@ -130,14 +130,14 @@ class _Policy:
         the nearest ancestor's."""
         found = self._below.get(name)
         if found is None:
-            slot = self.table.get(name, (-1, -1))[1]
+            slot = unpack_slots(self.table.get(name, 0))[1]
             found = slot if slot != -1 or name == "" else self.below(parent(name))
             self._below[name] = found
         return found
 
     def at(self, name: str) -> int:
         """The rule deciding for `name` itself, -1 when none does."""
-        own = self.table.get(name, (-1, -1))[0]
+        own = unpack_slots(self.table.get(name, 0))[0]
         if own != -1 or name == "":
             return own
         return self.below(parent(name))
@@ -236,7 +236,7 @@ def _rpz(policy: _Policy, report: ExportReport, origin: str, serial: int) -> lis
         if below:
             wildcard(name, index)
         for upper in ancestors(name):  # the wildcards unbound needs to see the verdict from above
-            if upper in wilds or policy.table.get(upper, (-1, -1))[1] != -1:
+            if upper in wilds or unpack_slots(policy.table.get(upper, 0))[1] != -1:
                 continue
             decider = policy.below(upper)
             if decider != -1:

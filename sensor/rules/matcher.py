@@ -3,11 +3,11 @@ agree with. Most specific rule decides; allow wins a tie (settled in RuleSet.tab
 
 from __future__ import annotations
 
-from sensor.rules.model import RuleSet
+from sensor.rules.model import RuleSet, unpack_slots
 from sensor.rules.patterns import PatternMatcher
 
 
-def match_table(table: dict[str, tuple[int, int]], labels: list[str]) -> int:
+def match_table(table: dict, labels: list[str]) -> int:
     """Index of the most specific exact, suffix or below rule covering the name, -1 if none.
 
     `labels` are the name's labels in presentation form (escaped), any case. The name itself is checked first
@@ -17,7 +17,8 @@ def match_table(table: dict[str, tuple[int, int]], labels: list[str]) -> int:
     for start in range(len(lowered) + 1):
         slots = table.get(".".join(lowered[start:]))
         if slots is not None:
-            rule = slots[0] if start == 0 else slots[1]
+            own, below = unpack_slots(slots)
+            rule = own if start == 0 else below
             if rule != -1:
                 return rule
     return -1
@@ -28,7 +29,7 @@ def match_labels(ruleset: RuleSet, labels: list[str]) -> int:
     return match_table(ruleset.table, labels)
 
 
-def decide(table: dict[str, tuple[int, int]], patterns: PatternMatcher | None, labels: list[str]) -> int:
+def decide(table: dict, patterns: PatternMatcher | None, labels: list[str]) -> int:
     """The deciding rule of any kind (allow or deny), -1 when no rule covers the name."""
     rule = match_table(table, labels)
     if rule == -1 and patterns:
