@@ -36,9 +36,7 @@ cdef class SuffixSet:
     # skips its probe. With a million rules the probes are cache misses; most suffixes have no rule of their size.
     cdef uint64_t label_counts[2]
 
-    def __cinit__(self, dict table, bint consume=False):
-        """`consume`: empty `table` while copying it, so that its tuples are freed as the C table grows (a
-        million-rule load then peaks lower); the RuleSet must not need its table afterwards."""
+    def __cinit__(self, dict table):
         cdef Py_ssize_t capacity = 16
         cdef Py_ssize_t blob_len = 0
         cdef bytes key
@@ -59,17 +57,7 @@ cdef class SuffixSet:
         if self.entries == NULL or self.keys == NULL:
             raise MemoryError()
         blob_len = 0
-        items = iter(table.items()) if not consume else None
-        while True:
-            if consume:
-                if not table:
-                    break
-                name, slots = table.popitem()
-            else:
-                try:
-                    name, slots = next(items)
-                except StopIteration:
-                    break
+        for name, slots in table.items():
             key = name.encode("ascii")
             n = len(key)
             labels = key.count(b".") + 1 if n else 0  # the root's key is empty: 0 labels

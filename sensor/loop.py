@@ -46,7 +46,7 @@ def compile_rules(ruleset: RuleSet, pure: bool | None = None, keep_table: bool =
     if pure or compiled is None:
         table = ruleset.table
     else:
-        table = compiled.SuffixSet(ruleset.table, not keep_table)
+        table = compiled.SuffixSet(ruleset.table)
         if not keep_table:
             ruleset.drop_table()
     return CompiledRules(table, bytes(ruleset.allow), matcher.match if matcher else None, len(ruleset))

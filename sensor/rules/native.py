@@ -127,6 +127,9 @@ def load_native(ruleset: RuleSet, text: str, filename: str,
     file_index = ruleset.file_index(filename)
     format_index = _format_index(ruleset, "native")
     add = ruleset.add_fields
+    table, patterns, texts, kinds = ruleset.table, ruleset._pattern, ruleset._text, ruleset._kind
+    files, lines, metas, formats, allow = ruleset._file, ruleset._line, ruleset._meta, ruleset._format, ruleset.allow
+    inline = 0
     not_name_chars = _NOT_NAME_CHARS
     header = NO_META
     meta_index = 0
@@ -158,7 +161,21 @@ def load_native(ruleset: RuleSet, text: str, filename: str,
             and name[0] not in ".-" and name[-1] != "-" and ".." not in name and "-." not in name
             and ".-" not in name and (len(name) <= MAX_LABEL or max(map(len, name.split("."))) <= MAX_LABEL)
         ):
-            add(SUFFIX, name, False, body, file_index, number, meta_index, format_index)
+            if name in table:  # precedence against what is there: the general path
+                add(SUFFIX, name, False, body, file_index, number, meta_index, format_index)
+                continue
+            index = len(patterns)  # a new name: the rule decides both slots; added inline (see docstring)
+            table[name] = (index + 1) | ((index + 1) << 32)  # pack_slots(index, index)
+            kinds.append(SUFFIX)
+            patterns.append(name)
+            if body != name:
+                texts[index] = body
+            files.append(file_index)
+            lines.append(number)
+            metas.append(meta_index)
+            formats.append(format_index)
+            allow.append(0)
+            inline += 1
             continue
         try:
             rule = parse_rule(body, filename, number, header)
@@ -169,6 +186,10 @@ def load_native(ruleset: RuleSet, text: str, filename: str,
             continue
         own_meta = meta_index if rule.meta is header else ruleset.meta_index(rule.meta)
         add(rule.kind, rule.pattern, rule.allow, rule.text, file_index, number, own_meta, format_index)
+    if inline:
+        report = ruleset.report
+        report.by_kind["suffix"] = report.by_kind.get("suffix", 0) + inline
+        report.by_format["native"] = report.by_format.get("native", 0) + inline
 
 
 def iter_lines(text: str, chunk: int = 1 << 20):
