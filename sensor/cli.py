@@ -219,7 +219,7 @@ def run_replay(args: argparse.Namespace) -> int:
             output.close()
     if progress is not None:
         sys.stderr.write("\n")
-    print_summary(result, outputs)
+    print_summary(result.counters, result.seconds, f"{len(result.files)} file(s)", outputs)
     if args.summary_json:
         write_summary_json(args.summary_json, result, {"rules": len(ruleset), "load_seconds": round(load_seconds, 3)})
     if result.cut_off is not None:
@@ -228,12 +228,11 @@ def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(result, outputs, title: str | None = None) -> None:
-    c = result.counters
-    rate = c["packets"] / result.seconds if result.seconds > 0 else 0.0
+def print_summary(c, seconds: float, title: str, outputs) -> None:
+    """The run's counters on standard error: what was seen, what was not decoded and why, the publisher."""
+    rate = c["packets"] / seconds if seconds > 0 else 0.0
     lines = [
-        f"{title or f'{len(result.files)} file(s)'}: {c['packets']:,} packets, {c['bytes']:,} bytes in "
-        f"{result.seconds:.3f} s ({rate:,.0f} packets/s)",
+        f"{title}: {c['packets']:,} packets, {c['bytes']:,} bytes in {seconds:.3f} s ({rate:,.0f} packets/s)",
         f"DNS: {c['dns_queries']:,} queries, {c['dns_responses']:,} responses, {c['hits']:,} hits",
     ]
     for title, names in (("frames not decoded", FRAME_REASONS), ("DNS messages not read", MESSAGE_REASONS),
@@ -377,11 +376,7 @@ def _message_tracer(handle):
 
 
 def print_capture_summary(total, seconds: float, board, outputs) -> None:
-    result = type("Result", (), {})()
-    result.counters = total
-    result.seconds = seconds
-    result.files = []
-    print_summary(result, outputs, title=f"captured for {seconds:.1f} s")
+    print_summary(total, seconds, f"captured for {seconds:.1f} s", outputs)
     print(f"capture: {total['received']:,} received by the filter, {total['kernel_drops']:,} dropped by the "
           f"kernel, {total['interface_drops']:,} dropped by the interface", file=sys.stderr)
     if len(board.workers) > 1:
