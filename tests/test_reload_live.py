@@ -104,25 +104,22 @@ def run_reload(wire, tmp_path, rules_count: int, background: str | None, backgro
     return out, err, json.loads(summary.read_text()), reloads, sent
 
 
-def check(out, summary, reloads, sent, workers: int = 1):
+def check(out, summary, reloads, sent):
     assert [r["truesource"]["reload"]["ok"] for r in reloads] == [False, True], reloads
     assert "bad..line" in reloads[0]["truesource"]["reload"]["error"]
     hits = marker_hits(out)
     assert hits, "no marker hit after the reload"
     assert 0 < hits[0] < MARKERS - 100
-    if workers == 1:  # one switch: every marker before it missed, every marker after it hit
-        assert hits == list(range(hits[0], MARKERS)), "verdicts did not switch at one point"
-    else:  # each worker switches at its own batch boundary: all miss before the first, all hit after the last
-        last_miss = max(set(range(hits[0], MARKERS)) - set(hits), default=hits[0])
-        assert hits[-1] == MARKERS - 1 and set(range(last_miss + 1, MARKERS)) <= set(hits)
-        assert last_miss - hits[0] < MARKER_RATE, "the workers' switches were more than a second apart"
+    # one switch: every marker before it missed, every marker after it hit, whichever worker decoded it
+    assert hits == list(range(hits[0], MARKERS)), "verdicts did not switch at one point"
     counters = summary["counters"]
     assert counters["kernel_drops"] == 0
     assert counters["packets"] == sum(sent.values())
 
 
-def test_reload_switches_verdicts_once(wire, tmp_path):
-    out, err, summary, reloads, sent = run_reload(wire, tmp_path, 1000, None, 0, workers=1, via_control=True)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reload_switches_verdicts_once(wire, tmp_path, workers):
+    out, err, summary, reloads, sent = run_reload(wire, tmp_path, 1000, None, 0, workers, via_control=True)
     check(out, summary, reloads, sent)
 
 
@@ -131,12 +128,13 @@ def test_reload_switches_verdicts_once(wire, tmp_path):
 def test_reload_under_50k_pps(wire, tmp_path, workers, rules):
     """The issue's check: 20 s of traffic at 50,000 packets/s, a million rules reloaded mid-run, no drop.
     With two workers each worker builds its own copy while two tcpreplay processes share the two cores: a
-    million-rule build then takes longer than the run (21 s measured), so that case reloads 100,000."""
+    million-rule build then takes longer than the run (21 s measured), so that case reloads 100,000. Every
+    worker swaps at the same packet time, so the markers switch at one point there too."""
     made = subprocess.run([sys.executable, str(ROOT / "bench" / "make_capture.py"), "--packets", "1000000",
                            "--rules", "300", "--out-dir", str(tmp_path / "bg")], capture_output=True, text=True,
                           timeout=600, cwd=ROOT)
     assert made.returncode == 0, made.stderr
     out, err, summary, reloads, sent = run_reload(wire, tmp_path, rules, tmp_path / "bg" / "capture.pcap",
                                                   50_000, workers)
-    check(out, summary, reloads, sent, workers)
+    check(out, summary, reloads, sent)
     assert sent["background"] >= 1_000_000

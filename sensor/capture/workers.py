@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from sensor.capture.files import META as META_RECORD
 from sensor.capture.live import CaptureOptions, LiveCapture, last_packet_time
 from sensor.errors import RuleError
 from sensor.events import Origin
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 REPORT_EVERY = 0.05  # seconds: longest a worker holds hits (and its watermark) before telling the parent
 STATS_EVERY = 1.0  # seconds between a worker's statistics snapshots to the parent
 STOP_GRACE = 10.0  # seconds the parent waits for workers to finish their batch and report after a stop
+SWAP_AHEAD_US = 500_000  # a reload swaps at a packet time this far ahead, so every worker hears of it first
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +123,10 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
     """N forked workers on one fanout group; returns 0, or 1 if a worker failed.
 
     A reload: the parent snapshots the rule files and sends the snapshot to every worker, which builds its
-    rules in the background and swaps them in between two batches. Workers send each hit with its Rule, so the
-    parent needs no rule set of its own; it reports the reload when every worker has.
+    rules in the background. When all have built, the parent names a packet time a little ahead; every worker
+    decodes frames before it with the old rules and from it with the new (splitting the batch it falls in), so
+    the verdicts switch at one point whichever worker decodes a flow. Workers send each hit with its Rule, so the
+    parent needs no rule set of its own; it reports the reload when every worker has swapped.
     """
     group = (os.getpid() ^ int(time.time())) & 0xFFFF
     captures = [LiveCapture(job.options, fanout_group=group) for _ in range(workers)]
@@ -152,7 +156,8 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
     control.bind(control_endpoint)
     generation = 0
     reload_started: dict[int, float] = {}
-    reports: dict[int, dict[int, str | None]] = {}  # generation -> worker -> None (ok) or the error
+    reports: dict[int, dict[int, str | None]] = {}  # generation -> worker -> None (built) or the error
+    swapped: dict[int, set[int]] = {}  # generation -> workers that have swapped
     merger = WatermarkMerge(workers)
     origin = Origin(interface=job.options.interface)
     running = set(range(workers))
@@ -182,14 +187,31 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                     control.send(pickle.dumps(("reload", generation, sources, reloader.rules_format)))
             if pull.poll(100):
                 message = pickle.loads(pull.recv())
-                if message[0] == "reloaded":
+                if message[0] == "built":  # every worker built it: all swap at one packet time, a bit ahead
                     _, worker, done_generation, error, summary = message
                     reports[done_generation][worker] = error
                     if len(reports[done_generation]) == workers:
-                        errors = [e for e in reports.pop(done_generation).values() if e is not None]
-                        seconds = time.monotonic() - reload_started.pop(done_generation)
-                        on_reload(ReloadResult(done_generation, not errors, seconds, error=errors[0] if errors
-                                               else None, counts=summary))
+                        errors = [e for e in reports[done_generation].values() if e is not None]
+                        if errors:
+                            reports.pop(done_generation)
+                            control.send(pickle.dumps(("drop", done_generation)))
+                            on_reload(ReloadResult(done_generation, False,
+                                                   time.monotonic() - reload_started.pop(done_generation),
+                                                   error=errors[0]))
+                        else:
+                            swapped[done_generation] = set()
+                            control.send(pickle.dumps(("swap", done_generation,
+                                                       time.time_ns() // 1000 + SWAP_AHEAD_US)))
+                    continue
+                if message[0] == "reloaded":
+                    _, worker, done_generation, _, summary = message
+                    swapped.setdefault(done_generation, set()).add(worker)
+                    if len(swapped[done_generation]) == workers:
+                        del swapped[done_generation]
+                        reports.pop(done_generation, None)
+                        on_reload(ReloadResult(done_generation, True,
+                                               time.monotonic() - reload_started.pop(done_generation),
+                                               counts=summary))
                     continue
                 kind, worker, watermark, records, counters, pcap, rules = message
                 if counters is not None:
@@ -252,43 +274,67 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
     loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message)
     ruleset = job.ruleset
     building: list = []  # [thread, holder] while a reload builds
+    built = None  # a built reload waiting for the parent's swap time
+    swap_at: int | None = None  # packet time (us) from which the built rules decide
     pending: list = []
     watermark = 0
     last_report = last_stats = time.monotonic()
+
+    def flush(counters=None, pcap=None) -> None:
+        nonlocal pending
+        push.send(pickle.dumps(("batch", worker, watermark, pending, counters, pcap, _rules_of(ruleset, pending))))
+        pending = []
+
+    def swap() -> None:
+        """Hits decoded so far go out with their rules; then the new rules decide."""
+        nonlocal built, swap_at, ruleset
+        flush()
+        loop.set_rules(built.compiled.table, **built.compiled.loop_args())
+        ruleset = built.ruleset
+        push.send(pickle.dumps(("reloaded", worker, built.generation, None, built.counts)))
+        built = swap_at = None
+
     try:
         for batch in capture.batches(stopper):
             if batch.frames:
-                pending.extend(loop.run_batch(batch.data, batch.meta, batch.first_frame))
+                split = _first_at(batch.meta, swap_at) if swap_at is not None else batch.frames
+                if split:
+                    pending.extend(loop.run_batch(batch.data, batch.meta[:split * 16], batch.first_frame))
                 watermark = last_packet_time(batch)
+                if split < batch.frames:  # the swap time falls in this batch: the rest with the new rules
+                    swap()
+                    pending.extend(loop.run_batch(batch.data, batch.meta[split * 16:], batch.first_frame + split))
             else:
                 watermark = max(watermark, time.time_ns() // 1000)  # nothing queued: read up to now
+                if swap_at is not None and watermark >= swap_at:
+                    swap()
             now = time.monotonic()
             if pending or now - last_report >= REPORT_EVERY:
                 counters = pcap = None
                 if now - last_stats >= STATS_EVERY:
                     counters, pcap, last_stats = loop.counters(), _pcap_tuple(capture), now
-                push.send(pickle.dumps(("batch", worker, watermark, pending, counters, pcap,
-                                        _rules_of(ruleset, pending))))
-                pending = []
+                flush(counters, pcap)
                 last_report = now
-            if not building:
-                try:
-                    _, new_generation, sources, rules_format = pickle.loads(control.recv(zmq.NOBLOCK))
-                except zmq.Again:
-                    pass
-                else:
-                    building = _start_build(sources, rules_format, new_generation)
-            elif not building[0].is_alive():
+            try:
+                message = pickle.loads(control.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                message = None
+            if message is not None and message[0] == "reload" and not building:
+                _, new_generation, sources, rules_format = message
+                built = swap_at = None
+                building = _start_build(sources, rules_format, new_generation)
+            elif message is not None and message[0] == "swap" and built is not None and message[1] == built.generation:
+                swap_at = message[2]
+            elif message is not None and message[0] == "drop":
+                built = swap_at = None
+            if building and not building[0].is_alive():
                 result = building[1][0]
                 building = []
-                if result.ok:  # hits decoded so far go out with the rules that decoded them first
-                    if pending:
-                        push.send(pickle.dumps(("batch", worker, watermark, pending, None, None,
-                                                _rules_of(ruleset, pending))))
-                        pending = []
-                    loop.set_rules(result.compiled.table, **result.compiled.loop_args())
-                    ruleset = result.ruleset
-                push.send(pickle.dumps(("reloaded", worker, result.generation, result.error, result.counts)))
+                if result.ok:
+                    built = result
+                    push.send(pickle.dumps(("built", worker, result.generation, None, result.counts)))
+                else:
+                    push.send(pickle.dumps(("built", worker, result.generation, result.error, None)))
         push.send(pickle.dumps(("done", worker, watermark, pending, loop.counters(), _pcap_tuple(capture),
                                 _rules_of(ruleset, pending))))
         return 0
@@ -296,6 +342,14 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
         push.close()
         control.close()
         context.term()
+
+
+def _first_at(meta: bytes, when_us: int) -> int:
+    """Index of the first frame of a batch whose packet time is at or after `when_us` (frames if none)."""
+    for index, (sec, usec, _, _) in enumerate(META_RECORD.iter_unpack(meta)):
+        if sec * 1_000_000 + usec >= when_us:
+            return index
+    return len(meta) // META_RECORD.size
 
 
 def _rules_of(ruleset, records: list) -> dict:
