@@ -329,7 +329,7 @@ def run_capture(args: argparse.Namespace) -> int:
                 next_stats = now + args.stats_interval
                 publish_stats()
 
-        reloader = RulesReloader(args.rules, args.rules_format, compile_for_loop=args.workers == 1)
+        reloader = RulesReloader(args.rules, args.rules_format)  # with workers: its paths; they build themselves
 
         def on_reload(result: ReloadResult) -> None:
             event = {"@timestamp": rfc3339(*divmod(time.time_ns() // 1000, 1_000_000)),
@@ -401,16 +401,12 @@ def run_rules(args: argparse.Namespace) -> int:
     from sensor.rules.export import run_export
 
     if args.out == "-":
-        return _call_export(run_export, ruleset, args, sys.stdout)
+        return run_export(ruleset, args.export_format, sys.stdout, sys.stderr, zone=args.zone, strict=args.strict)
     try:
         with open(args.out, "w", encoding="utf-8") as handle:
-            return _call_export(run_export, ruleset, args, handle)
+            return run_export(ruleset, args.export_format, handle, sys.stderr, zone=args.zone, strict=args.strict)
     except OSError as err:
         raise StartupError(f"{args.out}: cannot write: {err.strerror}") from None
-
-
-def _call_export(run_export, ruleset, args, out) -> int:
-    return run_export(ruleset, args.export_format, out, sys.stderr, zone=args.zone, strict=args.strict)
 
 
 def run_tail(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import os
 
 from sensor.errors import RuleError
 from sensor.rules.formats import LOADERS
+from sensor.rules.formats.detect import detect
 from sensor.rules.model import Rule, RuleSet
 from sensor.rules.native import load_native, parse_rule
 
@@ -85,8 +86,4 @@ def load_rules(paths: list[str], rules_format: str | None = None) -> RuleSet:
 
 def detect_format(text: str, filename: str) -> str | None:
     """The format of a file from its content; None when no format recognises it."""
-    try:
-        from sensor.rules.formats.detect import detect
-    except ImportError:  # only the native format is built in
-        return "native"
     return detect(text, filename)

@@ -3,8 +3,10 @@ agree with. Most specific rule decides; allow wins a tie (settled in RuleSet.tab
 
 from __future__ import annotations
 
-from sensor.rules.model import RuleSet, unpack_slots
-from sensor.rules.patterns import PatternMatcher
+import re
+
+from sensor.rules.model import BELOW, EXACT, REGEX, SUFFIX, WILDCARD, Rule, RuleSet, unpack_slots
+from sensor.rules.patterns import PatternMatcher, wildcard_regex
 
 
 def match_table(table: dict, labels: list[str]) -> int:
@@ -48,12 +50,8 @@ def all_matches(ruleset: RuleSet, labels: list[str]) -> list[int]:
     return found
 
 
-def covers(rule, lowered: list[str], name: str) -> bool:
-    import re
-
-    from sensor.rules.model import BELOW, EXACT, REGEX, SUFFIX, WILDCARD
-    from sensor.rules.patterns import wildcard_regex
-
+def covers(rule: Rule, lowered: list[str], name: str) -> bool:
+    """Does `rule` cover the name (labels lowercased, and joined), whether or not it decides?"""
     if rule.kind == REGEX:
         return re.search(rule.pattern, name) is not None
     if rule.kind == WILDCARD:

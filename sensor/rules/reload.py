@@ -41,14 +41,11 @@ class ReloadResult:
         return body
 
 
-def build(sources: list[tuple[str, str, bool]], rules_format: str | None, generation: int,
-          compile_for_loop: bool = True) -> ReloadResult:
+def build(sources: list[tuple[str, str, bool]], rules_format: str | None, generation: int) -> ReloadResult:
     started = time.perf_counter()
     try:
         ruleset = build_ruleset(sources, rules_format)
-        compiled = compile_rules(ruleset, keep_table=False) if compile_for_loop else None
-        if not compile_for_loop:
-            ruleset.drop_table()  # the parent of workers only reads rules by index
+        compiled = compile_rules(ruleset, keep_table=False)
     except RuleError as err:
         return ReloadResult(generation, False, time.perf_counter() - started, error=str(err))
     counts = {"rules": len(ruleset), "by_kind": dict(ruleset.report.by_kind),
@@ -61,10 +58,9 @@ class RulesReloader:
     """`request()` starts a background build from the rule paths (read now, a snapshot); `poll()` returns its
     result once, when it is done. One build at a time: a request during a build is remembered and run next."""
 
-    def __init__(self, paths: list[str], rules_format: str | None, compile_for_loop: bool = True) -> None:
+    def __init__(self, paths: list[str], rules_format: str | None) -> None:
         self.paths = paths
         self.rules_format = rules_format
-        self.compile_for_loop = compile_for_loop
         self.generation = 0
         self.reloads = 0
         self.failures = 0
@@ -87,7 +83,7 @@ class RulesReloader:
         sources = self.sources
 
         def run() -> None:
-            self._result = build(sources, self.rules_format, generation, self.compile_for_loop)
+            self._result = build(sources, self.rules_format, generation)
 
         self._thread = threading.Thread(target=run, name=f"rules-reload-{generation}", daemon=True)
         self._thread.start()
