@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
-from conftest import PEERS, run_cli
+from conftest import PEERS, ROOT, run_cli
 
 TCP_QUERY = str(PEERS / "sv-dns-tcp-www-google-com.pcap")
 UDP_QUERIES = str(PEERS / "sv-dns-eve.pcap")
@@ -79,15 +81,26 @@ def test_unusable_capture_exits_2_before_any_output(rules, tmp_path, make, messa
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_unreadable_capture(rules, tmp_path):
-    if shutil.which("setpriv") is None:
-        pytest.skip("needs setpriv to drop root")
-    locked = tmp_path / "locked.pcap"
-    locked.write_bytes(open(UDP_QUERIES, "rb").read())
-    locked.chmod(0)
-    result = run_cli("replay", str(locked), "--rules", rules)
-    # root reads anything; the check that matters is that an unreadable file is an exit-2 error, not a crash
-    assert result.returncode in (0, 2)
+def test_unreadable_capture(rules):
+    """A capture its reader may not open: exit 2 and one line, as an unprivileged user (root reads anything)."""
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to run the sensor as an unprivileged user")
+    folder = tempfile.mkdtemp(prefix="truesource-perm-")
+    try:
+        os.chmod(folder, 0o755)
+        locked = os.path.join(folder, "locked.pcap")
+        shutil.copy(UDP_QUERIES, locked)
+        os.chmod(locked, 0)
+        readable = os.path.join(folder, "r.rules")
+        shutil.copy(rules, readable)
+        os.chmod(readable, 0o644)
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "sensor",
+             "replay", locked, "--rules", readable], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(folder)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"truesource: {locked}: cannot read: permission denied"
 
 
 def test_bad_rule_line_exits_2_with_file_and_line(tmp_path):
