@@ -15,13 +15,13 @@ from sensor import __version__
 from sensor.attribution import DEFAULT_WINDOW
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
+from sensor.outputs import DEFAULT_ENDPOINT
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
+from sensor.stats import DEFAULT_STATS_INTERVAL
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"  # loopback: the stream is not for the network unless asked
 DEFAULT_PORTS = (53,)
 RULE_FORMATS = ("native", "hosts", "adblock", "zeek_intel", "rpz")
 WAIT_SUBSCRIBERS_TIMEOUT = 10.0
-DEFAULT_STATS_INTERVAL = 5.0  # seconds between sensor.stats events (sensor/stats.py publishes them)
 
 log = logging.getLogger("truesource")
 

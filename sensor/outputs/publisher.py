@@ -13,10 +13,10 @@ import time
 import zmq
 
 from sensor.errors import StartupError
+from sensor.outputs import DEFAULT_ENDPOINT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 SEND_HWM = 100_000  # events queued per subscriber before drops (live) or waiting (replay)
 CLOSE_LINGER_MS = 5_000  # on close, give queued events this long to reach subscribers
 
