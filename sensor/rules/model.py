@@ -196,9 +196,9 @@ class RuleSet:
         return allow and not self.allow[current]
 
     def drop_table(self) -> None:
-        """Free the name table once a compiled rule set holds it (60 MB at a million rules: the dict and
-        its packed values; the names stay, in the columns): the compiled
-        loop and the events need only the columns; the reference loop and `rules test` need the table."""
+        """Free the name table once a compiled rule set holds it: 60 MB at a million rules (the dict and its
+        packed values; the names stay, in the columns). The compiled loop and the events need only the columns;
+        the reference loop and `rules test` need the table."""
         self.table = {}
 
     # -- reading ---------------------------------------------------------------------------------------------
