@@ -11,10 +11,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sensor import __version__
+from sensor import __version__, config
 from sensor.attribution import DEFAULT_WINDOW
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
+from sensor.options import above, at_least
 from sensor.outputs import DEFAULT_ENDPOINT
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
 from sensor.stats import DEFAULT_STATS_INTERVAL
@@ -52,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="replay capture files through the sensor")
     replay.add_argument("files", nargs="+", metavar="FILE", help="pcap or pcapng files, in order; - is stdin")
     add_common_options(replay)
-    replay.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
+    replay.add_argument("--wait-subscribers", type=at_least(0), default=0, metavar="N",
                         help="with --publish: wait for N subscribers before reading, then never drop")
-    replay.add_argument("--wait-timeout", type=float, default=WAIT_SUBSCRIBERS_TIMEOUT, metavar="SECONDS",
+    replay.add_argument("--wait-timeout", type=above(0), default=WAIT_SUBSCRIBERS_TIMEOUT, metavar="SECONDS",
                         help="how long --wait-subscribers waits (default %(default)s)")
     replay.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
 
@@ -63,15 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(capture)
     capture.add_argument("--bpf", metavar="EXPR",
                          help="capture filter (default: DNS ports, VLAN-tagged and tunnelled DNS included)")
-    capture.add_argument("--workers", type=int, default=1, metavar="N",
+    capture.add_argument("--workers", type=at_least(1), default=1, metavar="N",
                          help="capture processes in one AF_PACKET fanout group (default 1)")
-    capture.add_argument("--snaplen", type=int, default=DEFAULT_SNAPLEN, metavar="N")
-    capture.add_argument("--buffer-mb", type=int, default=DEFAULT_BUFFER_MB, metavar="N",
+    capture.add_argument("--snaplen", type=at_least(64), default=DEFAULT_SNAPLEN, metavar="N")
+    capture.add_argument("--buffer-mb", type=at_least(1), default=DEFAULT_BUFFER_MB, metavar="N",
                          help="kernel capture buffer per worker in MiB (default %(default)s)")
     capture.add_argument("--no-promisc", action="store_true", help="do not put the interface in promiscuous mode")
-    capture.add_argument("--stats-interval", type=float, default=DEFAULT_STATS_INTERVAL, metavar="SECONDS",
+    capture.add_argument("--stats-interval", type=above(0), default=DEFAULT_STATS_INTERVAL, metavar="SECONDS",
                          help="seconds between sensor.stats events (default %(default)s)")
-    capture.add_argument("--duration", type=float, default=0, metavar="SECONDS",
+    capture.add_argument("--duration", type=at_least(0, float), default=0, metavar="SECONDS",
                          help="stop after this long (default: until SIGINT/SIGTERM)")
     capture.add_argument("--control", metavar="ENDPOINT",
                          help="answer `truesource control` commands (reload, stats, ping) on this ZeroMQ endpoint")
@@ -107,10 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="publisher endpoint (default %(default)s)")
     tail.add_argument("--topic", action="append", metavar="PREFIX",
                       help="topic prefix to receive (repeatable; default all)")
-    tail.add_argument("--count", type=int, default=0, metavar="N", help="exit after N events")
-    tail.add_argument("--idle-exit", type=float, default=0, metavar="SECONDS",
+    tail.add_argument("--count", type=at_least(0), default=0, metavar="N", help="exit after N events")
+    tail.add_argument("--idle-exit", type=at_least(0, float), default=0, metavar="SECONDS",
                       help="exit when no event arrived for this long (0: never)")
     tail.add_argument("--with-topic", action="store_true", help="prefix each line with its topic and a space")
+    config.register(commands)
+    config.add_config_option(parser)  # last: every command gets --config
     return parser
 
 
@@ -131,7 +134,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolver", action="append", default=[], metavar="ADDR",
                         help="a recursive resolver whose upstream queries are linked to clients: its address, or "
                              "its addresses comma separated (repeatable; resolvers are also learned)")
-    parser.add_argument("--attribution-window", type=float, default=DEFAULT_WINDOW, metavar="SECONDS",
+    parser.add_argument("--attribution-window", type=above(0), default=DEFAULT_WINDOW, metavar="SECONDS",
                         help="how far back a resolver's upstream query looks for its clients (default %(default)s)")
     parser.add_argument("--no-learn-resolvers", action="store_true",
                         help="only the --resolver addresses are resolvers")
@@ -174,13 +177,13 @@ def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: b
 
 def heuristic_engine(args: argparse.Namespace):
     """None unless --heuristics or --heuristics-config asks for detectors."""
-    if not args.heuristics and not args.heuristics_config:
+    if not args.heuristics and not args.heuristics_config and not getattr(args, "config_heuristics", None):
         return None
     import tomllib
 
     from sensor.heuristics import HeuristicEngine, HeuristicsConfig
 
-    section: dict = {}
+    section: dict = dict(getattr(args, "config_heuristics", None) or {})  # [heuristics] of the --config file
     if args.heuristics_config:
         try:
             with open(args.heuristics_config, "rb") as handle:
@@ -416,7 +419,12 @@ def run_tail(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args = config.parse_args(parser, argv)
+    except SensorError as err:  # the configuration file: before logging is set up
+        print(f"truesource: {err}", file=sys.stderr)
+        return err.exit_code
     quiet = logging.INFO if args.command == "capture" else logging.WARNING  # a service says when it starts
     logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="truesource: %(message)s", stream=sys.stderr)
@@ -427,6 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_capture(args)
         if args.command == "rules":
             return run_rules(args)
+        if args.command == "config":
+            return config.run_config(args, parser)
         if args.command == "control":
             from sensor.outputs.control import send_command
 

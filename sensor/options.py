@@ -1,0 +1,39 @@
+"""Option value types that carry their valid range, so the command line and the configuration file check a value
+the same way and say the same thing (`--workers 0` and `workers = 0` both: "must be an integer >= 1")."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+
+class Bounded:
+    """A number type with a lower bound (inclusive, or exclusive with `above`); argparse calls it on the text."""
+
+    def __init__(self, base: type, minimum: float, exclusive: bool = False) -> None:
+        self.base = base
+        self.minimum = minimum
+        self.exclusive = exclusive
+        word = "an integer" if base is int else "a number"
+        self.description = f"{word} {'>' if exclusive else '>='} {minimum:g}"
+        self.__name__ = self.description  # argparse names the type in "invalid <type> value"
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            value = self.base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {self.description}") from None
+        if value < self.minimum or (self.exclusive and value == self.minimum):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; must be {self.description}")
+        return value
+
+    def __repr__(self) -> str:
+        return self.description
+
+
+def at_least(minimum: float, base: type = int) -> Callable[[str], int | float]:
+    return Bounded(base, minimum)
+
+
+def above(minimum: float, base: type = float) -> Callable[[str], int | float]:
+    return Bounded(base, minimum, exclusive=True)
