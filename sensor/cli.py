@@ -17,7 +17,9 @@ from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
 from sensor.options import above, at_least
 from sensor.outputs import DEFAULT_ENDPOINT
+from sensor.outputs import commands as stream
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
+from sensor.service import logs, runtime
 from sensor.stats import DEFAULT_STATS_INTERVAL
 
 DEFAULT_PORTS = (53,)
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"truesource {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to standard error")
+    logs.add_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     replay = commands.add_parser("replay", help="replay capture files through the sensor")
@@ -78,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="answer `truesource control` commands (reload, stats, ping) on this ZeroMQ endpoint")
     capture.add_argument("--trace-messages", metavar="PATH",
                          help="debug: write every decoded DNS message with its worker as JSON lines")
+    runtime.add_options(capture)
 
     rules = commands.add_parser("rules", help="check, test and export rule files")
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="SUBCOMMAND")
@@ -112,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--idle-exit", type=at_least(0, float), default=0, metavar="SECONDS",
                       help="exit when no event arrived for this long (0: never)")
     tail.add_argument("--with-topic", action="store_true", help="prefix each line with its topic and a space")
+    stream.add_client_options(tail, "CURVE: the publisher's public key file (a .key file)")
+    stream.register_relay(commands)
+    stream.register_keys(commands)
     config.register(commands)
     config.add_config_option(parser)  # last: every command gets --config
     return parser
@@ -143,6 +150,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                              "Python object per DNS message)")
     parser.add_argument("--heuristics-config", metavar="PATH",
                         help="TOML file whose [heuristics] table tunes the detectors (docs/heuristics.md)")
+    stream.add_server_options(parser)
 
 
 def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: bool):
@@ -166,9 +174,11 @@ def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: b
     for path in args.out or ([] if args.publish else ["-"]):
         outputs.append(JsonLinesWriter(path))
     if args.publish:
+        from sensor.outputs.curve import server_from_args
         from sensor.outputs.publisher import Publisher
 
-        publisher = Publisher(args.publish, blocking=blocking)
+        security = server_from_args(args.publish, args.curve_secret_key, args.curve_allow, args.allow_plaintext)
+        publisher = Publisher(args.publish, blocking=blocking, curve=security)
         outputs.append(publisher)
     attribution = ResolverAttribution(args.resolver, args.attribution_window, not args.no_learn_resolvers)
     encoder = HitEncoder(ruleset, Observer.local(args.sensor_name))
@@ -276,6 +286,7 @@ def run_capture(args: argparse.Namespace) -> int:
     from sensor.loop import compile_rules
     from sensor.rules.loader import load_rules
     from sensor.rules.reload import RELOAD_TOPIC, ReloadResult, RulesReloader
+    from sensor.service.runtime import Service
     from sensor.stats import STATS_TOPIC, StatsBoard
 
     ports = parse_ports(args.ports)
@@ -289,6 +300,7 @@ def run_capture(args: argparse.Namespace) -> int:
     outputs: list = []
     trace_file = None
     control = None
+    service = None
     stop = Stopper()
     stop.install()
     try:
@@ -300,13 +312,20 @@ def run_capture(args: argparse.Namespace) -> int:
         job = CaptureJob(options, ports, compile_rules(ruleset, keep_table=False), ruleset, trace,
                          heuristics=pipeline.heuristics is not None)
         board = StatsBoard(args.workers)
+        board.rules_loaded = len(ruleset)
         started = time.monotonic()
         next_stats = started + args.stats_interval
+
+        def snapshot() -> dict:
+            return board.snapshot(*((publisher.sent, publisher.dropped) if publisher else (0, 0)))
+
+        service = Service(args, snapshot)
 
         def publish_stats(final: bool = False) -> None:
             sent, dropped = (publisher.sent, publisher.dropped) if publisher else (0, 0)
             event = board.event(pipeline.encoder.observer, args.interface, sent, dropped, final)
             pipeline.publish(STATS_TOPIC, pipeline.encoder.encode(event))
+            service.status(snapshot())
 
         if args.control:
             from sensor.outputs.control import ControlServer
@@ -325,6 +344,12 @@ def run_capture(args: argparse.Namespace) -> int:
             nonlocal next_stats
             if control is not None:
                 control.serve_pending()
+            service.tick(stop.stopped)
+            if stop.hangup:  # SIGHUP: the configuration again (its live keys), then the rules
+                stop.hangup = False
+                if service.reload_config() is not None:
+                    reloader.paths, reloader.rules_format = args.rules, args.rules_format
+                stop.reload_requested = True
             now = time.monotonic()
             if args.duration and now - started >= args.duration:
                 stop.stopped = True
@@ -340,12 +365,24 @@ def run_capture(args: argparse.Namespace) -> int:
                                "outcome": "success" if result.ok else "failure"},
                      "observer": pipeline.encoder.observer, "truesource": {"reload": result.summary()}}
             pipeline.publish(RELOAD_TOPIC, pipeline.encoder.encode(event))
+            if result.ok:
+                board.reloads += 1
+                board.rules_loaded = (result.counts or {}).get("rules", board.rules_loaded)
+            else:
+                board.reload_failures += 1
+            log.info("reload %s", "done" if result.ok else "failed", extra={"fields": {
+                "event": "reload", "outcome": "success" if result.ok else "failure", "generation": result.generation,
+                "rules": board.rules_loaded}})
+            service.reloaded()
+
+        def on_open() -> None:
+            service.opened(args.interface)
 
         if args.workers == 1:
-            run_single(job, pipeline, board, stop, on_tick, reloader, on_reload)
+            run_single(job, pipeline, board, stop, on_tick, reloader, on_reload, on_open)
             code = 0
         else:
-            code = run_workers(job, args.workers, pipeline, board, stop, on_tick, reloader, on_reload)
+            code = run_workers(job, args.workers, pipeline, board, stop, on_tick, reloader, on_reload, on_open)
         publish_stats(final=True)
         seconds = time.monotonic() - started
     finally:
@@ -355,6 +392,8 @@ def run_capture(args: argparse.Namespace) -> int:
             trace_file.close()
         if control is not None:
             control.close()
+        if service is not None:
+            service.close()
     total = board.total()
     print_capture_summary(total, seconds, board, outputs)
     if args.summary_json:
@@ -415,7 +454,11 @@ def run_rules(args: argparse.Namespace) -> int:
 def run_tail(args: argparse.Namespace) -> int:
     from sensor.outputs.subscriber import tail
 
-    return tail(args.connect, args.topic or [""], args.count, args.idle_exit, args.with_topic)
+    keys = args.curve_server_key or []
+    if len(keys) > 1:
+        raise StartupError("--curve-server-key: tail connects to one publisher; give one key")
+    return tail(args.connect, args.topic or [""], args.count, args.idle_exit, args.with_topic,
+                keys[0] if keys else None, args.curve_client_key)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -425,9 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SensorError as err:  # the configuration file: before logging is set up
         print(f"truesource: {err}", file=sys.stderr)
         return err.exit_code
-    quiet = logging.INFO if args.command == "capture" else logging.WARNING  # a service says when it starts
-    logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
-                        format="truesource: %(message)s", stream=sys.stderr)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # read again with the file on SIGHUP
+    quiet = logging.INFO if args.command in ("capture", "relay") else logging.WARNING  # a service says it starts
+    logs.setup(logging.DEBUG if args.verbose else quiet, args.log_format)
     try:
         if args.command == "replay":
             return run_replay(args)
@@ -437,6 +480,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_rules(args)
         if args.command == "config":
             return config.run_config(args, parser)
+        if args.command == "relay":
+            from sensor.outputs.relay import run_relay
+
+            return run_relay(args)
+        if args.command == "keys":
+            from sensor.outputs.curve import run_keys
+
+            return run_keys(args)
         if args.command == "control":
             from sensor.outputs.control import send_command
 

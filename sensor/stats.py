@@ -33,9 +33,15 @@ class StatsBoard:
     def __init__(self, workers: int) -> None:
         self.workers = {i: WorkerStats(i) for i in range(workers)}
         self.started = time.time()
+        self.rules_loaded = 0
+        self.reloads = 0
+        self.reload_failures = 0
+        self.last_packet: float | None = None  # wall-clock time a worker's packet count last grew
 
     def update(self, worker: int, counters: dict[str, int], pcap: tuple[int, int, int] | None) -> None:
         stats = self.workers[worker]
+        if counters.get("packets", 0) > stats.counters.get("packets", 0):
+            self.last_packet = time.time()
         stats.counters = counters
         if pcap is not None:
             stats.received, stats.kernel_drops, stats.interface_drops = pcap
@@ -49,12 +55,27 @@ class StatsBoard:
             total["interface_drops"] += stats.interface_drops
         return total
 
-    def event(self, observer: dict, interface: str, publisher_sent: int, publisher_dropped: int,
-              final: bool = False) -> dict:
+    def snapshot(self, publisher_sent: int = 0, publisher_dropped: int = 0) -> dict:
+        """Totals, drops by cause, rules and the last packet time: what `sensor.stats` and /metrics show."""
         now = time.time()
         total = dict(self.total())
         total["publisher_sent"] = publisher_sent
         total["publisher_drops"] = publisher_dropped
+        return {
+            "now": now,
+            "uptime": round(now - self.started, 3),
+            "total": total,
+            "drops": {"kernel": total.get("kernel_drops", 0), "interface": total.get("interface_drops", 0),
+                      "publisher": publisher_dropped},
+            "rules": {"loaded": self.rules_loaded, "reloads": self.reloads, "reload_failures": self.reload_failures},
+            "last_packet": self.last_packet,
+        }
+
+    def event(self, observer: dict, interface: str, publisher_sent: int, publisher_dropped: int,
+              final: bool = False) -> dict:
+        snap = self.snapshot(publisher_sent, publisher_dropped)
+        now, total = snap["now"], snap["total"]
+        last = snap["last_packet"]
         return {
             "@timestamp": rfc3339(int(now), int(now % 1 * 1_000_000)),
             "event": {"kind": "metric", "dataset": "truesource.stats", "module": "truesource"},
@@ -62,8 +83,11 @@ class StatsBoard:
             "truesource": {
                 "stats": {
                     "final": final,
-                    "uptime": round(now - self.started, 3),
+                    "uptime": snap["uptime"],
                     "total": total,
+                    "drops": snap["drops"],
+                    "rules": snap["rules"],
+                    "last_packet": rfc3339(int(last), int(last % 1 * 1_000_000)) if last else None,
                     "workers": [s.as_dict() for s in self.workers.values()],
                 }
             },

@@ -58,11 +58,13 @@ class CaptureJob:
 
 
 class Stopper:
-    """SIGINT/SIGTERM set a flag; the loops finish their batch and wind down. SIGHUP asks for a rules reload."""
+    """SIGINT/SIGTERM set a flag; the loops finish their batch and wind down. SIGHUP sets `hangup`: the sensor
+    reads its configuration again and then asks for a rules reload (`reload_requested`)."""
 
     def __init__(self) -> None:
         self.stopped = False
         self.reload_requested = False
+        self.hangup = False
 
     def install(self) -> None:
         signal.signal(signal.SIGINT, self._stop)
@@ -73,7 +75,7 @@ class Stopper:
         self.stopped = True
 
     def _reload(self, signum, frame) -> None:
-        self.reload_requested = True
+        self.hangup = True
 
     def __call__(self) -> bool:
         return self.stopped
@@ -81,10 +83,17 @@ class Stopper:
 
 def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: Stopper,
                on_tick: Callable[[], None], reloader: RulesReloader,
-               on_reload: Callable[[ReloadResult], None]) -> None:
+               on_reload: Callable[[ReloadResult], None], on_open: Callable[[], None] | None = None) -> None:
     """One worker, in this process: records come in packet order, no merge needed. A reload built in the
-    background is swapped in between two batches, for the loop and the encoder at once."""
+    background is swapped in between two batches, for the loop and the encoder at once. `on_open`: called once
+    the capture is open, before the first frame (privilege drop, readiness)."""
     capture = LiveCapture(job.options)
+    if on_open is not None:
+        try:
+            on_open()
+        except BaseException:
+            capture.close()
+            raise
     log.info("capturing on %s (link type %d), 1 worker", job.options.interface, capture.linktype)
     loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message)
     origin = Origin(interface=job.options.interface)
@@ -119,7 +128,7 @@ def _pcap_tuple(capture: LiveCapture) -> tuple[int, int, int]:
 
 def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: StatsBoard, stop: Stopper,
                 on_tick: Callable[[], None], reloader: RulesReloader,
-                on_reload: Callable[[ReloadResult], None]) -> int:
+                on_reload: Callable[[ReloadResult], None], on_open: Callable[[], None] | None = None) -> int:
     """N forked workers on one fanout group; returns 0, or 1 if a worker failed.
 
     A reload: the parent snapshots the rule files and sends the snapshot to every worker, which builds its
@@ -130,6 +139,13 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
     """
     group = (os.getpid() ^ int(time.time())) & 0xFFFF
     captures = [LiveCapture(job.options, fanout_group=group) for _ in range(workers)]
+    if on_open is not None:  # before the fork: the workers inherit the dropped privileges
+        try:
+            on_open()
+        except BaseException:
+            for capture in captures:
+                capture.close()
+            raise
     log.info("capturing on %s (link type %d), %d workers in fanout group %d", job.options.interface,
              captures[0].linktype, workers, group)
     pipe_dir = tempfile.mkdtemp(prefix="truesource-")

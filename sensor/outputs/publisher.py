@@ -24,8 +24,10 @@ CLOSE_LINGER_MS = 5_000  # on close, give queued events this long to reach subsc
 class Publisher:
     """Binds `endpoint`. `blocking` (replay) waits for a slow subscriber; otherwise drops and counts."""
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, blocking: bool = False) -> None:
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, blocking: bool = False, curve=None) -> None:
+        """`curve`: a CurveServer (sensor/outputs/curve.py) to encrypt and authenticate subscribers."""
         self.endpoint = endpoint
+        self.curve = curve
         self.blocking = blocking
         self.sent = 0
         self.dropped = 0
@@ -36,9 +38,13 @@ class Publisher:
         self._socket.setsockopt(zmq.XPUB_NODROP, 1)
         self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # every subscribe and unsubscribe, one per subscriber
         self._socket.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+        if curve is not None:
+            curve.apply(self._socket, self._context, endpoint)
         try:
             self._socket.bind(endpoint)
         except zmq.ZMQError as err:
+            if curve is not None:
+                curve.close(self._socket)
             self._socket.close(linger=0)
             raise StartupError(f"{endpoint}: cannot bind the event publisher: {err.strerror}") from None
         self._flags = 0 if blocking else zmq.NOBLOCK
@@ -75,4 +81,6 @@ class Publisher:
             self.dropped += 1
 
     def close(self) -> None:
+        if self.curve is not None:
+            self.curve.close(self._socket)
         self._socket.close()

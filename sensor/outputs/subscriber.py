@@ -9,10 +9,19 @@ import zmq
 from sensor.errors import StartupError
 
 
-def tail(endpoint: str, topics: list[str], count: int = 0, idle_exit: float = 0, with_topic: bool = False) -> int:
+def tail(endpoint: str, topics: list[str], count: int = 0, idle_exit: float = 0, with_topic: bool = False,
+         server_key: str | None = None, client_key: str | None = None) -> int:
+    """`server_key`, `client_key`: CURVE (the publisher's public key file, this subscriber's key pair file)."""
     context = zmq.Context.instance()
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.LINGER, 0)
+    if server_key or client_key:
+        if not (server_key and client_key):
+            socket.close()
+            raise StartupError("CURVE needs both --curve-server-key and --curve-client-key")
+        from sensor.outputs.curve import secure_client
+
+        secure_client(socket, server_key, client_key)
     try:
         socket.connect(endpoint)
     except zmq.ZMQError as err:
