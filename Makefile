@@ -5,16 +5,17 @@ PY := $(VENV)/bin/python
 EXT := $(wildcard ext/*.pyx ext/*.pxi)
 SO_STAMP := $(VENV)/.built-ext
 
-.PHONY: run test venv build expected bench lint clean system-deps
+.PHONY: run test venv build expected bench lint clean system-deps install
 
 # Debian packages the tests use as real peers: tcpreplay and iproute2 for live capture, unbound and bind9 as the
 # resolver and the authoritative server, dig as the client, bind9's checkers, tcpdump. Daemons must not start
 # during the install (policy-rc.d), and the install runs only as root on apt systems, and only if one is missing.
-SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2
+# systemd: systemd-analyze (verify, security) and systemd-sysusers for the unit tests and the install step.
+SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2 systemd
 system-deps: $(VENV)/.system-deps
 $(VENV)/.system-deps:
 	@mkdir -p $(VENV)
-	@missing=0; for tool in tcpdump tcpreplay unbound named named-checkzone dig ip; do \
+	@missing=0; for tool in tcpdump tcpreplay unbound named named-checkzone dig ip systemd-analyze systemd-sysusers setpriv; do \
 		command -v $$tool >/dev/null || missing=1; done; \
 	if [ $$missing = 1 ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		created=0; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
@@ -54,6 +55,12 @@ bench: build system-deps
 	$(PY) bench/run.py
 	$(PY) bench/rules_scale.py
 	$(PY) bench/live.py
+
+# The service: user, directories, /etc/truesource/sensor.toml (kept if present), units (systemd/install.sh;
+# DESTDIR= and PREFIX= as usual; docs/deployment.md).
+PREFIX ?= /opt/truesource
+install:
+	DESTDIR=$(DESTDIR) systemd/install.sh --prefix $(PREFIX)
 
 lint: venv
 	$(PY) -m ruff check sensor tests bench pcaps

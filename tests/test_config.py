@@ -101,6 +101,34 @@ def test_every_option_round_trips(table, tmp_path):
         assert getattr(from_file, dest) != option.action.default, f"{table}.{key}: the sample is the default"
 
 
+def test_every_key_is_documented_in_the_example():
+    """systemd/sensor.toml names every key of every command (commented out or set)."""
+    from conftest import ROOT
+
+    text = (ROOT / "systemd" / "sensor.toml").read_text()
+    missing = []
+    for table, keys in config.schema(PARSER).items():
+        header = f"\n[{table}]\n"
+        if header not in text:
+            missing.append(f"[{table}]")
+            continue
+        section = text.split(header, 1)[1].split("\n[", 1)[0]
+        for key in keys:
+            if f"{key} =" not in section:
+                missing.append(f"{table}.{key}")
+    assert not missing, f"systemd/sensor.toml lacks: {missing}"
+    tomllib.loads(text)  # and it is TOML
+    assert config.validate(tomllib.loads(text), PARSER, "sensor.toml") is not None
+
+
+def test_config_doc_lists_every_key():
+    """docs/config.md's key table is the one the parser gives (regenerate: python -m sensor.config docs/config.md)."""
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "config.md").read_text()
+    assert config.markdown(PARSER) in text, "docs/config.md is stale: run python -m sensor.config docs/config.md"
+
+
 def test_command_line_wins_over_the_file(tmp_path):
     path = tmp_path / "sensor.toml"
     path.write_text('[capture]\ninterface = "eth9"\nworkers = 3\nrules = ["a.rules", "b.rules"]\n')
