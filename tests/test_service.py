@@ -231,7 +231,8 @@ def test_unit_command_line_notify_watchdog_reload_and_stop(wire, workdir):
     assert metric(scraped, "truesource_last_packet_timestamp_seconds") > time.time() - 120
 
 
-def capture_as(wire, workdir, prefix: list[str], extra_args: list[str] = ()) -> tuple[list[str], str, list]:
+def capture_as(wire, workdir, prefix: list[str], extra_args: list[str] = (), workers: int = 0
+               ) -> tuple[list[str], str, list]:
     """Runs the unit's command line under `prefix`; returns /proc status of the sensor (and its workers) once
     ready, its standard error, the names that hit."""
     config = write_config(workdir, wire)
@@ -239,6 +240,9 @@ def capture_as(wire, workdir, prefix: list[str], extra_args: list[str] = ()) -> 
     proc = start(wire, unit_argv(config) + list(extra_args), notify, prefix)
     try:
         notify.wait_for("READY", "1", timeout=30)
+        deadline = time.monotonic() + 20  # READY comes before the fork: wait for the workers
+        while len(children(proc.pid)) < workers and time.monotonic() < deadline:
+            time.sleep(0.1)
         pids = [proc.pid, *children(proc.pid)]  # the sensor and its capture workers, if any
         status = [Path(f"/proc/{pid}/status").read_text() for pid in pids]
         queries_pcap(workdir / "q.pcap", "u")
@@ -289,7 +293,8 @@ def test_unprivileged_user_without_capabilities_cannot_capture(wire, workdir):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_root_drops_to_user_after_opening_the_capture(wire, workdir, workers):
     nobody = pwd.getpwnam("nobody")
-    statuses, err, names = capture_as(wire, workdir, [], ["--user", "nobody", "--workers", str(workers)])
+    statuses, err, names = capture_as(wire, workdir, [], ["--user", "nobody", "--workers", str(workers)],
+                                      workers if workers > 1 else 0)
     assert len(statuses) == (1 if workers == 1 else 1 + workers)
     for status in statuses:  # the parent and every worker: all ids the user's, no capability left
         assert status_field(status, "Uid") == [str(nobody.pw_uid)] * 4
@@ -299,3 +304,68 @@ def test_root_drops_to_user_after_opening_the_capture(wire, workdir, workers):
             assert int(status_field(status, caps)[0], 16) == 0, caps
     assert "dropped privileges to user nobody" in err
     assert sum(n.endswith(".evil.example") for n in names) == QUERIES
+
+
+# The unit's file-system and process sandbox, rebuilt with the kernel's own tools since no systemd runs here:
+# ProtectSystem=strict (every mount read-only but the state directory, as ReadWritePaths/StateDirectory leave it),
+# PrivateTmp, ProtectHome, PrivateDevices (a /dev of null, zero, full, random, urandom, tty), ProcSubset=pid with
+# ProtectProc=invisible, ProtectKernelTunables (/sys read-only), then MemoryDenyWriteExecute (the kernel's
+# PR_SET_MDWE, which systemd also uses where the kernel has it), then User= with only the two ambient capabilities
+# and NoNewPrivileges (setpriv). This checkout's Python may live under /root (pyenv): it is bound back read-only,
+# as a BindReadOnlyPaths= drop-in would (install.sh's venv uses the system Python). The system call filter and
+# address families have no stand-in here (docs/deployment.md says why they cannot break capture).
+SANDBOX = r"""
+set -e
+state=$1; python=$2; shift 2
+mount --make-rprivate /
+mount --bind "$state" "$state"
+for target in $(findmnt -rno TARGET | sort -u); do
+    case $target in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|"$state") continue ;; esac
+    mount -n -o remount,bind,ro "$target" 2>/dev/null || true
+done
+mount -n -t tmpfs -o mode=1777 tmpfs /tmp
+mount -n -t tmpfs -o mode=1777 tmpfs /var/tmp
+mkdir /tmp/.python && mount -n --bind "$python" /tmp/.python  # kept through ProtectHome if it lives there
+mount -n -t tmpfs -o mode=0755 tmpfs /home
+mount -n -t tmpfs -o mode=0755 tmpfs /root
+case $python in /root/*|/home/*) mkdir -p "$python" && mount -n --move /tmp/.python "$python" ;; esac
+mount -n -t tmpfs -o mode=0755,nosuid tmpfs /dev
+for node in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
+    name=${node%%:*}; numbers=${node#*:}
+    mknod -m 666 "/dev/$name" c "${numbers%:*}" "${numbers#*:}"
+done
+mkdir /dev/shm && mount -n -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -n -t proc -o subset=pid,hidepid=invisible proc /proc
+mount -n -o remount,bind,ro /sys
+exec "$@"
+"""
+# prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN): no mapping can ever be writable and executable, across exec
+MDWE = ("import ctypes, os, sys; assert ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) == 0; "
+        "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+@pytest.fixture
+def statedir():
+    """Like StateDirectory=: under /var/lib, the one writable place once the system is read-only."""
+    path = Path(tempfile.mkdtemp(prefix="truesource-test-", dir="/var/lib"))
+    path.chmod(0o777)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+def test_captures_inside_the_units_sandbox_rebuilt_without_systemd(wire, statedir):
+    writable_and_executable = "import mmap; mmap.mmap(-1, 4096, prot=7)"
+    probe = subprocess.run(["unshare", "--mount", "--", "sh", "-c", SANDBOX, "sh", str(statedir), sys.base_prefix,
+                            sys.executable, "-c", MDWE, sys.executable, "-c", writable_and_executable],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode != 0 and "Permission denied" in probe.stderr  # the sandbox is really in force
+    nobody = pwd.getpwnam("nobody")
+    prefix = ["unshare", "--mount", "--", "sh", "-c", SANDBOX, "sh", str(statedir), sys.base_prefix,
+              sys.executable, "-c", MDWE,
+              "setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--init-groups",
+              "--inh-caps=-all,+net_raw,+net_admin", "--ambient-caps=-all,+net_raw,+net_admin",
+              "--bounding-set=-all,+net_raw,+net_admin", "--no-new-privs"]
+    # two workers: the fanout group, the fork, and the workers' pipe in the private /tmp
+    statuses, err, names = capture_as(wire, statedir, prefix, ["--workers", "2", "--metrics", "127.0.0.1:9156"], 2)
+    assert len(statuses) == 3
+    assert sum(n.endswith(".evil.example") for n in names) == QUERIES, err
