@@ -120,7 +120,8 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
 
 def _describe(action: argparse.Action) -> str:
     """What a value of this option must be, in words."""
-    if isinstance(action, argparse._StoreConstAction | argparse._StoreTrueAction | argparse._StoreFalseAction):
+    if isinstance(action, argparse._StoreConstAction | argparse._StoreTrueAction | argparse._StoreFalseAction
+                  | argparse.BooleanOptionalAction):
         return "true or false"
     if isinstance(action, argparse._CountAction):
         return "an integer >= 0"
@@ -170,6 +171,10 @@ def convert(raw: Any, action: argparse.Action, where: str) -> Any:
         if isinstance(action, argparse._StoreFalseAction):
             return not raw if raw else action.default
         return action.const if raw else action.default
+    if isinstance(action, argparse.BooleanOptionalAction):  # --x / --no-x
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{where}: must be true or false, got {json.dumps(raw)}")
+        return raw
     if isinstance(action, argparse._CountAction):
         if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
             raise ConfigError(f"{where}: must be an integer >= 0, got {json.dumps(raw)}")

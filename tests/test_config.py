@@ -22,16 +22,16 @@ CANDIDATE_TEXTS = ("7", "2.5", "127.0.0.1:9100", "tcp://127.0.0.1:5599", "10.0.0
 def sample(action: argparse.Action, index: int = 0):
     """A valid value for one item of an option, and its command-line text."""
     if action.choices:
-        choice = list(action.choices)[-1 - index % len(action.choices)]
+        choices = [c for c in action.choices if c != action.default] or list(action.choices)
+        choice = choices[-1 - index % len(choices)]
         return choice, str(choice)
     kind = action.type
-    if isinstance(kind, Bounded):
-        value = kind.base(max(kind.minimum, 0) + 3 + index)
+    if isinstance(kind, Bounded) or kind in (int, float):
+        base = kind.base if isinstance(kind, Bounded) else kind
+        value = base(max(getattr(kind, "minimum", 0), 0) + 3 + index) + (0.5 if base is float else 0)
+        if value == action.default:
+            value += 10
         return value, str(value)
-    if kind is int:
-        return 7 + index, str(7 + index)
-    if kind is float:
-        return 2.5 + index, str(2.5 + index)
     if kind is None or kind is str:
         return f"v{index}-{action.dest}", f"v{index}-{action.dest}"
     for text in CANDIDATE_TEXTS:  # an option type of its own: the first text it takes
@@ -46,6 +46,9 @@ def sample(action: argparse.Action, index: int = 0):
 def file_and_argv(action: argparse.Action):
     """(TOML value, command-line words) meaning the same non-default setting."""
     flag = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
+    if isinstance(action, argparse.BooleanOptionalAction):  # the value that is not the default
+        value = not action.default
+        return value, [next(s for s in action.option_strings if s.startswith("--no-") != value)]
     if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction | argparse._StoreConstAction):
         return True, [flag]
     if isinstance(action, argparse._CountAction):
@@ -67,7 +70,7 @@ def positionals(sub: argparse.ArgumentParser) -> list[str]:
             continue
         if action.nargs == "?":
             continue
-        words.append(str(list(action.choices)[0]) if action.choices else "positional")
+        words.append(str(list(action.choices)[0]) if action.choices else sample(action)[1])
     return words
 
 
