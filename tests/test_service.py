@@ -306,14 +306,15 @@ def test_root_drops_to_user_after_opening_the_capture(wire, workdir, workers):
     assert sum(n.endswith(".evil.example") for n in names) == QUERIES
 
 
-# The unit's file-system and process sandbox, rebuilt with the kernel's own tools since no systemd runs here:
+# The unit's sandbox, rebuilt with the kernel's own tools since no systemd runs here. File system and processes:
 # ProtectSystem=strict (every mount read-only but the state directory, as ReadWritePaths/StateDirectory leave it),
 # PrivateTmp, ProtectHome, PrivateDevices (a /dev of null, zero, full, random, urandom, tty), ProcSubset=pid with
-# ProtectProc=invisible, ProtectKernelTunables (/sys read-only), then MemoryDenyWriteExecute (the kernel's
-# PR_SET_MDWE, which systemd also uses where the kernel has it), then User= with only the two ambient capabilities
-# and NoNewPrivileges (setpriv). This checkout's Python may live under /root (pyenv): it is bound back read-only,
-# as a BindReadOnlyPaths= drop-in would (install.sh's venv uses the system Python). The system call filter and
-# address families have no stand-in here (docs/deployment.md says why they cannot break capture).
+# ProtectProc=invisible, ProtectKernelTunables (/sys read-only); then User= with only the two ambient capabilities
+# and NoNewPrivileges (setpriv); then the unit's own SystemCallFilter= and RestrictAddressFamilies= as a seccomp
+# filter, and MemoryDenyWriteExecute as the kernel's PR_SET_MDWE (tests/unit_seccomp.py, under the system Python
+# with python3-seccomp). This checkout's Python may live under /root (pyenv): it is bound back read-only, as a
+# BindReadOnlyPaths= drop-in would (install.sh's venv uses the system Python). Not rebuilt: the IP firewall
+# (IPAddressDeny=, cgroup BPF; docs/deployment.md says why it cannot see capture).
 SANDBOX = r"""
 set -e
 state=$1; python=$2; shift 2
@@ -339,9 +340,7 @@ mount -n -t proc -o subset=pid,hidepid=invisible proc /proc
 mount -n -o remount,bind,ro /sys
 exec "$@"
 """
-# prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN): no mapping can ever be writable and executable, across exec
-MDWE = ("import ctypes, os, sys; assert ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) == 0; "
-        "os.execvp(sys.argv[1], sys.argv[1:])")
+SECCOMP = ["/usr/bin/python3", str(ROOT / "tests" / "unit_seccomp.py"), str(UNIT)]
 
 
 @pytest.fixture
@@ -353,19 +352,45 @@ def statedir():
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
-def test_captures_inside_the_units_sandbox_rebuilt_without_systemd(wire, statedir):
-    writable_and_executable = "import mmap; mmap.mmap(-1, 4096, prot=7)"
-    probe = subprocess.run(["unshare", "--mount", "--", "sh", "-c", SANDBOX, "sh", str(statedir), sys.base_prefix,
-                            sys.executable, "-c", MDWE, sys.executable, "-c", writable_and_executable],
-                           capture_output=True, text=True, timeout=60)
-    assert probe.returncode != 0 and "Permission denied" in probe.stderr  # the sandbox is really in force
+def sandboxed(statedir: Path) -> list[str]:
     nobody = pwd.getpwnam("nobody")
-    prefix = ["unshare", "--mount", "--", "sh", "-c", SANDBOX, "sh", str(statedir), sys.base_prefix,
-              sys.executable, "-c", MDWE,
-              "setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--init-groups",
-              "--inh-caps=-all,+net_raw,+net_admin", "--ambient-caps=-all,+net_raw,+net_admin",
-              "--bounding-set=-all,+net_raw,+net_admin", "--no-new-privs"]
-    # two workers: the fanout group, the fork, and the workers' pipe in the private /tmp
-    statuses, err, names = capture_as(wire, statedir, prefix, ["--workers", "2", "--metrics", "127.0.0.1:9156"], 2)
+    return ["unshare", "--mount", "--", "sh", "-c", SANDBOX, "sh", str(statedir), sys.base_prefix,
+            "setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--init-groups",
+            "--inh-caps=-all,+net_raw,+net_admin", "--ambient-caps=-all,+net_raw,+net_admin",
+            "--bounding-set=-all,+net_raw,+net_admin", "--no-new-privs", *SECCOMP]
+
+
+PROBE = """
+import mmap, os, socket
+def refused(call):
+    try:
+        call()
+    except OSError as err:
+        return err.errno
+    return 0
+print(refused(lambda: open("/etc/truesource-probe", "w")),  # EROFS: ProtectSystem=strict
+      refused(lambda: mmap.mmap(-1, 4096, prot=7)),  # EACCES: MemoryDenyWriteExecute
+      refused(lambda: os.sched_setaffinity(0, {0})),  # EPERM: ~@resources
+      refused(lambda: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)),  # EPERM: not an allowed family
+      os.listdir("/home") == [],  # ProtectHome: empty
+      os.path.exists("/proc/net"), os.getuid())
+"""
+
+
+def test_captures_inside_the_units_sandbox_rebuilt_without_systemd(wire, statedir):
+    if subprocess.run(["/usr/bin/python3", "-c", "import seccomp"], capture_output=True).returncode != 0:
+        pytest.fail("python3-seccomp is missing (make system-deps installs it)")
+    probe = subprocess.run([*sandboxed(statedir), sys.executable, "-c", PROBE], capture_output=True, text=True,
+                           timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    import errno
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    # the sandbox is really in force: each restriction refuses what it should
+    assert probe.stdout.split() == [str(errno.EROFS), str(errno.EACCES), str(errno.EPERM), str(errno.EPERM), "True",
+                                    "False", str(nobody)], probe.stdout
+    # two workers: the fanout group, the fork, and the workers' pipe in the private /tmp; metrics over TCP
+    statuses, err, names = capture_as(wire, statedir, sandboxed(statedir),
+                                      ["--workers", "2", "--metrics", "127.0.0.1:9156"], 2)
     assert len(statuses) == 3
     assert sum(n.endswith(".evil.example") for n in names) == QUERIES, err
