@@ -10,13 +10,14 @@ SO_STAMP := $(VENV)/.built-ext
 # Debian packages the tests use as real peers: tcpreplay and iproute2 for live capture, unbound and bind9 as the
 # resolver and the authoritative server, dig as the client, bind9's checkers, tcpdump. Daemons must not start
 # during the install (policy-rc.d), and the install runs only as root on apt systems, and only if one is missing.
-# systemd: systemd-analyze (verify, security) and systemd-sysusers for the unit tests and the install step.
-SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2 systemd
+# systemd: systemd-analyze (verify, security) and systemd-sysusers for the unit tests and the install step;
+# python3-seccomp: the unit's system call filter rebuilt for tests/test_service.py (system Python's libseccomp).
+SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2 systemd python3-seccomp
 system-deps: $(VENV)/.system-deps
 $(VENV)/.system-deps:
 	@mkdir -p $(VENV)
 	@missing=0; for tool in tcpdump tcpreplay unbound named named-checkzone dig ip systemd-analyze systemd-sysusers setpriv; do \
-		command -v $$tool >/dev/null || missing=1; done; \
+		command -v $$tool >/dev/null || missing=1; done; /usr/bin/python3 -c 'import seccomp' 2>/dev/null || missing=1; \
 	if [ $$missing = 1 ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		created=0; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
 			chmod +x /usr/sbin/policy-rc.d; created=1; fi; \
