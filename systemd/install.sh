@@ -15,7 +15,8 @@ source_dir=$(dirname "$here")
 destdir=${DESTDIR:-}
 prefix=/opt/truesource
 build_venv=1
-python=${PYTHON:-python3}
+# The system's Python by default: one under /home or /root (pyenv) would be hidden by the unit's ProtectHome=.
+python=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3 )}
 
 while [ $# -gt 0 ]; do
     case $1 in
