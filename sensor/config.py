@@ -294,7 +294,10 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
         for action, default, required in saved:
             action.default, action.required = default, required
     table, parsers = _chosen(parser, namespace)
-    config = load(getattr(namespace, "config", None), parser)
+    if table == "config.check":  # it checks a file of its choice: a broken default must not stop it
+        config = Config(getattr(namespace, "config", None))
+    else:
+        config = load(getattr(namespace, "config", None), parser)
     keys = schema(parser)
     given = set(vars(namespace))
     for sub in parsers:
@@ -380,8 +383,7 @@ def run_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     """`truesource config check [PATH]`: validate, then print the effective configuration."""
     import sys
 
-    path = args.path or args.config
-    config = load(path, parser) if path else load(None, parser)
+    config = load(args.path or args.config, parser)
     sys.stdout.write(render_toml(parser, config))
     return 0
 

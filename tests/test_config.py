@@ -222,3 +222,16 @@ def test_config_drives_a_replay(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = out.read_text().splitlines()
     assert lines and all('"name":"from-config"' in line for line in lines)
+
+
+def test_config_check_of_a_file_is_not_stopped_by_a_broken_default(tmp_path, monkeypatch, capsys):
+    broken = tmp_path / "default.toml"
+    broken.write_text("[capture]\nworkers = 0\n")
+    monkeypatch.setattr(config, "DEFAULT_CONFIG", str(broken))
+    good = tmp_path / "good.toml"
+    good.write_text("[tail]\ncount = 3\n")
+    args = config.parse_args(PARSER, ["config", "check", str(good)])
+    assert config.run_config(args, PARSER) == 0
+    assert tomllib.loads(capsys.readouterr().out)["tail"]["count"] == 3
+    with pytest.raises(config.ConfigError, match="capture.workers"):
+        config.run_config(config.parse_args(PARSER, ["config", "check"]), PARSER)  # the default itself: checked
