@@ -235,3 +235,15 @@ def test_config_check_of_a_file_is_not_stopped_by_a_broken_default(tmp_path, mon
     assert tomllib.loads(capsys.readouterr().out)["tail"]["count"] == 3
     with pytest.raises(config.ConfigError, match="capture.workers"):
         config.run_config(config.parse_args(PARSER, ["config", "check"]), PARSER)  # the default itself: checked
+
+
+def test_heuristics_table_of_the_config_file_turns_the_detectors_on(tmp_path):
+    from conftest import PCAPS, PEERS
+
+    path = tmp_path / "sensor.toml"
+    path.write_text('[replay]\nrules = ["rules/demo.rules"]\n[heuristics]\ndetectors = ["tunnel"]\n')
+    result = run_cli("replay", str(PEERS / "sv-dns-bug-1158-txt.pcap"), str(PCAPS / "demo-resolver.pcap"),
+                     "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    found = [line for line in result.stdout.splitlines() if '"ruleset":"heuristics"' in line]
+    assert len(found) == 1 and "heuristic:tunnel" in found[0]
