@@ -6,6 +6,7 @@ Real sensors (replays with --publish), real subscribers (`truesource tail`), rea
 from __future__ import annotations
 
 import json
+import selectors
 import subprocess
 import sys
 import time
@@ -42,6 +43,22 @@ def finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
         raise AssertionError(f"{proc.args} did not finish; stderr: {err}") from None
 
 
+def read_until(proc: subprocess.Popen, wanted: list[str], timeout: float) -> str:
+    """Standard error of a running process until every wanted text has appeared (or the time is up)."""
+    seen = []
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stderr, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(any(w in line for line in seen) for w in wanted):
+        if selector.select(0.2):
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+    selector.close()
+    return "".join(seen)
+
+
 def test_keys_generate_writes_a_key_pair_and_refuses_to_overwrite(tmp_path):
     keys(tmp_path, "sensor")
     assert (tmp_path / "sensor.key").read_text().count("public-key") == 1
@@ -66,18 +83,20 @@ def test_curve_allowed_key_receives_hits_no_key_and_unknown_key_nothing(tmp_path
                      "--curve-server-key", server_key, "--curve-client-key",
                      str(tmp_path / "clients" / "stranger.key_secret"))
     sensor = start("replay", DEMO, "--rules", RULES, "--publish", endpoint, "--wait-subscribers", "1",
-                   "--wait-timeout", "30", "--curve-secret-key", str(tmp_path / "server" / "sensor.key_secret"),
+                   "--wait-timeout", "60", "--curve-secret-key", str(tmp_path / "server" / "sensor.key_secret"),
                    "--curve-allow", str(allow))
-    time.sleep(2)  # the two refused subscribers have tried (and retried) before the allowed one arrives
+    stranger_key = (tmp_path / "clients" / "stranger.key").read_text().split('public-key = "')[1].split('"')[0]
+    # both refused subscribers are turned away (and logged) before the allowed one arrives
+    early = read_until(sensor, [f"key {stranger_key} is not in the allowlist", "handshake failed: no CURVE"], 40)
     allowed = start("tail", "--connect", endpoint, "--topic", "dns.hit", "--count", str(len(expected)),
                     "--idle-exit", "30", "--curve-server-key", server_key, "--curve-client-key",
                     str(tmp_path / "clients" / "siem.key_secret"))
     received, _ = finish(allowed)
-    _, sensor_log = finish(sensor)
+    _, rest = finish(sensor)
+    sensor_log = early + rest
     assert sensor.returncode == 0, sensor_log
     assert sorted(received.splitlines()) == sorted(expected)
     assert finish(no_key)[0] == "" and finish(stranger)[0] == ""
-    stranger_key = (tmp_path / "clients" / "stranger.key").read_text().split('public-key = "')[1].split('"')[0]
     refusals = [line for line in sensor_log.splitlines() if "refused subscriber" in line]
     assert any(f"key {stranger_key} is not in the allowlist" in line and "127.0.0.1" in line for line in refusals), \
         sensor_log

@@ -180,10 +180,14 @@ class HandshakeMonitor:
                 event = recv_monitor_message(self._monitor)
                 if event["event"] == zmq.EVENT_MONITOR_STOPPED:
                     return
-                why = ("no CURVE (or another security mechanism)" if event["value"] ==
-                       zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH else f"protocol error {event['value']:#x}")
-                # the monitor does not name the peer: one rate-limited line for all of them
-                self.refusals.refuse("(handshake)", self.endpoint, f"handshake failed: {why}")
+                if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # the value is an errno
+                    why = f"connection lost during the handshake ({os.strerror(event['value'])})"
+                elif event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+                    why = "no CURVE (or another security mechanism)"
+                else:
+                    why = f"protocol error {event['value']:#x}"
+                # the monitor does not name the peer: one rate-limited line per kind of failure
+                self.refusals.refuse(f"(handshake: {why})", self.endpoint, f"handshake failed: {why}")
         finally:
             self._monitor.close()
 
