@@ -181,7 +181,9 @@ class HandshakeMonitor:
                 if event["event"] == zmq.EVENT_MONITOR_STOPPED:
                     return
                 if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # the value is an errno
-                    why = f"connection lost during the handshake ({os.strerror(event['value'])})"
+                    # whichever side sees the mismatch first closes: the peer may hang up before we do
+                    why = (f"the subscriber broke off ({os.strerror(event['value'])}): no CURVE, or not this "
+                           "server's public key")
                 elif event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
                     why = "no CURVE (or another security mechanism)"
                 else:
