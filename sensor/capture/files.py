@@ -95,7 +95,9 @@ class CaptureFile:
             if header is None:
                 break
             sec, usec = header.getts()
-            metas.append(META.pack(sec, usec, offset, len(packet)))
+            # libpcap reads a pcap's 32-bit seconds as signed; next_batch stores them unsigned, and so must we
+            # (a time past 2038 came back negative here and stopped the salvage: found by fuzz/capture_file).
+            metas.append(META.pack(sec & 0xFFFFFFFF, usec & 0xFFFFFFFF, offset, len(packet)))
             chunks.append(packet)
             offset += len(packet)
         if metas:
