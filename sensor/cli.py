@@ -161,7 +161,7 @@ def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: b
         raise StartupError("--attribution-window: must be more than 0 seconds")
     publisher = None
     for path in args.out or ([] if args.publish else ["-"]):
-        outputs.append(JsonLinesWriter(path))
+        outputs.append(JsonLinesWriter(path, blocking=blocking))  # capture: never waits on a pipe
     if args.publish:
         from sensor.outputs.publisher import Publisher
 
@@ -243,6 +243,9 @@ def print_summary(c, seconds: float, title: str, outputs) -> None:
     for output in outputs:
         if hasattr(output, "dropped"):
             lines.append(f"publisher {output.endpoint}: {output.sent:,} sent, {output.dropped:,} dropped")
+        if getattr(output, "lines_dropped", 0):
+            lines.append(f"--out {output.path}: {output.lines:,} written, {output.lines_dropped:,} dropped "
+                         "(the reader did not keep up)")
     for line in lines:
         print(line, file=sys.stderr)
 
@@ -297,6 +300,7 @@ def run_capture(args: argparse.Namespace) -> int:
         job = CaptureJob(options, ports, compile_rules(ruleset, keep_table=False), ruleset, trace,
                          heuristics=pipeline.heuristics is not None)
         board = StatsBoard(args.workers)
+        board.sources.append(pipeline.state_counters)  # bounded tables behind the loop (docs/limits.md)
         started = time.monotonic()
         next_stats = started + args.stats_interval
 

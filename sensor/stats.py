@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sensor.events import rfc3339
@@ -33,6 +34,9 @@ class StatsBoard:
     def __init__(self, workers: int) -> None:
         self.workers = {i: WorkerStats(i) for i in range(workers)}
         self.started = time.time()
+        # Counters kept outside the workers' loops (the parent's merge, attribution, heuristics, outputs): each a
+        # callable returning a dict, summed into total() at every statistics event.
+        self.sources: list[Callable[[], dict[str, int]]] = []
 
     def update(self, worker: int, counters: dict[str, int], pcap: tuple[int, int, int] | None) -> None:
         stats = self.workers[worker]
@@ -47,6 +51,8 @@ class StatsBoard:
             total["received"] += stats.received
             total["kernel_drops"] += stats.kernel_drops
             total["interface_drops"] += stats.interface_drops
+        for source in self.sources:
+            total.update(source())
         return total
 
     def event(self, observer: dict, interface: str, publisher_sent: int, publisher_dropped: int,

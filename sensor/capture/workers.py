@@ -39,6 +39,10 @@ REPORT_EVERY = 0.05  # seconds: longest a worker holds hits (and its watermark) 
 STATS_EVERY = 1.0  # seconds between a worker's statistics snapshots to the parent
 STOP_GRACE = 10.0  # seconds the parent waits for workers to finish their batch and report after a stop
 SWAP_AHEAD_US = 500_000  # a reload swaps at a packet time this far ahead, so every worker hears of it first
+# Hits held by the parent until every worker has read past them. A worker whose interface goes quiet still
+# reports its clock every REPORT_EVERY, so the heap holds a fraction of a second of hits; this bound is for a
+# worker that stalls: past it the oldest hit goes out early (out of packet order), counted.
+MAX_MERGE_PENDING = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +163,7 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
     reports: dict[int, dict[int, str | None]] = {}  # generation -> worker -> None (built) or the error
     swapped: dict[int, set[int]] = {}  # generation -> workers that have swapped
     merger = WatermarkMerge(workers)
+    board.sources.append(merger.counters)
     origin = Origin(interface=job.options.interface)
     running = set(range(workers))
     exited_at: dict[int, float] = {}
@@ -369,10 +374,12 @@ def _start_build(sources, rules_format, generation) -> list:
 class WatermarkMerge:
     """Holds hits until every worker has read past their packet time, then releases them in time order."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, max_pending: int = MAX_MERGE_PENDING) -> None:
         self.watermarks = dict.fromkeys(range(workers), 0)
         self.heap: list = []
         self.sequence = 0
+        self.max_pending = max_pending
+        self.released_early = 0  # hits let out past max_pending before every worker had read past them
 
     def add(self, worker: int, watermark: int, entries: Sequence[tuple[object, tuple]]) -> None:
         """`entries`: (rule, record) pairs of one worker, in its packet order."""
@@ -388,9 +395,14 @@ class WatermarkMerge:
     def ready(self) -> list[tuple[object, tuple]]:
         limit = min(self.watermarks.values())
         out = []
-        while self.heap and self.heap[0][0] <= limit:
+        while self.heap and (self.heap[0][0] <= limit or len(self.heap) > self.max_pending):
+            if self.heap[0][0] > limit:
+                self.released_early += 1
             out.append(heapq.heappop(self.heap)[2])
         return out
+
+    def counters(self) -> dict[str, int]:
+        return {"merge_pending": len(self.heap), "merge_released_early": self.released_early}
 
 
 def _signal(pid: int, signum: int) -> None:

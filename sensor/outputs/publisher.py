@@ -24,7 +24,7 @@ CLOSE_LINGER_MS = 5_000  # on close, give queued events this long to reach subsc
 class Publisher:
     """Binds `endpoint`. `blocking` (replay) waits for a slow subscriber; otherwise drops and counts."""
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, blocking: bool = False) -> None:
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, blocking: bool = False, hwm: int = SEND_HWM) -> None:
         self.endpoint = endpoint
         self.blocking = blocking
         self.sent = 0
@@ -32,7 +32,7 @@ class Publisher:
         self.subscriptions = 0
         self._context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.XPUB)
-        self._socket.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self._socket.setsockopt(zmq.SNDHWM, hwm)
         self._socket.setsockopt(zmq.XPUB_NODROP, 1)
         self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # every subscribe and unsubscribe, one per subscriber
         self._socket.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
