@@ -124,6 +124,9 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                         help="write hits as JSON lines (repeatable; - is stdout; the default without --publish)")
     parser.add_argument("--publish", nargs="?", const=DEFAULT_ENDPOINT, metavar="ENDPOINT",
                         help=f"publish events on a ZeroMQ endpoint (default {DEFAULT_ENDPOINT})")
+    parser.add_argument("--publish-hwm", type=int, metavar="N",
+                        help="events queued per subscriber before the publisher drops (capture) or waits (replay); "
+                             "default 100000")
     parser.add_argument("--ports", action="append", metavar="LIST",
                         help="DNS ports, comma separated (repeatable; default 53)")
     parser.add_argument("--sensor-name", metavar="NAME", help="observer.name in events (default: host name)")
@@ -165,7 +168,10 @@ def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: b
     if args.publish:
         from sensor.outputs.publisher import Publisher
 
-        publisher = Publisher(args.publish, blocking=blocking)
+        if args.publish_hwm is not None and args.publish_hwm < 1:
+            raise StartupError("--publish-hwm: must be at least 1")
+        limits = {"hwm": args.publish_hwm} if args.publish_hwm else {}
+        publisher = Publisher(args.publish, blocking=blocking, **limits)
         outputs.append(publisher)
     attribution = ResolverAttribution(args.resolver, args.attribution_window, not args.no_learn_resolvers)
     encoder = HitEncoder(ruleset, Observer.local(args.sensor_name))

@@ -74,5 +74,9 @@ class Publisher:
         except zmq.Again:
             self.dropped += 1
 
+    def state_counters(self) -> dict[str, int]:
+        """For the statistics and --summary-json: what went out, and what a full queue made it drop."""
+        return {"publisher_sent": self.sent, "publisher_drops": self.dropped}
+
     def close(self) -> None:
         self._socket.close()
