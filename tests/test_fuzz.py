@@ -23,12 +23,16 @@ REGRESSIONS = ROOT / "fuzz" / "regressions"
 
 
 def test_atheris_is_installed() -> None:
-    """Without it the runner falls back to hypothesis (no coverage guidance); here and on CI it must be there."""
+    """Without it the runner falls back to hypothesis (no coverage guidance): a skip that says so here, a failure
+    on CI, where `make test` must really fuzz."""
     try:
         import atheris  # noqa: F401
     except ImportError:
-        pytest.fail("atheris is not installed (pip install atheris; it needs clang): fuzzing would fall back "
-                    "to hypothesis")
+        message = ("atheris is not installed (pip install atheris; it needs clang): the fuzz targets ran under "
+                   "hypothesis instead, without coverage guidance")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @pytest.mark.timeout(600)
