@@ -43,6 +43,10 @@ SWAP_AHEAD_US = 500_000  # a reload swaps at a packet time this far ahead, so ev
 # reports its clock every REPORT_EVERY, so the heap holds a fraction of a second of hits; this bound is for a
 # worker that stalls: past it the oldest hit goes out early (out of packet order), counted.
 MAX_MERGE_PENDING = 100_000
+# Messages a worker queues for the parent (each up to REPORT_EVERY of hits, or a batch's). Past it the worker
+# waits rather than lose hits from the time-order merge; the kernel ring absorbs, then drops (kernel_drops).
+# Each wait is counted (worker_pipe_waits), so a parent that falls behind shows before frames are lost.
+WORKER_PIPE_HWM = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +275,7 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
     context = zmq.Context()  # never the parent's: a ZeroMQ context does not survive fork
     push = context.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 5000)
+    push.setsockopt(zmq.SNDHWM, WORKER_PIPE_HWM)
     push.connect(endpoint)
     control = context.socket(zmq.SUB)
     control.setsockopt(zmq.LINGER, 0)
@@ -285,9 +290,24 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
     watermark = 0
     last_report = last_stats = time.monotonic()
 
+    pipe_waits = 0
+
+    def send(message: tuple) -> None:
+        """To the parent; when its queue is full, wait (counted) rather than drop hits."""
+        nonlocal pipe_waits
+        data = pickle.dumps(message)
+        try:
+            push.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            pipe_waits += 1
+            push.send(data)
+
+    def counted(counters: dict | None) -> dict | None:
+        return None if counters is None else {**counters, "worker_pipe_waits": pipe_waits}
+
     def flush(counters=None, pcap=None) -> None:
         nonlocal pending
-        push.send(pickle.dumps(("batch", worker, watermark, pending, counters, pcap, _rules_of(ruleset, pending))))
+        send(("batch", worker, watermark, pending, counted(counters), pcap, _rules_of(ruleset, pending)))
         pending = []
 
     def swap() -> None:
@@ -296,7 +316,7 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
         flush()
         loop.set_rules(built.compiled.table, **built.compiled.loop_args())
         ruleset = built.ruleset
-        push.send(pickle.dumps(("reloaded", worker, built.generation, None, built.counts)))
+        send(("reloaded", worker, built.generation, None, built.counts))
         built = swap_at = None
 
     try:
@@ -337,11 +357,11 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                 building = []
                 if result.ok:
                     built = result
-                    push.send(pickle.dumps(("built", worker, result.generation, None, result.counts)))
+                    send(("built", worker, result.generation, None, result.counts))
                 else:
-                    push.send(pickle.dumps(("built", worker, result.generation, result.error, None)))
-        push.send(pickle.dumps(("done", worker, watermark, pending, loop.counters(), _pcap_tuple(capture),
-                                _rules_of(ruleset, pending))))
+                    send(("built", worker, result.generation, result.error, None))
+        send(("done", worker, watermark, pending, counted(loop.counters()), _pcap_tuple(capture),
+              _rules_of(ruleset, pending)))
         return 0
     finally:
         push.close()
