@@ -127,6 +127,13 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--publish-hwm", type=int, metavar="N",
                         help="events queued per subscriber before the publisher drops (capture) or waits (replay); "
                              "default 100000")
+    # Defaults live with the table (sensor/decode/tcpstream.py), not imported here: the run path never loads the
+    # reference decoder.
+    parser.add_argument("--max-tcp-streams", type=int, metavar="N",
+                        help="DNS-over-TCP stream directions tracked at once; the least recently used goes first "
+                             "(default 4096, docs/limits.md)")
+    parser.add_argument("--tcp-idle-timeout", type=float, metavar="SECONDS",
+                        help="packet time after which a silent TCP stream is dropped (default 30)")
     parser.add_argument("--ports", action="append", metavar="LIST",
                         help="DNS ports, comma separated (repeatable; default 53)")
     parser.add_argument("--sensor-name", metavar="NAME", help="observer.name in events (default: host name)")
@@ -200,6 +207,20 @@ def heuristic_engine(args: argparse.Namespace):
     return HeuristicEngine(HeuristicsConfig.from_mapping(section))
 
 
+def loop_limits(args: argparse.Namespace) -> dict:
+    """The decode loop's table limits the options set (docs/limits.md); the loop's defaults for the others."""
+    limits = {}
+    if args.max_tcp_streams is not None:
+        if args.max_tcp_streams < 1:
+            raise StartupError("--max-tcp-streams: must be at least 1")
+        limits["max_tcp_streams"] = args.max_tcp_streams
+    if args.tcp_idle_timeout is not None:
+        if args.tcp_idle_timeout <= 0:
+            raise StartupError("--tcp-idle-timeout: must be more than 0 seconds")
+        limits["tcp_idle_timeout"] = args.tcp_idle_timeout
+    return limits
+
+
 def run_replay(args: argparse.Namespace) -> int:
     import time
 
@@ -219,7 +240,7 @@ def run_replay(args: argparse.Namespace) -> int:
         if publisher is not None and args.wait_subscribers:
             publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
-        result = replay(args.files, ruleset, pipeline, ports, progress)
+        result = replay(args.files, ruleset, pipeline, ports, progress, limits=loop_limits(args))
     finally:
         for output in outputs:
             output.close()
@@ -303,7 +324,7 @@ def run_capture(args: argparse.Namespace) -> int:
         if args.trace_messages:
             trace_file = open(args.trace_messages, "w", encoding="ascii")
             trace = _message_tracer(trace_file)
-        job = CaptureJob(options, ports, compile_rules(ruleset, keep_table=False), ruleset, trace,
+        job = CaptureJob(options, ports, compile_rules(ruleset, keep_table=False), ruleset, trace, loop_limits(args),
                          heuristics=pipeline.heuristics is not None)
         board = StatsBoard(args.workers)
         board.sources.append(pipeline.state_counters)  # bounded tables behind the loop (docs/limits.md)

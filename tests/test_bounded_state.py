@@ -215,3 +215,28 @@ def test_pipe_nobody_reads_holds_at_most_the_buffer_limit(monkeypatch) -> None:
     writer.close()  # waits CLOSE_WAIT for a reader that never comes, then drops the rest
     assert writer.lines + writer.lines_dropped == 20_000 and writer.lines < kept
     os.close(read_end)
+
+
+# ---- the limits as options ---------------------------------------------------------------------------------
+
+
+def test_max_tcp_streams_option_bounds_the_replay(tmp_path) -> None:
+    from conftest import run_cli
+
+    frames = [tcp_frame(10_000 + i, 0x18, b"\x00\x40" + b"x" * 20) for i in range(FLOOD)]
+    capture = tmp_path / "syn-flood.pcap"
+    with open(capture, "wb") as handle:
+        handle.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, DLT_RAW))
+        for i, frame in enumerate(frames):
+            handle.write(struct.pack("<IIII", START, i, len(frame), len(frame)) + frame)
+    rules = tmp_path / "r.rules"
+    rules.write_text("evil.example\n")
+    result = run_cli("replay", str(capture), "--rules", str(rules), "--max-tcp-streams", str(LIMIT),
+                     "--summary-json", str(tmp_path / "s.json"))
+    assert result.returncode == 0, result.stderr
+    import json
+
+    counters = json.loads((tmp_path / "s.json").read_text())["counters"]
+    assert counters["tcp_stream_evicted"] == FLOOD - LIMIT
+    bad = run_cli("replay", str(capture), "--rules", str(rules), "--max-tcp-streams", "0")
+    assert bad.returncode == 2 and bad.stderr.strip() == "truesource: --max-tcp-streams: must be at least 1"

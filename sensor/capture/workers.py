@@ -58,6 +58,7 @@ class CaptureJob:
     rules: object  # CompiledRules (its SuffixSet shared copy-on-write after fork)
     ruleset: object  # the RuleSet the rule indices refer to (its columns), until a reload
     trace: Callable[[int, list], None] | None = None  # debug: every decoded DNS message, per worker
+    limits: dict | None = None  # the loop's table limits (max_tcp_streams, tcp_idle_timeout)
     heuristics: bool = False  # the detectors judge every query: the loop hands over every message
 
     @property
@@ -94,7 +95,7 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
     background is swapped in between two batches, for the loop and the encoder at once."""
     capture = LiveCapture(job.options)
     log.info("capturing on %s (link type %d), 1 worker", job.options.interface, capture.linktype)
-    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message)
+    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message, **(job.limits or {}))
     origin = Origin(interface=job.options.interface)
     try:
         for batch in capture.batches(stop):
@@ -281,7 +282,7 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
     control.setsockopt(zmq.LINGER, 0)
     control.setsockopt(zmq.SUBSCRIBE, b"")
     control.connect(control_endpoint)
-    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message)
+    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message, **(job.limits or {}))
     ruleset = job.ruleset
     building: list = []  # [thread, holder] while a reload builds
     built = None  # a built reload waiting for the parent's swap time
