@@ -5,18 +5,21 @@ PY := $(VENV)/bin/python
 EXT := $(wildcard ext/*.pyx ext/*.pxi)
 SO_STAMP := $(VENV)/.built-ext
 
-.PHONY: run test venv build expected bench lint clean system-deps install
+.PHONY: run test venv build expected bench lint clean system-deps install fuzz soak
 
 # Debian packages the tests use as real peers: tcpreplay and iproute2 for live capture, unbound and bind9 as the
 # resolver and the authoritative server, dig as the client, bind9's checkers, tcpdump. Daemons must not start
 # during the install (policy-rc.d), and the install runs only as root on apt systems, and only if one is missing.
 # systemd: systemd-analyze (verify, security) and systemd-sysusers for the unit tests and the install step;
 # python3-seccomp: the unit's system call filter rebuilt for tests/test_service.py (system Python's libseccomp).
-SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2 systemd python3-seccomp
+# clang, llvm and libclang-rt-dev: atheris (the fuzzer) builds with them, and `make fuzz` instruments ext/ with them.
+SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2 systemd python3-seccomp \
+	clang llvm libclang-rt-dev
 system-deps: $(VENV)/.system-deps
 $(VENV)/.system-deps:
 	@mkdir -p $(VENV)
-	@missing=0; for tool in tcpdump tcpreplay unbound named named-checkzone dig ip systemd-analyze systemd-sysusers setpriv; do \
+	@missing=0; for tool in tcpdump tcpreplay unbound named named-checkzone dig ip systemd-analyze systemd-sysusers setpriv \
+		clang llvm-symbolizer; do \
 		command -v $$tool >/dev/null || missing=1; done; /usr/bin/python3 -c 'import seccomp' 2>/dev/null || missing=1; \
 	if [ $$missing = 1 ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		created=0; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
@@ -63,8 +66,19 @@ PREFIX ?= /opt/truesource
 install:
 	DESTDIR=$(DESTDIR) systemd/install.sh --prefix $(PREFIX)
 
+# Every fuzz target for FUZZ_SECONDS each (default 300) on an AddressSanitizer + libFuzzer build of ext/
+# (docs/fuzzing.md); prints executions and edge coverage per target. `make test` runs a short bounded pass.
+FUZZ_SECONDS ?= 300
+fuzz: build system-deps
+	$(PY) -m fuzz.campaign --seconds $(FUZZ_SECONDS)
+
+# Replay in a loop with rules reloads for SOAK_SECONDS (default 600); prints memory and counters (bench/soak.py).
+SOAK_SECONDS ?= 600
+soak: build system-deps
+	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
+
 lint: venv
-	$(PY) -m ruff check sensor tests bench pcaps
+	$(PY) -m ruff check sensor tests bench pcaps fuzz
 
 clean:
 	rm -rf build $(VENV) sensor/*.so ext/*.c *.egg-info

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pcaps import demo, files, layers, names, tcp, tunnels
+from pcaps import demo, files, layers, names, regressions, tcp, tunnels
 from pcaps.craft import Timeline, write_pcap
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +49,7 @@ WRITERS: dict[str, Callable[[Path], None]] = {
     "cut-off.pcap": files.cut_off,
     "pcapng.pcapng": files.pcapng,
     "nanosecond.pcap": files.nanosecond,
+    "regression-cut-off-after-2038.pcap": regressions.cut_off_after_2038,
 }
 
 

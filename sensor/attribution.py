@@ -71,7 +71,8 @@ class ResolverAttribution:
         self.max_learned = max_learned
         self.learned: OrderedDict[bytes, None] = OrderedDict()
         self.recent: deque[tuple[int, bytes, ClientQuery]] = deque()  # (time, resolver address, query)
-        self.evicted = 0
+        self.evicted = 0  # client queries dropped from `recent` at max_recent, before their window ended
+        self.learned_evicted = 0  # learned resolver addresses forgotten at max_learned
         self.linked = 0
 
     def is_resolver_query(self, msg: DnsMessage) -> bool:
@@ -101,6 +102,12 @@ class ResolverAttribution:
         self._learn(msg.dst_ip)
         return None
 
+    def counters(self) -> dict[str, int]:
+        """Sizes and evictions of the two bounded tables (docs/limits.md)."""
+        return {"attribution_recent": len(self.recent), "attribution_evicted": self.evicted,
+                "attribution_learned": len(self.learned), "attribution_learned_evicted": self.learned_evicted,
+                "attribution_linked": self.linked}
+
     def _same_resolver(self, a: bytes, b: bytes) -> bool:
         if a == b:
             return True
@@ -114,6 +121,7 @@ class ResolverAttribution:
         self.learned.move_to_end(address)
         if len(self.learned) > self.max_learned:
             self.learned.popitem(last=False)
+            self.learned_evicted += 1
 
     def _expire(self, now: int) -> None:
         horizon = now - self.window_us

@@ -134,6 +134,16 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                         help="write hits as JSON lines (repeatable; - is stdout; the default without --publish)")
     parser.add_argument("--publish", nargs="?", const=DEFAULT_ENDPOINT, metavar="ENDPOINT",
                         help=f"publish events on a ZeroMQ endpoint (default {DEFAULT_ENDPOINT})")
+    parser.add_argument("--publish-hwm", type=int, metavar="N",
+                        help="events queued per subscriber before the publisher drops (capture) or waits (replay); "
+                             "default 100000")
+    # Defaults live with the table (sensor/decode/tcpstream.py), not imported here: the run path never loads the
+    # reference decoder.
+    parser.add_argument("--max-tcp-streams", type=int, metavar="N",
+                        help="DNS-over-TCP stream directions tracked at once; the least recently used goes first "
+                             "(default 4096, docs/limits.md)")
+    parser.add_argument("--tcp-idle-timeout", type=float, metavar="SECONDS",
+                        help="packet time after which a silent TCP stream is dropped (default 30)")
     parser.add_argument("--ports", action="append", metavar="LIST",
                         help="DNS ports, comma separated (repeatable; default 53)")
     parser.add_argument("--sensor-name", metavar="NAME", help="observer.name in events (default: host name)")
@@ -172,13 +182,16 @@ def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: b
         raise StartupError("--attribution-window: must be more than 0 seconds")
     publisher = None
     for path in args.out or ([] if args.publish else ["-"]):
-        outputs.append(JsonLinesWriter(path))
+        outputs.append(JsonLinesWriter(path, blocking=blocking))  # capture: never waits on a pipe
     if args.publish:
         from sensor.outputs.curve import server_from_args
         from sensor.outputs.publisher import Publisher
 
+        if args.publish_hwm is not None and args.publish_hwm < 1:
+            raise StartupError("--publish-hwm: must be at least 1")
+        limits = {"hwm": args.publish_hwm} if args.publish_hwm else {}
         security = server_from_args(args.publish, args.curve_secret_key, args.curve_allow, args.allow_plaintext)
-        publisher = Publisher(args.publish, blocking=blocking, curve=security)
+        publisher = Publisher(args.publish, blocking=blocking, curve=security, **limits)
         outputs.append(publisher)
     attribution = ResolverAttribution(args.resolver, args.attribution_window, not args.no_learn_resolvers)
     encoder = HitEncoder(ruleset, Observer.local(args.sensor_name))
@@ -207,6 +220,20 @@ def heuristic_engine(args: argparse.Namespace):
     return HeuristicEngine(HeuristicsConfig.from_mapping(section))
 
 
+def loop_limits(args: argparse.Namespace) -> dict:
+    """The decode loop's table limits the options set (docs/limits.md); the loop's defaults for the others."""
+    limits = {}
+    if args.max_tcp_streams is not None:
+        if args.max_tcp_streams < 1:
+            raise StartupError("--max-tcp-streams: must be at least 1")
+        limits["max_tcp_streams"] = args.max_tcp_streams
+    if args.tcp_idle_timeout is not None:
+        if args.tcp_idle_timeout <= 0:
+            raise StartupError("--tcp-idle-timeout: must be more than 0 seconds")
+        limits["tcp_idle_timeout"] = args.tcp_idle_timeout
+    return limits
+
+
 def run_replay(args: argparse.Namespace) -> int:
     import time
 
@@ -226,7 +253,7 @@ def run_replay(args: argparse.Namespace) -> int:
         if publisher is not None and args.wait_subscribers:
             publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
-        result = replay(args.files, ruleset, pipeline, ports, progress)
+        result = replay(args.files, ruleset, pipeline, ports, progress, limits=loop_limits(args))
     finally:
         for output in outputs:
             output.close()
@@ -256,6 +283,9 @@ def print_summary(c, seconds: float, title: str, outputs) -> None:
     for output in outputs:
         if hasattr(output, "dropped"):
             lines.append(f"publisher {output.endpoint}: {output.sent:,} sent, {output.dropped:,} dropped")
+        if getattr(output, "lines_dropped", 0):
+            lines.append(f"--out {output.path}: {output.lines:,} written, {output.lines_dropped:,} dropped "
+                         "(the reader did not keep up)")
     for line in lines:
         print(line, file=sys.stderr)
 
@@ -309,10 +339,11 @@ def run_capture(args: argparse.Namespace) -> int:
         if args.trace_messages:
             trace_file = open(args.trace_messages, "w", encoding="ascii")
             trace = _message_tracer(trace_file)
-        job = CaptureJob(options, ports, compile_rules(ruleset, keep_table=False), ruleset, trace,
+        job = CaptureJob(options, ports, compile_rules(ruleset, keep_table=False), ruleset, trace, loop_limits(args),
                          heuristics=pipeline.heuristics is not None)
         board = StatsBoard(args.workers)
         board.rules_loaded = len(ruleset)
+        board.sources.append(pipeline.state_counters)  # bounded tables behind the loop (docs/limits.md)
         started = time.monotonic()
         next_stats = started + args.stats_interval
 

@@ -26,3 +26,8 @@ class CaptureCutOff(SensorError):
     """A capture that ended in the middle of a frame; what came before it was processed."""
 
     exit_code = 1
+
+
+class MixedLinkTypes(CaptureCutOff):
+    """A pcapng file whose interfaces have different link types: libpcap reads one link type per file and stops
+    at the first interface of another; what came before it was processed, as for a cut-off file."""

@@ -54,6 +54,16 @@ class HitPipeline:
         for output in self.outputs:
             output.write(HIT_TOPIC, line)
 
+    def state_counters(self) -> dict[str, int]:
+        """Sizes and evictions of the bounded tables behind the loop: attribution, heuristics (docs/limits.md)."""
+        out = self.attribution.counters() if self.attribution is not None else {}
+        if self.heuristics is not None:
+            out.update({f"heuristics_{k}": v for k, v in self.heuristics.counters().items()})
+        for output in self.outputs:
+            if hasattr(output, "state_counters"):
+                out.update(output.state_counters())
+        return out
+
     def publish(self, topic: str, line: str) -> None:
         """A non-hit event (statistics, reloads) to every output that takes it."""
         for output in self.outputs:

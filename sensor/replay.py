@@ -34,6 +34,7 @@ def replay(
     pipeline: HitPipeline,
     ports: Sequence[int],
     progress: Callable[[str, int, float], None] | None = None,
+    limits: dict | None = None,
 ) -> ReplayResult:
     """Decode every file in order; a cut-off file ends the replay after its last good frame.
 
@@ -48,7 +49,7 @@ def replay(
     result.compile_seconds = time.perf_counter() - compiling
     for capture in captures:
         origin = Origin(capture_file=capture.name)
-        loop = make_loop(capture.linktype, ports, rules, emit_all=pipeline.wants_every_message)
+        loop = make_loop(capture.linktype, ports, rules, emit_all=pipeline.wants_every_message, **(limits or {}))
         size = os.path.getsize(capture.path) if capture.path != "-" else 0
         read = 0
         last_report = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sensor.events import rfc3339
@@ -37,6 +38,9 @@ class StatsBoard:
         self.reloads = 0
         self.reload_failures = 0
         self.last_packet: float | None = None  # wall-clock time a worker's packet count last grew
+        # Counters kept outside the workers' loops (the parent's merge, attribution, heuristics, outputs): each a
+        # callable returning a dict, summed into total() at every statistics event.
+        self.sources: list[Callable[[], dict[str, int]]] = []
 
     def update(self, worker: int, counters: dict[str, int], pcap: tuple[int, int, int] | None) -> None:
         stats = self.workers[worker]
@@ -53,6 +57,8 @@ class StatsBoard:
             total["received"] += stats.received
             total["kernel_drops"] += stats.kernel_drops
             total["interface_drops"] += stats.interface_drops
+        for source in self.sources:
+            total.update(source())
         return total
 
     def snapshot(self, publisher_sent: int = 0, publisher_dropped: int = 0) -> dict:

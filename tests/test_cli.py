@@ -71,7 +71,7 @@ def test_cut_off_capture_keeps_hits_before_the_cut(rules, tmp_path):
     (lambda d: str(d / "missing.pcap"), "no such file"),
     (lambda d: str(d), "is a directory"),
     (lambda d: (d / "notes.txt").write_text("hello\n" * 10) and str(d / "notes.txt"), "not a readable pcap"),
-    (lambda d: (d / "empty.pcap").write_bytes(b"") or str(d / "empty.pcap"), "not a readable pcap"),
+    (lambda d: (d / "empty.pcap").write_bytes(b"") or str(d / "empty.pcap"), "empty file (0 bytes)"),
 ])
 def test_unusable_capture_exits_2_before_any_output(rules, tmp_path, make, message):
     bad = make(tmp_path)

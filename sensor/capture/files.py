@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import pcapy
 
-from sensor.errors import CaptureCutOff, CaptureError
+from sensor.errors import CaptureCutOff, CaptureError, MixedLinkTypes
 
+# libpcap's words (pcap-ng.c) when a pcapng interface's link type differs from the first interface's.
+MIXED_LINKTYPES = "different from the type of the first interface"
 BATCH_FRAMES = 4096  # frames per next_batch(): large enough to amortise the call, small enough for the cache
 META = struct.Struct("=IIII")  # next_batch's per-frame record: sec, usec, offset, caplen (native order)
 
@@ -37,6 +39,8 @@ def _open(path: str):
             raise CaptureError(f"{path}: cannot read: {err.strerror}") from None
         if stat.S_ISDIR(mode):
             raise CaptureError(f"{path}: is a directory, not a capture file")
+        if stat.S_ISREG(mode) and os.stat(path).st_size == 0:
+            raise CaptureError(f"{path}: empty file (0 bytes), not a capture")
         if not os.access(path, os.R_OK):
             raise CaptureError(f"{path}: cannot read: permission denied")
     try:
@@ -62,6 +66,12 @@ class CaptureFile:
                 data, meta = reader.next_batch(size)
             except pcapy.PcapError as err:
                 yield from self._salvage(size)
+                if MIXED_LINKTYPES in str(err):
+                    raise MixedLinkTypes(
+                        f"{self.name}: stopped after frame {self.frames_read}: its interfaces have different link "
+                        f"types, and libpcap reads one per file ({err}); split it by interface first, e.g. "
+                        f"`tshark -r FILE -Y frame.interface_id==N -w PART`"
+                    ) from None
                 raise CaptureCutOff(
                     f"{self.name}: capture cut off after frame {self.frames_read} ({err})"
                 ) from None
@@ -95,7 +105,9 @@ class CaptureFile:
             if header is None:
                 break
             sec, usec = header.getts()
-            metas.append(META.pack(sec, usec, offset, len(packet)))
+            # libpcap reads a pcap's 32-bit seconds as signed; next_batch stores them unsigned, and so must we
+            # (a time past 2038 came back negative here and stopped the salvage: found by fuzz/capture_file).
+            metas.append(META.pack(sec & 0xFFFFFFFF, usec & 0xFFFFFFFF, offset, len(packet)))
             chunks.append(packet)
             offset += len(packet)
         if metas:

@@ -39,6 +39,14 @@ REPORT_EVERY = 0.05  # seconds: longest a worker holds hits (and its watermark) 
 STATS_EVERY = 1.0  # seconds between a worker's statistics snapshots to the parent
 STOP_GRACE = 10.0  # seconds the parent waits for workers to finish their batch and report after a stop
 SWAP_AHEAD_US = 500_000  # a reload swaps at a packet time this far ahead, so every worker hears of it first
+# Hits held by the parent until every worker has read past them. A worker whose interface goes quiet still
+# reports its clock every REPORT_EVERY, so the heap holds a fraction of a second of hits; this bound is for a
+# worker that stalls: past it the oldest hit goes out early (out of packet order), counted.
+MAX_MERGE_PENDING = 100_000
+# Messages a worker queues for the parent (each up to REPORT_EVERY of hits, or a batch's). Past it the worker
+# waits rather than lose hits from the time-order merge; the kernel ring absorbs, then drops (kernel_drops).
+# Each wait is counted (worker_pipe_waits), so a parent that falls behind shows before frames are lost.
+WORKER_PIPE_HWM = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,7 @@ class CaptureJob:
     rules: object  # CompiledRules (its SuffixSet shared copy-on-write after fork)
     ruleset: object  # the RuleSet the rule indices refer to (its columns), until a reload
     trace: Callable[[int, list], None] | None = None  # debug: every decoded DNS message, per worker
+    limits: dict | None = None  # the loop's table limits (max_tcp_streams, tcp_idle_timeout)
     heuristics: bool = False  # the detectors judge every query: the loop hands over every message
 
     @property
@@ -95,7 +104,7 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
             capture.close()
             raise
     log.info("capturing on %s (link type %d), 1 worker", job.options.interface, capture.linktype)
-    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message)
+    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message, **(job.limits or {}))
     origin = Origin(interface=job.options.interface)
     try:
         for batch in capture.batches(stop):
@@ -175,6 +184,7 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
     reports: dict[int, dict[int, str | None]] = {}  # generation -> worker -> None (built) or the error
     swapped: dict[int, set[int]] = {}  # generation -> workers that have swapped
     merger = WatermarkMerge(workers)
+    board.sources.append(merger.counters)
     origin = Origin(interface=job.options.interface)
     running = set(range(workers))
     exited_at: dict[int, float] = {}
@@ -282,12 +292,13 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
     context = zmq.Context()  # never the parent's: a ZeroMQ context does not survive fork
     push = context.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 5000)
+    push.setsockopt(zmq.SNDHWM, WORKER_PIPE_HWM)
     push.connect(endpoint)
     control = context.socket(zmq.SUB)
     control.setsockopt(zmq.LINGER, 0)
     control.setsockopt(zmq.SUBSCRIBE, b"")
     control.connect(control_endpoint)
-    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message)
+    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message, **(job.limits or {}))
     ruleset = job.ruleset
     building: list = []  # [thread, holder] while a reload builds
     built = None  # a built reload waiting for the parent's swap time
@@ -296,9 +307,24 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
     watermark = 0
     last_report = last_stats = time.monotonic()
 
+    pipe_waits = 0
+
+    def send(message: tuple) -> None:
+        """To the parent; when its queue is full, wait (counted) rather than drop hits."""
+        nonlocal pipe_waits
+        data = pickle.dumps(message)
+        try:
+            push.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            pipe_waits += 1
+            push.send(data)
+
+    def counted(counters: dict | None) -> dict | None:
+        return None if counters is None else {**counters, "worker_pipe_waits": pipe_waits}
+
     def flush(counters=None, pcap=None) -> None:
         nonlocal pending
-        push.send(pickle.dumps(("batch", worker, watermark, pending, counters, pcap, _rules_of(ruleset, pending))))
+        send(("batch", worker, watermark, pending, counted(counters), pcap, _rules_of(ruleset, pending)))
         pending = []
 
     def swap() -> None:
@@ -307,7 +333,7 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
         flush()
         loop.set_rules(built.compiled.table, **built.compiled.loop_args())
         ruleset = built.ruleset
-        push.send(pickle.dumps(("reloaded", worker, built.generation, None, built.counts)))
+        send(("reloaded", worker, built.generation, None, built.counts))
         built = swap_at = None
 
     try:
@@ -348,11 +374,11 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                 building = []
                 if result.ok:
                     built = result
-                    push.send(pickle.dumps(("built", worker, result.generation, None, result.counts)))
+                    send(("built", worker, result.generation, None, result.counts))
                 else:
-                    push.send(pickle.dumps(("built", worker, result.generation, result.error, None)))
-        push.send(pickle.dumps(("done", worker, watermark, pending, loop.counters(), _pcap_tuple(capture),
-                                _rules_of(ruleset, pending))))
+                    send(("built", worker, result.generation, result.error, None))
+        send(("done", worker, watermark, pending, counted(loop.counters()), _pcap_tuple(capture),
+              _rules_of(ruleset, pending)))
         return 0
     finally:
         push.close()
@@ -385,10 +411,12 @@ def _start_build(sources, rules_format, generation) -> list:
 class WatermarkMerge:
     """Holds hits until every worker has read past their packet time, then releases them in time order."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, max_pending: int = MAX_MERGE_PENDING) -> None:
         self.watermarks = dict.fromkeys(range(workers), 0)
         self.heap: list = []
         self.sequence = 0
+        self.max_pending = max_pending
+        self.released_early = 0  # hits let out past max_pending before every worker had read past them
 
     def add(self, worker: int, watermark: int, entries: Sequence[tuple[object, tuple]]) -> None:
         """`entries`: (rule, record) pairs of one worker, in its packet order."""
@@ -404,9 +432,14 @@ class WatermarkMerge:
     def ready(self) -> list[tuple[object, tuple]]:
         limit = min(self.watermarks.values())
         out = []
-        while self.heap and self.heap[0][0] <= limit:
+        while self.heap and (self.heap[0][0] <= limit or len(self.heap) > self.max_pending):
+            if self.heap[0][0] > limit:
+                self.released_early += 1
             out.append(heapq.heappop(self.heap)[2])
         return out
+
+    def counters(self) -> dict[str, int]:
+        return {"merge_pending": len(self.heap), "merge_released_early": self.released_early}
 
 
 def _signal(pid: int, signum: int) -> None:

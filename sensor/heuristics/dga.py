@@ -49,13 +49,16 @@ def features(label: str, model: NgramModel) -> dict[str, float | int]:
 
 
 class DgaDetector:
-    def __init__(self, config: HeuristicsConfig, model: NgramModel | None = None) -> None:
+    def __init__(self, config: HeuristicsConfig, model: NgramModel | None = None,
+                 score_cache: int = SCORE_CACHE) -> None:
         self.threshold = config.dga_threshold
         self.min_length = config.dga_min_length
         self.model = model or NgramModel.load()
         self._scores: OrderedDict[str, dict[str, float | int] | None] = OrderedDict()
+        self.score_cache = score_cache
         self.counters = Counter(
-            {"dga_checked": 0, "dga_hits": 0, "dga_skipped_short": 0, "dga_skipped_idn": 0, "dga_skipped_not_ldh": 0}
+            {"dga_checked": 0, "dga_hits": 0, "dga_skipped_short": 0, "dga_skipped_idn": 0, "dga_skipped_not_ldh": 0,
+             "dga_score_cache_evictions": 0}
         )
 
     def check(self, registered: str, label: str) -> HeuristicHit | None:
@@ -84,6 +87,7 @@ class DgaDetector:
             return feats
         feats = features(label, self.model)
         self._scores[label] = feats
-        if len(self._scores) > SCORE_CACHE:
+        if len(self._scores) > self.score_cache:
             self._scores.popitem(last=False)
+            self.counters["dga_score_cache_evictions"] += 1
         return feats

@@ -53,4 +53,7 @@ class HeuristicEngine:
         if self.tunnel is not None:
             out.update(self.tunnel.counters)
             out["tunnel_keys"] = len(self.tunnel.windows)
+        cache = self.splitter.split.cache_info()
+        out["split_cache_size"] = cache.currsize
+        out["split_cache_evictions"] = cache.misses - cache.currsize  # every miss is stored; the rest were evicted
         return out

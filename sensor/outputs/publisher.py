@@ -24,7 +24,8 @@ CLOSE_LINGER_MS = 5_000  # on close, give queued events this long to reach subsc
 class Publisher:
     """Binds `endpoint`. `blocking` (replay) waits for a slow subscriber; otherwise drops and counts."""
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, blocking: bool = False, curve=None) -> None:
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, blocking: bool = False, hwm: int = SEND_HWM,
+                 curve=None) -> None:
         """`curve`: a CurveServer (sensor/outputs/curve.py) to encrypt and authenticate subscribers."""
         self.endpoint = endpoint
         self.curve = curve
@@ -34,7 +35,7 @@ class Publisher:
         self.subscriptions = 0
         self._context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.XPUB)
-        self._socket.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self._socket.setsockopt(zmq.SNDHWM, hwm)
         self._socket.setsockopt(zmq.XPUB_NODROP, 1)
         self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # every subscribe and unsubscribe, one per subscriber
         self._socket.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
@@ -79,6 +80,10 @@ class Publisher:
             self.sent += 1
         except zmq.Again:
             self.dropped += 1
+
+    def state_counters(self) -> dict[str, int]:
+        """For the statistics and --summary-json: what went out, and what a full queue made it drop."""
+        return {"publisher_sent": self.sent, "publisher_drops": self.dropped}
 
     def close(self) -> None:
         if self.curve is not None:

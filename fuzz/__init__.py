@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing of everything that reads hostile input (docs/fuzzing.md)."""

@@ -1,0 +1,1 @@
+"""One module per fuzz target; each is listed in fuzz/registry.py."""

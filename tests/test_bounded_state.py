@@ -1,0 +1,242 @@
+"""Every table that traffic can grow stays at its limit under a flood of unique keys, and says what it evicted.
+
+The pattern, one test per table (docs/limits.md lists them; a branch adding a table adds a row there and a test
+here): build the table with a small limit, feed it FLOOD unique keys through its real entry point (packets for
+the loop's tables, records for the tables behind it, real sockets for the outputs), then `assert_bounded`:
+the size is exactly the limit and the eviction counter is FLOOD - limit. Named after the attack each one stops.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+
+import pytest
+import zmq
+
+from sensor.attribution import ResolverAttribution
+from sensor.capture.workers import WatermarkMerge
+from sensor.decode import ReferenceLoop
+from sensor.heuristics.config import HeuristicsConfig
+from sensor.heuristics.engine import HeuristicEngine
+from sensor.outputs.jsonlines import JsonLinesWriter
+from sensor.outputs.publisher import Publisher
+from sensor.records import DnsMessage
+
+try:
+    from sensor import _loop
+except ImportError:
+    _loop = None
+
+LIMIT = 64
+FLOOD = 1_000
+DLT_RAW = 101
+START = 1_767_225_600
+
+
+def assert_bounded(size: int, evicted: int, limit: int = LIMIT, flood: int = FLOOD) -> None:
+    """The shared check: the table holds exactly `limit` entries, and the counter names every other one."""
+    assert size == limit, f"table holds {size}, limit {limit}"
+    assert evicted == flood - limit, f"counter says {evicted} evicted, {flood - limit} were"
+
+
+def loops(**limits) -> list:
+    made = [ReferenceLoop(DLT_RAW, (53,), {}, False, **limits)]
+    if _loop is not None:
+        made.append(_loop.FastLoop(DLT_RAW, (53,), {}, False, **limits))
+    return made
+
+
+def tcp_frame(client_port: int, flags: int = 0x02, payload: bytes = b"") -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", client_port, 53, 1000, 0, 5 << 4, flags, 65535, 0, 0) + payload
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, bytes([192, 0, 2, 1]),
+                       bytes([192, 0, 2, 53])) + tcp
+
+
+def batch(frames: list[bytes], step_usec: int) -> tuple[bytes, bytes]:
+    meta, offset = [], 0
+    for i, frame in enumerate(frames):
+        usec = i * step_usec
+        meta.append(struct.pack("=IIII", START + usec // 1_000_000, usec % 1_000_000, offset, len(frame)))
+        offset += len(frame)
+    return b"".join(frames), b"".join(meta)
+
+
+# ---- the decode loop: TCP DNS streams (ext/tcpstreams.pxi and its reference twin) ------------------------
+
+
+@pytest.mark.parametrize("kind", ["reference", "fast"])
+def test_syn_flood_from_unique_ports_evicts_least_recent_stream(kind: str) -> None:
+    if kind == "fast" and _loop is None:
+        pytest.skip("sensor._loop is not built")
+    loop = loops(max_tcp_streams=LIMIT, tcp_idle_timeout=30)[0 if kind == "reference" else 1]
+    # A half-open connection per port, and a partial message on each: the worst case per stream.
+    frames = [tcp_frame(10_000 + i, 0x18, b"\x00\x40" + b"x" * 20) for i in range(FLOOD)]
+    loop.run_batch(*batch(frames, 1000), 1)
+    counters = loop.counters()
+    assert_bounded(counters["tcp_streams"], counters["tcp_stream_evicted"])
+    assert counters["tcp_stream_expired"] == 0
+
+
+@pytest.mark.parametrize("kind", ["reference", "fast"])
+def test_slow_syn_flood_counts_idle_streams_as_expired(kind: str) -> None:
+    if kind == "fast" and _loop is None:
+        pytest.skip("sensor._loop is not built")
+    loop = loops(max_tcp_streams=LIMIT, tcp_idle_timeout=0.5)[0 if kind == "reference" else 1]
+    frames = [tcp_frame(10_000 + i) for i in range(FLOOD)]
+    loop.run_batch(*batch(frames, 100_000), 1)  # 100 ms apart: the oldest of 64 is 6.4 s old, past 0.5 s idle
+    counters = loop.counters()
+    assert_bounded(counters["tcp_streams"], counters["tcp_stream_expired"])
+    assert counters["tcp_stream_evicted"] == 0
+
+
+# ---- behind the loop: resolver attribution, heuristics, the workers' merge --------------------------------
+
+
+def query(i: int, src: bytes, dst: bytes, flags: int = 0x0100, name: str | None = None, usec: int = 0) -> tuple:
+    return DnsMessage(i, START + usec // 1_000_000, usec % 1_000_000, None, src, dst, 17, 40_000, 53, i, flags, 1,
+                      name or f"n{i}.evil.example", 1, 1, 0)
+
+
+def address(i: int) -> bytes:
+    return bytes([10, (i >> 16) & 255, (i >> 8) & 255, i & 255])
+
+
+def test_client_query_flood_in_one_window_keeps_the_newest_clients() -> None:
+    attribution = ResolverAttribution(window=3600, max_recent=LIMIT)
+    for i in range(FLOOD):
+        assert attribution.link(DnsMessage._make(query(i, address(i), bytes([192, 0, 2, 53])))) is None
+    c = attribution.counters()
+    assert_bounded(c["attribution_recent"], c["attribution_evicted"])
+    assert [q.name for _, _, q in attribution.recent][0] == f"n{FLOOD - LIMIT}.evil.example"  # oldest went first
+
+
+def test_queries_to_many_resolvers_forget_the_least_recent_resolver() -> None:
+    attribution = ResolverAttribution(window=3600, max_learned=LIMIT)
+    for i in range(FLOOD):  # a client asking a new "resolver" each time: each destination is learned
+        attribution.link(DnsMessage._make(query(i, bytes([192, 0, 2, 1]), address(i))))
+    c = attribution.counters()
+    assert_bounded(c["attribution_learned"], c["attribution_learned_evicted"])
+
+
+def heuristic_records(count: int, sub: str = "a") -> list[DnsMessage]:
+    return [DnsMessage._make(query(i, address(i), bytes([192, 0, 2, 53]), name=f"{sub}{i}.x{i:05d}qz.com",
+                                   usec=i * 1000)) for i in range(count)]
+
+
+def test_tunnel_windows_for_unique_clients_and_domains_stay_at_max_keys() -> None:
+    engine = HeuristicEngine(HeuristicsConfig(detectors=("tunnel",), tunnel_max_keys=LIMIT))
+    for record in heuristic_records(FLOOD):
+        engine.observe(record)
+    c = engine.counters()
+    assert_bounded(c["tunnel_keys"], c["tunnel_evictions"])
+
+
+def test_unique_random_labels_keep_the_dga_score_cache_at_its_limit() -> None:
+    engine = HeuristicEngine(HeuristicsConfig(detectors=("dga",)))
+    engine.dga.score_cache = LIMIT
+    for record in heuristic_records(FLOOD):
+        engine.observe(record)
+    c = engine.counters()
+    assert_bounded(len(engine.dga._scores), c["dga_score_cache_evictions"])
+
+
+def test_unique_names_keep_the_registered_domain_cache_at_its_limit() -> None:
+    from sensor.heuristics.domains import DomainSplitter
+
+    engine = HeuristicEngine(HeuristicsConfig(detectors=("dga",)))
+    engine.splitter = DomainSplitter(cache_size=LIMIT)
+    for record in heuristic_records(FLOOD):
+        engine.observe(record)
+    c = engine.counters()
+    assert_bounded(c["split_cache_size"], c["split_cache_evictions"])
+
+
+def test_a_stalled_worker_cannot_make_the_merge_hold_every_hit() -> None:
+    merge = WatermarkMerge(2, max_pending=LIMIT)
+    released = 0
+    for i in range(FLOOD):  # worker 0 reads on; worker 1 never reports past time 0
+        merge.add(0, START * 1_000_000 + i, [(None, query(i, address(i), address(0), usec=i))])
+        released += len(merge.ready())
+    c = merge.counters()
+    assert_bounded(c["merge_pending"], c["merge_released_early"])
+    assert released == FLOOD - LIMIT
+
+
+# ---- outputs: the publisher's queue, the JSON-lines pipe ---------------------------------------------------
+
+
+def test_subscriber_that_never_reads_fills_only_the_high_water_mark() -> None:
+    """inproc: no kernel buffers between the sockets, so the queue is exactly the two high-water marks."""
+    endpoint = f"inproc://bounded-{os.getpid()}"
+    publisher = Publisher(endpoint, hwm=LIMIT)
+    context = zmq.Context.instance()
+    subscriber = context.socket(zmq.SUB)
+    subscriber.setsockopt(zmq.RCVHWM, LIMIT)
+    subscriber.setsockopt(zmq.LINGER, 0)
+    subscriber.connect(endpoint)
+    subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+    try:
+        publisher.wait_for_subscribers(1, 5)
+        for i in range(FLOOD):
+            publisher.write("dns.hit", f'{{"n":{i}}}')
+        assert publisher.sent + publisher.dropped == FLOOD
+        assert LIMIT <= publisher.sent <= 2 * LIMIT, publisher.sent  # the publisher's queue + the subscriber's
+        assert publisher.dropped == FLOOD - publisher.sent
+    finally:
+        subscriber.close()
+        publisher._socket.close(linger=0)
+
+
+def test_pipe_nobody_reads_holds_at_most_the_buffer_limit(monkeypatch) -> None:
+    import io
+
+    read_end, write_end = os.pipe()
+    limit = 64 * 1024
+    stdout = io.TextIOWrapper(os.fdopen(write_end, "wb"), encoding="ascii")
+    monkeypatch.setattr("sys.stdout", stdout)
+    writer = JsonLinesWriter("-", blocking=False, buffer_limit=limit)
+    line = "x" * 99  # 100 bytes with its newline
+    done = threading.Event()
+
+    def write_all() -> None:
+        for _ in range(20_000):  # 2 MB: far past the pipe (64 KiB) and the buffer (64 KiB)
+            writer.write("dns.hit", line)
+        done.set()
+
+    thread = threading.Thread(target=write_all, daemon=True)
+    thread.start()
+    assert done.wait(10), "the writer blocked on a pipe nobody reads"
+    c = writer.state_counters()
+    assert c["out_buffered_bytes"] <= limit
+    assert writer.lines + writer.lines_dropped == 20_000 and writer.lines_dropped > 0
+    kept = writer.lines
+    writer.close()  # waits CLOSE_WAIT for a reader that never comes, then drops the rest
+    assert writer.lines + writer.lines_dropped == 20_000 and writer.lines < kept
+    os.close(read_end)
+
+
+# ---- the limits as options ---------------------------------------------------------------------------------
+
+
+def test_max_tcp_streams_option_bounds_the_replay(tmp_path) -> None:
+    from conftest import run_cli
+
+    frames = [tcp_frame(10_000 + i, 0x18, b"\x00\x40" + b"x" * 20) for i in range(FLOOD)]
+    capture = tmp_path / "syn-flood.pcap"
+    with open(capture, "wb") as handle:
+        handle.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, DLT_RAW))
+        for i, frame in enumerate(frames):
+            handle.write(struct.pack("<IIII", START, i, len(frame), len(frame)) + frame)
+    rules = tmp_path / "r.rules"
+    rules.write_text("evil.example\n")
+    result = run_cli("replay", str(capture), "--rules", str(rules), "--max-tcp-streams", str(LIMIT),
+                     "--summary-json", str(tmp_path / "s.json"))
+    assert result.returncode == 0, result.stderr
+    import json
+
+    counters = json.loads((tmp_path / "s.json").read_text())["counters"]
+    assert counters["tcp_stream_evicted"] == FLOOD - LIMIT
+    bad = run_cli("replay", str(capture), "--rules", str(rules), "--max-tcp-streams", "0")
+    assert bad.returncode == 2 and bad.stderr.strip() == "truesource: --max-tcp-streams: must be at least 1"
