@@ -15,6 +15,7 @@ from sensor import __version__
 from sensor.attribution import DEFAULT_WINDOW
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
+from sensor.flows.commands import register as register_flow_commands
 from sensor.outputs import DEFAULT_ENDPOINT
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
 from sensor.stats import DEFAULT_STATS_INTERVAL
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--idle-exit", type=float, default=0, metavar="SECONDS",
                       help="exit when no event arrived for this long (0: never)")
     tail.add_argument("--with-topic", action="store_true", help="prefix each line with its topic and a space")
+    register_flow_commands(commands)
     return parser
 
 
@@ -421,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="truesource: %(message)s", stream=sys.stderr)
     try:
+        if hasattr(args, "run"):
+            return args.run(args)
         if args.command == "replay":
             return run_replay(args)
         if args.command == "capture":
