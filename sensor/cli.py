@@ -16,6 +16,7 @@ from sensor.attribution import DEFAULT_WINDOW
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
 from sensor.flows.commands import register as register_flow_commands
+from sensor.flows.profile_command import register as register_profile_command
 from sensor.outputs import DEFAULT_ENDPOINT
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
 from sensor.stats import DEFAULT_STATS_INTERVAL
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="exit when no event arrived for this long (0: never)")
     tail.add_argument("--with-topic", action="store_true", help="prefix each line with its topic and a space")
     register_flow_commands(commands)
+    register_profile_command(commands)
     return parser
 
 
