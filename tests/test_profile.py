@@ -1,0 +1,351 @@
+"""`truesource profile`: the seed report's process (CMU/SEI-2012-TR-006 5.3-5.5) on flow records.
+
+The end-to-end tests replay pcaps/report-network.pcap through the real CLI (captures -> flow table ->
+profile) and compare every table with the answers written in pcaps/make_report_network.py's docstring,
+which follow from how the capture was designed. The unit tests hold each rule to small hand-built records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import PCAPS, run_cli
+from sensor.flows.profile import (
+    ANOMALY_KINDS,
+    ANY_PORT,
+    DIRECT_QUERY,
+    LOW_VOLUME,
+    PORT_53_TO_53,
+    UNLISTED_SERVER,
+    parse_networks,
+    profile,
+)
+from sensor.flows.record import FLOW_DTYPE, make_records
+
+CAPTURE = str(PCAPS / "report-network.pcap")
+NET = "203.0.113.0/24"
+ANY = None  # JSON for ANY_PORT
+
+
+def ip(host: int) -> str:
+    return f"203.0.113.{host}"
+
+
+# ---------------------------------------------------------------- the report's sample network, in full
+
+# (ip, packets, share, cumulative): the docstring's "Top destinations".
+TOP_DESTINATIONS = [
+    ("198.51.100.1", 328, 32.8, 32.8), ("192.0.2.1", 157, 15.7, 48.5), ("198.51.100.2", 110, 11.0, 59.5),
+    ("192.0.2.31", 66, 6.6, 66.1), ("192.0.2.32", 62, 6.2, 72.3), ("192.0.2.33", 58, 5.8, 78.1),
+    ("192.0.2.34", 56, 5.6, 83.7), ("192.0.2.35", 54, 5.4, 89.1), ("192.0.2.36", 52, 5.2, 94.3),
+    ("192.0.2.37", 51, 5.1, 99.4),
+]
+# (ip, packets, share, cumulative, protocols): "DNS answers out" and "DNS over TCP".
+DNS_SERVERS = [
+    (ip(50), 250, 50.0, 50.0, [17]), (ip(51), 150, 30.0, 80.0, [6, 17]), (ip(52), 96, 19.2, 99.2, [6, 17]),
+]
+# "DNS queries out": the report's dns_clients.set (.222 .220 .33 .51 .52), by packets.
+DNS_CLIENTS = [
+    (ip(33), 338, 33.8, 33.8, [17]), (ip(51), 282, 28.2, 62.0, [6, 17]), (ip(52), 234, 23.4, 85.4, [6, 17]),
+    (ip(222), 74, 7.4, 92.8, [17]), (ip(220), 65, 6.5, 99.3, [17]),
+]
+ANSWERING = 527  # packets internal hosts sent from port 53 to other ports (the docstring's sum)
+# (kind, ip, packets, share, peers, top peer)
+ANOMALIES = [
+    (PORT_53_TO_53, ip(52), 2, 100.0, 1, "198.51.100.53"),
+    (UNLISTED_SERVER, ip(77), 4, 100 * 4 / ANSWERING, 2, "192.0.2.150"),
+    (UNLISTED_SERVER, ip(66), 2, 100 * 2 / ANSWERING, 1, ip(100)),
+    (DIRECT_QUERY, ip(33), 338, 33.8, 2, "198.51.100.1"),
+    (DIRECT_QUERY, ip(222), 74, 7.4, 1, "198.51.100.2"),
+    (DIRECT_QUERY, ip(220), 65, 6.5, 2, "192.0.2.1"),
+    (LOW_VOLUME, ip(140), 3, 0.3, 1, "198.51.100.99"),
+    (LOW_VOLUME, ip(141), 2, 0.2, 1, "198.51.100.99"),
+    (LOW_VOLUME, ip(142), 2, 0.2, 2, "192.0.2.1"),
+]
+# ip -> (packets, share, [(proto, internal port, external port, packets, share)]): "VPN" and "Mail".
+VPN = {
+    ip(33): (50, 25.0, [(6, 1723, ANY, 10, 5.0), (47, ANY, ANY, 40, 20.0)]),
+    ip(35): (150, 75.0, [(17, 500, 500, 10, 5.0), (17, 1701, 1701, 10, 5.0), (17, 4500, 4500, 20, 10.0),
+                         (50, ANY, ANY, 100, 50.0), (51, ANY, ANY, 10, 5.0)]),
+}
+MAIL = {
+    ip(195): (30, 15.0, [(6, 25, ANY, 16, 8.0), (6, 465, ANY, 4, 2.0), (6, ANY, 25, 10, 5.0)]),
+    ip(221): (60, 30.0, [(6, 25, ANY, 20, 10.0), (6, 993, ANY, 20, 10.0), (6, 995, ANY, 10, 5.0),
+                         (6, ANY, 25, 10, 5.0)]),
+    ip(222): (70, 35.0, [(6, 25, ANY, 20, 10.0), (6, 110, ANY, 10, 5.0), (6, 143, ANY, 10, 5.0),
+                         (6, 587, ANY, 20, 10.0), (6, ANY, 25, 10, 5.0)]),
+    ip(231): (40, 20.0, [(6, 25, ANY, 20, 10.0), (6, ANY, 25, 20, 10.0)]),
+}
+
+
+def _ranked(rows: list[dict], with_protocols: bool) -> list[tuple]:
+    out = []
+    for r in rows:
+        row = (r["ip"], r["packets"], pytest.approx(r["share"], abs=1e-4), pytest.approx(r["cumulative"], abs=1e-4))
+        out.append((*row, r["protocols"]) if with_protocols else row)
+    return out
+
+
+def _assets(rows: list[dict]) -> dict:
+    return {a["ip"]: (a["packets"], pytest.approx(a["share"]), [
+        (s["proto"], s["internal_port"], s["external_port"], s["packets"], pytest.approx(s["share"]))
+        for s in a["services"]]) for a in rows}
+
+
+@pytest.fixture(scope="module", params=["compiled", "pure"])
+def report_profile(request) -> dict:
+    """The profile of the report's network, with the fast path's flow table and with the reference one."""
+    env = {**os.environ, "TRUESOURCE_PURE": "1"} if request.param == "pure" else None
+    process = run_cli("profile", CAPTURE, "--internal", NET, "--json", env=env)
+    assert process.returncode == 0, process.stderr
+    lines = process.stdout.splitlines()
+    assert len(lines) == 1, "--json prints one object"
+    return json.loads(lines[0])
+
+
+def test_top_external_dns_destinations(report_profile: dict) -> None:
+    assert _ranked(report_profile["top_destinations"], False) == TOP_DESTINATIONS
+
+
+def test_dns_servers_and_clients(report_profile: dict) -> None:
+    assert _ranked(report_profile["dns_servers"], True) == DNS_SERVERS
+    assert _ranked(report_profile["dns_clients"], True) == DNS_CLIENTS
+
+
+def test_recursive_and_iterative_as_in_the_report(report_profile: dict) -> None:
+    """Report steps 4 and 5: recursive.set is .51 and .52, iterative.set is .50."""
+    assert report_profile["recursive"] == [{"ip": ip(51), "packets": 150}, {"ip": ip(52), "packets": 96}]
+    assert report_profile["iterative"] == [{"ip": ip(50), "packets": 250}]
+
+
+def test_every_anomaly_kind(report_profile: dict) -> None:
+    got = [(a["kind"], a["ip"], a["packets"], a["share"], a["peers"], a["peer"])
+           for a in report_profile["anomalies"]]
+    assert got == [(k, i, n, pytest.approx(s, abs=1e-4), p, t) for k, i, n, s, p, t in ANOMALIES]
+    assert {a["kind"] for a in report_profile["anomalies"]} == set(ANOMALY_KINDS)
+
+
+def test_vpn_assets_with_protocols_ports_and_shares(report_profile: dict) -> None:
+    """The report's vpn.set (.33 and .35), each with its tunnel protocols and setup ports."""
+    assert _assets(report_profile["vpn"]) == VPN
+    assert [a["ip"] for a in report_profile["vpn"]] == [ip(33), ip(35)]
+
+
+def test_mail_assets_with_protocols_ports_and_shares(report_profile: dict) -> None:
+    """Report Table 13's four SMTP servers, serving and sending on 25 (port 80 webmail is not mail)."""
+    assert _assets(report_profile["mail"]) == MAIL
+    assert [a["ip"] for a in report_profile["mail"]] == [ip(195), ip(221), ip(222), ip(231)]
+
+
+def test_json_schema(report_profile: dict) -> None:
+    for key in ("dns_servers", "dns_clients", "recursive", "iterative", "anomalies", "vpn", "mail"):
+        assert isinstance(report_profile[key], list) and report_profile[key], key
+        for item in report_profile[key]:
+            assert isinstance(item["ip"], str)
+    for item in report_profile["anomalies"]:
+        assert item["kind"] in ANOMALY_KINDS
+    assert report_profile["internal"] == [NET]
+    assert report_profile["threshold"] == 1.0
+
+
+def test_text_tables_match_the_json() -> None:
+    """The text output: aligned tables holding the same rows (the report's Table 15 layout for DNS)."""
+    process = run_cli("profile", CAPTURE, "--internal", NET)
+    assert process.returncode == 0, process.stderr
+    lines = process.stdout.splitlines()
+    dns_assets = lines.index(next(x for x in lines if x.startswith("DNS assets")))
+    assert [line.split() for line in lines[dns_assets + 2 : dns_assets + 10]] == [
+        [ip(50), "17", "53", "*", "*", "iterative"],
+        [ip(51), "6,17", "53", "*", "*", "recursive"],
+        ["6,17", "*", "*", "53"],
+        [ip(52), "6,17", "53", "*", "*", "recursive"],
+        ["6,17", "*", "*", "53"],
+        [ip(33), "17", "*", "*", "53", "client"],
+        [ip(222), "17", "*", "*", "53", "client"],
+        [ip(220), "17", "*", "*", "53", "client"],
+    ]
+    vpn = lines.index(next(x for x in lines if x.startswith("VPN assets")))
+    header, first = lines[vpn + 1], lines[vpn + 2]
+    assert header.split() == ["internal", "IP", "proto", "int.port", "ext.IP", "ext.port", "packets", "%packets"]
+    assert first.split() == [ip(33), "6", "tcp", "1723", "*", "*", "10", "5.00"]
+    assert len(header) == len(first), "numbers right-aligned under their headers"
+
+
+def test_a_store_profiles_as_its_capture(tmp_path) -> None:
+    """SOURCE may be a flow store: the flows of the capture written to one give the same profile."""
+    from sensor.flows.build import flows_from_captures
+    from sensor.flows.store import FlowStoreWriter
+
+    writer = FlowStoreWriter(str(tmp_path / "store"))
+    writer.write(flows_from_captures([CAPTURE], internal=[NET]))
+    writer.close()
+    from_store = run_cli("profile", str(tmp_path / "store"), "--internal", NET, "--json")
+    from_capture = run_cli("profile", CAPTURE, "--internal", NET, "--json")
+    assert from_store.returncode == 0, from_store.stderr
+    assert json.loads(from_store.stdout) == json.loads(from_capture.stdout)
+
+
+def test_threshold_option_moves_the_edge() -> None:
+    """--threshold 0.8: .77's 4 of 500 answer packets (0.8 %) now make it a server (at least, not above)."""
+    process = run_cli("profile", CAPTURE, "--internal", NET, "--threshold", "0.8", "--json")
+    assert process.returncode == 0, process.stderr
+    result = json.loads(process.stdout)
+    assert [s["ip"] for s in result["dns_servers"]] == [ip(50), ip(51), ip(52), ip(77)]
+    assert [s["ip"] for s in result["iterative"]] == [ip(50), ip(77)]
+    assert ip(77) not in [a["ip"] for a in result["anomalies"] if a["kind"] == UNLISTED_SERVER]
+
+
+# ---------------------------------------------------------------- errors: one line, exit 2
+
+@pytest.mark.parametrize("args, message", [
+    ((CAPTURE,), "--internal CIDR is required"),
+    ((CAPTURE, "--internal", "203.0.113.0/33"), "--internal: '203.0.113.0/33' is not an address or CIDR"),
+    ((CAPTURE, "--internal", "10.0.0.0/8,bogus"), "--internal: 'bogus' is not an address or CIDR"),
+    ((CAPTURE, "--internal", NET, "--threshold", "0"), "--threshold: 0 is not a percentage"),
+    ((CAPTURE, "--internal", NET, "--threshold", "101"), "--threshold: 101 is not a percentage"),
+    (("pcaps/no-such.pcap", "--internal", NET), "pcaps/no-such.pcap: no such file"),
+    (("pcaps/pcaps.rules", "--internal", NET), "pcaps/pcaps.rules: neither a flow store"),
+])
+def test_bad_invocation_is_one_line_and_exit_2(args: tuple, message: str) -> None:
+    process = run_cli("profile", *args)
+    assert process.returncode == 2
+    assert process.stdout == ""
+    lines = process.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("truesource: ") and message in lines[0], process.stderr
+
+
+# ---------------------------------------------------------------- each rule on hand-built records
+
+OUT_CLIENT, EXT = ip(10), "198.51.100.9"
+
+
+def flows(*rows: tuple) -> np.ndarray:
+    """(src, dst, proto, sport, dport, packets) rows as records."""
+    return make_records({"src": s, "dst": d, "proto": p, "src_port": sp, "dst_port": dp, "packets": n}
+                        for s, d, p, sp, dp, n in rows)
+
+
+def udp_out(src: str, sport: int, dport: int, packets: int, dst: str = EXT) -> tuple:
+    return (src, dst, 17, sport, dport, packets)
+
+
+def test_server_at_exactly_the_threshold_is_kept_and_just_under_is_not() -> None:
+    # 1 of 100 answer packets is exactly 1 %: kept (rwstats --percentage keeps bins at or above).
+    records = flows(udp_out(ip(1), 53, 40000, 99), udp_out(ip(2), 53, 40000, 1))
+    assert [t.ip for t in profile(records, [NET]).dns_servers] == [ip(1), ip(2)]
+    # 1 of 101 is 0.99 %: not a server, so an unlisted one.
+    records = flows(udp_out(ip(1), 53, 40000, 100), udp_out(ip(2), 53, 40000, 1))
+    result = profile(records, [NET])
+    assert [t.ip for t in result.dns_servers] == [ip(1)]
+    assert [(a.kind, a.ip) for a in result.anomalies] == [(UNLISTED_SERVER, ip(2))]
+    # A lower threshold takes it back in.
+    assert [t.ip for t in profile(records, [NET], threshold=0.99).dns_servers] == [ip(1), ip(2)]
+
+
+def test_client_threshold_edge_and_low_volume() -> None:
+    records = flows(udp_out(ip(1), 40000, 53, 199), udp_out(ip(2), 40001, 53, 2), udp_out(ip(3), 40002, 53, 1))
+    result = profile(records, [NET], threshold=1.0)  # 2/202 = 0.99 %, 1/202 = 0.5 %
+    assert [t.ip for t in result.dns_clients] == [ip(1)]
+    assert [(a.kind, a.ip, a.packets, a.peers) for a in result.anomalies] == [
+        (LOW_VOLUME, ip(2), 2, 1), (LOW_VOLUME, ip(3), 1, 1)]
+    records = flows(udp_out(ip(1), 40000, 53, 198), udp_out(ip(2), 40001, 53, 2))  # 2/200 = 1 %
+    assert [t.ip for t in profile(records, [NET]).dns_clients] == [ip(1), ip(2)]
+
+
+def test_recursive_is_the_intersection_and_iterative_the_difference() -> None:
+    records = flows(
+        udp_out(ip(1), 53, 40000, 10), udp_out(ip(2), 53, 40000, 10),  # two servers
+        udp_out(ip(2), 40001, 53, 10), udp_out(ip(3), 40002, 53, 10),  # .2 also a client; .3 only a client
+    )
+    result = profile(records, [NET])
+    assert result.recursive == (ip(2),)
+    assert result.iterative == (ip(1),)
+    # .3 is a client beside a local resolver: it queries external servers directly.
+    assert [(a.kind, a.ip) for a in result.anomalies] == [(DIRECT_QUERY, ip(3))]
+
+
+def test_direct_query_only_when_the_network_has_a_resolver() -> None:
+    """Report 5.4.3: going to external servers is "necessary when there is no local DNS server"."""
+    records = flows(udp_out(ip(1), 53, 40000, 10), udp_out(ip(3), 40002, 53, 10))  # .1 iterative only
+    result = profile(records, [NET])
+    assert result.recursive == () and result.iterative == (ip(1),)
+    assert result.anomalies == ()
+
+
+def test_only_outbound_flows_count() -> None:
+    """Inbound, internal and external flows are none of the report's `--type=out` tables."""
+    records = flows(
+        (EXT, ip(1), 17, 40000, 53, 50),  # inbound query to .1
+        (ip(2), ip(1), 17, 40000, 53, 50),  # internal query
+        (EXT, "192.0.2.9", 17, 53, 40000, 50),  # external to external
+        (EXT, ip(1), 50, 0, 0, 50),  # inbound ESP
+        (EXT, ip(1), 6, 40000, 25, 50),  # inbound SMTP
+    )
+    result = profile(records, [NET])
+    assert result.top_destinations == result.dns_servers == result.dns_clients == ()
+    assert result.vpn == result.mail == ()
+
+
+def test_internal_host_answering_internal_hosts_is_an_unlisted_server() -> None:
+    records = flows(udp_out(ip(1), 53, 40000, 100), (ip(9), ip(2), 6, 53, 40000, 3))  # TCP, internal
+    result = profile(records, [NET])
+    assert [(a.kind, a.ip, a.packets, a.peers, a.peer) for a in result.anomalies] == [
+        (UNLISTED_SERVER, ip(9), 3, 1, ip(2))]
+
+
+def test_port_53_to_53_is_seen_from_the_internal_end_both_ways() -> None:
+    records = flows(udp_out(ip(5), 53, 53, 3), (EXT, ip(5), 17, 53, 53, 2), (EXT, "192.0.2.9", 17, 53, 53, 7))
+    result = profile(records, [NET], threshold=100)
+    found = [(a.kind, a.ip, a.packets, a.peer) for a in result.anomalies if a.kind == PORT_53_TO_53]
+    assert found == [(PORT_53_TO_53, ip(5), 5, EXT)]  # the external-only pair is not the network's
+
+
+def test_vpn_rows() -> None:
+    records = flows(
+        (ip(1), EXT, 50, 0, 0, 6),  # ESP: no ports
+        (ip(1), EXT, 17, 500, 500, 2),  # IKE
+        (ip(2), EXT, 6, 40000, 1723, 1),  # an internal PPTP client
+        (ip(2), EXT, 17, 40000, 53, 1),  # DNS: not VPN
+        (ip(3), EXT, 6, 40000, 500, 1),  # TCP 500 is not IKE
+    )
+    result = profile(records, [NET])
+    got = [(a.ip, a.packets, [(r.proto, r.internal_port, r.external_port, r.packets) for r in a.rows])
+           for a in result.vpn]
+    assert got == [(ip(1), 8, [(17, 500, 500, 2), (50, ANY_PORT, ANY_PORT, 6)]),
+                   (ip(2), 1, [(6, ANY_PORT, 1723, 1)])]
+    assert [round(a.share, 4) for a in result.vpn] == [round(800 / 9, 4), round(100 / 9, 4)]
+
+
+def test_mail_rows_count_tcp_mail_ports_only() -> None:
+    records = flows(
+        (ip(1), EXT, 6, 25, 40000, 3), (ip(1), EXT, 6, 40001, 587, 1),
+        (ip(1), EXT, 6, 80, 40002, 9),  # webmail login: web traffic
+        (ip(2), EXT, 17, 40000, 25, 9),  # UDP to 25 is not SMTP
+    )
+    result = profile(records, [NET])
+    assert [(a.ip, [(r.proto, r.internal_port, r.external_port, r.packets, r.share) for r in a.rows])
+            for a in result.mail] == [(ip(1), [(6, 25, ANY_PORT, 3, 75.0), (6, ANY_PORT, 587, 1, 25.0)])]
+
+
+def test_ipv6_internal_network() -> None:
+    records = flows(("2001:db8::53", "2001:db8:ffff::1", 17, 53, 40000, 5),
+                    ("2001:db8:ffff::1", "2001:db8::53", 17, 40000, 53, 5))
+    result = profile(records, parse_networks(["2001:db8::/48"]))
+    assert [t.ip for t in result.dns_servers] == ["2001:db8::53"]
+    assert result.iterative == ("2001:db8::53",)
+
+
+def test_no_flows_no_tables() -> None:
+    result = profile(np.zeros(0, FLOW_DTYPE), [NET])
+    assert result.as_dict()["dns_servers"] == [] and result.anomalies == () and result.vpn == ()
+
+
+def test_parse_networks_takes_lists_and_names_the_bad_item() -> None:
+    assert [str(n) for n in parse_networks(["10.0.0.0/8,192.168.0.0/16", "2001:db8::/32"])] == [
+        "10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"]
+    with pytest.raises(ValueError, match="'10.0.0.300'"):
+        parse_networks(["10.0.0.300"])
