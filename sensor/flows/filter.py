@@ -497,21 +497,26 @@ def _prefix_test(hi_field: str, lo_field: str, network) -> Predicate:
     mask = ((1 << 128) - 1) ^ ((1 << (128 - prefix)) - 1)
     mask_hi, mask_lo = np.uint64(mask >> 64), np.uint64(mask & _LOW64)
     value_hi, value_lo = np.uint64(value_hi), np.uint64(value_lo)
-    v4_only = network.version == 6 and prefix <= 96 and (
-        ipaddress.ip_network("::ffff:0:0/96").subnet_of(network))
-    if prefix <= 64:
-        def test(columns, n):
-            return (columns[hi_field] & mask_hi) == value_hi
-    else:  # the high half is compared whole
-        def test(columns, n):
-            return ((columns[lo_field] & mask_lo) == value_lo) & (columns[hi_field] == value_hi)
-    if v4_only:
-        # An IPv6 network that spans ::ffff:0:0/96 (::/0, ::/64...) would also catch IPv4 flows in this
-        # representation; nfdump keeps the families apart, so do we.
-        inner = test
 
-        def test(columns, n):
-            mapped = (columns[hi_field] == np.uint64(0)) & ((columns[lo_field] >> np.uint64(32))
-                                                             == np.uint64(0xFFFF))
-            return inner(columns, n) & ~mapped
-    return test
+    def test(columns, n):
+        return _masked_equal(columns[hi_field], columns[lo_field], prefix, mask_hi, mask_lo, value_hi, value_lo)
+
+    if network.version == 4 or not network.overlaps(ipaddress.ip_network("::/96")):
+        return test
+
+    # nfdump keeps an IPv4 address as ::a.b.c.d in its 128-bit field, so an IPv6 network over ::/96 (::/0,
+    # ::/64...) holds IPv4 flows by that form, not by ours (::ffff:a.b.c.d): test IPv4 flows in its form.
+    def nfdump_form_test(columns, n):
+        hi, lo = columns[hi_field], columns[lo_field]
+        mapped = (hi == np.uint64(0)) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+        as_v6 = _masked_equal(hi, lo, prefix, mask_hi, mask_lo, value_hi, value_lo)
+        as_v4 = _masked_equal(np.zeros_like(hi), lo & np.uint64(0xFFFFFFFF), prefix, mask_hi, mask_lo,
+                              value_hi, value_lo)
+        return np.where(mapped, as_v4, as_v6)
+    return nfdump_form_test
+
+
+def _masked_equal(hi, lo, prefix, mask_hi, mask_lo, value_hi, value_lo) -> np.ndarray:
+    if prefix <= 64:
+        return (hi & mask_hi) == value_hi
+    return ((lo & mask_lo) == value_lo) & (hi == value_hi)
