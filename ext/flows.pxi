@@ -108,6 +108,16 @@ cdef class FlowTable:
     def __len__(self):
         return self.used
 
+    def expire_idle(self, int64_t now_us):
+        """Idle flows out at `now_us` (live capture calls it when no packet came to do it)."""
+        self.expire_idle_at(now_us)
+
+    cdef int expire_idle_at(self, int64_t now) except -1:
+        # least recently updated first, until one is not idle
+        while self.lru_head >= 0 and now - self.slots[self.lru_head].end > self.idle_us:
+            self.expire(self.lru_head, END_IDLE)
+        return 0
+
     def flush(self):
         """Every flow out, oldest first, reason forced (end of a replay, or stop)."""
         while self.lru_head >= 0:
@@ -261,9 +271,7 @@ cdef class FlowTable:
                     flags = t[13]
             elif (proto == 1 or proto == 58) and tlen >= 2:
                 dport = (<uint16_t>t[0] << 8) | t[1]
-        # idle flows leave first, oldest first
-        while self.lru_head >= 0 and now - self.slots[self.lru_head].end > self.idle_us:
-            self.expire(self.lru_head, END_IDLE)
+        self.expire_idle_at(now)
         h = mix64(src_hi ^ mix64(src_lo ^ mix64(dst_hi ^ mix64(dst_lo ^ (
             (<uint64_t>sport << 48) | (<uint64_t>dport << 32) | (<uint64_t>proto << 24)
             | (<uint64_t>version << 16) | (<uint64_t><uint32_t>(vlan + 1)))))))

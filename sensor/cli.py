@@ -16,6 +16,7 @@ from sensor.attribution import DEFAULT_WINDOW
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
 from sensor.flows.commands import register as register_flow_commands
+from sensor.flows.options import add_options as add_flow_options
 from sensor.flows.profile_command import register as register_profile_command
 from sensor.outputs import DEFAULT_ENDPOINT
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
@@ -144,6 +145,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                              "Python object per DNS message)")
     parser.add_argument("--heuristics-config", metavar="PATH",
                         help="TOML file whose [heuristics] table tunes the detectors (docs/heuristics.md)")
+    add_flow_options(parser)
 
 
 def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: bool):
@@ -201,10 +203,12 @@ def heuristic_engine(args: argparse.Namespace):
 def run_replay(args: argparse.Namespace) -> int:
     import time
 
+    from sensor.flows.options import flow_settings, flow_sink
     from sensor.replay import replay, terminal_progress
     from sensor.rules.loader import load_rules
 
     ports = parse_ports(args.ports)
+    settings = flow_settings(args)
     if args.wait_subscribers and not args.publish:
         raise StartupError("--wait-subscribers needs --publish")
     loading = time.perf_counter()
@@ -212,18 +216,24 @@ def run_replay(args: argparse.Namespace) -> int:
     load_seconds = time.perf_counter() - loading
     log.info("loaded %d rules from %d files in %.2f s", len(ruleset), len(ruleset.files), load_seconds)
     outputs: list = []
+    flows = None
     try:
         pipeline, publisher = build_pipeline(args, ruleset, outputs, blocking=True)
+        flows = flow_sink(args, settings, pipeline) if settings else None
         if publisher is not None and args.wait_subscribers:
             publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
-        result = replay(args.files, ruleset, pipeline, ports, progress)
+        result = replay(args.files, ruleset, pipeline, ports, progress, flows)
     finally:
+        if flows is not None:
+            flows.close()
         for output in outputs:
             output.close()
     if progress is not None:
         sys.stderr.write("\n")
     print_summary(result.counters, result.seconds, f"{len(result.files)} file(s)", outputs)
+    if flows is not None:
+        print(flows.summary(), file=sys.stderr)
     if args.summary_json:
         write_summary_json(args.summary_json, result, {"rules": len(ruleset), "load_seconds": round(load_seconds, 3)})
     if result.cut_off is not None:

@@ -133,11 +133,7 @@ class ReferenceFlowTable:
         src, dst, proto, sport, dport, flags, length = fields
         key = (-1 if vlan is None else vlan, version, src, dst, proto, sport, dport)
         flows = self._flows
-        while flows:
-            oldest_key, oldest = next(iter(flows.items()))
-            if now_us - oldest[1] <= self.idle_us:
-                break
-            self._emit(oldest_key, flows.pop(oldest_key), END_IDLE)
+        self.expire_idle(now_us)
         flow = flows.get(key)
         if flow is not None and now_us - flow[0] > self.active_us:
             self._emit(key, flows.pop(key), END_ACTIVE)
@@ -158,6 +154,15 @@ class ReferenceFlowTable:
         flow[4] |= flags
         if proto == PROTO_TCP and flags & TCP_FIN_RST:
             self._emit(key, flows.pop(key), END_END)
+
+    def expire_idle(self, now_us: int) -> None:
+        """Idle flows out, least recently updated first, until one is not idle (rule 2)."""
+        flows = self._flows
+        while flows:
+            oldest_key, oldest = next(iter(flows.items()))
+            if now_us - oldest[1] <= self.idle_us:
+                break
+            self._emit(oldest_key, flows.pop(oldest_key), END_IDLE)
 
     def flush(self) -> None:
         """Every flow out, oldest first, reason forced (end of a replay, or stop)."""
