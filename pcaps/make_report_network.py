@@ -27,7 +27,7 @@ DNS queries out (UDP to port 53; 1000 packets, each answered by one inbound pack
 DNS answers out (UDP from port 53; 500 packets, each after one inbound query from an external client):
   .50 (ns) 250 = 50.0 %, .51 150 = 30.0 %, .52 96 = 19.2 % (95 answers and the 53-to-53 query),
   .77 4 = 0.8 % (answers 192.0.2.150 twice and 198.51.100.150 twice): under 1 %, so not a server.
-DNS over TCP (4 outbound packets-worth of streams, 3 outbound packets each, one query and one answer):
+DNS over TCP (4 streams, 3 packets each way: SYN or SYN-ACK, one message, FIN; not in the UDP shares):
   .51 asks 192.0.2.1 and .52 asks 198.51.100.2 over TCP; .51 answers 192.0.2.60 and .52 answers 192.0.2.61.
   So .51 and .52 use protocols 6 and 17 both as server and as client (report Table 15); .50 only 17.
 Internal DNS (neither outbound nor counted in the tables above): 203.0.113.100 asks .51 20 times and
