@@ -19,7 +19,6 @@ from sensor.errors import StartupError
 PCAP_MAGICS = {b"\xa1\xb2\xc3\xd4", b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x4d\x3c\xb2\xa1"}
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 PARQUET_MAGIC = b"PAR1"
-SCAN_BATCH_RECORDS = 1 << 20  # records decoded per step of a store scan: large enough for numpy, bounded memory
 SORT_KEYS = ("flows", "packets", "bytes")
 IPSET_OPERATIONS = ("union", "intersect", "difference")
 
@@ -200,13 +199,14 @@ def _store_batches(paths: Sequence[str], columns: list[str]):
             missing = [name for name in columns if parquet.schema_arrow.get_field_index(name) < 0]
             if missing:
                 raise StartupError(f"{path}: not a flow store file (no column {missing[0]})")
-            for batch in parquet.iter_batches(batch_size=SCAN_BATCH_RECORDS, columns=columns, use_threads=True):
+            for group in range(parquet.num_row_groups):  # the writer's row groups (2**20 records) bound memory
+                batch = parquet.read_row_group(group, columns=columns, use_threads=True)
                 out = {}
                 for name in columns:
                     column = batch.column(name)
                     if pa.types.is_timestamp(column.type):
                         column = column.cast(pa.int64())
-                    out[name] = column.to_numpy(zero_copy_only=False).astype(FLOW_DTYPE[name], copy=False)
+                    out[name] = column.to_numpy().astype(FLOW_DTYPE[name], copy=False)
                 yield out
         except (pa.ArrowException, OSError) as err:
             raise StartupError(f"{path}: not a readable flow store file ({err})") from None
