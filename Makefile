@@ -5,16 +5,17 @@ PY := $(VENV)/bin/python
 EXT := $(wildcard ext/*.pyx ext/*.pxi)
 SO_STAMP := $(VENV)/.built-ext
 
-.PHONY: run test venv build expected bench lint clean system-deps
+.PHONY: run test venv build expected bench bench-flows lint clean system-deps
 
 # Debian packages the tests use as real peers: tcpreplay and iproute2 for live capture, unbound and bind9 as the
-# resolver and the authoritative server, dig as the client, bind9's checkers, tcpdump. Daemons must not start
+# resolver and the authoritative server, dig as the client, bind9's checkers, tcpdump, nfdump (nfcapd as the IPFIX
+# collector, nfdump as the filter oracle). Daemons must not start
 # during the install (policy-rc.d), and the install runs only as root on apt systems, and only if one is missing.
-SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2
+SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2 nfdump
 system-deps: $(VENV)/.system-deps
 $(VENV)/.system-deps:
 	@mkdir -p $(VENV)
-	@missing=0; for tool in tcpdump tcpreplay unbound named named-checkzone dig ip; do \
+	@missing=0; for tool in tcpdump tcpreplay unbound named named-checkzone dig ip nfcapd nfdump; do \
 		command -v $$tool >/dev/null || missing=1; done; \
 	if [ $$missing = 1 ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		created=0; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
@@ -54,6 +55,10 @@ bench: build system-deps
 	$(PY) bench/run.py
 	$(PY) bench/rules_scale.py
 	$(PY) bench/live.py
+
+# truesource flows over 10,000,000 stored records against nfdump on the same records (bench/flows_scan.py).
+bench-flows: build system-deps
+	$(PY) bench/flows_scan.py
 
 lint: venv
 	$(PY) -m ruff check sensor tests bench pcaps
