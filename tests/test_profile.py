@@ -349,3 +349,120 @@ def test_parse_networks_takes_lists_and_names_the_bad_item() -> None:
         "10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"]
     with pytest.raises(ValueError, match="'10.0.0.300'"):
         parse_networks(["10.0.0.300"])
+
+
+# ---------------------------------------------------------------- the numpy rules against a plain-Python oracle
+
+def oracle(rows: list[tuple], internal: str, threshold: float) -> dict:
+    """The report's rules written the obvious way, one record at a time: what profile() must agree with."""
+    import ipaddress
+    from collections import defaultdict
+
+    net = ipaddress.ip_network(internal)
+
+    def inside(address: str) -> bool:
+        return ipaddress.ip_address(address) in net
+
+    def order(table: dict) -> list[tuple[str, int]]:
+        key = ipaddress.ip_address
+        return sorted(table.items(), key=lambda kv: (-kv[1], key(kv[0]).version, int(key(kv[0]))))
+
+    queries, answers = defaultdict(int), defaultdict(int)
+    query_peers, answer_peers = defaultdict(lambda: defaultdict(int)), defaultdict(lambda: defaultdict(int))
+    both, vpn, mail = defaultdict(int), defaultdict(int), defaultdict(int)
+    for src, dst, proto, sport, dport, packets in rows:
+        out = inside(src) and not inside(dst)
+        if out and proto == 17 and dport == 53:
+            queries[src] += packets
+            query_peers[src][dst] += packets
+        if out and proto == 17 and sport == 53:
+            answers[src] += packets
+        if proto in (6, 17) and sport == 53 and dport != 53 and inside(src):
+            answer_peers[src][dst] += packets
+        if proto in (6, 17) and sport == 53 and dport == 53 and (inside(src) or inside(dst)):
+            both[(src, dst) if inside(src) else (dst, src)] += packets
+        if out:
+            vpn_ports = {17: (500, 1701, 4500), 6: (1723,)}.get(proto, ())
+            if proto in (47, 50, 51) or sport in vpn_ports or dport in vpn_ports:
+                vpn[(src, proto, sport if sport in vpn_ports else None,
+                     dport if dport in vpn_ports else None)] += packets
+            mail_ports = (25, 110, 143, 465, 587, 993, 995) if proto == 6 else ()
+            if sport in mail_ports or dport in mail_ports:
+                mail[(src, proto, sport if sport in mail_ports else None,
+                      dport if dport in mail_ports else None)] += packets
+
+    def kept(table: dict) -> list[str]:
+        total = sum(table.values())
+        return [ip for ip, n in order(table) if n * 100 >= threshold * total]
+
+    def top_peer(peers: dict) -> tuple[int, str]:
+        return len(peers), order(peers)[0][0]
+
+    servers, clients = kept(answers), kept(queries)
+    recursive = [ip for ip in servers if ip in clients]
+    anomalies = [("port_53_to_53", a, n, 1, b) for (a, b), n in sorted(both.items())]
+    answering = {ip: sum(peers.values()) for ip, peers in answer_peers.items()}
+    anomalies += [("unlisted_server", ip, n, *top_peer(answer_peers[ip]))
+                  for ip, n in order(answering) if ip not in servers]
+    if recursive:
+        anomalies += [("direct_query", ip, queries[ip], *top_peer(query_peers[ip]))
+                      for ip in clients if ip not in servers]
+    anomalies += [("low_volume", ip, n, *top_peer(query_peers[ip])) for ip, n in order(queries) if ip not in clients]
+
+    def assets(table: dict) -> dict:
+        out: dict = defaultdict(set)
+        for (ip, proto, iport, eport), n in table.items():
+            out[ip].add((proto, iport, eport, n))
+        return {ip: sorted(rows, key=lambda r: (r[1] is None, r[0], r[1] or 0, r[2] or 0)) for ip, rows in out.items()}
+
+    return {"servers": servers, "clients": clients, "recursive": recursive,
+            "iterative": [ip for ip in servers if ip not in clients], "anomalies": anomalies,
+            "vpn": assets(vpn), "mail": assets(mail)}
+
+
+def _sorted_53(anomalies: list[tuple]) -> list[tuple]:
+    """53-to-53 rows in address order (the oracle sorts them as text; the order is not part of the rule)."""
+    first = sorted(a for a in anomalies if a[0] == PORT_53_TO_53)
+    return first + [a for a in anomalies if a[0] != PORT_53_TO_53]
+
+
+ADDRESSES = [ip(1), ip(2), ip(3), ip(200), "198.51.100.1", "198.51.100.2", "192.0.2.7"]
+PORTS = [53, 53, 25, 465, 500, 1701, 1723, 4500, 80, 40000, 40001]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_profile_agrees_with_the_oracle(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    inside, outside = ADDRESSES[:4], ADDRESSES[4:]
+
+    def row() -> tuple:
+        packets = int(rng.integers(1, 50))
+        if rng.random() < 0.5:  # anything at all
+            return (str(rng.choice(ADDRESSES)), str(rng.choice(ADDRESSES)), int(rng.choice([6, 17, 17, 47, 50, 51])),
+                    int(rng.choice(PORTS)), int(rng.choice(PORTS)), packets)
+        # DNS out, queries or answers, so that servers, clients and resolvers turn up
+        query = rng.random() < 0.5
+        return (str(rng.choice(inside)), str(rng.choice(outside)), 17, 40000 if query else 53,
+                53 if query else 40000, packets)
+
+    rows = [row() for _ in range(int(rng.integers(1, 80)))]
+    threshold = float(rng.choice([0.5, 1.0, 5.0, 20.0]))
+    want = oracle(rows, NET, threshold)
+    got = profile(flows(*rows), [NET], threshold)
+    assert [t.ip for t in got.dns_servers] == want["servers"]
+    assert [t.ip for t in got.dns_clients] == want["clients"]
+    assert list(got.recursive) == want["recursive"] and list(got.iterative) == want["iterative"]
+    assert _sorted_53([(a.kind, a.ip, a.packets, a.peers, a.peer) for a in got.anomalies]) == \
+        _sorted_53(want["anomalies"])
+
+    def rows_of(assets) -> dict:
+        def port(p: int) -> int | None:
+            return None if p == ANY_PORT else p
+        return {a.ip: [(r.proto, port(r.internal_port), port(r.external_port), r.packets) for r in a.rows]
+                for a in assets}
+
+    assert rows_of(got.vpn) == want["vpn"]
+    assert rows_of(got.mail) == want["mail"]
+    for table in (got.vpn, got.mail):
+        if table:
+            assert sum(a.share for a in table) == pytest.approx(100.0)

@@ -121,7 +121,8 @@ def _asset_rows(assets: Sequence[Asset]) -> list[list[str]]:
 
 def write_profile(out: TextIO, p: Profile) -> None:
     out.write(f"Profile of {p.flows:,} flows; internal {', '.join(p.internal)}; threshold {p.threshold:g}% "
-              f"of packets; outbound flows only (internal source, external destination)\n")
+              f"of packets. Tables count outbound flows (internal source, external destination); unlisted DNS "
+              f"servers are also looked for inside.\n")
     number = {1, 2, 3}
     _table(out, "Top external DNS destinations (UDP to port 53, by packets)",
            ["dIP", "packets", "%packets", "cumul_%"], _ranked_rows(p.top_destinations), number)
