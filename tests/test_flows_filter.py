@@ -51,6 +51,7 @@ TUTORIAL_FLOWS = [
     flow("192.168.3.7", "192.168.2.7", 50007, 2717, proto=6),
     flow("2001:db8::7", "2001:db8::53", 50008, 53),
     flow("2001:db8::7", "2001:db8::1", 50009, 53, duration_ms=1500),
+    {**flow("192.168.3.8", "192.168.2.9", 50010, 8080, proto=6), "vlan": 100, "tcp_flags": 0x12},
 ]
 
 
@@ -133,6 +134,8 @@ FORMS = [
     ("inet", lambda r: ":" not in r["src"]),
     ("DST PORT 53 AND PROTO TCP", lambda r: r["dst_port"] == 53 and r["proto"] == 6),
     ("dst port 53 # DNS\n and proto tcp", lambda r: r["dst_port"] == 53 and r["proto"] == 6),
+    ("vlan 100", lambda r: r.get("vlan") == 100),
+    ("flags SA", lambda r: r["proto"] == 6 and r.get("tcp_flags", 0) & 0x12 == 0x12),
     ("", lambda r: True),
 ]
 

@@ -57,7 +57,7 @@ def random_records(seed: int, n: int) -> np.ndarray:
     arr["end_us"] = arr["start_us"] + rng.choice([0, 999, 1000, 1001, 1500, 60_000, 3_600_000], n) * 1000 \
         + rng.integers(0, 1000, n)
     arr["packets"] = rng.choice([1, 2, 20, 999, 1000, 1001, 150_000], n)
-    arr["vlan"] = -1
+    arr["vlan"] = rng.choice([-1, -1, 100, 4094], n)  # -1: untagged (exported as vlanId 0)
     return arr
 
 
@@ -149,7 +149,7 @@ def random_expression(rng: np.random.Generator, depth: int = 0, negated: bool = 
     side = rng.choice(["", "src ", "dst "])
     comparator = rng.choice(["", "= ", "== ", "> ", "< ", ">= ", "<= ", "eq ", "gt ", "lt "])
     host = rng.choice(V4_HOSTS + V6_HOSTS)
-    kind = rng.integers(8 if negated else 9)
+    kind = rng.integers(9 if negated else 10)
     if kind == 0:
         return f"{side}ip {host}"
     if kind == 1:
@@ -167,6 +167,8 @@ def random_expression(rng: np.random.Generator, depth: int = 0, negated: bool = 
         return f"bytes {comparator}{BYTES_BASE + int(rng.integers(0, RANDOM_RECORDS))}"
     if kind == 7:
         return f"{side}net {rng.choice(['192.168.0.0 255.255.0.0', '10.0.0.0 255.0.0.0', '8.8.8.0 255.255.255.0'])}"
+    if kind == 8:
+        return f"vlan {rng.choice([100, 4094, 7])}"
     return f"flags {rng.choice(['S', 'A', 'SA', 'F', 'R', 'PA', 'X'])}"
 
 
