@@ -181,3 +181,29 @@ def test_random_expressions_same_flows_as_nfdump(collected):
         if ours(records, expression) != nfdump_bytes(path, expression):
             differences.append(expression)
     assert differences == []
+
+
+@pytest.mark.parametrize("field, expression", [
+    ("srcip", "any"), ("dstip", "proto udp and dst port 53"), ("proto", "any"),
+    ("dstport", "proto tcp or proto udp"), ("srcport", "proto tcp and not net 10.0.0.0/8"),
+])
+def test_bins_same_as_nfdump_statistics(collected, field, expression):
+    """Every bin's flows, packets and bytes against `nfdump -s FIELD/packets -n 0` (all bins)."""
+    import ipaddress
+
+    from sensor.flows.commands import bin_rows
+    from sensor.flows.stats import aggregate
+
+    records, path = collected
+    done = subprocess.run(["nfdump", "-r", path, "-q", "-N", "-s", f"{field}/packets", "-n", "0", "-o", "csv",
+                           expression], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    theirs = {}
+    for row in csv.reader(done.stdout.splitlines()):
+        if len(row) > 9 and row[0][:1].isdigit():
+            key = str(ipaddress.ip_address(row[4])) if field.endswith("ip") else int(row[4])
+            theirs[key] = (int(row[5]), int(row[7]), int(row[9]))
+    selected = records[compile_filter(expression).mask(records)]
+    ours_bins = {row[field]: (row["flows"], row["packets"], row["bytes"])
+                 for row in bin_rows(aggregate(selected, (field,), "packets"))}
+    assert ours_bins == theirs
