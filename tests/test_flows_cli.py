@@ -156,3 +156,20 @@ def test_ipset_errors(tmp_path):
     done = run_cli("ipset", "union", str(bad), str(bad))
     assert done.returncode == 2
     assert done.stderr.strip() == f"truesource: {bad}:2: 'not-an-address' is not an IP address or CIDR block"
+
+
+def test_parquet_that_is_not_a_flow_store(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"name": ["a", "b"]}), other)
+    done = run_cli("flows", str(other), "--aggregate", "srcip")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"truesource: {other}: not a flow store file (no column bytes)"
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1" + b"\0" * 100)
+    done = run_cli("flows", str(broken))
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1
+    assert f"{broken}: not a readable flow store file" in done.stderr
