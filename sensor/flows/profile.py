@@ -162,13 +162,25 @@ def _columns(keys: np.ndarray) -> list[np.ndarray]:
     return [column for name in keys.dtype.names for column in _columns(keys[name])]
 
 
+def _varying(columns: list[np.ndarray]) -> list[np.ndarray]:
+    """The columns that are not one value throughout (IPv4 only: the high half and version are constant);
+    sorting by a constant column is a pass over the data that changes nothing."""
+    varying = [c for c in columns if len(c) and c.min() != c.max()]
+    return varying or columns[:1]
+
+
+def _lexsort(columns: list[np.ndarray]) -> np.ndarray:
+    """Order by the columns, the first the primary key (np.lexsort takes the primary last)."""
+    return np.lexsort(_varying(columns)[::-1])
+
+
 def _sum_by(keys: np.ndarray, packets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct keys (in key order) and the packets of each, exact. A lexsort over the key's integer columns:
     numpy's unique() on a structured array compares records one by one, ten times slower."""
     if len(keys) == 0:
         return keys[:0], np.zeros(0, dtype=np.uint64)
-    columns = _columns(keys)
-    order = np.lexsort(columns[::-1])
+    columns = _varying(_columns(keys))
+    order = _lexsort(columns)
     new = np.zeros(len(keys), dtype=bool)
     new[0] = True
     for column in columns:
@@ -182,13 +194,8 @@ def _sum_by(keys: np.ndarray, packets: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def _ranked(keys: np.ndarray, packets: np.ndarray) -> list[tuple[str, int]]:
     """(address, packets) by packets descending, then address: rwstats' order with a stable tie-break."""
     uniq, totals = _sum_by(keys, packets)
-    order = np.lexsort((uniq["lo"], uniq["hi"], uniq["version"], np.iinfo(np.int64).max - totals.astype(np.int64)))
+    order = _lexsort([np.iinfo(np.int64).max - totals.astype(np.int64), uniq["version"], uniq["hi"], uniq["lo"]])
     return list(zip(_text(uniq[order]), totals[order].tolist(), strict=True))
-
-
-def _sort_key(ip: str) -> tuple[int, int]:
-    address = ipaddress.ip_address(ip)
-    return address.version, int(address)
 
 
 def _at_least(packets: int, total: int, threshold: float) -> bool:
@@ -219,8 +226,8 @@ def _peers(arr: np.ndarray, mask: np.ndarray, side: str, other: str) -> dict[str
     uniq, totals = _sum_by(pair, sub["packets"])  # sorted by a, then b
     a, b = uniq["a"], uniq["b"]
     # Within each a: most packets first, then the lower b; the first row of each a is its top peer.
-    order = np.lexsort((b["lo"], b["hi"], b["version"], np.iinfo(np.int64).max - totals.astype(np.int64),
-                        a["lo"], a["hi"], a["version"]))
+    order = _lexsort([a["version"], a["hi"], a["lo"], np.iinfo(np.int64).max - totals.astype(np.int64),
+                      b["version"], b["hi"], b["lo"]])
     a, b = a[order], b[order]
     first = np.ones(len(a), dtype=bool)
     first[1:] = (a["lo"][1:] != a["lo"][:-1]) | (a["hi"][1:] != a["hi"][:-1]) | (a["version"][1:] != a["version"][:-1])
@@ -326,8 +333,7 @@ def _assets(arr: np.ndarray, mask: np.ndarray, internal_port: np.ndarray, extern
         service_rows.sort(key=lambda r: (r.internal_port == ANY_PORT, r.proto, r.internal_port, r.external_port))
         packets = sum(r.packets for r in service_rows)
         assets.append(Asset(ip, packets, 100.0 * packets / total, tuple(service_rows)))
-    assets.sort(key=lambda a: _sort_key(a.ip))
-    return assets
+    return assets  # in address order: _sum_by's rows come sorted by address first
 
 
 def _anomalies(arr: np.ndarray, src_in: np.ndarray, dst_in: np.ndarray, outbound: np.ndarray,
