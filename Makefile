@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EXT := $(wildcard ext/*.pyx ext/*.pxi)
 SO_STAMP := $(VENV)/.built-ext
 
-.PHONY: run test venv build expected bench bench-flows lint clean system-deps
+.PHONY: run test venv build expected bench bench-flows bench-profile lint clean system-deps
 
 # Debian packages the tests use as real peers: tcpreplay and iproute2 for live capture, unbound and bind9 as the
 # resolver and the authoritative server, dig as the client, bind9's checkers, tcpdump, nfdump (nfcapd as the IPFIX
@@ -59,6 +59,10 @@ bench: build system-deps
 # truesource flows over 10,000,000 stored records against nfdump on the same records (bench/flows_scan.py).
 bench-flows: build system-deps
 	$(PY) bench/flows_scan.py
+
+# truesource profile beside nfdump running the report's queries on the same records (bench/profile.py).
+bench-profile: build system-deps
+	$(PY) bench/profile.py
 
 lint: venv
 	$(PY) -m ruff check sensor tests bench pcaps
