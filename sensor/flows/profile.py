@@ -1,7 +1,8 @@
 """Network profile from flow records: the DNS, VPN and mail inventory of CMU/SEI-2012-TR-006 sections 5.3-5.5.
 
-Each step of the report is one vectorized pass over a FLOW_DTYPE array (docs/profile.md maps them to the
-report's rwfilter/rwstats/rwset commands). Like the report's `--type=out`, the tables count outbound flows
+Each step of the report is one vectorized pass over flow records (a FLOW_DTYPE array, or any record array
+with its address, port, protocol, IP version and packet fields); docs/profile.md maps the steps to the
+report's rwfilter/rwstats/rwset commands. Like the report's `--type=out`, the tables count outbound flows
 (source inside the internal networks, destination outside): a sensor at the perimeter sees both halves of
 every conversation, and the outbound half names the internal asset.
 """
@@ -286,14 +287,12 @@ def profile(arr: np.ndarray, internal: Sequence, threshold: float = DEFAULT_THRE
                            bool(recursive), threshold)
 
     # Sections 5.5 and 5.3: VPN and mail assets, from their outbound flows.
-    vpn_tunnel = np.isin(proto, VPN_TUNNEL_PROTOCOLS)
-    vpn_udp = udp & (np.isin(sport, VPN_UDP_PORTS) | np.isin(dport, VPN_UDP_PORTS))
-    vpn_tcp = tcp & (np.isin(sport, VPN_TCP_PORTS) | np.isin(dport, VPN_TCP_PORTS))
-    vpn_ports = _service_ports(arr, {UDP: VPN_UDP_PORTS, TCP: VPN_TCP_PORTS})
-    vpn = _assets(arr, outbound & (vpn_tunnel | vpn_udp | vpn_tcp), *vpn_ports)
-    mail_ports = _service_ports(arr, {TCP: MAIL_TCP_PORTS})
-    mail_mask = tcp & (np.isin(sport, MAIL_TCP_PORTS) | np.isin(dport, MAIL_TCP_PORTS))
-    mail = _assets(arr, outbound & mail_mask, *mail_ports)
+    internal_port, external_port = _service_ports(arr, {UDP: VPN_UDP_PORTS, TCP: VPN_TCP_PORTS})
+    on_port = (internal_port != ANY_PORT) | (external_port != ANY_PORT)
+    vpn = _assets(arr, outbound & (on_port | np.isin(proto, VPN_TUNNEL_PROTOCOLS)), internal_port, external_port)
+    internal_port, external_port = _service_ports(arr, {TCP: MAIL_TCP_PORTS})
+    on_port = (internal_port != ANY_PORT) | (external_port != ANY_PORT)
+    mail = _assets(arr, outbound & on_port, internal_port, external_port)
 
     return Profile(len(arr), tuple(str(n) for n in networks), threshold, tuple(destinations), tuple(servers),
                    tuple(clients), recursive, iterative, tuple(anomalies), tuple(vpn), tuple(mail))
