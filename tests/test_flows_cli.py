@@ -173,3 +173,15 @@ def test_parquet_that_is_not_a_flow_store(tmp_path):
     assert done.returncode == 2
     assert len(done.stderr.splitlines()) == 1
     assert f"{broken}: not a readable flow store file" in done.stderr
+
+
+def test_ipset_out_from_a_listing(store, tmp_path):
+    """Without --aggregate the set holds the addresses of the flows listed (here: the VPN assets' GRE/ESP/AH)."""
+    directory, records = store
+    path = tmp_path / "vpn.set"
+    done = run_cli("flows", directory, "--filter", f"(proto 47 or proto 50 or proto 51) and {OUTBOUND}",
+                   "--ipset-out", str(path))
+    assert done.returncode == 0, done.stderr
+    expected = sorted({r["srcip"] for r in records if r["proto"] in (47, 50, 51) and r["srcip"].startswith(
+        "203.0.113.") and not r["dstip"].startswith("203.0.113.")}, key=ipaddress.ip_address)
+    assert read_set(path) == expected == ["203.0.113.33", "203.0.113.35"]
