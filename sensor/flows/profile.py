@@ -283,8 +283,8 @@ def profile(arr: np.ndarray, internal: Sequence, threshold: float = DEFAULT_THRE
     recursive = tuple(ip for ip in server_ips if ip in client_ips)
     iterative = tuple(ip for ip in server_ips if ip not in client_ips)
 
-    anomalies = _anomalies(arr, src_in, dst_in, outbound, queries, set(server_ips), clients, all_clients,
-                           bool(recursive), threshold)
+    anomalies = _anomalies(arr, src_in, dst_in, queries, set(server_ips), clients, all_clients, bool(recursive),
+                           threshold)
 
     # Sections 5.5 and 5.3: VPN and mail assets, from their outbound flows.
     internal_port, external_port = _service_ports(arr, {UDP: VPN_UDP_PORTS, TCP: VPN_TCP_PORTS})
@@ -335,9 +335,10 @@ def _assets(arr: np.ndarray, mask: np.ndarray, internal_port: np.ndarray, extern
     return assets  # in address order: _sum_by's rows come sorted by address first
 
 
-def _anomalies(arr: np.ndarray, src_in: np.ndarray, dst_in: np.ndarray, outbound: np.ndarray,
-               queries: np.ndarray, servers: set[str], clients: list[Talker], all_clients: list[Talker],
-               have_resolvers: bool, threshold: float) -> list[Anomaly]:
+def _anomalies(arr: np.ndarray, src_in: np.ndarray, dst_in: np.ndarray, queries: np.ndarray, servers: set[str],
+               clients: list[Talker], all_clients: list[Talker], have_resolvers: bool,
+               threshold: float) -> list[Anomaly]:
+    """The four kinds of report section 5.4.3, in ANOMALY_KINDS order (decision 0046)."""
     proto, sport, dport, packets = arr["proto"], arr["src_port"], arr["dst_port"], arr["packets"]
     dns_transport = (proto == UDP) | (proto == TCP)
     found: list[Anomaly] = []
