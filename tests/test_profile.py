@@ -181,17 +181,20 @@ def test_text_tables_match_the_json() -> None:
 
 
 def test_a_store_profiles_as_its_capture(tmp_path) -> None:
-    """SOURCE may be a flow store: the flows of the capture written to one give the same profile."""
-    from sensor.flows.build import flows_from_captures
-    from sensor.flows.store import FlowStoreWriter
-
-    writer = FlowStoreWriter(str(tmp_path / "store"))
-    writer.write(flows_from_captures([CAPTURE], internal=[NET]))
-    writer.close()
-    from_store = run_cli("profile", str(tmp_path / "store"), "--internal", NET, "--json")
+    """SOURCE may be a flow store: `replay --flow-store` of the capture, then a profile of the store, gives the
+    same profile as the capture itself."""
+    store = str(tmp_path / "store")
+    replay = run_cli("replay", CAPTURE, "--rules", "pcaps/pcaps.rules", "--out", os.devnull, "--no-progress",
+                     "--flow-store", store, "--internal", NET)
+    assert replay.returncode == 0, replay.stderr
+    from_store = run_cli("profile", store, "--internal", NET, "--json")
     from_capture = run_cli("profile", CAPTURE, "--internal", NET, "--json")
     assert from_store.returncode == 0, from_store.stderr
     assert json.loads(from_store.stdout) == json.loads(from_capture.stdout)
+    # and both at once: every flow counted twice, so the same roles and shares with twice the packets
+    both = json.loads(run_cli("profile", store, CAPTURE, "--internal", NET, "--json").stdout)
+    assert [(t["ip"], t["packets"], t["share"]) for t in both["dns_servers"]] == [
+        (ip, 2 * packets, share) for ip, packets, share, _, _ in DNS_SERVERS]
 
 
 def test_threshold_option_moves_the_edge() -> None:
