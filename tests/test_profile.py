@@ -474,3 +474,13 @@ def test_profile_agrees_with_the_oracle(seed: int) -> None:
     for table in (got.vpn, got.mail):
         if table:
             assert sum(a.share for a in table) == pytest.approx(100.0)
+
+
+def test_flowmon_tutorial_hunt_on_the_report_network() -> None:
+    """Seed 003's filter, "dst port 53 and not dst ip <the default resolver> and src net <ours>", kept inside:
+    the only internal host asking an internal DNS server other than the resolver .51 is .100, asking .66."""
+    process = run_cli("flows", CAPTURE, "--filter", f"dst port 53 and src net {NET} and dst net {NET} "
+                      f"and not dst ip {ip(51)}", "--aggregate", "srcip,dstip", "--json")
+    assert process.returncode == 0, process.stderr
+    rows = [json.loads(line) for line in process.stdout.splitlines()]
+    assert [(r["srcip"], r["dstip"], r["flows"], r["packets"]) for r in rows] == [(ip(100), ip(66), 2, 2)]
