@@ -36,9 +36,18 @@ def random_rows(seed: int, n: int = 1500) -> list[dict]:
 
 
 def key_of(row: dict, fields) -> tuple:
-    names = {"srcip": "src", "dstip": "dst", "srcport": "src_port", "dstport": "dst_port", "proto": "proto"}
-    return tuple(str(ipaddress.ip_address(row[names[f]])) if f in ("srcip", "dstip") else row[names[f]]
-                 for f in fields)
+    names = {"srcip": "src", "dstip": "dst", "srcport": "src_port", "dstport": "dst_port", "proto": "proto",
+             "srcnet": "src", "dstnet": "dst"}
+    key = []
+    for field in fields:
+        value = row[names[field]]
+        if field in ("srcip", "dstip"):
+            value = str(ipaddress.ip_address(value))
+        elif field in ("srcnet", "dstnet"):
+            bits = 24 if ipaddress.ip_address(value).version == 4 else 64
+            value = str(ipaddress.ip_network(f"{value}/{bits}", strict=False))
+        key.append(value)
+    return tuple(key)
 
 
 def expected_bins(rows, fields):
@@ -69,6 +78,20 @@ def test_bins_match_counter(fields):
     assert got_bins(bins) == {key: (flows[key], packets[key], nbytes[key]) for key in flows}
     assert bins.total == sum(packets.values())
     assert bins.total_bins == len(flows)
+
+
+@pytest.mark.parametrize("fields", [("srcnet",), ("dstnet", "dstport"), ("srcnet", "srcip", "dstnet")])
+def test_network_bins_match_counter(fields):
+    """srcnet/dstnet: /24 for IPv4, /64 for IPv6, written as CIDR blocks."""
+    rows = random_rows(9)
+    for i, row in enumerate(rows):  # spread the hosts over a few networks of each family
+        if ":" in row["src"]:
+            row["src"] = f"2001:db8:{i % 3}::{i % 5 + 1}"
+        else:
+            row["src"] = f"10.{i % 2}.{i % 3}.{i % 7}"
+    bins = aggregate(make_records(rows), fields, "bytes")
+    flows, packets, nbytes = expected_bins(rows, fields)
+    assert got_bins(bins) == {key: (flows[key], packets[key], nbytes[key]) for key in flows}
 
 
 @pytest.mark.parametrize("sort", ["flows", "packets", "bytes"])

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     flows.add_argument("--filter", default="", metavar="EXPR",
                        help="nfdump filter, e.g. 'proto udp and dst port 53 and not dst net 10.0.0.0/8'")
     flows.add_argument("--aggregate", metavar="FIELDS",
-                       help="bin by fields, comma separated: srcip, dstip, srcport, dstport, proto")
+                       help="bin by fields, comma separated: srcip, dstip, srcport, dstport, proto, "
+                            "srcnet, dstnet (/24 for IPv4, /64 for IPv6)")
     flows.add_argument("--sort", choices=SORT_KEYS, metavar="KEY",
                        help="flows, packets or bytes, largest first (default: flows when aggregating; "
                             "when listing, first-seen time)")
@@ -108,7 +109,7 @@ def _run_flows(args: argparse.Namespace) -> int:
         else:
             write_bins_table(out, bins, rows, scanned)
         if args.ipset_out:
-            _write_ipset_from(bins.keys, ipset_field, args.ipset_out)
+            _write_ipset_from(*bins.keys[ipset_field], args.ipset_out)
         return 0
     records = order_records(columns, args.sort, args.top)
     if args.json:
@@ -119,15 +120,15 @@ def _run_flows(args: argparse.Namespace) -> int:
     else:
         write_flow_table(out, records, scanned, len(columns["packets"]))
     if args.ipset_out:
-        _write_ipset_from({name: records[name] for name in records.dtype.names}, ipset_field, args.ipset_out)
+        side = "src" if ipset_field == "srcip" else "dst"
+        _write_ipset_from(records[f"{side}_hi"], records[f"{side}_lo"], args.ipset_out)
     return 0
 
 
-def _write_ipset_from(columns, field: str, path: str) -> None:
+def _write_ipset_from(hi, lo, path: str) -> None:
     from sensor.flows.ipset import IPSet, write_ipset
 
-    side = "src" if field == "srcip" else "dst"
-    write_ipset(IPSet.from_halves(columns[f"{side}_hi"], columns[f"{side}_lo"]), path)
+    write_ipset(IPSet.from_halves(hi, lo), path)
 
 
 # Sources
@@ -228,14 +229,18 @@ def address_text(hi, lo):
 
 def bin_rows(bins) -> list[dict]:
     """Each bin as a dict: the aggregation fields by their filter-language names, counts, percentages."""
+    from sensor.flows.stats import NETWORK_BITS_V4, NETWORK_BITS_V6, NETWORK_FIELDS
+
     columns: dict[str, list] = {}
     for field in bins.fields:
-        if field in ("srcip", "dstip"):
-            side = "src" if field == "srcip" else "dst"
-            columns[field] = address_text(bins.keys[f"{side}_hi"], bins.keys[f"{side}_lo"]).tolist()
+        key = bins.keys[field]
+        if len(key) == 2:
+            text = address_text(*key).tolist()
+            if field in NETWORK_FIELDS:
+                text = [f"{t}/{NETWORK_BITS_V6 if ':' in t else NETWORK_BITS_V4}" for t in text]
+            columns[field] = text
         else:
-            name = {"srcport": "src_port", "dstport": "dst_port", "proto": "proto"}[field]
-            columns[field] = bins.keys[name].tolist()
+            columns[field] = key[0].tolist()
     columns["flows"] = bins.flows.tolist()
     columns["packets"] = bins.packets.tolist()
     columns["bytes"] = bins.bytes.tolist()

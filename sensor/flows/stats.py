@@ -20,9 +20,15 @@ AGGREGATE_FIELDS: dict[str, tuple[str, ...]] = {
     "srcport": ("src_port",),
     "dstport": ("dst_port",),
     "proto": ("proto",),
+    "srcnet": ("src_hi", "src_lo"),  # the source's /24 (IPv4) or /64 (IPv6)
+    "dstnet": ("dst_hi", "dst_lo"),
 }
 METRICS = ("flows", "packets", "bytes")
 ADDRESS_FIELDS = ("srcip", "dstip")
+NETWORK_FIELDS = ("srcnet", "dstnet")
+NETWORK_BITS_V4 = 24  # the customary subnet sizes (SiLK's rwnetmask examples, nfdump -A srcip4/24,srcip6/64)
+NETWORK_BITS_V6 = 64
+_V4_NETWORK_MASK = np.uint64(((1 << 64) - 1) ^ ((1 << (32 - NETWORK_BITS_V4)) - 1))
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,7 @@ class Bins:
     """The bins kept, in output order: key columns by aggregation field, counts, percent of the sort metric."""
 
     fields: tuple[str, ...]
-    keys: dict[str, np.ndarray]  # field -> values (addresses: a (hi, lo) pair of arrays under "<field>")
+    keys: dict[str, tuple[np.ndarray, ...]]  # field -> its key columns: (hi, lo) for addresses and networks
     flows: np.ndarray
     packets: np.ndarray
     bytes: np.ndarray
@@ -72,20 +78,21 @@ def aggregate(columns: Mapping[str, np.ndarray], fields: Sequence[str], sort: st
     the bins at or above `percentage` percent of the total."""
     if sort not in METRICS:
         raise StartupError(f"--sort: {sort!r} is not one of {', '.join(METRICS)}")
-    key_columns = [np.asarray(columns[name]) for field in fields for name in AGGREGATE_FIELDS[field]]
+    per_field = {field: key_columns_of(columns, field) for field in fields}
+    key_columns = [column for field in fields for column in per_field[field]]
     n = len(columns["packets"])
     packets_in = np.asarray(columns["packets"], dtype=np.uint64)
     bytes_in = np.asarray(columns["bytes"], dtype=np.uint64)
     if n == 0:
         empty_u8 = np.zeros(0, dtype=np.uint64)
-        keys = {name: np.asarray(columns[name])[:0] for field in fields for name in AGGREGATE_FIELDS[field]}
+        keys = {field: tuple(column[:0] for column in per_field[field]) for field in fields}
         return Bins(tuple(fields), keys, empty_u8, empty_u8, empty_u8, sort, np.zeros(0), np.zeros(0), 0, 0, 0)
     order, starts = group(key_columns)
     flows = np.diff(np.append(starts, n)).astype(np.uint64)
     packets = np.add.reduceat(packets_in[order], starts)
     nbytes = np.add.reduceat(bytes_in[order], starts)
     first = order[starts]
-    keys = {name: np.asarray(columns[name])[first] for field in fields for name in AGGREGATE_FIELDS[field]}
+    keys = {field: tuple(column[first] for column in per_field[field]) for field in fields}
     metric = {"flows": flows, "packets": packets, "bytes": nbytes}[sort]
     total = int(metric.sum(dtype=np.uint64))
     # Largest first; a stable sort of (max - value) keeps bins of equal value in key order.
@@ -98,8 +105,18 @@ def aggregate(columns: Mapping[str, np.ndarray], fields: Sequence[str], sort: st
         keep = min(keep, top)
     ranked = ranked[:keep]
     percent = percent[:keep]
-    return Bins(tuple(fields), {name: values[ranked] for name, values in keys.items()}, flows[ranked],
+    return Bins(tuple(fields), {field: tuple(c[ranked] for c in cols) for field, cols in keys.items()}, flows[ranked],
                 packets[ranked], nbytes[ranked], sort, percent, np.cumsum(percent), total, len(flows), n)
+
+
+def key_columns_of(columns: Mapping[str, np.ndarray], field: str) -> list[np.ndarray]:
+    """The key columns of one aggregation field; for srcnet/dstnet the addresses with the host bits cleared."""
+    parts = [np.asarray(columns[name]) for name in AGGREGATE_FIELDS[field]]
+    if field not in NETWORK_FIELDS:
+        return parts
+    hi, lo = (part.astype(np.uint64, copy=False) for part in parts)
+    mapped = (hi == np.uint64(0)) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    return [hi, np.where(mapped, lo & _V4_NETWORK_MASK, np.uint64(0))]  # IPv6: the high half is the /64
 
 
 def group(key_columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
