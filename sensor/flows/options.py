@@ -28,13 +28,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def flow_settings(args: argparse.Namespace) -> FlowSettings | None:
     """None unless flows are asked for; StartupError names the bad option."""
-    if not (args.flows or args.flow_store or args.ipfix):
-        return None
     for cidr in args.internal:
         try:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise StartupError(f"--internal: {cidr!r} is not a network (CIDR such as 10.0.0.0/8)") from None
+    if not (args.flows or args.flow_store or args.ipfix):
+        return None
     try:
         return FlowSettings(args.flow_idle_timeout, args.flow_active_timeout, args.max_flows, tuple(args.internal))
     except ValueError as err:
