@@ -284,6 +284,7 @@ def run_capture(args: argparse.Namespace) -> int:
     from sensor.capture.live import CaptureOptions
     from sensor.capture.workers import CaptureJob, Stopper, run_single, run_workers
     from sensor.events import rfc3339
+    from sensor.flows.options import flow_settings, flow_sink
     from sensor.loop import compile_rules
     from sensor.rules.loader import load_rules
     from sensor.rules.reload import RELOAD_TOPIC, ReloadResult, RulesReloader
@@ -294,12 +295,15 @@ def run_capture(args: argparse.Namespace) -> int:
         raise StartupError("--workers: must be at least 1")
     if args.snaplen < 64 or args.buffer_mb < 1:
         raise StartupError("--snaplen must be at least 64 and --buffer-mb at least 1")
-    options = CaptureOptions(args.interface, args.bpf, ports, args.snaplen, args.buffer_mb, not args.no_promisc)
+    settings = flow_settings(args)
+    options = CaptureOptions(args.interface, args.bpf, ports, args.snaplen, args.buffer_mb, not args.no_promisc,
+                             all_ip=settings is not None)
     ruleset = load_rules(args.rules, args.rules_format)
     log.info("loaded %d rules from %d files", len(ruleset), len(ruleset.files))
     outputs: list = []
     trace_file = None
     control = None
+    flows = None
     stop = Stopper()
     stop.install()
     try:
@@ -308,8 +312,9 @@ def run_capture(args: argparse.Namespace) -> int:
         if args.trace_messages:
             trace_file = open(args.trace_messages, "w", encoding="ascii")
             trace = _message_tracer(trace_file)
+        flows = flow_sink(args, settings, pipeline, with_table=args.workers == 1) if settings else None
         job = CaptureJob(options, ports, compile_rules(ruleset, keep_table=False), ruleset, trace,
-                         heuristics=pipeline.heuristics is not None)
+                         heuristics=pipeline.heuristics is not None, flows=settings)
         board = StatsBoard(args.workers)
         started = time.monotonic()
         next_stats = started + args.stats_interval
@@ -353,13 +358,17 @@ def run_capture(args: argparse.Namespace) -> int:
             pipeline.publish(RELOAD_TOPIC, pipeline.encoder.encode(event))
 
         if args.workers == 1:
-            run_single(job, pipeline, board, stop, on_tick, reloader, on_reload)
+            run_single(job, pipeline, board, stop, on_tick, reloader, on_reload, flows)
             code = 0
         else:
-            code = run_workers(job, args.workers, pipeline, board, stop, on_tick, reloader, on_reload)
+            code = run_workers(job, args.workers, pipeline, board, stop, on_tick, reloader, on_reload, flows)
+        if flows is not None:
+            flows.finish()
         publish_stats(final=True)
         seconds = time.monotonic() - started
     finally:
+        if flows is not None:
+            flows.close()
         for output in outputs:
             output.close()
         if trace_file is not None:
@@ -368,6 +377,8 @@ def run_capture(args: argparse.Namespace) -> int:
             control.close()
     total = board.total()
     print_capture_summary(total, seconds, board, outputs)
+    if flows is not None:
+        print(flows.summary(), file=sys.stderr)
     if args.summary_json:
         summary = {"counters": dict(sorted(total.items())), "seconds": round(seconds, 3),
                    "workers": [w.as_dict() for w in board.workers.values()]}
