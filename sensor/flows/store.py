@@ -23,6 +23,8 @@ ROTATE_SECONDS = 300.0  # nfcapd's default rotation: one file per 5 minutes
 MAX_FILE_RECORDS = 10_000_000  # and a size bound, so a flood does not make one enormous file (~300 MB)
 ROW_GROUP_RECORDS = 1 << 20  # records buffered before a row group is written: large groups read fastest
 SUFFIX = ".parquet"
+# LZ4 over zstd: files ~30% larger, reads twice as fast (bench/flows.py), and the scan rate is the goal.
+COMPRESSION = "lz4"
 TIME_COLUMNS = ("start_us", "end_us")
 INT_COLUMNS = tuple(name for name in FLOW_DTYPE.names if name not in TIME_COLUMNS)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -33,12 +35,25 @@ class FlowStoreError(StartupError):
 
 
 def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray) -> pa.DictionaryArray:
-    """Addresses as dictionary-encoded text: np.unique finds the distinct ones, each is formatted once."""
-    pairs = np.empty(len(hi), dtype=[("hi", "<u8"), ("lo", "<u8"), ("v", "u1")])
-    pairs["hi"], pairs["lo"], pairs["v"] = hi, lo, version
-    uniq, inverse = np.unique(pairs, return_inverse=True)
-    text = format_addresses(uniq["hi"], uniq["lo"], uniq["v"])
-    return pa.DictionaryArray.from_arrays(pa.array(inverse.astype(np.int32)), pa.array(text.tolist(), pa.string()))
+    """Addresses as dictionary-encoded text: each distinct address is formatted once. Arrow's hash-based
+    dictionary_encode finds them (no sort): IPv4 rows by their low half, IPv6 rows by both halves as 16 bytes."""
+    v4 = version == 4
+    indices = np.empty(len(hi), np.int32)
+    encoded4 = pa.array(lo[v4]).dictionary_encode()
+    uniq4 = encoded4.dictionary.to_numpy()
+    indices[v4] = encoded4.indices.to_numpy()
+    text = [format_addresses(np.zeros(len(uniq4), np.uint64), uniq4, np.full(len(uniq4), 4, np.uint8))]
+    if not v4.all():
+        halves = np.empty((int((~v4).sum()), 2), ">u8")
+        halves[:, 0], halves[:, 1] = hi[~v4], lo[~v4]
+        binary = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(halves), [None, pa.py_buffer(halves)])
+        encoded6 = binary.dictionary_encode()
+        uniq6 = np.frombuffer(encoded6.dictionary.buffers()[1], ">u8", count=2 * len(encoded6.dictionary))
+        uniq6 = uniq6.reshape(-1, 2).astype(np.uint64)
+        indices[~v4] = len(uniq4) + encoded6.indices.to_numpy()
+        text.append(format_addresses(uniq6[:, 0].copy(), uniq6[:, 1].copy(), np.full(len(uniq6), 6, np.uint8)))
+    dictionary = pa.array(np.concatenate(text).tolist(), pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(indices), dictionary)
 
 
 def to_table(arr: np.ndarray) -> pa.Table:
@@ -112,7 +127,7 @@ class FlowStoreWriter:
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         self._path = os.path.join(self.directory, f"flows-{stamp}-{os.getpid()}-{self._sequence:04d}{SUFFIX}")
         self._writer = pq.ParquetWriter(self._path + ".tmp", to_table(np.zeros(0, FLOW_DTYPE)).schema,
-                                        compression="zstd")
+                                        compression=COMPRESSION)
         self._opened = time.monotonic()
         self._in_file = 0
 
@@ -154,11 +169,15 @@ def read_flows(paths: str | Sequence[str]) -> np.ndarray:
             raise FlowStoreError(f"{path}: not a readable flow store file ({err})") from None
     if not tables:
         return np.zeros(0, FLOW_DTYPE)
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    out = np.empty(table.num_rows, FLOW_DTYPE)
-    for name in FLOW_DTYPE.names:
-        column = table.column(name)
-        if name in TIME_COLUMNS:
-            column = column.cast(pa.int64())
-        out[name] = column.to_numpy()
+    out = np.empty(sum(table.num_rows for table in tables), FLOW_DTYPE)
+    position = 0
+    for table in tables:
+        for name in FLOW_DTYPE.names:
+            at = position
+            for chunk in table.column(name).chunks:
+                if name in TIME_COLUMNS:
+                    chunk = chunk.view(pa.int64())  # zero-copy: a timestamp is an int64
+                out[name][at:at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+                at += len(chunk)
+        position += table.num_rows
     return out
