@@ -55,6 +55,7 @@ bench: build system-deps
 	$(PY) bench/run.py
 	$(PY) bench/rules_scale.py
 	$(PY) bench/live.py
+	$(PY) bench/flows.py
 
 # truesource flows over 10,000,000 stored records against nfdump on the same records (bench/flows_scan.py).
 bench-flows: build system-deps
