@@ -156,28 +156,32 @@ def store_files(paths: Iterable[str]) -> list[str]:
 def read_flows(paths: str | Sequence[str]) -> np.ndarray:
     """Every flow record of the store directories or Parquet files named, as one FLOW_DTYPE array.
 
-    Vectorized: each column is decoded by Arrow and copied into the record array in one step; the text
-    address columns are not read.
+    Vectorized, a row group at a time (so Arrow holds one group, not the whole store, beside the result): each
+    column is decoded by Arrow and copied into the record array in one step; the text address columns are not
+    read.
     """
     if isinstance(paths, str):
         paths = [paths]
-    tables = []
+    files = []
     for path in store_files(paths):
         try:
-            tables.append(pq.read_table(path, columns=list(FLOW_DTYPE.names)))
+            files.append((path, pq.ParquetFile(path)))
         except (pa.ArrowException, OSError) as err:
             raise FlowStoreError(f"{path}: not a readable flow store file ({err})") from None
-    if not tables:
-        return np.zeros(0, FLOW_DTYPE)
-    out = np.empty(sum(table.num_rows for table in tables), FLOW_DTYPE)
+    out = np.empty(sum(parquet.metadata.num_rows for _, parquet in files), FLOW_DTYPE)
     position = 0
-    for table in tables:
-        for name in FLOW_DTYPE.names:
-            at = position
-            for chunk in table.column(name).chunks:
-                if name in TIME_COLUMNS:
-                    chunk = chunk.view(pa.int64())  # zero-copy: a timestamp is an int64
-                out[name][at:at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
-                at += len(chunk)
-        position += table.num_rows
+    for path, parquet in files:
+        for group in range(parquet.num_row_groups):
+            try:
+                table = parquet.read_row_group(group, columns=list(FLOW_DTYPE.names))
+            except (pa.ArrowException, OSError, KeyError) as err:
+                raise FlowStoreError(f"{path}: not a readable flow store file ({err})") from None
+            for name in FLOW_DTYPE.names:
+                at = position
+                for chunk in table.column(name).chunks:
+                    if name in TIME_COLUMNS:
+                        chunk = chunk.view(pa.int64())  # zero-copy: a timestamp is an int64
+                    out[name][at:at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+                    at += len(chunk)
+            position += table.num_rows
     return out
