@@ -126,9 +126,13 @@ cdef class FlowTable:
     def take(self):
         """The records emitted since the last take, as a FLOW_DTYPE numpy array (a copy)."""
         from sensor.flows.record import FLOW_DTYPE
-        data = bytearray(PyBytes_FromStringAndSize(<const char*>self.out, self.out_len * sizeof(FlowRecord)))
+        cdef Py_ssize_t size = self.out_len * sizeof(FlowRecord)
+        result = numpy.empty(self.out_len, dtype=FLOW_DTYPE)
+        cdef uint8_t[::1] target = result.view(numpy.uint8)
+        if size:
+            memcpy(&target[0], self.out, size)  # one copy, into the array itself
         self.out_len = 0
-        return numpy.frombuffer(data, dtype=FLOW_DTYPE)
+        return result
 
     cdef int emit(self, FlowSlot* f, uint8_t reason) except -1:
         cdef FlowRecord* r
