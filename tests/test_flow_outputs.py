@@ -244,3 +244,32 @@ def test_unwritable_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
     result = run_cli("replay", str(FLOWS), "--rules", str(PCAPS / "pcaps.rules"), "--flow-store",
                      str(blocker / "store"))
     assert result.returncode == 2 and "cannot create the flow store" in result.stderr, result.stderr
+
+
+def test_ipfix_templates_are_resent_when_due() -> None:
+    """Over UDP a restarted collector relearns templates only from a resend: with a 0 s refresh every export
+    starts with the template set; with the default, only the first."""
+    arr = generated(10)
+    for refresh, expected in ((0.0, [True, True, True]), (60.0, [True, False, False])):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+            receiver.bind(("127.0.0.1", 0))
+            receiver.settimeout(2)
+            exporter = IpfixExporter(f"127.0.0.1:{receiver.getsockname()[1]}", template_refresh=refresh)
+            starts = []
+            for _ in range(3):
+                before = exporter.messages
+                exporter.export(arr)
+                first = [receiver.recv(65535) for _ in range(exporter.messages - before)][0]
+                starts.append(struct.unpack_from("!H", first, 16)[0] == 2)
+            exporter.close()
+        assert starts == expected
+
+
+@pytest.mark.parametrize("text, endpoint", [("192.0.2.1:2055", ("192.0.2.1", 2055)),
+                                            ("collector.example", ("collector.example", 4739)),
+                                            ("[2001:db8::1]:4740", ("2001:db8::1", 4740)),
+                                            ("[::1]", ("::1", 4739))])
+def test_ipfix_endpoint_forms(text: str, endpoint: tuple[str, int]) -> None:
+    from sensor.flows.ipfix import parse_endpoint
+
+    assert parse_endpoint(text) == endpoint
