@@ -67,14 +67,18 @@ cdef class FlowTable:
     cdef int64_t idle_us, active_us
     cdef FlowRecord* out
     cdef Py_ssize_t out_len, out_cap
+    cdef object dtype            # sensor.flows.record.FLOW_DTYPE, handed in (ext/ imports nothing from sensor/)
 
-    def __cinit__(self, double idle_timeout=15.0, double active_timeout=1800.0, long max_flows=262144):
+    def __cinit__(self, dtype, double idle_timeout=15.0, double active_timeout=1800.0, long max_flows=262144):
         cdef uint32_t nb = 16
         cdef int32_t i
         if max_flows < 1 or max_flows > 0x3FFFFFFF:
             raise ValueError(f"max flows must be from 1 to {0x3FFFFFFF}, not {max_flows}")
         if not idle_timeout > 0 or not active_timeout > 0:
             raise ValueError("flow timeouts must be above 0 seconds")
+        if dtype.itemsize != sizeof(FlowRecord):
+            raise ValueError(f"record dtype is {dtype.itemsize} bytes, the table writes {sizeof(FlowRecord)}")
+        self.dtype = dtype
         self.capacity = max_flows
         while nb < <uint32_t>max_flows * 2:
             nb <<= 1
@@ -125,9 +129,8 @@ cdef class FlowTable:
 
     def take(self):
         """The records emitted since the last take, as a FLOW_DTYPE numpy array (a copy)."""
-        from sensor.flows.record import FLOW_DTYPE
         cdef Py_ssize_t size = self.out_len * sizeof(FlowRecord)
-        result = numpy.empty(self.out_len, dtype=FLOW_DTYPE)
+        result = numpy.empty(self.out_len, dtype=self.dtype)
         cdef uint8_t[::1] target = result.view(numpy.uint8)
         if size:
             memcpy(&target[0], self.out, size)  # one copy, into the array itself

@@ -22,7 +22,8 @@ def make_flow_table(settings: FlowSettings, pure: bool | None = None):
     if pure is None:
         pure = pure_requested()
     if not pure and selector.compiled is not None and hasattr(selector.compiled, "FlowTable"):
-        return selector.compiled.FlowTable(settings.idle_timeout, settings.active_timeout, settings.max_flows)
+        return selector.compiled.FlowTable(FLOW_DTYPE, settings.idle_timeout, settings.active_timeout,
+                                           settings.max_flows)
     from sensor.flows.reference import ReferenceFlowTable
 
     return ReferenceFlowTable(settings)
