@@ -5,21 +5,22 @@ PY := $(VENV)/bin/python
 EXT := $(wildcard ext/*.pyx ext/*.pxi)
 SO_STAMP := $(VENV)/.built-ext
 
-.PHONY: run test venv build expected bench lint clean system-deps install fuzz soak
+.PHONY: run test venv build expected bench bench-flows bench-profile lint clean system-deps install fuzz soak
 
 # Debian packages the tests use as real peers: tcpreplay and iproute2 for live capture, unbound and bind9 as the
-# resolver and the authoritative server, dig as the client, bind9's checkers, tcpdump. Daemons must not start
+# resolver and the authoritative server, dig as the client, bind9's checkers, tcpdump, nfdump (nfcapd as the IPFIX
+# collector, nfdump as the filter oracle). Daemons must not start
 # during the install (policy-rc.d), and the install runs only as root on apt systems, and only if one is missing.
 # systemd: systemd-analyze (verify, security) and systemd-sysusers for the unit tests and the install step;
 # python3-seccomp: the unit's system call filter rebuilt for tests/test_service.py (system Python's libseccomp).
 # clang, llvm and libclang-rt-dev: atheris (the fuzzer) builds with them, and `make fuzz` instruments ext/ with them.
-SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2 systemd python3-seccomp \
+SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2 nfdump systemd python3-seccomp \
 	clang llvm libclang-rt-dev
 system-deps: $(VENV)/.system-deps
 $(VENV)/.system-deps:
 	@mkdir -p $(VENV)
-	@missing=0; for tool in tcpdump tcpreplay unbound named named-checkzone dig ip systemd-analyze systemd-sysusers setpriv \
-		clang llvm-symbolizer; do \
+	@missing=0; for tool in tcpdump tcpreplay unbound named named-checkzone dig ip nfcapd nfdump systemd-analyze \
+		systemd-sysusers setpriv clang llvm-symbolizer; do \
 		command -v $$tool >/dev/null || missing=1; done; /usr/bin/python3 -c 'import seccomp' 2>/dev/null || missing=1; \
 	if [ $$missing = 1 ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		created=0; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
@@ -59,6 +60,15 @@ bench: build system-deps
 	$(PY) bench/run.py
 	$(PY) bench/rules_scale.py
 	$(PY) bench/live.py
+	$(PY) bench/flows.py
+
+# truesource flows over 10,000,000 stored records against nfdump on the same records (bench/flows_scan.py).
+bench-flows: build system-deps
+	$(PY) bench/flows_scan.py
+
+# truesource profile beside nfdump running the report's queries on the same records (bench/profile.py).
+bench-profile: build system-deps
+	$(PY) bench/profile.py
 
 # The service: user, directories, /etc/truesource/sensor.toml (kept if present), units (systemd/install.sh;
 # DESTDIR= and PREFIX= as usual; docs/deployment.md).

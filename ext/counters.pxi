@@ -37,7 +37,9 @@ cdef enum:
     C_tcp_retransmission = 34
     C_tcp_stream_evicted = 35
     C_tcp_stream_expired = 36
-    N_COUNTERS = 37
+    C_flows_created = 37
+    C_flows_evicted = 38
+    N_COUNTERS = 39
 
 COUNTER_NAMES = (
     "packets",
@@ -77,4 +79,6 @@ COUNTER_NAMES = (
     "tcp_retransmission",
     "tcp_stream_evicted",
     "tcp_stream_expired",
+    "flows_created",
+    "flows_evicted",
 )

@@ -44,6 +44,7 @@ cdef inline bint is_vlan_type(uint16_t t) noexcept nogil:
 
 include "tunnels.pxi"
 include "edns.pxi"
+include "flows.pxi"
 
 # Subnets print as Python's ipaddress prints them (the contract); made only for emitted records. IPv6 goes
 # through ipaddress itself, whose zero compression and IPv4-mapped form are the reference.
@@ -70,6 +71,7 @@ cdef struct FrameInfo:
     const uint8_t* dst
     int transport
     uint16_t sport, dport
+    bint flow_seen               # the frame's first IP header went to the flow table
 
 
 cdef str lowered_name(DecodedName* name):
@@ -94,9 +96,11 @@ cdef class FastLoop:
     cdef uint64_t counters_[N_COUNTERS]
     cdef list out
     cdef DecodedName name
+    cdef FlowTable flows         # None unless flows are on; may be shared by the loops of several files
 
     def __cinit__(self, int linktype, ports, table, bint emit_all=False,
-                  int max_tcp_streams=4096, double tcp_idle_timeout=30.0, allow=b"", patterns=None):
+                  int max_tcp_streams=4096, double tcp_idle_timeout=30.0, allow=b"", patterns=None,
+                  FlowTable flows=None):
         self.linktype = linktype
         memset(self.ports, 0, sizeof(self.ports))
         for port in ports:
@@ -106,6 +110,7 @@ cdef class FastLoop:
         self.set_rules(table, allow, patterns)
         self.streams = StreamTable(max_tcp_streams, tcp_idle_timeout)
         self.emit_all = emit_all
+        self.flows = flows
         memset(self.counters_, 0, sizeof(self.counters_))
 
     def set_rules(self, table, allow=b"", patterns=None):
@@ -155,6 +160,7 @@ cdef class FastLoop:
         fi.usec = usec
         fi.vlan = -1
         fi.ntunnels = 0
+        fi.flow_seen = self.flows is None
         self.counters_[C_packets] += 1
         self.counters_[C_bytes] += caplen
         if lt == DLT_EN10MB:
@@ -253,6 +259,9 @@ cdef class FastLoop:
     cdef int ipv4(self, const uint8_t* p, uint32_t n, FrameInfo* fi) except -1:
         cdef uint32_t ihl, total
         cdef uint16_t frag
+        if not fi.flow_seen:  # flows see the outermost IP header, before any DNS check
+            fi.flow_seen = 1
+            self.flows.account(p, n, 4, fi.vlan, <int64_t>fi.sec * 1000000 + fi.usec, self.counters_)
         if n < 20:
             return self.reject(C_truncated_ip)
         if p[0] >> 4 != 4:
@@ -282,6 +291,9 @@ cdef class FastLoop:
         cdef uint8_t nh
         cdef uint16_t fragword
         cdef int count = 0
+        if not fi.flow_seen:
+            fi.flow_seen = 1
+            self.flows.account(p, n, 6, fi.vlan, <int64_t>fi.sec * 1000000 + fi.usec, self.counters_)
         if n < 40:
             return self.reject(C_truncated_ip)
         if p[0] >> 4 != 6:

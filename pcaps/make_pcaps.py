@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pcaps import demo, files, layers, names, regressions, tcp, tunnels
 from pcaps.craft import Timeline, write_pcap
+from pcaps.make_report_network import report_network
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,6 +43,7 @@ TIMELINES: dict[str, Callable[[], tuple[int, Timeline]]] = {
     "tunnels.pcap": tunnels.tunnels,
     "tunnels-nested.pcap": tunnels.tunnels_nested,
     "edns-client-subnet.pcap": tunnels.edns_client_subnet,
+    "report-network.pcap": report_network,  # truesource profile: the seed report's sample network
 }
 
 # name -> function writing the file itself (formats and damage a Timeline cannot express).

@@ -16,6 +16,9 @@ from sensor.attribution import DEFAULT_WINDOW
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
 from sensor.options import above, at_least
+from sensor.flows.commands import register as register_flow_commands
+from sensor.flows.options import add_options as add_flow_options
+from sensor.flows.profile_command import register as register_profile_command
 from sensor.outputs import DEFAULT_ENDPOINT
 from sensor.outputs import commands as stream
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
@@ -120,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream.register_relay(commands)
     stream.register_keys(commands)
     config.register(commands)
+    register_flow_commands(commands)
+    register_profile_command(commands)
     config.add_config_option(parser)  # last: every command gets --config
     return parser
 
@@ -161,6 +166,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heuristics-config", metavar="PATH",
                         help="TOML file whose [heuristics] table tunes the detectors (docs/heuristics.md)")
     stream.add_server_options(parser)
+    add_flow_options(parser)
 
 
 def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: bool):
@@ -237,10 +243,12 @@ def loop_limits(args: argparse.Namespace) -> dict:
 def run_replay(args: argparse.Namespace) -> int:
     import time
 
+    from sensor.flows.options import flow_settings, flow_sink
     from sensor.replay import replay, terminal_progress
     from sensor.rules.loader import load_rules
 
     ports = parse_ports(args.ports)
+    settings = flow_settings(args)
     if args.wait_subscribers and not args.publish:
         raise StartupError("--wait-subscribers needs --publish")
     loading = time.perf_counter()
@@ -248,18 +256,24 @@ def run_replay(args: argparse.Namespace) -> int:
     load_seconds = time.perf_counter() - loading
     log.info("loaded %d rules from %d files in %.2f s", len(ruleset), len(ruleset.files), load_seconds)
     outputs: list = []
+    flows = None
     try:
         pipeline, publisher = build_pipeline(args, ruleset, outputs, blocking=True)
+        flows = flow_sink(args, settings, pipeline) if settings else None
         if publisher is not None and args.wait_subscribers:
             publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
-        result = replay(args.files, ruleset, pipeline, ports, progress, limits=loop_limits(args))
+        result = replay(args.files, ruleset, pipeline, ports, progress, limits=loop_limits(args), flows=flows)
     finally:
+        if flows is not None:
+            flows.close()
         for output in outputs:
             output.close()
     if progress is not None:
         sys.stderr.write("\n")
     print_summary(result.counters, result.seconds, f"{len(result.files)} file(s)", outputs)
+    if flows is not None:
+        print(flows.summary(), file=sys.stderr)
     if args.summary_json:
         write_summary_json(args.summary_json, result, {"rules": len(ruleset), "load_seconds": round(load_seconds, 3)})
     if result.cut_off is not None:
@@ -313,6 +327,7 @@ def run_capture(args: argparse.Namespace) -> int:
     from sensor.capture.live import CaptureOptions
     from sensor.capture.workers import CaptureJob, Stopper, run_single, run_workers
     from sensor.events import rfc3339
+    from sensor.flows.options import flow_settings, flow_sink
     from sensor.loop import compile_rules
     from sensor.rules.loader import load_rules
     from sensor.rules.reload import RELOAD_TOPIC, ReloadResult, RulesReloader
@@ -324,13 +339,16 @@ def run_capture(args: argparse.Namespace) -> int:
         raise StartupError("--workers: must be at least 1")
     if args.snaplen < 64 or args.buffer_mb < 1:
         raise StartupError("--snaplen must be at least 64 and --buffer-mb at least 1")
-    options = CaptureOptions(args.interface, args.bpf, ports, args.snaplen, args.buffer_mb, not args.no_promisc)
+    settings = flow_settings(args)
+    options = CaptureOptions(args.interface, args.bpf, ports, args.snaplen, args.buffer_mb, not args.no_promisc,
+                             all_ip=settings is not None)
     ruleset = load_rules(args.rules, args.rules_format)
     log.info("loaded %d rules from %d files", len(ruleset), len(ruleset.files))
     outputs: list = []
     trace_file = None
     control = None
     service = None
+    flows = None
     stop = Stopper()
     stop.install()
     try:
@@ -339,8 +357,9 @@ def run_capture(args: argparse.Namespace) -> int:
         if args.trace_messages:
             trace_file = open(args.trace_messages, "w", encoding="ascii")
             trace = _message_tracer(trace_file)
+        flows = flow_sink(args, settings, pipeline, with_table=args.workers == 1) if settings else None
         job = CaptureJob(options, ports, compile_rules(ruleset, keep_table=False), ruleset, trace, loop_limits(args),
-                         heuristics=pipeline.heuristics is not None)
+                         heuristics=pipeline.heuristics is not None, flows=settings)
         board = StatsBoard(args.workers)
         board.rules_loaded = len(ruleset)
         board.sources.append(pipeline.state_counters)  # bounded tables behind the loop (docs/limits.md)
@@ -410,13 +429,18 @@ def run_capture(args: argparse.Namespace) -> int:
             service.opened(args.interface)
 
         if args.workers == 1:
-            run_single(job, pipeline, board, stop, on_tick, reloader, on_reload, on_open)
+            run_single(job, pipeline, board, stop, on_tick, reloader, on_reload, on_open, flows)
             code = 0
         else:
-            code = run_workers(job, args.workers, pipeline, board, stop, on_tick, reloader, on_reload, on_open)
+            code = run_workers(job, args.workers, pipeline, board, stop, on_tick, reloader, on_reload, on_open,
+                               flows)
+        if flows is not None:
+            flows.finish()
         publish_stats(final=True)
         seconds = time.monotonic() - started
     finally:
+        if flows is not None:
+            flows.close()
         for output in outputs:
             output.close()
         if trace_file is not None:
@@ -427,6 +451,8 @@ def run_capture(args: argparse.Namespace) -> int:
             service.close()
     total = board.total()
     print_capture_summary(total, seconds, board, outputs)
+    if flows is not None:
+        print(flows.summary(), file=sys.stderr)
     if args.summary_json:
         summary = {"counters": dict(sorted(total.items())), "seconds": round(seconds, 3),
                    "workers": [w.as_dict() for w in board.workers.values()]}
@@ -503,6 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = logging.INFO if args.command in ("capture", "relay") else logging.WARNING  # a service says it starts
     logs.setup(logging.DEBUG if args.verbose else quiet, args.log_format)
     try:
+        if hasattr(args, "run"):
+            return args.run(args)
         if args.command == "replay":
             return run_replay(args)
         if args.command == "capture":

@@ -67,6 +67,7 @@ MESSAGE_REASONS = (
     "dns_truncated",
 )
 TCP_EVENTS = ("tcp_gap", "tcp_retransmission", "tcp_stream_evicted", "tcp_stream_expired")
+FLOW_EVENTS = ("flows_created", "flows_evicted")  # with --flows: flows started; flows pushed out of a full table
 # Informational, beside the reasons: frames decapsulated at least once; emitted queries whose EDNS
 # (OPT record or Client Subnet option) was malformed: the message is still decoded.
 COUNTERS = (
@@ -76,4 +77,5 @@ COUNTERS = (
     + MESSAGE_REASONS
     + ("dns_extra_questions", "dns_bad_edns", "allowed", "hits")
     + TCP_EVENTS
+    + FLOW_EVENTS
 )

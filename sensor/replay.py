@@ -35,11 +35,13 @@ def replay(
     ports: Sequence[int],
     progress: Callable[[str, int, float], None] | None = None,
     limits: dict | None = None,
+    flows=None,
 ) -> ReplayResult:
     """Decode every file in order; a cut-off file ends the replay after its last good frame.
 
     Missing or unreadable files are found before the first frame is read, so that a typo does not cost a
-    long replay's output.
+    long replay's output. `flows`: a FlowSink whose table every file's loop shares (flows span files); it is
+    drained after each batch and flushed after the last file.
     """
     result = ReplayResult()
     started = time.perf_counter()
@@ -49,7 +51,9 @@ def replay(
     result.compile_seconds = time.perf_counter() - compiling
     for capture in captures:
         origin = Origin(capture_file=capture.name)
-        loop = make_loop(capture.linktype, ports, rules, emit_all=pipeline.wants_every_message, **(limits or {}))
+        flow_table = {"flows": flows.table} if flows is not None else {}
+        loop = make_loop(capture.linktype, ports, rules, emit_all=pipeline.wants_every_message, **(limits or {}),
+                         **flow_table)
         size = os.path.getsize(capture.path) if capture.path != "-" else 0
         read = 0
         last_report = time.monotonic()
@@ -57,6 +61,8 @@ def replay(
             for batch in capture.batches():
                 for record in loop.run_batch(batch.data, batch.meta, batch.first_frame):
                     pipeline.record(record, origin)
+                if flows is not None:
+                    flows.drain()
                 if progress is not None and size:
                     read += len(batch.data) + len(batch.meta)  # frame bytes plus a 16-byte header each
                     now = time.monotonic()
@@ -70,6 +76,8 @@ def replay(
         result.files.append(capture.name)
         if result.cut_off is not None:
             break
+    if flows is not None:
+        flows.finish()
     result.seconds = time.perf_counter() - started
     return result
 

@@ -43,6 +43,7 @@ class CaptureOptions:
     snaplen: int = DEFAULT_SNAPLEN
     buffer_mb: int = DEFAULT_BUFFER_MB
     promiscuous: bool = True
+    all_ip: bool = False  # flows on: the default filter passes every IP packet, not only DNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,8 @@ class LiveCapture:
         if status < 0:
             reason = _ACTIVATE_ERRORS.get(status, f"pcap_activate error {status}")
             raise StartupError(f"{options.interface}: cannot capture: {reason}")
-        self.bpf = options.bpf if options.bpf is not None else default_filter(options.ports, handle.datalink())
+        self.bpf = options.bpf if options.bpf is not None else default_filter(options.ports, handle.datalink(),
+                                                                                    options.all_ip)
         try:
             handle.setfilter(self.bpf)
         except pcapy.PcapError as err:
@@ -115,16 +117,19 @@ def last_packet_time(batch: Batch) -> int | None:
     return sec * 1_000_000 + usec
 
 
-def default_filter(ports: tuple[int, ...] | list[int], linktype: int = DLT_EN10MB) -> str:
+def default_filter(ports: tuple[int, ...] | list[int], linktype: int = DLT_EN10MB, all_ip: bool = False) -> str:
     """DNS on the given ports, untagged and under up to three VLAN tags (a plain `port 53` filter silently loses
     tagged frames), PPPoE sessions, and the tunnels remote mirrors arrive in (GRE and ERSPAN, VXLAN, Geneve).
 
     Order matters: each libpcap `vlan` shifts the offsets of everything after it. PPPoE is matched by its
     ethertype, not with `pppoes`: libpcap 1.9 cannot put `pppoes` and `vlan` in one kernel filter (it falls back
     to filtering every frame in user space), so all PPPoE session frames pass and the loop sorts them.
+    `all_ip` (flows on): every IPv4 and IPv6 packet, tagged or not, since flows account for all traffic.
     """
     dns = " or ".join(f"port {port}" for port in ports)
     wanted = f"((udp or tcp) and ({dns})) or ip proto 47 or ip6 proto 47 or udp dst port 4789 or udp dst port 6081"
+    if all_ip:
+        wanted = "ip or ip6"
     if linktype != DLT_EN10MB:  # cooked (`any`), raw IP...: no Ethernet header, no tags to look under
         return wanted
     pppoe = "ether proto 0x8864"

@@ -21,12 +21,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import zmq
 
 from sensor.capture.files import META as META_RECORD
 from sensor.capture.live import CaptureOptions, LiveCapture, last_packet_time
 from sensor.errors import RuleError
 from sensor.events import Origin
+from sensor.flows.build import make_flow_table
+from sensor.flows.record import FLOW_DTYPE
 from sensor.loop import make_loop
 from sensor.pipeline import HitPipeline
 from sensor.rules.loader import read_sources
@@ -60,6 +63,7 @@ class CaptureJob:
     trace: Callable[[int, list], None] | None = None  # debug: every decoded DNS message, per worker
     limits: dict | None = None  # the loop's table limits (max_tcp_streams, tcp_idle_timeout)
     heuristics: bool = False  # the detectors judge every query: the loop hands over every message
+    flows: object = None  # FlowSettings when flows are on: each worker builds the flows of its share of traffic
 
     @property
     def every_message(self) -> bool:
@@ -92,10 +96,12 @@ class Stopper:
 
 def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: Stopper,
                on_tick: Callable[[], None], reloader: RulesReloader,
-               on_reload: Callable[[ReloadResult], None], on_open: Callable[[], None] | None = None) -> None:
+               on_reload: Callable[[ReloadResult], None], on_open: Callable[[], None] | None = None,
+               flows=None) -> None:
     """One worker, in this process: records come in packet order, no merge needed. A reload built in the
     background is swapped in between two batches, for the loop and the encoder at once. `on_open`: called once
-    the capture is open, before the first frame (privilege drop, readiness)."""
+    the capture is open, before the first frame (privilege drop, readiness). `flows`: a FlowSink whose table the
+    loop fills; drained after each batch."""
     capture = LiveCapture(job.options)
     if on_open is not None:
         try:
@@ -104,7 +110,9 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
             capture.close()
             raise
     log.info("capturing on %s (link type %d), 1 worker", job.options.interface, capture.linktype)
-    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message, **(job.limits or {}))
+    flow_table = {"flows": flows.table} if flows is not None else {}
+    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message, **(job.limits or {}),
+                     **flow_table)
     origin = Origin(interface=job.options.interface)
     try:
         for batch in capture.batches(stop):
@@ -114,6 +122,10 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
                     job.trace(0, records)
                 for record in records:
                     pipeline.record(record, origin)
+                if flows is not None:
+                    flows.drain()
+            elif flows is not None:
+                flows.expire_idle(time.time_ns() // 1000)
             board.update(0, loop.counters(), _pcap_tuple(capture))
             if stop.reload_requested:
                 stop.reload_requested = False
@@ -137,8 +149,11 @@ def _pcap_tuple(capture: LiveCapture) -> tuple[int, int, int]:
 
 def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: StatsBoard, stop: Stopper,
                 on_tick: Callable[[], None], reloader: RulesReloader,
-                on_reload: Callable[[ReloadResult], None], on_open: Callable[[], None] | None = None) -> int:
-    """N forked workers on one fanout group; returns 0, or 1 if a worker failed.
+                on_reload: Callable[[ReloadResult], None], on_open: Callable[[], None] | None = None,
+                flows=None) -> int:
+    """N forked workers on one fanout group; returns 0, or 1 if a worker failed. With `flows` (a FlowSink
+    without a table), each worker builds the flows of its share (the fanout hash keeps a flow on one worker)
+    and sends them up as FLOW_DTYPE bytes; the parent hands them to the sink.
 
     A reload: the parent snapshots the rule files and sends the snapshot to every worker, which builds its
     rules in the background. When all have built, the parent names a packet time a little ahead; every worker
@@ -213,6 +228,10 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                     control.send(pickle.dumps(("reload", generation, sources, reloader.rules_format)))
             if pull.poll(100):
                 message = pickle.loads(pull.recv())
+                if message[0] == "flows":
+                    if flows is not None:
+                        flows.deliver(np.frombuffer(message[2], dtype=FLOW_DTYPE).copy())
+                    continue
                 if message[0] == "built":  # every worker built it: all swap at one packet time, a bit ahead
                     _, worker, done_generation, error, summary = message
                     reports[done_generation][worker] = error
@@ -298,7 +317,9 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
     control.setsockopt(zmq.LINGER, 0)
     control.setsockopt(zmq.SUBSCRIBE, b"")
     control.connect(control_endpoint)
-    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message, **(job.limits or {}))
+    flow_table = make_flow_table(job.flows) if job.flows is not None else None
+    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message, **(job.limits or {}),
+                     **({"flows": flow_table} if flow_table is not None else {}))
     ruleset = job.ruleset
     building: list = []  # [thread, holder] while a reload builds
     built = None  # a built reload waiting for the parent's swap time
@@ -327,6 +348,12 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
         send(("batch", worker, watermark, pending, counted(counters), pcap, _rules_of(ruleset, pending)))
         pending = []
 
+    def send_flows() -> None:
+        if flow_table is not None:
+            arr = flow_table.take()
+            if len(arr):
+                send(("flows", worker, arr.tobytes()))
+
     def swap() -> None:
         """Hits decoded so far go out with their rules; then the new rules decide."""
         nonlocal built, swap_at, ruleset
@@ -348,8 +375,11 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                     pending.extend(loop.run_batch(batch.data, batch.meta[split * 16:], batch.first_frame + split))
             else:
                 watermark = max(watermark, time.time_ns() // 1000)  # nothing queued: read up to now
+                if flow_table is not None:
+                    flow_table.expire_idle(watermark)
                 if swap_at is not None and watermark >= swap_at:
                     swap()
+            send_flows()
             now = time.monotonic()
             if pending or now - last_report >= REPORT_EVERY:
                 counters = pcap = None
@@ -377,6 +407,9 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                     send(("built", worker, result.generation, None, result.counts))
                 else:
                     send(("built", worker, result.generation, result.error, None))
+        if flow_table is not None:
+            flow_table.flush()
+            send_flows()
         send(("done", worker, watermark, pending, counted(loop.counters()), _pcap_tuple(capture),
               _rules_of(ruleset, pending)))
         return 0

@@ -59,6 +59,7 @@ class ReferenceLoop:
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
         allow: bytes = b"",
         patterns: Callable[[str], int] | None = None,
+        flows=None,
     ) -> None:
         self.linktype = linktype
         for port in ports:
@@ -69,6 +70,7 @@ class ReferenceLoop:
         self.emit_all = emit_all
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._streams = TcpStreams(self._counters, max_tcp_streams, tcp_idle_timeout)
+        self.flows = flows  # a ReferenceFlowTable: every frame's first IP header is accounted in it
 
     def set_rules(self, table: dict, allow: bytes = b"", patterns: Callable[[str], int] | None = None) -> None:
         """Rules for the next batch on: the table, one allow byte per rule, the wildcard/regex matcher."""
@@ -111,10 +113,14 @@ class ReferenceLoop:
         link = decode_link(self.linktype, data)
         vlan_id, protocol, packet_bytes = link.vlan_id, link.protocol, data[link.offset :]
         tunnels: list[str] = []
+        accounted = self.flows is None
         while True:
             if protocol == PPPOE:
                 inner = self._open(tunnels, decode_pppoe, packet_bytes)
             else:
+                if not accounted:  # flows see the outermost IP header, before any DNS check
+                    accounted = True
+                    self.flows.account(protocol, packet_bytes, vlan_id, now_us, self._counters)
                 packet = decode_ip(protocol, packet_bytes, 0)
                 if packet.protocol == PROTO_GRE:
                     inner = self._open(tunnels, decode_gre, packet.payload)

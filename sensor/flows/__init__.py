@@ -1,0 +1,1 @@
+"""Flow records: built in the fast path (ext/flows.pxi) or the reference table, stored, exported, profiled."""
