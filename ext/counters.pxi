@@ -37,7 +37,16 @@ cdef enum:
     C_tcp_retransmission = 34
     C_tcp_stream_evicted = 35
     C_tcp_stream_expired = 36
-    N_COUNTERS = 37
+    C_dns_query_expired = 37
+    C_dns_query_evicted = 38
+    C_dns_query_retransmission = 39
+    C_dns_response_without_query = 40
+    C_ip_reassembled = 41
+    C_ip_fragment_expired = 42
+    C_ip_fragment_evicted = 43
+    C_ip_fragment_overlap = 44
+    C_ip_reassembly_too_big = 45
+    N_COUNTERS = 46
 
 COUNTER_NAMES = (
     "packets",
@@ -77,4 +86,13 @@ COUNTER_NAMES = (
     "tcp_retransmission",
     "tcp_stream_evicted",
     "tcp_stream_expired",
+    "dns_query_expired",
+    "dns_query_evicted",
+    "dns_query_retransmission",
+    "dns_response_without_query",
+    "ip_reassembled",
+    "ip_fragment_expired",
+    "ip_fragment_evicted",
+    "ip_fragment_overlap",
+    "ip_reassembly_too_big",
 )

@@ -72,6 +72,9 @@ cdef struct FrameInfo:
     uint16_t sport, dport
 
 
+include "correlate.pxi"
+
+
 cdef str lowered_name(DecodedName* name):
     """The name in lowercase presentation form, for the pattern matcher (made only when it is consulted)."""
     cdef bytearray text = bytearray(name.text_len)
@@ -94,9 +97,11 @@ cdef class FastLoop:
     cdef uint64_t counters_[N_COUNTERS]
     cdef list out
     cdef DecodedName name
+    cdef PendingTable pending    # None unless the query log is on
 
     def __cinit__(self, int linktype, ports, table, bint emit_all=False,
-                  int max_tcp_streams=4096, double tcp_idle_timeout=30.0, allow=b"", patterns=None):
+                  int max_tcp_streams=4096, double tcp_idle_timeout=30.0, allow=b"", patterns=None,
+                  bint query_log=False, int max_pending_queries=65536, double query_timeout=10.0):
         self.linktype = linktype
         memset(self.ports, 0, sizeof(self.ports))
         for port in ports:
@@ -107,6 +112,7 @@ cdef class FastLoop:
         self.streams = StreamTable(max_tcp_streams, tcp_idle_timeout)
         self.emit_all = emit_all
         memset(self.counters_, 0, sizeof(self.counters_))
+        self.pending = PendingTable(max_pending_queries, query_timeout) if query_log else None
 
     def set_rules(self, table, allow=b"", patterns=None):
         """Use another rule set from the next batch on (hot reload swaps rules between two batches).
@@ -123,7 +129,24 @@ cdef class FastLoop:
         """Every counter by name, plus the number of TCP streams tracked now."""
         result = {name: self.counters_[i] for i, name in enumerate(COUNTER_NAMES)}
         result["tcp_streams"] = self.streams.count
+        if self.pending is not None:
+            result["pending_queries"] = self.pending.count
         return result
+
+    def take_query_log_packed(self):
+        """The query-log entries finished since the last take, packed (sensor/querylog/packed.py); b"" when
+        the query log is off. Cheap to send between processes; decode with packed.decode_entries."""
+        return b"" if self.pending is None else self.pending.take()
+
+    def take_query_log(self):
+        """The query-log entries finished since the last take, as QueryLogEntry records, in finishing order."""
+        from sensor.querylog.packed import decode_entries
+        return decode_entries(self.take_query_log_packed())
+
+    def flush_query_log(self):
+        """Finish every pending query as unanswered (end of a capture, or stop); take them with take_*."""
+        if self.pending is not None:
+            self.pending.flush()
 
     def run_batch(self, const uint8_t[::1] data, const uint8_t[::1] meta, long first_frame):
         """Decode the frames of one next_batch() result; return the records made."""
@@ -483,6 +506,8 @@ cdef class FastLoop:
                 rule = -1
             if rule >= 0:
                 self.counters_[C_hits] += 1
+        if self.pending is not None:
+            self.pending.message(msg, n, flags, name, qtype, qclass, fi, self.counters_)
         if rule < 0 and not self.emit_all:
             return 0
         if not flags & 0x8000:

@@ -8,6 +8,7 @@ from functools import partial
 from typing import NamedTuple
 
 from sensor.decode.anomaly import Anomaly
+from sensor.decode.correlate import MAX_PENDING_QUERIES, QUERY_TIMEOUT, Correlator
 from sensor.decode.dnsmsg import decode_message, presentation_name
 from sensor.decode.edns import client_subnet
 from sensor.decode.ip import decode_ip
@@ -23,6 +24,7 @@ from sensor.decode.tunnel import (
     decode_pppoe,
     decode_udp_tunnel,
 )
+from sensor.querylog.record import QueryLogEntry
 from sensor.records import COUNTERS, DnsMessage
 from sensor.rules.matcher import match_table
 
@@ -59,6 +61,9 @@ class ReferenceLoop:
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
         allow: bytes = b"",
         patterns: Callable[[str], int] | None = None,
+        query_log: bool = False,
+        max_pending_queries: int = MAX_PENDING_QUERIES,
+        query_timeout: float = QUERY_TIMEOUT,
     ) -> None:
         self.linktype = linktype
         for port in ports:
@@ -69,6 +74,7 @@ class ReferenceLoop:
         self.emit_all = emit_all
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._streams = TcpStreams(self._counters, max_tcp_streams, tcp_idle_timeout)
+        self._correlator = Correlator(self._counters, max_pending_queries, query_timeout) if query_log else None
 
     def set_rules(self, table: dict, allow: bytes = b"", patterns: Callable[[str], int] | None = None) -> None:
         """Rules for the next batch on: the table, one allow byte per rule, the wildcard/regex matcher."""
@@ -78,7 +84,19 @@ class ReferenceLoop:
 
     def counters(self) -> dict[str, int]:
         """Every counter of sensor.records.COUNTERS, plus `tcp_streams`: streams tracked now."""
-        return {**self._counters, "tcp_streams": len(self._streams)}
+        counters = {**self._counters, "tcp_streams": len(self._streams)}
+        if self._correlator is not None:
+            counters["pending_queries"] = len(self._correlator)
+        return counters
+
+    def take_query_log(self) -> list[QueryLogEntry]:
+        """Query-log entries finished since the last take, in finishing order ([] when the log is off)."""
+        return self._correlator.take() if self._correlator is not None else []
+
+    def flush_query_log(self) -> None:
+        """Finish every pending query as unanswered (end of a capture, or stop)."""
+        if self._correlator is not None:
+            self._correlator.flush()
 
     def run_batch(self, data: bytes, meta: bytes, first_frame: int) -> list[DnsMessage]:
         """Decode one pcapy-ng batch; `first_frame` is the 1-based number of its first frame."""
@@ -178,6 +196,11 @@ class ReferenceLoop:
                 rule = NO_RULE
             if rule != NO_RULE:
                 self._counters["hits"] += 1
+        if self._correlator is not None:
+            self._correlator.message(
+                message, when, flow, question.flags, presentation_name(question.labels), question.qtype,
+                question.qclass,
+            )
         if rule == NO_RULE and not self.emit_all:
             return None  # not emitted: its EDNS is not read
         subnet = None
