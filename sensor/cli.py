@@ -16,6 +16,9 @@ from sensor.attribution import DEFAULT_WINDOW
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
 from sensor.outputs import DEFAULT_ENDPOINT
+from sensor.querylog import writer as query_log
+from sensor.querylog.commands import register as register_query_log_commands
+from sensor.querylog.writer import add_options as query_log_options
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
 from sensor.stats import DEFAULT_STATS_INTERVAL
 
@@ -111,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--idle-exit", type=float, default=0, metavar="SECONDS",
                       help="exit when no event arrived for this long (0: never)")
     tail.add_argument("--with-topic", action="store_true", help="prefix each line with its topic and a space")
+    register_query_log_commands(commands)
     return parser
 
 
@@ -140,6 +144,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                              "Python object per DNS message)")
     parser.add_argument("--heuristics-config", metavar="PATH",
                         help="TOML file whose [heuristics] table tunes the detectors (docs/heuristics.md)")
+    query_log_options(parser)
 
 
 def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: bool):
@@ -208,18 +213,24 @@ def run_replay(args: argparse.Namespace) -> int:
     load_seconds = time.perf_counter() - loading
     log.info("loaded %d rules from %d files in %.2f s", len(ruleset), len(ruleset.files), load_seconds)
     outputs: list = []
+    log_options = query_log.options_from(args)
+    log_writer = log_sink = None
     try:
         pipeline, publisher = build_pipeline(args, ruleset, outputs, blocking=True)
+        log_writer, log_sink = query_log.start(log_options, pipeline, blocking=True)
         if publisher is not None and args.wait_subscribers:
             publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
-        result = replay(args.files, ruleset, pipeline, ports, progress)
+        result = replay(args.files, ruleset, pipeline, ports, progress, log_sink)
     finally:
+        log_line = query_log.stop(log_writer, log_sink)
         for output in outputs:
             output.close()
     if progress is not None:
         sys.stderr.write("\n")
     print_summary(result.counters, result.seconds, f"{len(result.files)} file(s)", outputs)
+    if log_line:
+        print(log_line, file=sys.stderr)
     if args.summary_json:
         write_summary_json(args.summary_json, result, {"rules": len(ruleset), "load_seconds": round(load_seconds, 3)})
     if result.cut_off is not None:
@@ -427,6 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_capture(args)
         if args.command == "rules":
             return run_rules(args)
+        if hasattr(args, "handler"):  # the query-log commands (sensor/querylog/commands.py)
+            return args.handler(args)
         if args.command == "control":
             from sensor.outputs.control import send_command
 

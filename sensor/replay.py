@@ -34,11 +34,13 @@ def replay(
     pipeline: HitPipeline,
     ports: Sequence[int],
     progress: Callable[[str, int, float], None] | None = None,
+    query_log=None,
 ) -> ReplayResult:
     """Decode every file in order; a cut-off file ends the replay after its last good frame.
 
     Missing or unreadable files are found before the first frame is read, so that a typo does not cost a
-    long replay's output.
+    long replay's output. `query_log`: a QueryLogSink (sensor/querylog/writer.py) that takes every batch's
+    finished query-log entries, and each file's pending ones at its end.
     """
     result = ReplayResult()
     started = time.perf_counter()
@@ -48,7 +50,8 @@ def replay(
     result.compile_seconds = time.perf_counter() - compiling
     for capture in captures:
         origin = Origin(capture_file=capture.name)
-        loop = make_loop(capture.linktype, ports, rules, emit_all=pipeline.wants_every_message)
+        loop = make_loop(capture.linktype, ports, rules, emit_all=pipeline.wants_every_message,
+                         query_log=query_log is not None)
         size = os.path.getsize(capture.path) if capture.path != "-" else 0
         read = 0
         last_report = time.monotonic()
@@ -56,6 +59,8 @@ def replay(
             for batch in capture.batches():
                 for record in loop.run_batch(batch.data, batch.meta, batch.first_frame):
                     pipeline.record(record, origin)
+                if query_log is not None:
+                    query_log.take(loop, origin)
                 if progress is not None and size:
                     read += len(batch.data) + len(batch.meta)  # frame bytes plus a 16-byte header each
                     now = time.monotonic()
@@ -64,6 +69,8 @@ def replay(
                         progress(capture.name, capture.frames_read, min(1.0, read / size))
         except CaptureCutOff as cut:
             result.cut_off = cut
+        if query_log is not None:
+            query_log.flush(loop, origin)
         result.counters.update(loop.counters())
         result.counters.pop("tcp_streams", None)
         result.files.append(capture.name)
