@@ -8,6 +8,7 @@
 # is therefore parsed there, not here: the loop's cost per entry is one memcpy.
 
 cdef enum:
+    NAME_INLINE = 64             # most query names fit in the slot; longer ones get their own allocation
     PENDING_KEY_LEN = 44         # vlan+1 (2), ip version (1), transport (1), client (16), server (16),
                                  # client port (2), server port (2), DNS id (2), qtype (2)
     STATUS_ANSWERED = 0
@@ -16,7 +17,7 @@ cdef enum:
 
 ctypedef struct PendingQuery:
     uint8_t key[PENDING_KEY_LEN]
-    uint64_t key_hash            # of the key and the lower-cased name
+    uint64_t key_hash            # of the key (key_hash below)
     int32_t bucket_next
     int32_t older, newer         # arrival order: -1 ends
     uint32_t sec, usec
@@ -25,9 +26,24 @@ ctypedef struct PendingQuery:
     uint16_t qclass
     uint8_t tunnels[MAX_TUNNEL_DEPTH]
     uint8_t ntunnels
-    uint8_t* name                # presentation text as the query sent it
+    uint8_t* name                # presentation text as the query sent it: `inline_name` or allocated
     uint16_t name_len
+    uint8_t inline_name[NAME_INLINE]
     uint32_t retransmissions
+
+cdef inline uint64_t key_hash(const uint8_t* key) noexcept nogil:
+    """A multiply-xorshift hash of the key's 8-byte words (the name is compared, not hashed: a DNS id and
+    port already spread queries; two names under one key and id are rare and only share a bucket)."""
+    cdef uint64_t h = 0x9E3779B97F4A7C15ULL, w
+    cdef int k
+    for k in range(0, PENDING_KEY_LEN - 4, 8):
+        memcpy(&w, key + k, 8)
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL
+        h ^= h >> 31
+    memcpy(&w, key + PENDING_KEY_LEN - 8, 8)
+    h = (h ^ w) * 0x94D049BB133111EBULL
+    return h ^ (h >> 29)
+
 
 cdef packed struct EntryHeader:
     # One finished entry in the buffer; sensor/querylog/packed.py ENTRY_HEADER must agree.
@@ -69,7 +85,9 @@ cdef class PendingTable:
             raise ValueError("max_pending_queries must be at least 1")
         if not timeout > 0:
             raise ValueError("query_timeout must be positive")
-        while nb < <uint32_t>capacity * 2:
+        # A quarter as many buckets as slots: chains of four when full, but a bucket array that stays in cache
+        # (its misses were most of the correlation's cost at 2 slots per bucket; bench/querylog_loop.py).
+        while nb < <uint32_t>capacity // 4:
             nb *= 2
         self.capacity = capacity
         self.timeout_us = <int64_t>(timeout * 1000000)
@@ -94,7 +112,8 @@ cdef class PendingTable:
         cdef int32_t i
         if self.slots != NULL:
             for i in range(self.capacity):
-                free(self.slots[i].name)
+                if self.slots[i].name != self.slots[i].inline_name:
+                    free(self.slots[i].name)
         free(self.slots)
         free(self.buckets)
         free(self.out)
@@ -128,7 +147,8 @@ cdef class PendingTable:
             self.slots[q.newer].older = q.older
         else:
             self.newest = q.older
-        free(q.name)
+        if q.name != q.inline_name:
+            free(q.name)
         q.name = NULL
         q.bucket_next = self.free_head
         self.free_head = i
@@ -138,9 +158,12 @@ cdef class PendingTable:
         """A slot for a new query; the caller makes room first (the table is never full here)."""
         cdef int32_t i = self.free_head
         cdef PendingQuery* q = &self.slots[i]
-        q.name = <uint8_t*>malloc(name_len if name_len else 1)
-        if q.name == NULL:
-            raise MemoryError()
+        if name_len <= NAME_INLINE:
+            q.name = q.inline_name
+        else:
+            q.name = <uint8_t*>malloc(name_len)
+            if q.name == NULL:
+                raise MemoryError()
         memcpy(q.name, name, name_len)
         q.name_len = name_len
         self.free_head = q.bucket_next
@@ -243,8 +266,8 @@ cdef class PendingTable:
                      uint16_t qtype, uint16_t qclass, FrameInfo* fi, uint64_t* counters) except -1:
         """One decoded DNS message: a query waits for its response; a response finishes its query."""
         cdef uint8_t key[PENDING_KEY_LEN]
-        cdef uint64_t h = FNV_OFFSET
-        cdef int k, alen = 4 if fi.ip_version == 4 else 16
+        cdef uint64_t h
+        cdef int alen = 4 if fi.ip_version == 4 else 16
         cdef int64_t now_us = <int64_t>fi.sec * 1000000 + fi.usec
         cdef bint response = flags & 0x8000
         cdef const uint8_t* client = fi.dst if response else fi.src
@@ -268,10 +291,7 @@ cdef class PendingTable:
         key[41] = msg[1]
         key[42] = qtype >> 8
         key[43] = qtype & 0xFF
-        for k in range(PENDING_KEY_LEN):
-            h = (h ^ key[k]) * FNV_PRIME
-        for k in range(name.text_len):
-            h = hash_step(h, name.text[k])
+        h = key_hash(key)
         self.expire(now_us, counters)
         i = self.find(key, h, name.text, name.text_len)
         if response:

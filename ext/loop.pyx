@@ -9,7 +9,7 @@ sensor/decode/.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memcmp, memmove, memset
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_FromFormat
 
 import ipaddress
@@ -74,6 +74,7 @@ cdef struct FrameInfo:
 
 include "correlate.pxi"
 include "reassembly.pxi"
+include "querylog_decode.pxi"
 
 
 cdef str lowered_name(DecodedName* name):
@@ -148,8 +149,8 @@ cdef class FastLoop:
 
     def take_query_log(self):
         """The query-log entries finished since the last take, as QueryLogEntry records, in finishing order."""
-        from sensor.querylog.packed import decode_entries
-        return decode_entries(self.take_query_log_packed())
+        from sensor.querylog.record import QueryLogEntry
+        return decode_query_log(self.take_query_log_packed(), QueryLogEntry)
 
     def flush_query_log(self):
         """Finish every pending query as unanswered (end of a capture, or stop); take them with take_*."""
