@@ -297,16 +297,22 @@ def run_capture(args: argparse.Namespace) -> int:
     outputs: list = []
     trace_file = None
     control = None
+    log_options = query_log.options_from(args)
+    if log_options is not None and log_options.publish and args.workers > 1:
+        raise StartupError("--publish-queries needs --workers 1 (workers send only hits to the publishing parent)")
+    log_writer = log_sink = board = None
     stop = Stopper()
     stop.install()
     try:
         pipeline, publisher = build_pipeline(args, ruleset, outputs, blocking=False)
+        log_writer, log_sink = query_log.start(log_options, pipeline, blocking=False)
         trace = None
         if args.trace_messages:
             trace_file = open(args.trace_messages, "w", encoding="ascii")
             trace = _message_tracer(trace_file)
         job = CaptureJob(options, ports, compile_rules(ruleset, keep_table=False), ruleset, trace,
-                         heuristics=pipeline.heuristics is not None)
+                         heuristics=pipeline.heuristics is not None,
+                         query_log=log_writer.endpoint if log_writer is not None else None)
         board = StatsBoard(args.workers)
         started = time.monotonic()
         next_stats = started + args.stats_interval
@@ -350,13 +356,15 @@ def run_capture(args: argparse.Namespace) -> int:
             pipeline.publish(RELOAD_TOPIC, pipeline.encoder.encode(event))
 
         if args.workers == 1:
-            run_single(job, pipeline, board, stop, on_tick, reloader, on_reload)
+            run_single(job, pipeline, board, stop, on_tick, reloader, on_reload, log_sink)
             code = 0
         else:
             code = run_workers(job, args.workers, pipeline, board, stop, on_tick, reloader, on_reload)
         publish_stats(final=True)
         seconds = time.monotonic() - started
     finally:
+        worker_drops = board.total()["query_log_drops"] if board is not None and args.workers > 1 else 0
+        log_line = query_log.stop(log_writer, log_sink, worker_drops)
         for output in outputs:
             output.close()
         if trace_file is not None:
@@ -365,6 +373,8 @@ def run_capture(args: argparse.Namespace) -> int:
             control.close()
     total = board.total()
     print_capture_summary(total, seconds, board, outputs)
+    if log_line:
+        print(log_line, file=sys.stderr)
     if args.summary_json:
         summary = {"counters": dict(sorted(total.items())), "seconds": round(seconds, 3),
                    "workers": [w.as_dict() for w in board.workers.values()]}

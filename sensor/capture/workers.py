@@ -51,6 +51,7 @@ class CaptureJob:
     ruleset: object  # the RuleSet the rule indices refer to (its columns), until a reload
     trace: Callable[[int, list], None] | None = None  # debug: every decoded DNS message, per worker
     heuristics: bool = False  # the detectors judge every query: the loop hands over every message
+    query_log: str | None = None  # the query-log writer's endpoint: each worker pushes its entries there
 
     @property
     def every_message(self) -> bool:
@@ -81,12 +82,14 @@ class Stopper:
 
 def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: Stopper,
                on_tick: Callable[[], None], reloader: RulesReloader,
-               on_reload: Callable[[ReloadResult], None]) -> None:
+               on_reload: Callable[[ReloadResult], None], query_log=None) -> None:
     """One worker, in this process: records come in packet order, no merge needed. A reload built in the
-    background is swapped in between two batches, for the loop and the encoder at once."""
+    background is swapped in between two batches, for the loop and the encoder at once. `query_log`: a
+    QueryLogSink that takes each batch's finished entries (never waiting)."""
     capture = LiveCapture(job.options)
     log.info("capturing on %s (link type %d), 1 worker", job.options.interface, capture.linktype)
-    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message)
+    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message,
+                     query_log=query_log is not None)
     origin = Origin(interface=job.options.interface)
     try:
         for batch in capture.batches(stop):
@@ -96,7 +99,9 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
                     job.trace(0, records)
                 for record in records:
                     pipeline.record(record, origin)
-            board.update(0, loop.counters(), _pcap_tuple(capture))
+                if query_log is not None:
+                    query_log.take(loop, origin)
+            board.update(0, _counters(loop, query_log), _pcap_tuple(capture))
             if stop.reload_requested:
                 stop.reload_requested = False
                 reloader.request()
@@ -108,8 +113,18 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
                 on_reload(result)
             on_tick()
     finally:
-        board.update(0, loop.counters(), _pcap_tuple(capture))
+        if query_log is not None:
+            query_log.flush(loop, origin)
+        board.update(0, _counters(loop, query_log), _pcap_tuple(capture))
         capture.close()
+
+
+def _counters(loop, query_log) -> dict:
+    """The loop's counters, with the query-log entries dropped because the writer was behind."""
+    counters = loop.counters()
+    if query_log is not None:
+        counters["query_log_drops"] = query_log.dropped
+    return counters
 
 
 def _pcap_tuple(capture: LiveCapture) -> tuple[int, int, int]:
@@ -271,7 +286,13 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
     control.setsockopt(zmq.LINGER, 0)
     control.setsockopt(zmq.SUBSCRIBE, b"")
     control.connect(control_endpoint)
-    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message)
+    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message,
+                     query_log=job.query_log is not None)
+    query_log = None
+    if job.query_log is not None:
+        from sensor.querylog.writer import QueryLogSink
+
+        query_log = QueryLogSink(job.query_log, blocking=False)
     ruleset = job.ruleset
     building: list = []  # [thread, holder] while a reload builds
     built = None  # a built reload waiting for the parent's swap time
@@ -304,6 +325,8 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                 if split < batch.frames:  # the swap time falls in this batch: the rest with the new rules
                     swap()
                     pending.extend(loop.run_batch(batch.data, batch.meta[split * 16:], batch.first_frame + split))
+                if query_log is not None:
+                    query_log.take(loop)
             else:
                 watermark = max(watermark, time.time_ns() // 1000)  # nothing queued: read up to now
                 if swap_at is not None and watermark >= swap_at:
@@ -312,7 +335,7 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
             if pending or now - last_report >= REPORT_EVERY:
                 counters = pcap = None
                 if now - last_stats >= STATS_EVERY:
-                    counters, pcap, last_stats = loop.counters(), _pcap_tuple(capture), now
+                    counters, pcap, last_stats = _counters(loop, query_log), _pcap_tuple(capture), now
                 flush(counters, pcap)
                 last_report = now
             try:
@@ -335,10 +358,14 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                     push.send(pickle.dumps(("built", worker, result.generation, None, result.counts)))
                 else:
                     push.send(pickle.dumps(("built", worker, result.generation, result.error, None)))
-        push.send(pickle.dumps(("done", worker, watermark, pending, loop.counters(), _pcap_tuple(capture),
+        if query_log is not None:
+            query_log.flush(loop)
+        push.send(pickle.dumps(("done", worker, watermark, pending, _counters(loop, query_log), _pcap_tuple(capture),
                                 _rules_of(ruleset, pending))))
         return 0
     finally:
+        if query_log is not None:
+            query_log.close()
         push.close()
         control.close()
         context.term()

@@ -363,7 +363,7 @@ class QueryStore:
             self._open = None
 
     def _vacuum(self) -> None:
-        self.db.execute("PRAGMA incremental_vacuum")
+        self.db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page: it steps once
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # --- reading -------------------------------------------------------------------------------------------
