@@ -54,6 +54,7 @@ bench: build system-deps
 	$(PY) bench/run.py
 	$(PY) bench/rules_scale.py
 	$(PY) bench/live.py
+	$(PY) bench/querylog.py
 
 lint: venv
 	$(PY) -m ruff check sensor tests bench pcaps

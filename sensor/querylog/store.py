@@ -21,6 +21,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import msgspec
 
@@ -68,11 +69,8 @@ _decode_entry = msgspec.msgpack.Decoder(QueryLogEntry).decode
 
 
 def decode_entry(blob: bytes) -> QueryLogEntry:
-    """A stored entry back to its record (answers as tuples, as the loops make them)."""
-    entry = _decode_entry(blob)
-    if entry.answers:
-        entry = entry._replace(answers=tuple(tuple(a) for a in entry.answers))
-    return entry
+    """A stored entry back to its record (each answer comes back as a list, not a tuple)."""
+    return _decode_entry(blob)
 
 
 def split_labels(name: str) -> list[str]:
@@ -124,6 +122,7 @@ def address_bytes(text: str) -> bytes:
     raise StartupError(f"{text!r} is not an IP address")
 
 
+@lru_cache(maxsize=65_536)
 def address_text(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 

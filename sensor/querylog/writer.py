@@ -189,7 +189,11 @@ class QueryLogWriter:
 
 def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: int, control) -> None:
     """The writer process: store every batch that arrives, apply retention now and then, stop when told."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sensor stops it, after the last batch
+    # The sensor stops it after its last batch (a terminal's Ctrl-C and a service manager's SIGTERM reach the
+    # whole process group); if the sensor dies without saying so, the writer stores what it has and ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
     try:
         store = QueryStore.open_writer(path, segment_rows)
     except SensorError as err:
@@ -213,8 +217,11 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
             if retention.enabled and now >= next_retention:
                 removed += store.apply_retention(retention).queries_deleted
                 next_retention = now + RETENTION_EVERY
-            if stopping_since is None and control.poll():
-                control.recv()
+            if stopping_since is None and (control.poll() or os.getppid() != parent):
+                try:
+                    control.recv()
+                except (EOFError, OSError):  # the sensor closed its end, or died: store what is left
+                    pass
                 stopping_since = now
             if pull.poll(50):
                 while True:
@@ -242,7 +249,10 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
         pull.close(0)
         context.term()
         store.close()
-    control.send({"written": written, "retention_deleted": removed, "error": error, "pid": os.getpid()})
+    try:
+        control.send({"written": written, "retention_deleted": removed, "error": error, "pid": os.getpid()})
+    except OSError:  # the sensor is gone
+        pass
 
 
 def start(options: QueryLogOptions | None, pipeline,
