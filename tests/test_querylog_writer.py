@@ -8,15 +8,22 @@ import time
 import pytest
 import zmq
 from dnslib import QTYPE, RR, A, DNSHeader, DNSQuestion, DNSRecord
-from querylog_support import make
 from scapy.all import IP, UDP, Ether
 
 from conftest import make_batch
 from sensor.errors import StartupError
+from sensor.loop import compiled, make_loop
 from sensor.querylog.store import QueryStore
 from sensor.querylog.writer import PIPE_BATCHES, QueryLogOptions, QueryLogSink, QueryLogWriter
 
 DLT_EN10MB = 1
+
+
+def make(kind: str, linktype: int, table: dict):
+    """A loop with the query log on: the compiled one (skipped when not built) or the reference."""
+    if kind == "fast" and compiled is None:
+        pytest.skip("sensor._loop is not built")
+    return make_loop(linktype, (53,), table, query_log=True, pure=kind == "reference")
 
 
 def exchange(index: int) -> list[bytes]:
