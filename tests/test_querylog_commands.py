@@ -352,11 +352,13 @@ def test_dns_query_topic_reaches_a_real_subscriber(tmp_path, demo_messages):
 
 
 @pytest.mark.netns
-def test_live_capture_writes_the_query_log(wire, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_live_capture_writes_the_query_log(wire, tmp_path, workers):
     from test_capture_live import stop, wait_started
 
     path = str(tmp_path / "live.db")
-    proc = wire.start_capture("--rules", DEMO_RULES, "--query-log", path, "--stats-interval", "1")
+    proc = wire.start_capture("--rules", DEMO_RULES, "--query-log", path, "--stats-interval", "1",
+                              "--workers", str(workers))
     wait_started(proc)
     wire.replay(DEMO, pps=2000)
     time.sleep(1.0)
