@@ -101,3 +101,14 @@ def test_writer_process_stores_every_entry_of_either_loop(tmp_path, batch, kind)
 def test_writer_that_cannot_open_the_store_fails_at_start(tmp_path):
     with pytest.raises(StartupError, match="cannot open query log"):
         QueryLogWriter(QueryLogOptions(str(tmp_path / "missing-dir" / "q.db")))
+
+
+def test_a_second_writer_is_refused_while_the_first_writes(tmp_path):
+    path = str(tmp_path / "q.db")
+    first = QueryLogWriter(QueryLogOptions(path))
+    try:
+        with pytest.raises(StartupError, match="another sensor is writing this query log"):
+            QueryLogWriter(QueryLogOptions(path))
+    finally:
+        first.close()
+    QueryLogWriter(QueryLogOptions(path)).close()  # free again once the first has stopped

@@ -164,11 +164,13 @@ class QueryStore:
         self.path = path
         self.segment_rows = segment_rows
         self._open: Segment | None = None  # writer: the segment being filled
+        self._lock = None  # writer: the open lock file that keeps a second writer out
 
     @classmethod
     def open_writer(cls, path: str, segment_rows: int = SEGMENT_ROWS) -> QueryStore:
         if segment_rows < 1:
             raise StartupError("--query-log-segment-rows: must be at least 1")
+        lock = _writer_lock(path)
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -184,6 +186,7 @@ class QueryStore:
         except sqlite3.DatabaseError as err:
             raise StartupError(f"{path}: cannot open query log: {err}") from None
         store = cls(db, path, segment_rows)
+        store._lock = lock
         store.check_schema()
         for segment in store.segments()[:-1]:  # a writer that stopped between filling and indexing
             if not segment.indexed:
@@ -216,6 +219,8 @@ class QueryStore:
 
     def close(self) -> None:
         self.db.close()
+        if self._lock is not None:
+            self._lock.close()
 
     def segments(self) -> list[Segment]:
         try:
@@ -417,6 +422,23 @@ class QueryStore:
             raise StartupError(f"{self.path}: cannot read query log: {err}") from None
         except sqlite3.DatabaseError as err:
             raise StartupError(f"{self.path}: cannot read query log: {err}") from None
+
+
+def _writer_lock(path: str):
+    """An exclusive lock on PATH.lock for the writer's lifetime: two sensors writing one store would clash on
+    the segment being filled, so the second is refused at start."""
+    import fcntl
+
+    try:
+        handle = open(path + ".lock", "a")
+    except OSError as err:
+        raise StartupError(f"{path}: cannot open query log: {err.strerror}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise StartupError(f"{path}: another sensor is writing this query log") from None
+    return handle
 
 
 def _time(where: list, params: list, since_us: int | None, until_us: int | None) -> tuple[list, list]:
