@@ -5,12 +5,13 @@ tests/test_querylog_correlation.py states, by hand, what the query log must say 
 tests/test_reassembly.py does the same for the fragments. Deterministic like pcaps/make_pcaps.py (fixed
 times, addresses and ids): a second run writes byte-identical files (tested).
 
-| capture | covers |
-| --- | --- |
-| `answers.pcap` | A (two records), AAAA, a CNAME chain, NXDOMAIN, SERVFAIL, MX, TXT, SRV (generic form), PTR over IPv6, a response whose name differs in case |
-| `retransmit.pcap` | a query sent three times then answered, a response without a query, an unanswered query that expires, one left pending, a response with another DNS id |
-| `tcp.pcap` | a truncated (TC) UDP response, then the retry over TCP (handshake, framed query and response) |
-| `fragments.pcap` | an IPv4 EDNS response in three fragments out of order, an IPv6 one in two, a fragmented query under a rule, overlapping fragments, an exact duplicate fragment |
+- `answers.pcap`: A (two records), AAAA, a CNAME chain, NXDOMAIN, SERVFAIL, MX, TXT, SRV (generic form), PTR
+  over IPv6, a response whose name differs in case.
+- `retransmit.pcap`: a query sent three times then answered, a response without a query, an unanswered query
+  that expires, one left pending, a response with another DNS id.
+- `tcp.pcap`: a truncated (TC) UDP response, then the retry over TCP (handshake, framed query and response).
+- `fragments.pcap`: an IPv4 EDNS response in three fragments out of order, an IPv6 one in two, a fragmented
+  query under a rule, overlapping fragments, an exact duplicate fragment.
 """
 
 from __future__ import annotations
@@ -58,9 +59,11 @@ def q(name: str, qtype: int, dns_id: int) -> bytes:
     return DNSRecord(DNSHeader(id=dns_id, rd=1), q=DNSQuestion(DNSLabel(name), qtype)).pack()
 
 
-def r(name: str, qtype: int, dns_id: int, answers: list[RR] = (), rcode: int = RCODE.NOERROR, tc: bool = False) -> bytes:
+def r(name: str, qtype: int, dns_id: int, answers: list[RR] = (), rcode: int = RCODE.NOERROR,
+      tc: bool = False) -> bytes:
     """A response echoing the question, with `answers` (dnslib compresses owner names and name rdata)."""
-    record = DNSRecord(DNSHeader(id=dns_id, qr=1, rd=1, ra=1, rcode=rcode, tc=int(tc)), q=DNSQuestion(DNSLabel(name), qtype))
+    header = DNSHeader(id=dns_id, qr=1, rd=1, ra=1, rcode=rcode, tc=int(tc))
+    record = DNSRecord(header, q=DNSQuestion(DNSLabel(name), qtype))
     for rr in answers:
         record.add_answer(rr)
     return record.pack()

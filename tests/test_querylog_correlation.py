@@ -165,9 +165,8 @@ def test_packed_decoders_agree(capture: Path) -> None:
     """The compiled bulk decoder and the pure-Python reading of the packed layout give the same entries."""
     if _loop is None:
         pytest.skip("sensor._loop is not built")
-    from querylog_support import batches
-
     import pcapy
+    from querylog_support import batches
 
     try:
         linktype = pcapy.open_offline(str(capture)).datalink()
@@ -314,3 +313,10 @@ def test_bad_limits_are_refused(kind: str) -> None:
         make(kind, DLT_EN10MB, table={}, max_pending_queries=0)
     with pytest.raises(ValueError, match="query_timeout"):
         make(kind, DLT_EN10MB, table={}, query_timeout=0)
+
+
+def test_generator_reproduces_the_captures(tmp_path: Path) -> None:
+    from pcaps.make_querylog_pcaps import make_all
+
+    for path in make_all(tmp_path):
+        assert path.read_bytes() == (QUERYLOG_PCAPS / path.name).read_bytes(), f"{path.name} differs"

@@ -122,8 +122,8 @@ def test_two_different_ends_are_an_overlap(kind: str) -> None:
     """Two last fragments that do not overlap but announce different lengths: the same trick as an overlap."""
     payload = udp_query("b.evil.example")
     first = v4_fragments(payload, [0, 304])[0]
-    ends = [bytes(LINK / IP(src=CLIENT4, dst=RESOLVER4, id=1, proto=17, frag=start // 8) / Raw(payload[start:start + 80]))
-            for start in (400, 480)]
+    ends = [bytes(LINK / IP(src=CLIENT4, dst=RESOLVER4, id=1, proto=17, frag=start // 8) /
+                  Raw(payload[start:start + 80])) for start in (400, 480)]
     records, counters, _ = run(kind, [first, *ends])
     assert records == [] and counters["ip_fragment_overlap"] == 1
 
