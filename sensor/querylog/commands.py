@@ -20,7 +20,14 @@ from sensor.errors import StartupError
 from sensor.events import Origin, rfc3339
 from sensor.querylog.events import entry_message, rcode_name, retrospective_hit
 from sensor.querylog.record import STATUS_ANSWERED, QueryLogEntry
-from sensor.querylog.store import QueryStore, address_bytes, address_text, reversed_name, split_labels
+from sensor.querylog.store import (
+    QueryStore,
+    address_bytes,
+    address_text,
+    decode_entry,
+    reversed_name,
+    split_labels,
+)
 
 QUERY_LOG_ENV = "TRUESOURCE_QUERY_LOG"  # where the commands read when --query-log is not given
 DEFAULT_AROUND_WINDOW = 300.0  # seconds either side of --around
@@ -272,13 +279,17 @@ def run_hunt(args: argparse.Namespace) -> int:
     origin = Origin()
     hits = scanned = 0
     out = sys.stdout
-    for entry in store.by_time(since, until):
+    for rname, blob in store.names_by_time(since, until):
         scanned += 1
-        rule = decide(table, patterns, split_labels(entry.qname))
+        if "\\" in rname:  # an escaped dot may hide in a label: take the labels from the name as sent
+            labels = split_labels(decode_entry(blob).qname)
+        else:  # the stored reversed name gives the labels (lowercase; matching ignores case) without decoding
+            labels = rname[:-1].split(".")[::-1] if rname else []
+        rule = decide(table, patterns, labels)
         if rule < 0 or (rule < len(allow) and allow[rule]):
             continue
         hits += 1
-        out.write(encoder.encode(retrospective_hit(encoder, entry, rule, origin)) + "\n")
+        out.write(encoder.encode(retrospective_hit(encoder, decode_entry(blob), rule, origin)) + "\n")
     print(f"hunt: {scanned:,} stored queries, {hits:,} hits", file=sys.stderr)
     return 0
 

@@ -398,6 +398,15 @@ class QueryStore:
             for (blob,) in self._rows(f"SELECT entry FROM q_{segment.id} {clause} ORDER BY ts, id", params):
                 yield decode_entry(blob)
 
+    def names_by_time(self, since_us: int | None = None,
+                      until_us: int | None = None) -> Iterator[tuple[str, bytes]]:
+        """(rname, encoded entry) of every stored query in [since, until), in the order stored (the order
+        queries finished: close to time order); the caller decodes only the entries it keeps (decode_entry)."""
+        where, params = _time([], [], since_us, until_us)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        for segment in self._segments_in(since_us, until_us):
+            yield from self._rows(f"SELECT rname, entry FROM q_{segment.id} {clause}", params)
+
     def by_resolved_ip(self, ip: bytes) -> Iterator[QueryLogEntry]:
         """Queries one of whose A/AAAA answers was `ip`."""
         for segment in self._segments_in(None, None):
