@@ -402,12 +402,22 @@ def comparable(entry) -> tuple:
 
 
 @pytest.mark.parametrize("pcap", shipped_captures(), ids=lambda p: p.name)
-def test_replay_stores_exactly_the_entries_the_loop_makes(tmp_path, pcap):
-    """Through the real path (sink, pipe, writer process, store) nothing is lost, added or changed."""
+def test_replay_stores_exactly_the_entries_the_loop_makes_and_hunt_finds_the_live_hits(tmp_path, pcap):
+    """Through the real path (sink, pipe, writer process, store) nothing is lost, added or changed; and `hunt`
+    with the same rules (allow, wildcard, regex and escaped names in pcaps.rules) finds the hits the live sensor
+    found, plus only hits on responses whose query was not seen (the live sensor matches queries only)."""
     path = str(tmp_path / "q.db")
-    result = run_cli("replay", str(pcap), "--rules", DEMO_RULES, "--no-progress", "--out", os.devnull,
-                     "--query-log", path)
+    rules = str(PCAPS / "pcaps.rules")
+    result = run_cli("replay", str(pcap), "--rules", rules, "--no-progress", "--query-log", path)
     assert result.returncode == 0, result.stderr
     expected = sorted(map(comparable, loop_entries(pcap)))
     stored = sorted(map(comparable, QueryStore.open_reader(path).by_time()))
     assert stored == expected
+    hunt = run_cli("hunt", "--rules", rules, "--query-log", path)
+    assert hunt.returncode == 0, hunt.stderr
+
+    def key(e):
+        return (e["source"]["ip"], e["source"]["port"], e["dns"]["id"], e["dns"]["question"]["name"],
+                e["rule"]["name"], e["@timestamp"])
+    hunted = [e for e in json_lines(hunt.stdout) if e["truesource"]["query"]["status"] != "response_only"]
+    assert sorted(map(key, hunted)) == sorted(map(key, json_lines(result.stdout)))
