@@ -75,6 +75,7 @@ cdef class PendingTable:
     cdef int32_t free_head
     cdef int32_t oldest, newest
     cdef int64_t timeout_us
+    cdef int64_t expires_us      # when the oldest query expires (kept here: its slot is rarely in cache)
     cdef uint8_t* out            # finished entries, packed
     cdef size_t out_len, out_cap
 
@@ -103,6 +104,7 @@ cdef class PendingTable:
         self.free_head = 0
         self.oldest = -1
         self.newest = -1
+        self.expires_us = INT64_MAX
         self.count = 0
         self.out = NULL
         self.out_len = 0
@@ -143,6 +145,7 @@ cdef class PendingTable:
             self.slots[q.older].newer = q.newer
         else:
             self.oldest = q.newer
+            self.expires_us = self.slots[q.newer].t_us + self.timeout_us if q.newer != -1 else INT64_MAX
         if q.newer != -1:
             self.slots[q.newer].older = q.older
         else:
@@ -154,7 +157,8 @@ cdef class PendingTable:
         self.free_head = i
         self.count -= 1
 
-    cdef int32_t insert(self, const uint8_t* key, uint64_t h, const uint8_t* name, uint32_t name_len) except -1:
+    cdef int32_t insert(self, const uint8_t* key, uint64_t h, const uint8_t* name, uint32_t name_len,
+                        int64_t now_us) except -1:
         """A slot for a new query; the caller makes room first (the table is never full here)."""
         cdef int32_t i = self.free_head
         cdef PendingQuery* q = &self.slots[i]
@@ -172,6 +176,7 @@ cdef class PendingTable:
         q.bucket_next = self.buckets[h & self.bucket_mask]
         self.buckets[h & self.bucket_mask] = i
         q.retransmissions = 0
+        q.t_us = now_us
         q.newer = -1
         q.older = self.newest
         if self.newest != -1:
@@ -179,6 +184,7 @@ cdef class PendingTable:
         self.newest = i
         if self.oldest == -1:
             self.oldest = i
+            self.expires_us = now_us + self.timeout_us
         self.count += 1
         return i
 
@@ -242,7 +248,7 @@ cdef class PendingTable:
 
     cdef int expire(self, int64_t now_us, uint64_t* counters) except -1:
         """Queries older than the timeout leave as unanswered, oldest first."""
-        while self.oldest != -1 and now_us - self.slots[self.oldest].t_us > self.timeout_us:
+        while now_us > self.expires_us:
             counters[C_dns_query_expired] += 1
             self.finish_unanswered(self.oldest)
         return 0
@@ -312,11 +318,10 @@ cdef class PendingTable:
         if self.free_head == -1:
             counters[C_dns_query_evicted] += 1
             self.finish_unanswered(self.oldest)
-        i = self.insert(key, h, name.text, name.text_len)
+        i = self.insert(key, h, name.text, name.text_len, now_us)
         q = &self.slots[i]
         q.sec = fi.sec
         q.usec = fi.usec
-        q.t_us = now_us
         q.frame = fi.frame
         q.qclass = qclass
         q.ntunnels = fi.ntunnels
