@@ -223,9 +223,11 @@ def run_replay(args: argparse.Namespace) -> int:
         progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
         result = replay(args.files, ruleset, pipeline, ports, progress, log_sink)
     finally:
-        log_line = query_log.stop(log_writer, log_sink)
-        for output in outputs:
-            output.close()
+        try:
+            log_line = query_log.stop(log_writer, log_sink)
+        finally:
+            for output in outputs:
+                output.close()
     if progress is not None:
         sys.stderr.write("\n")
     print_summary(result.counters, result.seconds, f"{len(result.files)} file(s)", outputs)
@@ -364,9 +366,11 @@ def run_capture(args: argparse.Namespace) -> int:
         seconds = time.monotonic() - started
     finally:
         worker_drops = board.total()["query_log_drops"] if board is not None and args.workers > 1 else 0
-        log_line = query_log.stop(log_writer, log_sink, worker_drops)
-        for output in outputs:
-            output.close()
+        try:
+            log_line = query_log.stop(log_writer, log_sink, worker_drops)
+        finally:
+            for output in outputs:
+                output.close()
         if trace_file is not None:
             trace_file.close()
         if control is not None:

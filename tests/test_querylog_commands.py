@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -421,3 +422,24 @@ def test_replay_stores_exactly_the_entries_the_loop_makes_and_hunt_finds_the_liv
                 e["rule"]["name"], e["@timestamp"])
     hunted = [e for e in json_lines(hunt.stdout) if e["truesource"]["query"]["status"] != "response_only"]
     assert sorted(map(key, hunted)) == sorted(map(key, json_lines(result.stdout)))
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root to mount a small tmpfs")
+def test_a_full_disk_ends_the_replay_with_exit_1_and_every_hit_written(tmp_path):
+    """The store on a 400 KiB file system: the writer reports the failure (one line, exit 1), the replay does
+    not hang on the pipe, and the hits still reach their output."""
+    made = subprocess.run([sys.executable, str(ROOT / "bench" / "make_capture.py"), "--packets", "20000",
+                           "--rules", "300", "--out-dir", str(tmp_path)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    small = tmp_path / "small"
+    small.mkdir()
+    hits = tmp_path / "hits.jsonl"
+    script = (f"mount -t tmpfs -o size=400k none {small} && exec {sys.executable} -m sensor replay "
+              f"{tmp_path / 'capture.pcap'} --rules {tmp_path / 'rules.txt'} --no-progress --out {hits} "
+              f"--query-log {small / 'q.db'}")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and "database or disk is full" in result.stderr
+    expected = (tmp_path / "expected_hits.tsv").read_text().count("\n")
+    assert expected and len(hits.read_text().splitlines()) == expected

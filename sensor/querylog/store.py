@@ -257,7 +257,8 @@ class QueryStore:
                     db.execute(statement)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (a full disk): keep its error
+                db.execute("ROLLBACK")
             raise
         self._open = Segment(n, None, None, 0, False)
         return self._open
@@ -301,7 +302,8 @@ class QueryStore:
                        (next_id - 1, first, last, n))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (a full disk): keep its error
+                db.execute("ROLLBACK")
             raise
         self._open = Segment(n, first, last, next_id - 1, False)
         if self._open.rows >= self.segment_rows:
@@ -319,7 +321,8 @@ class QueryStore:
             db.execute("UPDATE segments SET indexed = 1 WHERE id = ?", (segment.id,))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (a full disk): keep its error
+                db.execute("ROLLBACK")
             raise
 
     def used_bytes(self) -> int:
@@ -361,7 +364,8 @@ class QueryStore:
             db.execute("DELETE FROM segments WHERE id = ?", (segment.id,))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (a full disk): keep its error
+                db.execute("ROLLBACK")
             raise
         if self._open is not None and self._open.id == segment.id:
             self._open = None

@@ -37,6 +37,12 @@ DRAIN_IDLE = 0.3  # at stop: the writer ends after the pipe has been quiet this 
 START_TIMEOUT = 30.0  # seconds to wait for the writer process to open the store
 PACKED, ENTRIES = b"p", b"m"  # message kinds: the fast path's packed entries, msgspec-encoded QueryLogEntry list
 
+class QueryLogFailed(SensorError):
+    """The writer failed after start (a full disk, the store removed): what came before was stored."""
+
+    exit_code = 1
+
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode_entries = msgspec.msgpack.Decoder(list[QueryLogEntry]).decode
 
@@ -177,7 +183,7 @@ class QueryLogWriter:
             self._kill()
         shutil.rmtree(self.pipe_dir, ignore_errors=True)
         if self.summary.get("error"):
-            raise SensorError(f"{self.options.path}: query log: {self.summary['error']}")
+            raise QueryLogFailed(f"{self.options.path}: query log: {self.summary['error']}")
         return self.summary
 
     def _kill(self) -> None:
@@ -204,51 +210,55 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     pull.setsockopt(zmq.RCVHWM, PIPE_BATCHES)
     pull.bind(endpoint)
     control.send(("ready",))
-    written = 0
-    removed = 0
+    written = removed = lost = 0
     pending: list[QueryLogEntry] = []
-    last_write = time.monotonic()
-    next_retention = time.monotonic()
+    last_write = next_retention = time.monotonic()
     stopping_since: float | None = None
     error = None
-    try:
-        while True:
-            now = time.monotonic()
-            if retention.enabled and now >= next_retention:
-                removed += store.apply_retention(retention).queries_deleted
-                next_retention = now + RETENTION_EVERY
-            if stopping_since is None and (control.poll() or os.getppid() != parent):
+    while True:
+        now = time.monotonic()
+        if stopping_since is None and (control.poll() or os.getppid() != parent):
+            try:
+                control.recv()
+            except (EOFError, OSError):  # the sensor closed its end, or died: store what is left
+                pass
+            stopping_since = now
+        if pull.poll(50):
+            while True:
                 try:
-                    control.recv()
-                except (EOFError, OSError):  # the sensor closed its end, or died: store what is left
-                    pass
-                stopping_since = now
-            if pull.poll(50):
-                while True:
-                    try:
-                        kind, payload = pull.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    pending.extend(decode_entries(payload) if kind == PACKED else _decode_entries(payload))
-                    if len(pending) >= WRITE_ROWS:
-                        break
-                if stopping_since is not None:
-                    stopping_since = time.monotonic()
-            now = time.monotonic()
-            if pending and (len(pending) >= WRITE_ROWS or now - last_write >= WRITE_EVERY or stopping_since):
-                written += store.insert(pending)
-                pending = []
-                last_write = now
-            if stopping_since is not None and not pending and now - stopping_since >= DRAIN_IDLE:
-                break
-        if retention.enabled:
-            removed += store.apply_retention(retention).queries_deleted
-    except Exception as err:  # a full disk, a store removed under us: say so to the sensor, which exits 1
-        error = f"{type(err).__name__}: {err}"
-    finally:
-        pull.close(0)
-        context.term()
-        store.close()
+                    kind, payload = pull.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                pending.extend(decode_entries(payload) if kind == PACKED else _decode_entries(payload))
+                if len(pending) >= WRITE_ROWS:
+                    break
+            if stopping_since is not None:
+                stopping_since = time.monotonic()
+        now = time.monotonic()
+        if pending and (len(pending) >= WRITE_ROWS or now - last_write >= WRITE_EVERY or stopping_since):
+            if error is None:
+                try:
+                    written += store.insert(pending)
+                except Exception as err:  # a full disk, a broken file: tell the sensor (exit 1), keep draining
+                    error = f"{type(err).__name__}: {err}"
+            if error is not None:  # the pipe is still read, so that a replay waiting on it can finish
+                lost += len(pending)
+            pending = []
+            last_write = now
+        if error is None and retention.enabled and (now >= next_retention or stopping_since is not None
+                                                    and not pending and now - stopping_since >= DRAIN_IDLE):
+            try:
+                removed += store.apply_retention(retention).queries_deleted
+            except Exception as err:
+                error = f"{type(err).__name__}: {err}"
+            next_retention = now + RETENTION_EVERY
+        if stopping_since is not None and not pending and now - stopping_since >= DRAIN_IDLE:
+            break
+    pull.close(0)
+    context.term()
+    store.close()
+    if error is not None:
+        error += f" ({lost:,} queries not stored)"
     try:
         control.send({"written": written, "retention_deleted": removed, "error": error, "pid": os.getpid()})
     except OSError:  # the sensor is gone
