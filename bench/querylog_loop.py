@@ -48,10 +48,10 @@ def read_batches(path: str) -> list[tuple[int, bytes, bytes]]:
         frame += len(meta) // 16
 
 
-def run(mode: str, batches, table, linktype: int) -> tuple[float, int]:
+def run(mode: str, batches, table, linktype: int) -> tuple[float, float, int]:
     loop = _loop.FastLoop(linktype, (53,), table, False, query_log=mode != "off")
     entries = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if mode == "off":
         for first, data, meta in batches:
             loop.run_batch(data, meta, first)
@@ -67,7 +67,7 @@ def run(mode: str, batches, table, linktype: int) -> tuple[float, int]:
             entries += len(loop.take_query_log())
         loop.flush_query_log()
         entries += len(loop.take_query_log())
-    return time.perf_counter() - started, entries
+    return time.perf_counter() - started, time.process_time() - cpu_started, entries
 
 
 def main() -> int:
@@ -85,22 +85,27 @@ def main() -> int:
     linktype = pcapy.open_offline(args.capture).datalink()
     modes = tuple(args.modes.split(","))
     seconds: dict[str, list[float]] = {mode: [] for mode in modes}
+    cpu: dict[str, list[float]] = {mode: [] for mode in modes}
     made: dict[str, int] = {}
     for _ in range(args.repeat):
         for mode in modes:
-            elapsed, entries = run(mode, batches, table, linktype)
+            elapsed, cpu_seconds, entries = run(mode, batches, table, linktype)
             seconds[mode].append(elapsed)
+            cpu[mode].append(cpu_seconds)
             made[mode] = entries
-    base = statistics.median(seconds["off"])
-    print(f"{frames:,} frames from {args.capture}, {args.repeat} runs each, medians")
+    base, cpu_base = statistics.median(seconds["off"]), statistics.median(cpu["off"])
+    print(f"{frames:,} frames from {args.capture}, {args.repeat} runs each, medians (wall, and CPU time of this"
+          " process: less sensitive to other jobs on the machine)")
     for mode in modes:
-        median = statistics.median(seconds[mode])
+        median, cpu_median = statistics.median(seconds[mode]), statistics.median(cpu[mode])
         what = "packed bytes" if mode == "on-loop" else "entries"
         extra = f", {made[mode]:,} {what}" if mode != "off" else ""
-        print(f"  {mode:<11} {median:7.3f} s  {frames / median:12,.0f} frames/s  x{median / base:5.3f}{extra}")
-    ratio = statistics.median(seconds["on-loop"]) / base
-    print(f"goal: query log at most {GOAL_SLOWDOWN - 1:.0%} slower in the loop: "
-          f"{'met' if ratio <= GOAL_SLOWDOWN else 'NOT met'} (x{ratio:.3f})")
+        print(f"  {mode:<11} wall {median:7.3f} s {frames / median:12,.0f} frames/s x{median / base:5.3f}"
+              f"   cpu {cpu_median:7.3f} s x{cpu_median / cpu_base:5.3f}{extra}")
+    if "on-loop" in modes:
+        ratio = statistics.median(cpu["on-loop"]) / cpu_base
+        print(f"goal: query log at most {GOAL_SLOWDOWN - 1:.0%} slower in the loop (CPU time): "
+              f"{'met' if ratio <= GOAL_SLOWDOWN else 'NOT met'} (x{ratio:.3f})")
     return 0
 
 
