@@ -55,6 +55,7 @@ bench: build system-deps
 	$(PY) bench/rules_scale.py
 	$(PY) bench/live.py
 	$(PY) bench/querylog.py
+	$(PY) bench/querylog_loop.py
 
 lint: venv
 	$(PY) -m ruff check sensor tests bench pcaps
