@@ -320,3 +320,52 @@ def test_generator_reproduces_the_captures(tmp_path: Path) -> None:
 
     for path in make_all(tmp_path):
         assert path.read_bytes() == (QUERYLOG_PCAPS / path.name).read_bytes(), f"{path.name} differs"
+
+
+# ---- generated conversations: the pending table's order, expiry and eviction ----------------------------------
+
+PORTS = (40000, 40001)
+IDS = (1, 2)
+CASES = ("q.example", "Q.EXAMPLE", "r.example")
+
+
+@st.composite
+def conversations(draw) -> tuple[list[bytes], list[int]]:
+    """Queries and responses over a few ports, ids, names (in two cases) and types, with gaps that cross the
+    timeout: retransmissions, answers, orphans, expiries and evictions all happen."""
+    frames, gaps = [], []
+    for _ in range(draw(st.integers(1, 25))):
+        port, dns_id, name = draw(st.sampled_from(PORTS)), draw(st.sampled_from(IDS)), draw(st.sampled_from(CASES))
+        qtype = draw(st.sampled_from([1, 28]))
+        if draw(st.booleans()):
+            message = DNSRecord(DNSHeader(id=dns_id, rd=1), q=DNSQuestion(DNSLabel(name), qtype)).pack()
+            frames.append(frame(CLIENT4, RESOLVER4, port, 53, message))
+        else:
+            response = DNSRecord(DNSHeader(id=dns_id, qr=1, rd=1, ra=1), q=DNSQuestion(DNSLabel(name), qtype))
+            response.add_answer(*RR.fromZone(f"{name}. 60 IN A 192.0.2.{dns_id}"))
+            frames.append(frame(RESOLVER4, CLIENT4, 53, port, response.pack()))
+        gaps.append(draw(st.sampled_from([0, 1000, 400_000, 1_200_000])))
+    return frames, gaps
+
+
+@settings(max_examples=GENERATED_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=conversations(), capacity=st.sampled_from([1, 2, 3, 100]))
+def test_generated_conversations_agree(case, capacity: int) -> None:
+    if _loop is None:
+        pytest.skip("sensor._loop is not built")
+    frames, gaps = case
+    meta, data, offset, usec = [], b"", 0, 0
+    for packet, gap in zip(frames, gaps, strict=True):
+        usec += gap
+        meta.append(struct.pack("=IIII", 1_700_000_000 + usec // 1_000_000, usec % 1_000_000, offset, len(packet)))
+        offset += len(packet)
+        data += packet
+    results = []
+    for kind in KINDS:
+        loop = make(kind, DLT_EN10MB, table={}, max_pending_queries=capacity, query_timeout=1.0)
+        loop.run_batch(data, b"".join(meta), 1)
+        taken = loop.take_query_log()
+        sizes = loop.table_sizes()
+        loop.flush_query_log()
+        results.append((taken, sizes, loop.take_query_log(), loop.counters()))
+    assert results[0] == results[1]

@@ -235,3 +235,26 @@ def test_generated_fragments_agree(case, step: int) -> None:
         loop.flush_query_log()
         results.append((records, counters, loop.table_sizes(), loop.take_query_log()))
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ipv6_extension_header_after_the_fragment_header(kind: str) -> None:
+    """A destination-options header in the fragmentable part is walked after reassembly; a second fragment
+    header in there is refused."""
+    from scapy.layers.inet6 import IPv6ExtHdrDestOpt
+
+    body = bytes(IPv6(src=CLIENT6, dst=RESOLVER6, nh=60) / IPv6ExtHdrDestOpt(nh=17) / UDP(sport=40001, dport=53) /
+                 Raw(edns_padded_query("opt.evil.example", 600)))[40:]
+    frames = []
+    for start, end, more in ((0, 304, 1), (304, len(body), 0)):
+        header = IPv6(src=CLIENT6, dst=RESOLVER6) / IPv6ExtHdrFragment(nh=60, offset=start // 8, m=more, id=9)
+        frames.append(bytes(LINK / header / Raw(body[start:end])))
+    records, counters, _ = run(kind, frames)
+    assert records == [(2, "opt.evil.example")]
+    inner = bytes(IPv6ExtHdrFragment(nh=17, offset=1, m=0, id=10)) + body[8:]  # a fragment header inside
+    frames = []
+    for start, end, more in ((0, 304, 1), (304, len(inner), 0)):
+        header = IPv6(src=CLIENT6, dst=RESOLVER6) / IPv6ExtHdrFragment(nh=44, offset=start // 8, m=more, id=11)
+        frames.append(bytes(LINK / header / Raw(inner[start:end])))
+    records, counters, _ = run(kind, frames)
+    assert records == [] and counters["bad_ipv6_extension"] == 1 and counters["ip_reassembled"] == 1
