@@ -18,6 +18,7 @@ from sensor.errors import SensorError, StartupError
 from sensor.outputs import DEFAULT_ENDPOINT
 from sensor.querylog import writer as query_log
 from sensor.querylog.commands import register as register_query_log_commands
+from sensor.querylog.commands import relative_time_argv
 from sensor.querylog.writer import add_options as query_log_options
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
 from sensor.stats import DEFAULT_STATS_INTERVAL
@@ -441,7 +442,7 @@ def run_tail(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(relative_time_argv(sys.argv[1:] if argv is None else list(argv)))
     quiet = logging.INFO if args.command == "capture" else logging.WARNING  # a service says when it starts
     logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="truesource: %(message)s", stream=sys.stderr)

@@ -443,3 +443,15 @@ def test_a_full_disk_ends_the_replay_with_exit_1_and_every_hit_written(tmp_path)
     assert result.stderr.count("\n") == 1 and "database or disk is full" in result.stderr
     expected = (tmp_path / "expected_hits.tsv").read_text().count("\n")
     assert expected and len(hits.read_text().splitlines()) == expected
+
+
+def test_relative_times_on_the_command_line(demo_store, demo_messages):
+    """`--since -2h` as typed (argparse alone would take -2h for an option); relative to the clock."""
+    asked = len(queries(demo_messages, "evil.example"))
+    everything = run_cli("who-asked", "evil.example", "--subdomains", "--json", "--since", "-100000d",
+                         "--query-log", demo_store)
+    assert everything.returncode == 0, everything.stderr
+    assert sum(r["count"] for r in json_lines(everything.stdout)) == asked
+    recent = run_cli("who-asked", "evil.example", "--subdomains", "--json", "--since", "-1h", "--until", "now",
+                     "--query-log", demo_store)
+    assert recent.returncode == 0 and recent.stdout == ""  # the capture is from 2026-01-01

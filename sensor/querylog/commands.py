@@ -78,8 +78,18 @@ def add_reader_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query-log", metavar="PATH", help=f"the store (default: ${QUERY_LOG_ENV})")
 
 
-def run(args: argparse.Namespace) -> int:
-    return args.handler(args)
+TIME_OPTIONS = ("--since", "--until", "--around", "--resolver-query")
+
+
+def relative_time_argv(argv: list[str]) -> list[str]:
+    """`--since -2h` as `--since=-2h`: argparse takes a value starting with '-' for an option of its own."""
+    out: list[str] = []
+    for index, arg in enumerate(argv):
+        if out and out[-1] in TIME_OPTIONS and arg.startswith("-") and RELATIVE.match(arg) and index > 0:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 # --- times -------------------------------------------------------------------------------------------------
