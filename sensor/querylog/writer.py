@@ -29,6 +29,7 @@ from sensor.querylog.store import SEGMENT_ROWS, QueryStore, Retention
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_MB = 10_240  # a store left to itself stops at 10 GiB (about 40 M queries at 244 bytes each)
 PIPE_BATCHES = 256  # loop batches (up to 4,096 frames each) queued for the writer before capture drops
 WRITE_ROWS = 20_000  # entries gathered before one insert transaction ...
 WRITE_EVERY = 0.5  # ... or after this many seconds, whichever first: what a reader waits at most, plus commit
@@ -62,8 +63,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                        help="store every query with its response in this SQLite file (created if missing)")
     group.add_argument("--query-log-retention-days", type=float, default=0, metavar="DAYS",
                        help="drop stored queries older than this (packet time; default: keep)")
-    group.add_argument("--query-log-max-mb", type=float, default=0, metavar="MB",
-                       help="keep the store under this size, dropping the oldest queries (default: no limit)")
+    group.add_argument("--query-log-max-mb", type=float, default=DEFAULT_MAX_MB, metavar="MB",
+                       help="keep the store under this size, dropping the oldest queries (default %(default)s; "
+                            "0: no limit)")
     group.add_argument("--query-log-segment-rows", type=int, default=SEGMENT_ROWS, metavar="N",
                        help="queries per store segment, the unit retention drops (default %(default)s)")
     group.add_argument("--publish-queries", action="store_true",
