@@ -16,10 +16,10 @@ from sensor.attribution import DEFAULT_WINDOW
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
 from sensor.outputs import DEFAULT_ENDPOINT
-from sensor.querylog import writer as query_log
-from sensor.querylog.commands import register as register_query_log_commands
-from sensor.querylog.commands import relative_time_argv
-from sensor.querylog.writer import add_options as query_log_options
+from sensor.querylog.options import add_options as query_log_options
+from sensor.querylog.options import options_from as query_log_options_from
+from sensor.querylog.options import register as register_query_log_commands
+from sensor.querylog.options import relative_time_argv
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
 from sensor.stats import DEFAULT_STATS_INTERVAL
 
@@ -214,7 +214,9 @@ def run_replay(args: argparse.Namespace) -> int:
     load_seconds = time.perf_counter() - loading
     log.info("loaded %d rules from %d files in %.2f s", len(ruleset), len(ruleset.files), load_seconds)
     outputs: list = []
-    log_options = query_log.options_from(args)
+    from sensor.querylog import writer as query_log
+
+    log_options = query_log_options_from(args)
     log_writer = log_sink = None
     try:
         pipeline, publisher = build_pipeline(args, ruleset, outputs, blocking=True)
@@ -300,7 +302,9 @@ def run_capture(args: argparse.Namespace) -> int:
     outputs: list = []
     trace_file = None
     control = None
-    log_options = query_log.options_from(args)
+    from sensor.querylog import writer as query_log
+
+    log_options = query_log_options_from(args)
     if log_options is not None and log_options.publish and args.workers > 1:
         raise StartupError("--publish-queries needs --workers 1 (workers send only hits to the publishing parent)")
     log_writer = log_sink = board = None

@@ -26,10 +26,10 @@ from functools import lru_cache
 import msgspec
 
 from sensor.errors import StartupError
+from sensor.querylog.options import SEGMENT_ROWS, Retention
 from sensor.querylog.record import QueryLogEntry
 
 SCHEMA_VERSION = "1"
-SEGMENT_ROWS = 200_000  # queries per segment: readers scan the open one unindexed (45-67 ms here when full)
 BUSY_TIMEOUT_MS = 10_000  # how long a reader or writer waits for the other's lock before giving up
 CACHE_KIB = 65_536  # 64 MiB page cache for the writer
 JOURNAL_LIMIT = 64 << 20  # the WAL file is cut back to this after a checkpoint
@@ -125,19 +125,6 @@ def address_bytes(text: str) -> bytes:
 @lru_cache(maxsize=65_536)
 def address_text(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """How much the writer keeps: queries newer than `max_age_seconds` (packet time against the clock) and a
-    file of at most `max_bytes`. 0: no limit. Both drop whole segments, oldest first; the open segment stays."""
-
-    max_age_seconds: float = 0.0
-    max_bytes: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.max_age_seconds or self.max_bytes)
 
 
 @dataclass(slots=True)

@@ -9,7 +9,6 @@ the pipe is full (`PIPE_BATCHES`), the batch is dropped and counted. A replay wa
 
 from __future__ import annotations
 
-import argparse
 import logging
 import multiprocessing
 import os
@@ -17,19 +16,18 @@ import shutil
 import signal
 import tempfile
 import time
-from dataclasses import dataclass
 
 import msgspec
 import zmq
 
 from sensor.errors import SensorError, StartupError
+from sensor.querylog.options import QueryLogOptions, Retention
 from sensor.querylog.packed import ENTRY_HEADER, decode_entries
 from sensor.querylog.record import QueryLogEntry
-from sensor.querylog.store import SEGMENT_ROWS, QueryStore, Retention
+from sensor.querylog.store import QueryStore
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_MB = 10_240  # a store left to itself stops at 10 GiB (about 40 M queries at 244 bytes each)
 PIPE_BATCHES = 256  # loop batches (up to 4,096 frames each) queued for the writer before capture drops
 WRITE_ROWS = 20_000  # entries gathered before one insert transaction ...
 WRITE_EVERY = 0.5  # ... or after this many seconds, whichever first: what a reader waits at most, plus commit
@@ -46,46 +44,6 @@ class QueryLogFailed(SensorError):
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_entries = msgspec.msgpack.Decoder(list[QueryLogEntry]).decode
-
-
-@dataclass(frozen=True, slots=True)
-class QueryLogOptions:
-    path: str
-    retention: Retention = Retention()
-    segment_rows: int = SEGMENT_ROWS
-    publish: bool = False  # --publish-queries: every logged query on topic dns.query too
-
-
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The query-log options of `replay` and `capture`."""
-    group = parser.add_argument_group("query log (docs/querylog.md)")
-    group.add_argument("--query-log", metavar="PATH",
-                       help="store every query with its response in this SQLite file (created if missing)")
-    group.add_argument("--query-log-retention-days", type=float, default=0, metavar="DAYS",
-                       help="drop stored queries older than this (packet time; default: keep)")
-    group.add_argument("--query-log-max-mb", type=float, default=DEFAULT_MAX_MB, metavar="MB",
-                       help="keep the store under this size, dropping the oldest queries (default %(default)s; "
-                            "0: no limit)")
-    group.add_argument("--query-log-segment-rows", type=int, default=SEGMENT_ROWS, metavar="N",
-                       help="queries per store segment, the unit retention drops (default %(default)s)")
-    group.add_argument("--publish-queries", action="store_true",
-                       help="with --publish: also publish every logged query on topic dns.query")
-
-
-def options_from(args: argparse.Namespace) -> QueryLogOptions | None:
-    """The query log the options ask for, None without --query-log; StartupError for a bad value."""
-    if args.publish_queries and not args.publish:
-        raise StartupError("--publish-queries needs --publish")
-    if not args.query_log:
-        if args.publish_queries:
-            raise StartupError("--publish-queries needs --query-log")
-        return None
-    if args.query_log_retention_days < 0 or args.query_log_max_mb < 0:
-        raise StartupError("--query-log-retention-days and --query-log-max-mb: must be 0 (no limit) or more")
-    if args.query_log_segment_rows < 1:
-        raise StartupError("--query-log-segment-rows: must be at least 1")
-    retention = Retention(args.query_log_retention_days * 86400.0, int(args.query_log_max_mb * 1024 * 1024))
-    return QueryLogOptions(args.query_log, retention, args.query_log_segment_rows, args.publish_queries)
 
 
 def packed_count(data: bytes) -> int:
