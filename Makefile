@@ -61,6 +61,8 @@ bench: build system-deps
 	$(PY) bench/rules_scale.py
 	$(PY) bench/live.py
 	$(PY) bench/flows.py
+	$(PY) bench/querylog.py
+	$(PY) bench/querylog_loop.py
 
 # truesource flows over 10,000,000 stored records against nfdump on the same records (bench/flows_scan.py).
 bench-flows: build system-deps

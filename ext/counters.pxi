@@ -39,7 +39,16 @@ cdef enum:
     C_tcp_stream_expired = 36
     C_flows_created = 37
     C_flows_evicted = 38
-    N_COUNTERS = 39
+    C_dns_query_expired = 39
+    C_dns_query_evicted = 40
+    C_dns_query_retransmission = 41
+    C_dns_response_without_query = 42
+    C_ip_reassembled = 43
+    C_ip_fragment_expired = 44
+    C_ip_fragment_evicted = 45
+    C_ip_fragment_overlap = 46
+    C_ip_reassembly_too_big = 47
+    N_COUNTERS = 48
 
 COUNTER_NAMES = (
     "packets",
@@ -81,4 +90,13 @@ COUNTER_NAMES = (
     "tcp_stream_expired",
     "flows_created",
     "flows_evicted",
+    "dns_query_expired",
+    "dns_query_evicted",
+    "dns_query_retransmission",
+    "dns_response_without_query",
+    "ip_reassembled",
+    "ip_fragment_expired",
+    "ip_fragment_evicted",
+    "ip_fragment_overlap",
+    "ip_reassembly_too_big",
 )

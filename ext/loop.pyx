@@ -6,10 +6,10 @@ emit_all is set). The contract, and the reference it must agree with, is docs/de
 sensor/decode/.
 """
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, INT64_MAX
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memcmp, memmove, memset
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_FromFormat
 
 import ipaddress
@@ -74,6 +74,11 @@ cdef struct FrameInfo:
     bint flow_seen               # the frame's first IP header went to the flow table
 
 
+include "correlate.pxi"
+include "reassembly.pxi"
+include "querylog_decode.pxi"
+
+
 cdef str lowered_name(DecodedName* name):
     """The name in lowercase presentation form, for the pattern matcher (made only when it is consulted)."""
     cdef bytearray text = bytearray(name.text_len)
@@ -97,10 +102,15 @@ cdef class FastLoop:
     cdef list out
     cdef DecodedName name
     cdef FlowTable flows         # None unless flows are on; may be shared by the loops of several files
+    cdef PendingTable pending    # None unless the query log is on
+    cdef FragmentTable fragments
 
     def __cinit__(self, int linktype, ports, table, bint emit_all=False,
                   int max_tcp_streams=4096, double tcp_idle_timeout=30.0, allow=b"", patterns=None,
-                  FlowTable flows=None):
+                  FlowTable flows=None,
+                  bint query_log=False, int max_pending_queries=65536, double query_timeout=10.0,
+                  int max_fragmented_datagrams=1024, long long max_fragment_bytes=4194304,
+                  double fragment_timeout=30.0):
         self.linktype = linktype
         memset(self.ports, 0, sizeof(self.ports))
         for port in ports:
@@ -112,6 +122,8 @@ cdef class FastLoop:
         self.emit_all = emit_all
         self.flows = flows
         memset(self.counters_, 0, sizeof(self.counters_))
+        self.pending = PendingTable(max_pending_queries, query_timeout) if query_log else None
+        self.fragments = FragmentTable(max_fragmented_datagrams, max_fragment_bytes, fragment_timeout)
 
     def set_rules(self, table, allow=b"", patterns=None):
         """Use another rule set from the next batch on (hot reload swaps rules between two batches).
@@ -129,6 +141,26 @@ cdef class FastLoop:
         result = {name: self.counters_[i] for i, name in enumerate(COUNTER_NAMES)}
         result["tcp_streams"] = self.streams.count
         return result
+
+    def table_sizes(self):
+        """How full each bounded table is now: TCP streams, fragmented datagrams, pending queries (0 when off)."""
+        return {"tcp_streams": self.streams.count, "fragmented_datagrams": self.fragments.count,
+                "pending_queries": self.pending.count if self.pending is not None else 0}
+
+    def take_query_log_packed(self):
+        """The query-log entries finished since the last take, packed (sensor/querylog/packed.py); b"" when
+        the query log is off. Cheap to send between processes; decode with packed.decode_entries."""
+        return b"" if self.pending is None else self.pending.take()
+
+    def take_query_log(self):
+        """The query-log entries finished since the last take, as QueryLogEntry records, in finishing order."""
+        from sensor.querylog.record import QueryLogEntry
+        return decode_query_log(self.take_query_log_packed(), QueryLogEntry)
+
+    def flush_query_log(self):
+        """Finish every pending query as unanswered (end of a capture, or stop); take them with take_*."""
+        if self.pending is not None:
+            self.pending.flush()
 
     def run_batch(self, const uint8_t[::1] data, const uint8_t[::1] meta, long first_frame):
         """Decode the frames of one next_batch() result; return the records made."""
@@ -277,20 +309,16 @@ cdef class FastLoop:
         if total > n:
             return self.reject(C_ip_length_exceeds_capture)
         frag = rd16(p + 6)
-        if frag & 0x1FFF:
-            return self.reject(C_ip_fragment_not_first)
-        if frag & 0x2000:
-            return self.reject(C_ip_fragment)
         fi.ip_version = 4
+        if frag & 0x3FFF:
+            return self.fragment(p[9], p + 12, p + 16, p + 4, 2, (frag & 0x1FFF) * 8, frag & 0x2000,
+                                 p + ihl, total - ihl, fi)
         fi.src = p + 12
         fi.dst = p + 16
         return self.transport(p[9], p + ihl, total - ihl, fi)
 
     cdef int ipv6(self, const uint8_t* p, uint32_t n, FrameInfo* fi) except -1:
-        cdef uint32_t plen, pos, end, hl
-        cdef uint8_t nh
-        cdef uint16_t fragword
-        cdef int count = 0
+        cdef uint32_t plen
         if not fi.flow_seen:
             fi.flow_seen = 1
             self.flows.account(p, n, 6, fi.vlan, <int64_t>fi.sec * 1000000 + fi.usec, self.counters_)
@@ -303,9 +331,18 @@ cdef class FastLoop:
             return self.reject(C_bad_ip_header)
         if 40 + plen > n:
             return self.reject(C_ip_length_exceeds_capture)
-        nh = p[6]
-        pos = 40
-        end = 40 + plen
+        fi.ip_version = 6
+        fi.src = p + 8
+        fi.dst = p + 24
+        return self.ipv6_chain(p[6], p, 40, 40 + plen, False, fi)
+
+    cdef int ipv6_chain(self, uint8_t nh, const uint8_t* p, uint32_t pos, uint32_t end, bint reassembled,
+                        FrameInfo* fi) except -1:
+        """Extension headers from `pos`, then the transport; a fragment header hands the rest to reassembly
+        (inside a reassembled datagram, a second one is refused)."""
+        cdef uint32_t hl
+        cdef uint16_t fragword
+        cdef int count = 0
         while nh == 0 or nh == 43 or nh == 60 or nh == 44:
             if count == MAX_IPV6_EXT_HEADERS:
                 return self.reject(C_bad_ipv6_extension)
@@ -314,10 +351,11 @@ cdef class FastLoop:
                 if pos + 8 > end:
                     return self.reject(C_bad_ipv6_extension)
                 fragword = rd16(p + pos + 2)
-                if fragword & 0xFFF8:
-                    return self.reject(C_ip_fragment_not_first)
-                if fragword & 1:
-                    return self.reject(C_ip_fragment)
+                if fragword & 0xFFF9:
+                    if reassembled:
+                        return self.reject(C_bad_ipv6_extension)
+                    return self.fragment(p[pos], fi.src, fi.dst, p + pos + 4, 4, fragword & 0xFFF8,
+                                         fragword & 1, p + pos + 8, end - pos - 8, fi)
                 nh = p[pos]
                 pos += 8
             else:
@@ -328,10 +366,35 @@ cdef class FastLoop:
                     return self.reject(C_bad_ipv6_extension)
                 nh = p[pos]
                 pos += hl
-        fi.ip_version = 6
-        fi.src = p + 8
-        fi.dst = p + 24
         return self.transport(nh, p + pos, end - pos, fi)
+
+    cdef int fragment(self, uint8_t protocol, const uint8_t* src, const uint8_t* dst, const uint8_t* ident,
+                      int ident_len, uint32_t offset, bint more, const uint8_t* data, uint32_t n,
+                      FrameInfo* fi) except -1:
+        """One IP fragment: held for reassembly (counted ip_fragment or ip_fragment_not_first), or the one
+        that completes its datagram, which is then decoded from the transport on as this frame."""
+        cdef uint8_t key[FRAG_KEY_LEN]
+        cdef Reassembled whole
+        cdef int alen = 4 if fi.ip_version == 4 else 16
+        memset(key, 0, FRAG_KEY_LEN)
+        key[0] = (fi.vlan + 1) >> 8
+        key[1] = (fi.vlan + 1) & 0xFF
+        key[2] = fi.ip_version
+        key[3] = protocol if fi.ip_version == 4 else 0
+        memcpy(key + 4, src, alen)
+        memcpy(key + 20, dst, alen)
+        memcpy(key + 36, ident, ident_len)
+        if not self.fragments.add(key, <int64_t>fi.sec * 1000000 + fi.usec, offset, more, protocol, data, n,
+                                  self.counters_, &whole):
+            return self.reject(C_ip_fragment if offset == 0 else C_ip_fragment_not_first)
+        fi.src = whole.src
+        fi.dst = whole.dst
+        try:
+            if fi.ip_version == 4:
+                return self.transport(whole.protocol, whole.buf, whole.length, fi)
+            return self.ipv6_chain(whole.protocol, whole.buf, 0, whole.length, True, fi)
+        finally:
+            free(whole.buf)
 
     cdef int transport(self, uint8_t proto, const uint8_t* p, uint32_t n, FrameInfo* fi) except -1:
         cdef uint32_t ulen, doff
@@ -495,6 +558,8 @@ cdef class FastLoop:
                 rule = -1
             if rule >= 0:
                 self.counters_[C_hits] += 1
+        if self.pending is not None:
+            self.pending.message(msg, n, flags, name, qtype, qclass, fi, self.counters_)
         if rule < 0 and not self.emit_all:
             return 0
         if not flags & 0x8000:

@@ -247,7 +247,7 @@ def ipv4_fragments() -> tuple[int, Timeline]:
     pieces = [(0, payload[:256], 1), (32, payload[256:512], 1), (64, payload[512:], 0)]
     for offset, piece, more in pieces:
         frag = IP(src=CLIENT4, dst=RESOLVER4, id=0x4243, proto=17, frag=offset, flags="MF" if more else 0)
-        t.add(ether() / frag / Raw(piece))  # 1 ip_fragment, 2 and 3 ip_fragment_not_first
+        t.add(ether() / frag / Raw(piece))  # 1 ip_fragment, 2 ip_fragment_not_first, 3 reassembled: hit
     dont = q4("df.evil.example", 40112)
     dont[IP].flags = "DF"
     t.add(ether() / dont)  # 4 hit: DF is not a fragment
@@ -272,7 +272,7 @@ def ipv6_extensions() -> tuple[int, Timeline]:
     first = IPv6(src=CLIENT6, dst=RESOLVER6, hlim=64) / IPv6ExtHdrFragment(nh=17, offset=0, m=1, id=8) / Raw(body[:24])
     rest = IPv6(src=CLIENT6, dst=RESOLVER6, hlim=64) / IPv6ExtHdrFragment(nh=17, offset=3, m=0, id=8) / Raw(body[24:])
     t.add(ether() / first)  # 6 ip_fragment
-    t.add(ether() / rest)  # 7 ip_fragment_not_first
+    t.add(ether() / rest)  # 7 completes the datagram (ip_reassembled): hit
     eight = IPv6ExtHdrDestOpt()
     for _ in range(7):
         eight = eight / IPv6ExtHdrDestOpt()

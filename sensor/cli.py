@@ -15,12 +15,16 @@ from sensor import __version__, config
 from sensor.attribution import DEFAULT_WINDOW
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
-from sensor.options import above, at_least
 from sensor.flows.commands import register as register_flow_commands
 from sensor.flows.options import add_options as add_flow_options
 from sensor.flows.profile_command import register as register_profile_command
+from sensor.options import above, at_least
 from sensor.outputs import DEFAULT_ENDPOINT
 from sensor.outputs import commands as stream
+from sensor.querylog.options import add_options as query_log_options
+from sensor.querylog.options import options_from as query_log_options_from
+from sensor.querylog.options import register as register_query_log_commands
+from sensor.querylog.options import relative_time_argv
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
 from sensor.service import logs, runtime
 from sensor.stats import DEFAULT_STATS_INTERVAL
@@ -125,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.register(commands)
     register_flow_commands(commands)
     register_profile_command(commands)
+    register_query_log_commands(commands)
     config.add_config_option(parser)  # last: every command gets --config
     return parser
 
@@ -167,6 +172,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                         help="TOML file whose [heuristics] table tunes the detectors (docs/heuristics.md)")
     stream.add_server_options(parser)
     add_flow_options(parser)
+    query_log_options(parser)
 
 
 def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: bool):
@@ -244,6 +250,7 @@ def run_replay(args: argparse.Namespace) -> int:
     import time
 
     from sensor.flows.options import flow_settings, flow_sink
+    from sensor.querylog import writer as query_log
     from sensor.replay import replay, terminal_progress
     from sensor.rules.loader import load_rules
 
@@ -257,23 +264,32 @@ def run_replay(args: argparse.Namespace) -> int:
     log.info("loaded %d rules from %d files in %.2f s", len(ruleset), len(ruleset.files), load_seconds)
     outputs: list = []
     flows = None
+    log_options = query_log_options_from(args)
+    log_writer = log_sink = None
     try:
         pipeline, publisher = build_pipeline(args, ruleset, outputs, blocking=True)
         flows = flow_sink(args, settings, pipeline) if settings else None
+        log_writer, log_sink = query_log.start(log_options, pipeline, blocking=True)
         if publisher is not None and args.wait_subscribers:
             publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
-        result = replay(args.files, ruleset, pipeline, ports, progress, limits=loop_limits(args), flows=flows)
+        result = replay(args.files, ruleset, pipeline, ports, progress, limits=loop_limits(args), flows=flows,
+                        query_log=log_sink)
     finally:
-        if flows is not None:
-            flows.close()
-        for output in outputs:
-            output.close()
+        try:
+            if flows is not None:
+                flows.close()
+            log_line = query_log.stop(log_writer, log_sink)
+        finally:
+            for output in outputs:
+                output.close()
     if progress is not None:
         sys.stderr.write("\n")
     print_summary(result.counters, result.seconds, f"{len(result.files)} file(s)", outputs)
     if flows is not None:
         print(flows.summary(), file=sys.stderr)
+    if log_line:
+        print(log_line, file=sys.stderr)
     if args.summary_json:
         write_summary_json(args.summary_json, result, {"rules": len(ruleset), "load_seconds": round(load_seconds, 3)})
     if result.cut_off is not None:
@@ -329,6 +345,7 @@ def run_capture(args: argparse.Namespace) -> int:
     from sensor.events import rfc3339
     from sensor.flows.options import flow_settings, flow_sink
     from sensor.loop import compile_rules
+    from sensor.querylog import writer as query_log
     from sensor.rules.loader import load_rules
     from sensor.rules.reload import RELOAD_TOPIC, ReloadResult, RulesReloader
     from sensor.service.runtime import Service
@@ -349,17 +366,23 @@ def run_capture(args: argparse.Namespace) -> int:
     control = None
     service = None
     flows = None
+    log_options = query_log_options_from(args)
+    if log_options is not None and log_options.publish and args.workers > 1:
+        raise StartupError("--publish-queries needs --workers 1 (workers send only hits to the publishing parent)")
+    log_writer = log_sink = board = None
     stop = Stopper()
     stop.install()
     try:
         pipeline, publisher = build_pipeline(args, ruleset, outputs, blocking=False)
+        log_writer, log_sink = query_log.start(log_options, pipeline, blocking=False)
         trace = None
         if args.trace_messages:
             trace_file = open(args.trace_messages, "w", encoding="ascii")
             trace = _message_tracer(trace_file)
         flows = flow_sink(args, settings, pipeline, with_table=args.workers == 1) if settings else None
         job = CaptureJob(options, ports, compile_rules(ruleset, keep_table=False), ruleset, trace, loop_limits(args),
-                         heuristics=pipeline.heuristics is not None, flows=settings)
+                         heuristics=pipeline.heuristics is not None, flows=settings,
+                         query_log=log_writer.endpoint if log_writer is not None else None)
         board = StatsBoard(args.workers)
         board.rules_loaded = len(ruleset)
         board.sources.append(pipeline.state_counters)  # bounded tables behind the loop (docs/limits.md)
@@ -429,7 +452,7 @@ def run_capture(args: argparse.Namespace) -> int:
             service.opened(args.interface)
 
         if args.workers == 1:
-            run_single(job, pipeline, board, stop, on_tick, reloader, on_reload, on_open, flows)
+            run_single(job, pipeline, board, stop, on_tick, reloader, on_reload, on_open, flows, log_sink)
             code = 0
         else:
             code = run_workers(job, args.workers, pipeline, board, stop, on_tick, reloader, on_reload, on_open,
@@ -439,10 +462,14 @@ def run_capture(args: argparse.Namespace) -> int:
         publish_stats(final=True)
         seconds = time.monotonic() - started
     finally:
-        if flows is not None:
-            flows.close()
-        for output in outputs:
-            output.close()
+        worker_drops = board.total()["query_log_drops"] if board is not None and args.workers > 1 else 0
+        try:
+            if flows is not None:
+                flows.close()
+            log_line = query_log.stop(log_writer, log_sink, worker_drops)
+        finally:
+            for output in outputs:
+                output.close()
         if trace_file is not None:
             trace_file.close()
         if control is not None:
@@ -453,6 +480,8 @@ def run_capture(args: argparse.Namespace) -> int:
     print_capture_summary(total, seconds, board, outputs)
     if flows is not None:
         print(flows.summary(), file=sys.stderr)
+    if log_line:
+        print(log_line, file=sys.stderr)
     if args.summary_json:
         summary = {"counters": dict(sorted(total.items())), "seconds": round(seconds, 3),
                    "workers": [w.as_dict() for w in board.workers.values()]}
@@ -521,7 +550,7 @@ def run_tail(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = config.parse_args(parser, argv)
+        args = config.parse_args(parser, relative_time_argv(sys.argv[1:] if argv is None else list(argv)))
     except SensorError as err:  # the configuration file: before logging is set up
         print(f"truesource: {err}", file=sys.stderr)
         return err.exit_code
@@ -547,6 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sensor.outputs.curve import run_keys
 
             return run_keys(args)
+        if hasattr(args, "handler"):  # the query-log commands (sensor/querylog/commands.py)
+            return args.handler(args)
         if args.command == "control":
             from sensor.outputs.control import send_command
 

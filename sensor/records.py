@@ -68,6 +68,15 @@ MESSAGE_REASONS = (
 )
 TCP_EVENTS = ("tcp_gap", "tcp_retransmission", "tcp_stream_evicted", "tcp_stream_expired")
 FLOW_EVENTS = ("flows_created", "flows_evicted")  # with --flows: flows started; flows pushed out of a full table
+# The query log's correlation (counted only when it is on; docs/querylog.md) and IP fragment reassembly.
+QUERY_LOG_EVENTS = ("dns_query_expired", "dns_query_evicted", "dns_query_retransmission", "dns_response_without_query")
+REASSEMBLY_EVENTS = (
+    "ip_reassembled",
+    "ip_fragment_expired",
+    "ip_fragment_evicted",
+    "ip_fragment_overlap",
+    "ip_reassembly_too_big",
+)
 # Informational, beside the reasons: frames decapsulated at least once; emitted queries whose EDNS
 # (OPT record or Client Subnet option) was malformed: the message is still decoded.
 COUNTERS = (
@@ -78,4 +87,6 @@ COUNTERS = (
     + ("dns_extra_questions", "dns_bad_edns", "allowed", "hits")
     + TCP_EVENTS
     + FLOW_EVENTS
+    + QUERY_LOG_EVENTS
+    + REASSEMBLY_EVENTS
 )

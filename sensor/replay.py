@@ -36,12 +36,15 @@ def replay(
     progress: Callable[[str, int, float], None] | None = None,
     limits: dict | None = None,
     flows=None,
+    query_log=None,
 ) -> ReplayResult:
     """Decode every file in order; a cut-off file ends the replay after its last good frame.
 
     Missing or unreadable files are found before the first frame is read, so that a typo does not cost a
     long replay's output. `flows`: a FlowSink whose table every file's loop shares (flows span files); it is
-    drained after each batch and flushed after the last file.
+    drained after each batch and flushed after the last file. `query_log`: a QueryLogSink
+    (sensor/querylog/writer.py) that takes every batch's finished query-log entries, and each file's pending ones
+    at its end.
     """
     result = ReplayResult()
     started = time.perf_counter()
@@ -53,7 +56,7 @@ def replay(
         origin = Origin(capture_file=capture.name)
         flow_table = {"flows": flows.table} if flows is not None else {}
         loop = make_loop(capture.linktype, ports, rules, emit_all=pipeline.wants_every_message, **(limits or {}),
-                         **flow_table)
+                         query_log=query_log is not None, **flow_table)
         size = os.path.getsize(capture.path) if capture.path != "-" else 0
         read = 0
         last_report = time.monotonic()
@@ -63,6 +66,8 @@ def replay(
                     pipeline.record(record, origin)
                 if flows is not None:
                     flows.drain()
+                if query_log is not None:
+                    query_log.take(loop, origin)
                 if progress is not None and size:
                     read += len(batch.data) + len(batch.meta)  # frame bytes plus a 16-byte header each
                     now = time.monotonic()
@@ -71,6 +76,8 @@ def replay(
                         progress(capture.name, capture.frames_read, min(1.0, read / size))
         except CaptureCutOff as cut:
             result.cut_off = cut
+        if query_log is not None:
+            query_log.flush(loop, origin)
         result.counters.update(loop.counters())
         result.counters.pop("tcp_streams", None)
         result.files.append(capture.name)

@@ -343,11 +343,14 @@ def test_ipv4_header_checks(mangle, reason: str) -> None:
     assert reasons(counters) == {reason: 1}
 
 
-def test_ipv4_fragments_are_not_decoded() -> None:
+def test_ipv4_fragments_are_held_for_reassembly() -> None:
+    """Fragments that do not complete a datagram are held, not decoded. The second starts at byte 24, inside the
+    first (which carries the whole UDP datagram): an overlap, which abandons the datagram; the third is absorbed
+    by it (tests/test_reassembly.py has more)."""
     frames = [eth(Raw(ipv4_with(flags=1))), eth(Raw(ipv4_with(frag=3))), eth(Raw(ipv4_with(flags=1, frag=3)))]
     frames = [f[:12] + b"\x08\x00" + f[14:] for f in frames]
     _, counters = run(frames)
-    assert reasons(counters) == {"ip_fragment": 1, "ip_fragment_not_first": 2}
+    assert reasons(counters) == {"ip_fragment": 1, "ip_fragment_not_first": 2, "ip_fragment_overlap": 1}
 
 
 def test_not_udp_tcp() -> None:
@@ -369,7 +372,7 @@ def test_ipv6_extension_headers_are_skipped() -> None:
     assert reasons(counters) == {"dns_queries": 2}
 
 
-def test_ipv6_fragments_are_not_decoded() -> None:
+def test_ipv6_fragments_are_held_for_reassembly() -> None:
     frames = [
         eth(IPv6() / IPv6ExtHdrFragment(offset=0, m=1) / UDP(dport=53) / query()),
         eth(IPv6() / IPv6ExtHdrFragment(offset=8, m=0) / Raw(b"x" * 16)),

@@ -64,6 +64,7 @@ class CaptureJob:
     limits: dict | None = None  # the loop's table limits (max_tcp_streams, tcp_idle_timeout)
     heuristics: bool = False  # the detectors judge every query: the loop hands over every message
     flows: object = None  # FlowSettings when flows are on: each worker builds the flows of its share of traffic
+    query_log: str | None = None  # the query-log writer's endpoint: each worker pushes its entries there
 
     @property
     def every_message(self) -> bool:
@@ -97,11 +98,12 @@ class Stopper:
 def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: Stopper,
                on_tick: Callable[[], None], reloader: RulesReloader,
                on_reload: Callable[[ReloadResult], None], on_open: Callable[[], None] | None = None,
-               flows=None) -> None:
+               flows=None, query_log=None) -> None:
     """One worker, in this process: records come in packet order, no merge needed. A reload built in the
     background is swapped in between two batches, for the loop and the encoder at once. `on_open`: called once
     the capture is open, before the first frame (privilege drop, readiness). `flows`: a FlowSink whose table the
-    loop fills; drained after each batch."""
+    loop fills; drained after each batch. `query_log`: a QueryLogSink that takes each batch's finished entries
+    (never waiting)."""
     capture = LiveCapture(job.options)
     if on_open is not None:
         try:
@@ -112,7 +114,7 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
     log.info("capturing on %s (link type %d), 1 worker", job.options.interface, capture.linktype)
     flow_table = {"flows": flows.table} if flows is not None else {}
     loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message, **(job.limits or {}),
-                     **flow_table)
+                     query_log=query_log is not None, **flow_table)
     origin = Origin(interface=job.options.interface)
     try:
         for batch in capture.batches(stop):
@@ -124,9 +126,11 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
                     pipeline.record(record, origin)
                 if flows is not None:
                     flows.drain()
+                if query_log is not None:
+                    query_log.take(loop, origin)
             elif flows is not None:
                 flows.expire_idle(time.time_ns() // 1000)
-            board.update(0, loop.counters(), _pcap_tuple(capture))
+            board.update(0, _counters(loop, query_log), _pcap_tuple(capture))
             if stop.reload_requested:
                 stop.reload_requested = False
                 reloader.request()
@@ -138,8 +142,18 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
                 on_reload(result)
             on_tick()
     finally:
-        board.update(0, loop.counters(), _pcap_tuple(capture))
+        if query_log is not None:
+            query_log.flush(loop, origin)
+        board.update(0, _counters(loop, query_log), _pcap_tuple(capture))
         capture.close()
+
+
+def _counters(loop, query_log) -> dict:
+    """The loop's counters, with the query-log entries dropped because the writer was behind."""
+    counters = loop.counters()
+    if query_log is not None:
+        counters["query_log_drops"] = query_log.dropped
+    return counters
 
 
 def _pcap_tuple(capture: LiveCapture) -> tuple[int, int, int]:
@@ -319,7 +333,13 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
     control.connect(control_endpoint)
     flow_table = make_flow_table(job.flows) if job.flows is not None else None
     loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message, **(job.limits or {}),
+                     query_log=job.query_log is not None,
                      **({"flows": flow_table} if flow_table is not None else {}))
+    query_log = None
+    if job.query_log is not None:
+        from sensor.querylog.writer import QueryLogSink
+
+        query_log = QueryLogSink(job.query_log, blocking=False)
     ruleset = job.ruleset
     building: list = []  # [thread, holder] while a reload builds
     built = None  # a built reload waiting for the parent's swap time
@@ -373,6 +393,8 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                 if split < batch.frames:  # the swap time falls in this batch: the rest with the new rules
                     swap()
                     pending.extend(loop.run_batch(batch.data, batch.meta[split * 16:], batch.first_frame + split))
+                if query_log is not None:
+                    query_log.take(loop)
             else:
                 watermark = max(watermark, time.time_ns() // 1000)  # nothing queued: read up to now
                 if flow_table is not None:
@@ -384,7 +406,7 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
             if pending or now - last_report >= REPORT_EVERY:
                 counters = pcap = None
                 if now - last_stats >= STATS_EVERY:
-                    counters, pcap, last_stats = loop.counters(), _pcap_tuple(capture), now
+                    counters, pcap, last_stats = _counters(loop, query_log), _pcap_tuple(capture), now
                 flush(counters, pcap)
                 last_report = now
             try:
@@ -410,10 +432,14 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
         if flow_table is not None:
             flow_table.flush()
             send_flows()
-        send(("done", worker, watermark, pending, counted(loop.counters()), _pcap_tuple(capture),
+        if query_log is not None:
+            query_log.flush(loop)
+        send(("done", worker, watermark, pending, counted(_counters(loop, query_log)), _pcap_tuple(capture),
               _rules_of(ruleset, pending)))
         return 0
     finally:
+        if query_log is not None:
+            query_log.close()
         push.close()
         control.close()
         context.term()

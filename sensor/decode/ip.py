@@ -30,13 +30,25 @@ SKIPPED_EXTENSIONS = frozenset({HOP_BY_HOP, ROUTING, DESTINATION_OPTIONS})
 MAX_IPV6_EXT_HEADERS = 8
 
 
+class Fragment(NamedTuple):
+    """A fragment's place in its datagram; the datagram is identified by the packet's addresses and these."""
+
+    key_protocol: int  # IPv4's protocol (part of its datagram key); 0 for IPv6
+    ident: bytes  # IPv4's 16-bit or IPv6's 32-bit identification
+    offset: int  # in bytes
+    more: bool
+    protocol: int  # the transport protocol (IPv6: the fragment header's next header, meaningful at offset 0)
+
+
 class IpPacket(NamedTuple):
-    """The network layer read: addresses in network order, transport protocol number and its bytes."""
+    """The network layer read: addresses in network order, transport protocol number and its bytes.
+    A fragment carries `fragment`; `payload` is then its part of the datagram."""
 
     src: bytes
     dst: bytes
     protocol: int
     payload: bytes
+    fragment: Fragment | None = None
 
 
 def decode_ip(version: int, frame: bytes, offset: int) -> IpPacket:
@@ -46,10 +58,10 @@ def decode_ip(version: int, frame: bytes, offset: int) -> IpPacket:
 
 
 def decode_ipv4(packet: bytes) -> IpPacket:
-    """IPv4: header checks in contract order, fragments refused; bytes past the total length are padding."""
+    """IPv4: header checks in contract order; bytes past the total length are padding."""
     if len(packet) < IPV4_HEADER.size:
         raise Anomaly("truncated_ip")
-    version_ihl, _, total_length, _, flags_offset, _, protocol, _, src, dst = IPV4_HEADER.unpack_from(packet)
+    version_ihl, _, total_length, ident, flags_offset, _, protocol, _, src, dst = IPV4_HEADER.unpack_from(packet)
     header_length = (version_ihl & 0x0F) * 4
     if version_ihl >> 4 != 4 or header_length < IPV4_MIN_IHL * 4:
         raise Anomaly("bad_ip_header")
@@ -59,13 +71,17 @@ def decode_ipv4(packet: bytes) -> IpPacket:
         raise Anomaly("bad_ip_header")
     if total_length > len(packet):
         raise Anomaly("ip_length_exceeds_capture")
+    fragment = None
     if flags_offset & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET):
-        raise Anomaly("ip_fragment_not_first" if flags_offset & IPV4_FRAGMENT_OFFSET else "ip_fragment")
-    return IpPacket(src, dst, protocol, packet[header_length:total_length])
+        fragment = Fragment(
+            protocol, ident.to_bytes(2, "big"), (flags_offset & IPV4_FRAGMENT_OFFSET) * 8,
+            bool(flags_offset & IPV4_MORE_FRAGMENTS), protocol,
+        )
+    return IpPacket(src, dst, protocol, packet[header_length:total_length], fragment)
 
 
 def decode_ipv6(packet: bytes) -> IpPacket:
-    """IPv6: fixed header, then hop-by-hop, routing, destination options and atomic fragment headers skipped."""
+    """IPv6: the fixed header, then its extension headers."""
     if len(packet) < IPV6_HEADER.size:
         raise Anomaly("truncated_ip")
     first_word, payload_length, next_header, _, src, dst = IPV6_HEADER.unpack_from(packet)
@@ -74,6 +90,12 @@ def decode_ipv6(packet: bytes) -> IpPacket:
     if IPV6_HEADER.size + payload_length > len(packet):
         raise Anomaly("ip_length_exceeds_capture")
     payload = packet[IPV6_HEADER.size : IPV6_HEADER.size + payload_length]
+    return walk_ipv6_extensions(next_header, payload, src, dst, reassembled=False)
+
+
+def walk_ipv6_extensions(next_header: int, payload: bytes, src: bytes, dst: bytes, reassembled: bool) -> IpPacket:
+    """Skip hop-by-hop, routing, destination options and atomic fragment headers; a fragment header ends the
+    walk with the rest as a fragment (refused inside a datagram already reassembled)."""
     offset = 0
     seen = 0
     while next_header in SKIPPED_EXTENSIONS or next_header == FRAGMENT:
@@ -83,12 +105,16 @@ def decode_ipv6(packet: bytes) -> IpPacket:
         if next_header == FRAGMENT:
             if offset + IPV6_FRAGMENT.size > len(payload):
                 raise Anomaly("bad_ipv6_extension")
-            following, _, offset_flags, _ = IPV6_FRAGMENT.unpack_from(payload, offset)
+            following, _, offset_flags, ident = IPV6_FRAGMENT.unpack_from(payload, offset)
             fragment_offset = offset_flags >> IPV6_FRAGMENT_OFFSET_SHIFT
-            if fragment_offset:
-                raise Anomaly("ip_fragment_not_first")
-            if offset_flags & IPV6_MORE_FRAGMENTS:
-                raise Anomaly("ip_fragment")
+            if fragment_offset or offset_flags & IPV6_MORE_FRAGMENTS:
+                if reassembled:
+                    raise Anomaly("bad_ipv6_extension")
+                fragment = Fragment(
+                    0, ident.to_bytes(4, "big"), fragment_offset * 8, bool(offset_flags & IPV6_MORE_FRAGMENTS),
+                    following,
+                )
+                return IpPacket(src, dst, following, payload[offset + IPV6_FRAGMENT.size :], fragment)
             length = IPV6_FRAGMENT.size  # an atomic fragment (RFC 6946): the whole datagram, read on
         else:
             if offset + IPV6_EXTENSION.size > len(payload):

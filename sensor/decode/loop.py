@@ -8,10 +8,12 @@ from functools import partial
 from typing import NamedTuple
 
 from sensor.decode.anomaly import Anomaly
+from sensor.decode.correlate import MAX_PENDING_QUERIES, QUERY_TIMEOUT, Correlator
 from sensor.decode.dnsmsg import decode_message, presentation_name
 from sensor.decode.edns import client_subnet
-from sensor.decode.ip import decode_ip
-from sensor.decode.link import PPPOE, decode_ethernet, decode_link
+from sensor.decode.ip import IpPacket, decode_ip, walk_ipv6_extensions
+from sensor.decode.link import IPV4, PPPOE, decode_ethernet, decode_link
+from sensor.decode.reassembly import FRAGMENT_TIMEOUT, MAX_FRAGMENT_BYTES, MAX_FRAGMENTED_DATAGRAMS, Reassembler
 from sensor.decode.tcpstream import MAX_TCP_STREAMS, MICROSECONDS, TCP_IDLE_TIMEOUT, TcpStreams
 from sensor.decode.transport import PROTO_TCP, PROTO_UDP, decode_tcp, decode_udp
 from sensor.decode.tunnel import (
@@ -23,6 +25,7 @@ from sensor.decode.tunnel import (
     decode_pppoe,
     decode_udp_tunnel,
 )
+from sensor.querylog.record import QueryLogEntry
 from sensor.records import COUNTERS, DnsMessage
 from sensor.rules.matcher import match_table
 
@@ -60,6 +63,12 @@ class ReferenceLoop:
         allow: bytes = b"",
         patterns: Callable[[str], int] | None = None,
         flows=None,
+        query_log: bool = False,
+        max_pending_queries: int = MAX_PENDING_QUERIES,
+        query_timeout: float = QUERY_TIMEOUT,
+        max_fragmented_datagrams: int = MAX_FRAGMENTED_DATAGRAMS,
+        max_fragment_bytes: int = MAX_FRAGMENT_BYTES,
+        fragment_timeout: float = FRAGMENT_TIMEOUT,
     ) -> None:
         self.linktype = linktype
         for port in ports:
@@ -71,6 +80,8 @@ class ReferenceLoop:
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._streams = TcpStreams(self._counters, max_tcp_streams, tcp_idle_timeout)
         self.flows = flows  # a ReferenceFlowTable: every frame's first IP header is accounted in it
+        self._fragments = Reassembler(self._counters, max_fragmented_datagrams, max_fragment_bytes, fragment_timeout)
+        self._correlator = Correlator(self._counters, max_pending_queries, query_timeout) if query_log else None
 
     def set_rules(self, table: dict, allow: bytes = b"", patterns: Callable[[str], int] | None = None) -> None:
         """Rules for the next batch on: the table, one allow byte per rule, the wildcard/regex matcher."""
@@ -81,6 +92,23 @@ class ReferenceLoop:
     def counters(self) -> dict[str, int]:
         """Every counter of sensor.records.COUNTERS, plus `tcp_streams`: streams tracked now."""
         return {**self._counters, "tcp_streams": len(self._streams)}
+
+    def table_sizes(self) -> dict[str, int]:
+        """How full each bounded table is now: TCP streams, fragmented datagrams, pending queries (0 when off)."""
+        return {
+            "tcp_streams": len(self._streams),
+            "fragmented_datagrams": len(self._fragments),
+            "pending_queries": len(self._correlator) if self._correlator is not None else 0,
+        }
+
+    def take_query_log(self) -> list[QueryLogEntry]:
+        """Query-log entries finished since the last take, in finishing order ([] when the log is off)."""
+        return self._correlator.take() if self._correlator is not None else []
+
+    def flush_query_log(self) -> None:
+        """Finish every pending query as unanswered (end of a capture, or stop)."""
+        if self._correlator is not None:
+            self._correlator.flush()
 
     def run_batch(self, data: bytes, meta: bytes, first_frame: int) -> list[DnsMessage]:
         """Decode one pcapy-ng batch; `first_frame` is the 1-based number of its first frame."""
@@ -122,6 +150,8 @@ class ReferenceLoop:
                     accounted = True
                     self.flows.account(protocol, packet_bytes, vlan_id, now_us, self._counters)
                 packet = decode_ip(protocol, packet_bytes, 0)
+                if packet.fragment is not None:
+                    packet = self._reassemble(protocol, vlan_id, packet, now_us)
                 if packet.protocol == PROTO_GRE:
                     inner = self._open(tunnels, decode_gre, packet.payload)
                 elif packet.protocol == PROTO_UDP:
@@ -149,6 +179,19 @@ class ReferenceLoop:
         if not segment.payload:
             raise Anomaly("tcp_no_payload")  # counted after the stream saw its SYN, FIN or RST
         return messages, flow
+
+    def _reassemble(self, version: int, vlan_id: int | None, packet: IpPacket, now_us: int) -> IpPacket:
+        """A fragment: held (counted ip_fragment or ip_fragment_not_first), or the one completing its
+        datagram, which this frame then carries on from the transport layer."""
+        fragment = packet.fragment
+        key = (vlan_id, version, fragment.key_protocol, packet.src, packet.dst, fragment.ident)
+        whole = self._fragments.add(key, now_us, fragment.offset, fragment.more, fragment.protocol, packet.payload)
+        if whole is None:
+            raise Anomaly("ip_fragment" if fragment.offset == 0 else "ip_fragment_not_first")
+        payload, protocol = whole
+        if version == IPV4:
+            return IpPacket(packet.src, packet.dst, protocol, payload)
+        return walk_ipv6_extensions(protocol, payload, packet.src, packet.dst, reassembled=True)
 
     def _open(self, tunnels: list[str], decode: Callable[[bytes], Inner], data: bytes) -> Inner:
         """One more tunnel: refused past MAX_TUNNEL_DEPTH before its header is read; `tunneled` counts a
@@ -184,6 +227,11 @@ class ReferenceLoop:
                 rule = NO_RULE
             if rule != NO_RULE:
                 self._counters["hits"] += 1
+        if self._correlator is not None:
+            self._correlator.message(
+                message, when, flow, question.flags, presentation_name(question.labels), question.qtype,
+                question.qclass,
+            )
         if rule == NO_RULE and not self.emit_all:
             return None  # not emitted: its EDNS is not read
         subnet = None

@@ -1,0 +1,261 @@
+"""The query-log writer: a process of its own that batches entries into the store, off the capture path.
+
+Every process that runs a loop (the sensor, or each capture worker) has a `QueryLogSink`: after each batch it
+takes the loop's finished entries (the fast path's packed bytes as they are, so that nothing is decoded on the
+capture path) and pushes them over a ZeroMQ PUSH socket to the writer process, which decodes them, inserts
+them in batches and applies retention. In live capture the push never waits: when the writer is behind and
+the pipe is full (`PIPE_BATCHES`), the batch is dropped and counted. A replay waits instead (nothing is lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+
+import msgspec
+import zmq
+
+from sensor.errors import SensorError, StartupError
+from sensor.querylog.options import QueryLogOptions, Retention
+from sensor.querylog.packed import ENTRY_HEADER, decode_entries
+from sensor.querylog.record import QueryLogEntry
+from sensor.querylog.store import QueryStore
+
+log = logging.getLogger(__name__)
+
+PIPE_BATCHES = 256  # loop batches (up to 4,096 frames each) queued for the writer before capture drops
+WRITE_ROWS = 20_000  # entries gathered before one insert transaction ...
+WRITE_EVERY = 0.5  # ... or after this many seconds, whichever first: what a reader waits at most, plus commit
+RETENTION_EVERY = 60.0  # seconds between retention passes (and one at start and at stop)
+DRAIN_IDLE = 0.3  # at stop: the writer ends after the pipe has been quiet this long
+START_TIMEOUT = 30.0  # seconds to wait for the writer process to open the store
+PACKED, ENTRIES = b"p", b"m"  # message kinds: the fast path's packed entries, msgspec-encoded QueryLogEntry list
+
+class QueryLogFailed(SensorError):
+    """The writer failed after start (a full disk, the store removed): what came before was stored."""
+
+    exit_code = 1
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_entries = msgspec.msgpack.Decoder(list[QueryLogEntry]).decode
+
+
+def packed_count(data: bytes) -> int:
+    """How many entries a packed buffer holds (only counted when a batch is dropped)."""
+    count = position = 0
+    while position < len(data):
+        position += ENTRY_HEADER.unpack_from(data, position)[0]
+        count += 1
+    return count
+
+
+class QueryLogSink:
+    """One producing process's end of the pipe to the writer. Not shared across fork: make one per process."""
+
+    def __init__(self, endpoint: str, blocking: bool, on_entries=None) -> None:
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.PUSH)
+        self.socket.setsockopt(zmq.SNDHWM, PIPE_BATCHES)
+        self.socket.setsockopt(zmq.LINGER, -1 if blocking else 5000)
+        self.socket.connect(endpoint)
+        self.blocking = blocking
+        self.on_entries = on_entries  # called with each batch's decoded entries and origin (--publish-queries)
+        self.sent = 0  # batches
+        self.dropped = 0  # entries
+
+    def take(self, loop, origin=None) -> None:
+        """Send the entries the loop finished since the last take (`origin`: where they came from, for
+        --publish-queries)."""
+        if self.on_entries is None and hasattr(loop, "take_query_log_packed"):
+            data = loop.take_query_log_packed()
+            if data:
+                self._send(PACKED, data, packed=True)
+            return
+        entries = loop.take_query_log()
+        if entries:
+            if self.on_entries is not None:
+                self.on_entries(entries, origin)
+            self._send(ENTRIES, _encode(entries), count=len(entries))
+
+    def flush(self, loop, origin=None) -> None:
+        """The end of a capture: every pending query finishes (unanswered) and is sent."""
+        loop.flush_query_log()
+        self.take(loop, origin)
+
+    def _send(self, kind: bytes, payload: bytes, packed: bool = False, count: int = 0) -> None:
+        try:
+            self.socket.send_multipart([kind, payload], flags=0 if self.blocking else zmq.NOBLOCK, copy=False)
+            self.sent += 1
+        except zmq.Again:
+            self.dropped += packed_count(payload) if packed else count
+
+    def close(self) -> None:
+        self.socket.close()
+        self.context.term()
+
+
+class QueryLogWriter:
+    """Starts the writer process (spawned: a clean interpreter, no inherited sockets) and stops it."""
+
+    def __init__(self, options: QueryLogOptions) -> None:
+        self.options = options
+        self.pipe_dir = tempfile.mkdtemp(prefix="truesource-qlog-")
+        self.endpoint = f"ipc://{self.pipe_dir}/entries"
+        context = multiprocessing.get_context("spawn")
+        self.control, child = context.Pipe()
+        self.process = context.Process(target=writer_main, name="truesource-querylog",
+                                       args=(self.endpoint, options.path, options.retention, options.segment_rows,
+                                             child), daemon=True)
+        self.process.start()
+        child.close()
+        self.summary: dict = {}
+        if not self.control.poll(START_TIMEOUT):
+            self._kill()
+            raise StartupError(f"{options.path}: the query-log writer did not start within {START_TIMEOUT:.0f} s")
+        try:
+            message = self.control.recv()
+        except EOFError:
+            message = ("error", "the query-log writer exited at start")
+        if message[0] == "error":
+            self._kill()
+            raise StartupError(message[1])
+
+    def sink(self, blocking: bool, on_entries=None) -> QueryLogSink:
+        return QueryLogSink(self.endpoint, blocking, on_entries)
+
+    def close(self) -> dict:
+        """Tell the writer to store what is still in the pipe and stop; its totals."""
+        if self.process.is_alive():
+            try:
+                self.control.send(("stop",))
+                if self.control.poll(600):
+                    self.summary = self.control.recv()
+            except (OSError, EOFError):
+                pass
+        self.process.join(10)
+        if self.process.is_alive():
+            self._kill()
+        shutil.rmtree(self.pipe_dir, ignore_errors=True)
+        if self.summary.get("error"):
+            raise QueryLogFailed(f"{self.options.path}: query log: {self.summary['error']}")
+        return self.summary
+
+    def _kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        shutil.rmtree(self.pipe_dir, ignore_errors=True)
+
+
+def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: int, control) -> None:
+    """The writer process: store every batch that arrives, apply retention now and then, stop when told."""
+    # The sensor stops it after its last batch (a terminal's Ctrl-C and a service manager's SIGTERM reach the
+    # whole process group); if the sensor dies without saying so, the writer stores what it has and ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    try:
+        store = QueryStore.open_writer(path, segment_rows)
+    except SensorError as err:
+        control.send(("error", str(err)))
+        return
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, PIPE_BATCHES)
+    pull.bind(endpoint)
+    control.send(("ready",))
+    written = removed = lost = 0
+    pending: list[QueryLogEntry] = []
+    last_write = next_retention = time.monotonic()
+    stopping_since: float | None = None
+    error = None
+    while True:
+        now = time.monotonic()
+        if stopping_since is None and (control.poll() or os.getppid() != parent):
+            try:
+                control.recv()
+            except (EOFError, OSError):  # the sensor closed its end, or died: store what is left
+                pass
+            stopping_since = now
+        if pull.poll(50):
+            while True:
+                try:
+                    kind, payload = pull.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                pending.extend(decode_entries(payload) if kind == PACKED else _decode_entries(payload))
+                if len(pending) >= WRITE_ROWS:
+                    break
+            if stopping_since is not None:
+                stopping_since = time.monotonic()
+        now = time.monotonic()
+        if pending and (len(pending) >= WRITE_ROWS or now - last_write >= WRITE_EVERY or stopping_since):
+            if error is None:
+                try:
+                    written += store.insert(pending)
+                except Exception as err:  # a full disk, a broken file: tell the sensor (exit 1), keep draining
+                    error = f"{type(err).__name__}: {err}"
+            if error is not None:  # the pipe is still read, so that a replay waiting on it can finish
+                lost += len(pending)
+            pending = []
+            last_write = now
+        if error is None and retention.enabled and (now >= next_retention or stopping_since is not None
+                                                    and not pending and now - stopping_since >= DRAIN_IDLE):
+            try:
+                removed += store.apply_retention(retention).queries_deleted
+            except Exception as err:
+                error = f"{type(err).__name__}: {err}"
+            next_retention = now + RETENTION_EVERY
+        if stopping_since is not None and not pending and now - stopping_since >= DRAIN_IDLE:
+            break
+    pull.close(0)
+    context.term()
+    store.close()
+    if error is not None:
+        error += f" ({lost:,} queries not stored)"
+    try:
+        control.send({"written": written, "retention_deleted": removed, "error": error, "pid": os.getpid()})
+    except OSError:  # the sensor is gone
+        pass
+
+
+def start(options: QueryLogOptions | None, pipeline,
+          blocking: bool) -> tuple[QueryLogWriter | None, QueryLogSink | None]:
+    """The writer process and this process's sink, as the options ask (None, None without --query-log)."""
+    if options is None:
+        return None, None
+    writer = QueryLogWriter(options)
+    return writer, writer.sink(blocking, publisher(pipeline) if options.publish else None)
+
+
+def publisher(pipeline):
+    """--publish-queries: each logged query as a `dns.query` event to the pipeline's outputs (the ZeroMQ
+    publisher; JSON-lines outputs keep to hits)."""
+    from sensor.events import Origin
+    from sensor.querylog.events import QUERY_TOPIC, QueryEventEncoder
+
+    encoder = QueryEventEncoder(pipeline.encoder)
+    default = Origin()
+
+    def publish(entries, origin) -> None:
+        for entry in entries:
+            pipeline.publish(QUERY_TOPIC, encoder.encode(entry, origin or default))
+    return publish
+
+
+def stop(writer: QueryLogWriter | None, sink: QueryLogSink | None, dropped: int = 0) -> str | None:
+    """Close the sink, let the writer store the rest; the summary line (None without a query log)."""
+    if writer is None:
+        return None
+    if sink is not None:
+        dropped += sink.dropped
+        sink.close()
+    summary = writer.close()
+    return (f"query log {writer.options.path}: {summary.get('written', 0):,} queries written, {dropped:,} dropped, "
+            f"{summary.get('retention_deleted', 0):,} removed by retention")
