@@ -26,6 +26,11 @@ TABLE = {"com": [0, 0], "evil.com": [1, 1], "example": [-1, 2], "": [3, 3], "a":
 ALLOW = bytes([0, 0, 0, 0, 1, 0])
 # Small stream table and idle time: the fuzzer reaches eviction and expiry within a few frames.
 LIMITS = {"max_tcp_streams": 3, "tcp_idle_timeout": 0.05}
+# The other tables the loops keep, small, so that fuzzed traffic reaches their eviction and expiry paths: the
+# query log's pending queries, IP reassembly, the flow table.
+QUERY_LOG_LIMITS = {"query_log": True, "max_pending_queries": 4, "query_timeout": 0.05,
+                    "max_fragmented_datagrams": 3, "max_fragment_bytes": 65535, "fragment_timeout": 0.05}
+FLOW_LIMITS = {"idle_timeout": 0.05, "active_timeout": 0.2, "max_flows": 5}
 FRAME_GAP_US = 20_000  # packet time between two frames of one input
 MAX_FRAMES = 64
 
@@ -115,19 +120,40 @@ def differential(linktype: int, ports: Sequence[int], frames: Sequence[bytes], e
     state across batches, so the split must not change anything). `rules`: (table, allow, patterns), else
     the small TABLE above."""
     from sensor.decode import ReferenceLoop
+    from sensor.flows.build import make_flow_table
+    from sensor.flows.settings import FlowSettings
 
-    limits = LIMITS if limits is None else limits
+    limits = {**QUERY_LOG_LIMITS, **(LIMITS if limits is None else limits)}
     table, allow, patterns = rules or (TABLE, ALLOW, None)
-    reference_loop = ReferenceLoop(linktype, ports, table, emit_all, allow=allow, patterns=patterns, **limits)
-    fast_loop = compiled_loop().FastLoop(linktype, ports, table, emit_all, allow=allow, patterns=patterns, **limits)
+    settings = FlowSettings(**FLOW_LIMITS)
+    reference_flows, fast_flows = make_flow_table(settings, pure=True), make_flow_table(settings, pure=False)
+    reference_loop = ReferenceLoop(linktype, ports, table, emit_all, allow=allow, patterns=patterns,
+                                   flows=reference_flows, **limits)
+    fast_loop = compiled_loop().FastLoop(linktype, ports, table, emit_all, allow=allow, patterns=patterns,
+                                         flows=fast_flows, **limits)
     step = batch_size or max(len(frames), 1)
     reference, fast = [], []
+    logged: tuple[list, list] = ([], [])
+    flows: tuple[list, list] = ([], [])
     for first in range(0, len(frames), step):
         chunk_data, chunk_meta = batch_of(frames[first:first + step], first)
         reference += reference_loop.run_batch(chunk_data, chunk_meta, first + 1)
         fast += fast_loop.run_batch(chunk_data, chunk_meta, first + 1)
+        for side, (loop, flow_table) in enumerate(((reference_loop, reference_flows), (fast_loop, fast_flows))):
+            logged[side].extend(loop.take_query_log())
+            flows[side].append(flow_table.take())
+    for side, (loop, flow_table) in enumerate(((reference_loop, reference_flows), (fast_loop, fast_flows))):
+        loop.flush_query_log()
+        logged[side].extend(loop.take_query_log())
+        flow_table.flush()
+        flows[side].append(flow_table.take())
     if [tuple(r) for r in fast] != [tuple(r) for r in reference]:
         raise Disagreement(f"link type {linktype}, ports {tuple(ports)}: {describe(reference, fast)}")
+    if logged[0] != logged[1]:
+        raise Disagreement(f"link type {linktype}: query log (reference, fast): {logged[0]!r} != {logged[1]!r}")
+    reference_records, fast_records = (b"".join(a.tobytes() for a in side) for side in flows)
+    if reference_records != fast_records:
+        raise Disagreement(f"link type {linktype}: flow records differ ({len(flows[0])} batches)")
     ours, theirs = reference_loop.counters(), fast_loop.counters()
     diff = {k: (ours.get(k), theirs.get(k)) for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)}
     if diff:

@@ -19,6 +19,7 @@ TARGETS: dict[str, str] = {
     "tcp_framing": "fuzz.targets.tcp_framing",  # segment sequences on a few streams, a small stream table
     "capture_file": "fuzz.targets.capture_file",  # pcap/pcapng bytes read by sensor/capture/files.py
     "rule_parsers": "fuzz.targets.rule_parsers",  # each rule format, format detection, the compiled rule set
+    "flow_filter": "fuzz.targets.flow_filter",  # nfdump filter expressions: only FilterError, and sound logic
 }
 
 
