@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import PCAPS, ROOT, run_cli
 from sensor.flows.build import flows_from_captures
 from sensor.flows.record import flow_dicts
 from sensor.flows.store import FlowStoreWriter
@@ -185,3 +185,15 @@ def test_ipset_out_from_a_listing(store, tmp_path):
     expected = sorted({r["srcip"] for r in records if r["proto"] in (47, 50, 51) and r["srcip"].startswith(
         "203.0.113.") and not r["dstip"].startswith("203.0.113.")}, key=ipaddress.ip_address)
     assert read_set(path) == expected == ["203.0.113.33", "203.0.113.35"]
+
+
+@pytest.mark.parametrize("command", [["flows", "--aggregate", "proto", "--json"],
+                                     ["profile", "--internal", "10.0.0.0/8", "--json"]])
+def test_capture_cut_off_mid_frame_keeps_the_flows_before_and_exits_1(command):
+    """As `replay` does: the frames before the cut count, one error line names the file and the frame, exit 1."""
+    result = run_cli(command[0], str(PCAPS / "cut-off.pcap"), *command[1:])
+    assert result.returncode == 1, result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and "cut-off.pcap: capture cut off after frame 2" in errors[0], result.stderr
+    first = json.loads(result.stdout.splitlines()[0])
+    assert first["flows"] == 2  # the two queries before the cut, from two client ports (pcaps/files.py)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,6 +14,7 @@ from sensor.flows.settings import ACTIVE_TIMEOUT, IDLE_TIMEOUT, MAX_FLOWS, FlowS
 from sensor.loop import make_loop, pure_requested
 
 DNS_PORTS = (53,)
+log = logging.getLogger("truesource")
 
 
 def make_flow_table(settings: FlowSettings, pure: bool | None = None):
@@ -32,10 +34,11 @@ def make_flow_table(settings: FlowSettings, pure: bool | None = None):
 def flows_from_captures(paths: Sequence[str], ports: Sequence[int] = DNS_PORTS,
                         idle_timeout: float = IDLE_TIMEOUT, active_timeout: float = ACTIVE_TIMEOUT,
                         max_flows: int = MAX_FLOWS, internal: Sequence[str] = (),
-                        pure: bool | None = None) -> np.ndarray:
+                        pure: bool | None = None, cut_offs: list | None = None) -> np.ndarray:
     """Every flow of the capture files, replayed in order through one flow table, flushed at the end.
 
-    A capture cut off mid-frame keeps the flows of the frames before the cut.
+    A capture cut off mid-frame ends the reading there, as in `replay`: the flows of the frames before the cut
+    are kept, the cut is logged as an error and appended to `cut_offs` (the commands then exit 1).
     """
     settings = FlowSettings(idle_timeout, active_timeout, max_flows, tuple(internal))
     if pure is None:
@@ -52,7 +55,10 @@ def flows_from_captures(paths: Sequence[str], ports: Sequence[int] = DNS_PORTS,
             for batch in capture.batches():
                 loop.run_batch(batch.data, batch.meta, batch.first_frame)
                 parts.append(table.take())
-        except CaptureCutOff:
+        except CaptureCutOff as cut:
+            log.error("%s; the flows of the frames before it are kept", cut)
+            if cut_offs is not None:
+                cut_offs.append(cut)
             break
     table.flush()
     parts.append(table.take())

@@ -98,7 +98,9 @@ def _run_flows(args: argparse.Namespace) -> int:
         wanted = columns_for(fields)
     else:
         wanted = set(FLOW_DTYPE.names)
-    columns, scanned = scan(args.sources, flow_filter, wanted, args.internal)
+    cut_offs: list = []  # a capture cut off mid-frame: its flows before the cut are shown, then exit 1
+    columns, scanned = scan(args.sources, flow_filter, wanted, args.internal, cut_offs)
+    done = 1 if cut_offs else 0
     out = sys.stdout
     if fields is not None:
         bins = aggregate(columns, fields, args.sort or "flows", args.top, args.percentage)
@@ -110,7 +112,7 @@ def _run_flows(args: argparse.Namespace) -> int:
             write_bins_table(out, bins, rows, scanned)
         if args.ipset_out:
             _write_ipset_from(*bins.keys[ipset_field], args.ipset_out)
-        return 0
+        return done
     records = order_records(columns, args.sort, args.top)
     if args.json:
         from sensor.flows.record import flow_dicts
@@ -122,7 +124,7 @@ def _run_flows(args: argparse.Namespace) -> int:
     if args.ipset_out:
         side = "src" if ipset_field == "srcip" else "dst"
         _write_ipset_from(records[f"{side}_hi"], records[f"{side}_lo"], args.ipset_out)
-    return 0
+    return done
 
 
 def _write_ipset_from(hi, lo, path: str) -> None:
@@ -151,9 +153,10 @@ def source_kind(path: str) -> str:
     raise StartupError(f"{path}: neither a flow store (Parquet) nor a capture (pcap, pcapng)")
 
 
-def scan(sources: Sequence[str], flow_filter, wanted: set[str], internal: Sequence[str] = ()):
+def scan(sources: Sequence[str], flow_filter, wanted: set[str], internal: Sequence[str] = (),
+         cut_offs: list | None = None):
     """The records of every source that pass the filter, as a dict of the `wanted` columns; and how many
-    records were read in all."""
+    records were read in all. A capture cut off mid-frame is appended to `cut_offs` (see flows_from_captures)."""
     import numpy as np
 
     kinds = [(path, source_kind(path)) for path in sources]  # every source checked before any is read
@@ -165,7 +168,7 @@ def scan(sources: Sequence[str], flow_filter, wanted: set[str], internal: Sequen
     if captures:
         from sensor.flows.build import flows_from_captures
 
-        records = flows_from_captures(captures, internal=internal)
+        records = flows_from_captures(captures, internal=internal, cut_offs=cut_offs)
         scanned += len(records)
         keep = flow_filter.mask(records, len(records))
         parts.append({name: records[name][keep] for name in wanted})

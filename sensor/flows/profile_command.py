@@ -52,16 +52,17 @@ def run_profile(args: argparse.Namespace) -> int:
         raise StartupError(f"--threshold: {args.threshold:g} is not a percentage above 0 and at most 100")
     if args.top < 0:
         raise StartupError("--top: must be 0 or more")
-    records = load_records(args.sources, networks)
+    cut_offs: list = []  # a capture cut off mid-frame: profiled up to the cut, then exit 1
+    records = load_records(args.sources, networks, cut_offs)
     result = profile(records, networks, args.threshold, args.top)
     if args.json:
         sys.stdout.write(json.dumps(result.as_dict()) + "\n")
     else:
         write_profile(sys.stdout, result)
-    return 0
+    return 1 if cut_offs else 0
 
 
-def load_records(sources: Sequence[str], internal: Sequence) -> np.ndarray:
+def load_records(sources: Sequence[str], internal: Sequence, cut_offs: list | None = None) -> np.ndarray:
     """The flow records of the sources, only the columns the profile reads, in one record array.
 
     Read as `truesource flows` reads them (every source checked first; a store a row group at a time,
@@ -71,7 +72,7 @@ def load_records(sources: Sequence[str], internal: Sequence) -> np.ndarray:
     from sensor.flows.filter import compile_filter
     from sensor.flows.record import FLOW_DTYPE
 
-    columns, count = scan(sources, compile_filter(""), set(PROFILE_FIELDS), [str(n) for n in internal])
+    columns, count = scan(sources, compile_filter(""), set(PROFILE_FIELDS), [str(n) for n in internal], cut_offs)
     records = np.empty(count, dtype=[(name, FLOW_DTYPE[name]) for name in PROFILE_FIELDS])
     for name in PROFILE_FIELDS:
         records[name] = columns[name]
