@@ -6,8 +6,8 @@
 A generated capture (bench/make_capture.py: thousands of clients, UDP and TCP DNS, background traffic, a
 rule file) is sent by `tcpreplay --loop 0` into a veth (tests/wire.py: two network namespaces, no route out)
 where `truesource capture` runs with every table on: attribution, heuristics (DGA and tunnel windows),
-publisher, JSON lines to /dev/null, and `--flows` / `--query-log` when this build has them (read from
-`truesource capture --help`). Every --reload-every seconds the rule file changes and `truesource control
+publisher, JSON lines to /dev/null, flows (the table, a Parquet store) and the query log (SQLite). Every
+--reload-every seconds the rule file changes and `truesource control
 reload` rebuilds it. The sensor's resident memory (VmRSS of its processes) is printed at the start, every
 minute and at the end with the main counters; at the end every counter, and the growth from the end of the
 first minute (the warm-up: tables filling to their limits) to the end. Needs root (namespaces). Not run in CI.
@@ -45,21 +45,9 @@ def make_capture(packets: int) -> tuple[Path, Path]:
 
 
 def optional_features(tmp: Path) -> list[str]:
-    """--flows and --query-log when `capture --help` lists them (they come from other branches)."""
-    help_text = subprocess.run([sys.executable, "-m", "sensor", "capture", "--help"], cwd=ROOT,
-                               capture_output=True, text=True).stdout
-    extra = []
-    for line in help_text.splitlines():
-        words = line.split()
-        if not words:
-            continue
-        if words[0] in ("--flows", "--flows,") and "--flows" not in extra:
-            takes_value = len(words) > 1 and words[1].isupper()
-            extra += ["--flows", str(tmp / "flows")] if takes_value else ["--flows"]
-        if words[0] in ("--query-log", "--query-log,") and "--query-log" not in extra:
-            takes_value = len(words) > 1 and words[1].isupper()
-            extra += ["--query-log", str(tmp / "queries")] if takes_value else ["--query-log"]
-    return extra
+    """Flows (kept in memory, written to a Parquet store) and the query log (SQLite), on as in production."""
+    return ["--flows", "--flow-store", str(tmp / "flows"), "--internal", "10.0.0.0/8",
+            "--query-log", str(tmp / "queries.db")]
 
 
 def rss_kib(pid: int) -> int:
