@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 OUT = os.path.join(BENCH, "out", "profile")
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # tests/nfcapd.py: the nfcapd runner
 
 MAIL_TCP_PORTS = (25, 110, 143, 465, 587, 993, 995)  # as sensor/flows/profile.py (not imported: see main)
 NET = "10.0.0.0/16"
@@ -89,39 +88,11 @@ def make_records(n: int, seed: int = 7):
     return arr
 
 
-def _port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
 def write_nfcapd(records, directory: str) -> str:
-    """The records through IPFIX to a real nfcapd; the file it writes at SIGTERM."""
-    from sensor.flows.ipfix import IpfixExporter
+    """The records through IPFIX to a real nfcapd (tests/nfcapd.py); the file it writes at SIGTERM."""
+    from nfcapd import export_to_nfcapd
 
-    os.makedirs(directory, exist_ok=True)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    collector = subprocess.Popen(["nfcapd", "-w", directory, "-b", "127.0.0.1", "-p", str(port), "-t", "86400"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while not _port_taken(port):
-            time.sleep(0.05)
-        exporter = IpfixExporter(f"127.0.0.1:{port}")
-        for start in range(0, len(records), IPFIX_CHUNK):
-            exporter.export(records[start:start + IPFIX_CHUNK])
-            time.sleep(IPFIX_PAUSE)
-        exporter.close()
-        time.sleep(1)
-    finally:
-        collector.send_signal(signal.SIGTERM)
-        collector.wait(timeout=60)
-    files = [name for name in os.listdir(directory) if name.startswith("nfcapd.") and "current" not in name]
-    return os.path.join(directory, sorted(files)[-1])
+    return export_to_nfcapd(records, directory, IPFIX_CHUNK, IPFIX_PAUSE).files[-1]
 
 
 def nfdump_packets(path: str) -> int:

@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from nfcapd import nfcapd
 
 from conftest import PCAPS, ROOT, run_cli
 from sensor.flows.build import flows_from_captures
@@ -138,45 +138,18 @@ def test_ipfix_messages_on_the_wire() -> None:
     assert records[TEMPLATE_IPV6] == int((arr["ip_version"] == 6).sum())
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def bound(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
 @pytest.mark.skipif(not (shutil.which("nfcapd") and shutil.which("nfdump")),
                     reason="needs nfcapd and nfdump (Debian package nfdump; make system-deps)")
 def test_replay_exports_to_a_real_nfcapd(tmp_path: Path) -> None:
     """`replay --ipfix` into nfcapd (Debian's nfdump) on loopback; nfdump reads back the same flows, packets,
     bytes, ports, protocols and VLANs as the expected records of the flow capture."""
-    port = free_udp_port()
-    collector = subprocess.Popen(["nfcapd", "-w", str(tmp_path), "-b", "127.0.0.1", "-p", str(port), "-t", "3600"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not bound(port):
-            assert collector.poll() is None, collector.stdout.read()
-            assert time.monotonic() < deadline, "nfcapd did not bind its port"
-            time.sleep(0.05)
+    with nfcapd(str(tmp_path)) as collector:
         result = run_cli("replay", str(FLOWS), "--rules", str(PCAPS / "pcaps.rules"), "--out", "/dev/null",
-                         "--ipfix", f"127.0.0.1:{port}", "--no-progress")
+                         "--ipfix", collector.endpoint, "--no-progress")
         assert result.returncode == 0, result.stderr
-        time.sleep(0.5)
-    finally:
-        collector.send_signal(signal.SIGTERM)
-        log = collector.communicate(timeout=20)[0]
-    files = [name for name in os.listdir(tmp_path) if name.startswith("nfcapd.") and "current" not in name]
-    assert len(files) == 1, log
-    done = subprocess.run(["nfdump", "-r", str(tmp_path / files[0]), "-q", "-o", "csv", "-N"], capture_output=True,
+    assert len(collector.files) == 1, collector.log
+    path = collector.files[0]
+    done = subprocess.run(["nfdump", "-r", path, "-q", "-o", "csv", "-N"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     header = ["ts", "te", "td", "sa", "da", "sp", "dp", "pr", "flg", "fwd", "stos", "ipkt", "ibyt"]
@@ -188,7 +161,7 @@ def test_replay_exports_to_a_real_nfcapd(tmp_path: Path) -> None:
     want = sorted((f["src"], f["dst"], f["src_port"], f["dst_port"], f["proto"], f["packets"], f["bytes"])
                   for f in EXPECTED["flows"])
     assert got == want
-    vlans = subprocess.run(["nfdump", "-r", str(tmp_path / files[0]), "-q", "-N", "-o", "fmt:%svln %ibyt"],
+    vlans = subprocess.run(["nfdump", "-r", path, "-q", "-N", "-o", "fmt:%svln %ibyt"],
                            capture_output=True, text=True, timeout=60).stdout.split("\n")
     tagged = sorted(line.split()[0] for line in vlans if line.strip() and line.split()[0] != "0")
     assert tagged == ["10", "20"]

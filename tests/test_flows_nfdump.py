@@ -7,19 +7,15 @@ Each record carries a unique byte count, so a flow is told by its bytes on both 
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 
 import numpy as np
 import pytest
+from nfcapd import export_to_nfcapd
 from test_flows_filter import FORMS, TUTORIAL, TUTORIAL_FLOWS
 
 from sensor.flows.filter import compile_filter
-from sensor.flows.ipfix import IpfixExporter
 from sensor.flows.record import FLOW_DTYPE, address_halves, make_records
 
 pytestmark = pytest.mark.skipif(not (shutil.which("nfcapd") and shutil.which("nfdump")),
@@ -61,49 +57,15 @@ def random_records(seed: int, n: int) -> np.ndarray:
     return arr
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory):
     """(records, nfcapd file): the records exported over IPFIX to a real nfcapd, which wrote them at SIGTERM."""
     records = np.concatenate([make_records(TUTORIAL_FLOWS), random_records(11, RANDOM_RECORDS)])
     records["bytes"] = BYTES_BASE + np.arange(len(records))
-    directory = tmp_path_factory.mktemp("nfcapd")
-    port = free_udp_port()
-    collector = subprocess.Popen(["nfcapd", "-w", str(directory), "-b", "127.0.0.1", "-p", str(port), "-t", "3600"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not port_taken(port):
-            assert collector.poll() is None, collector.stdout.read()
-            assert time.monotonic() < deadline, "nfcapd did not bind its port"
-            time.sleep(0.05)
-        exporter = IpfixExporter(f"127.0.0.1:{port}")
-        for start in range(0, len(records), 200):  # paced: loopback UDP drops what a busy collector cannot take
-            exporter.export(records[start:start + 200])
-            time.sleep(0.01)
-        exporter.close()
-        assert exporter.send_errors == 0
-        time.sleep(0.5)
-    finally:
-        collector.send_signal(signal.SIGTERM)
-        log = collector.communicate(timeout=20)[0]
-    files = [name for name in os.listdir(directory) if name.startswith("nfcapd.") and "current" not in name]
-    assert len(files) == 1, (files, log)
-    path = str(directory / files[0])
+    collector = export_to_nfcapd(records, str(tmp_path_factory.mktemp("nfcapd")))
+    assert len(collector.files) == 1, (collector.files, collector.log)
+    path = collector.files[0]
+    log = collector.log
     assert sorted(nfdump_bytes(path, "any")) == records["bytes"].tolist(), f"nfcapd lost records: {log}"
     return records, path
 

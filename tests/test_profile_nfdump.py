@@ -8,18 +8,14 @@ be the profile's tables.
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 
 import pytest
+from nfcapd import export_to_nfcapd
 
 from conftest import PCAPS
 from sensor.flows.build import flows_from_captures
-from sensor.flows.ipfix import IpfixExporter
 from sensor.flows.profile import profile
 
 pytestmark = pytest.mark.skipif(not (shutil.which("nfcapd") and shutil.which("nfdump")),
@@ -32,48 +28,14 @@ VPN = ("(proto 47 or proto 50 or proto 51 or (proto udp and (port 500 or port 45
        "or (proto tcp and port 1723))")
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory):
     """(records, nfcapd file): the capture's flows as nfcapd wrote them at SIGTERM."""
     records = flows_from_captures([str(PCAPS / "report-network.pcap")], internal=[NET])
-    directory = tmp_path_factory.mktemp("nfcapd")
-    port = _free_udp_port()
-    collector = subprocess.Popen(["nfcapd", "-w", str(directory), "-b", "127.0.0.1", "-p", str(port), "-t", "3600"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not _port_taken(port):
-            assert collector.poll() is None, collector.stdout.read()
-            assert time.monotonic() < deadline, "nfcapd did not bind its port"
-            time.sleep(0.05)
-        exporter = IpfixExporter(f"127.0.0.1:{port}")
-        for start in range(0, len(records), 200):  # paced: loopback UDP drops what a busy collector cannot take
-            exporter.export(records[start:start + 200])
-            time.sleep(0.01)
-        exporter.close()
-        assert exporter.send_errors == 0
-        time.sleep(0.5)
-    finally:
-        collector.send_signal(signal.SIGTERM)
-        log = collector.communicate(timeout=20)[0]
-    files = [name for name in os.listdir(directory) if name.startswith("nfcapd.") and "current" not in name]
-    assert len(files) == 1, (files, log)
-    path = str(directory / files[0])
+    collector = export_to_nfcapd(records, str(tmp_path_factory.mktemp("nfcapd")))
+    assert len(collector.files) == 1, (collector.files, collector.log)
+    path = collector.files[0]
+    log = collector.log
     assert sum(bins(path, "srcip", "any", 0).values()) == int(records["packets"].sum()), f"nfcapd lost flows: {log}"
     return records, path
 
