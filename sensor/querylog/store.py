@@ -20,6 +20,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -235,18 +236,12 @@ class QueryStore:
             self._open = segments[-1]
             return self._open
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             cursor = db.execute("INSERT INTO segments(rows, indexed, created) VALUES (0, 0, ?)", (time.time(),))
             n = cursor.lastrowid
             for statement in SEGMENT_SCHEMA.format(n=n).split(";"):
                 if statement.strip():
                     db.execute(statement)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # SQLite may have rolled back already (a full disk): keep its error
-                db.execute("ROLLBACK")
-            raise
         self._open = Segment(n, None, None, 0, False)
         return self._open
 
@@ -280,18 +275,12 @@ class QueryStore:
         last = last if segment.last_ts is None else max(last, segment.last_ts)
         n = segment.id
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             db.executemany(f"INSERT INTO q_{n} VALUES (?,?,?,?,?)", rows)
             if resolved:
                 db.executemany(f"INSERT INTO r_{n} VALUES (?,?)", resolved)
             db.execute("UPDATE segments SET rows = ?, first_ts = ?, last_ts = ? WHERE id = ?",
                        (next_id - 1, first, last, n))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # SQLite may have rolled back already (a full disk): keep its error
-                db.execute("ROLLBACK")
-            raise
         self._open = Segment(n, first, last, next_id - 1, False)
         if self._open.rows >= self.segment_rows:
             self._close_segment(self._open)
@@ -300,17 +289,11 @@ class QueryStore:
     def _close_segment(self, segment: Segment) -> None:
         """Build a full segment's indexes in one sorted pass; readers use them from the commit on."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             for statement in SEGMENT_INDEXES.format(n=segment.id).split(";"):
                 if statement.strip():
                     db.execute(statement)
             db.execute("UPDATE segments SET indexed = 1 WHERE id = ?", (segment.id,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # SQLite may have rolled back already (a full disk): keep its error
-                db.execute("ROLLBACK")
-            raise
 
     def used_bytes(self) -> int:
         """Bytes of the file in use (free pages excluded)."""
@@ -344,16 +327,10 @@ class QueryStore:
 
     def _drop(self, segment: Segment) -> None:
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             db.execute(f"DROP TABLE IF EXISTS q_{segment.id}")
             db.execute(f"DROP TABLE IF EXISTS r_{segment.id}")
             db.execute("DELETE FROM segments WHERE id = ?", (segment.id,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # SQLite may have rolled back already (a full disk): keep its error
-                db.execute("ROLLBACK")
-            raise
         if self._open is not None and self._open.id == segment.id:
             self._open = None
 
@@ -449,3 +426,16 @@ def _time(where: list, params: list, since_us: int | None, until_us: int | None)
         where.append("ts < ?")
         params.append(until_us)
     return where, params
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE (the write lock at once, so a reader never sees half a batch) ... COMMIT, or ROLLBACK."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # SQLite may have rolled back already (a full disk): keep its error
+            db.execute("ROLLBACK")
+        raise
