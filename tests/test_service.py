@@ -312,24 +312,38 @@ def test_root_drops_to_user_after_opening_the_capture(wire, workdir, workers):
 # ProtectProc=invisible, ProtectKernelTunables (/sys read-only); then User= with only the two ambient capabilities
 # and NoNewPrivileges (setpriv); then the unit's own SystemCallFilter= and RestrictAddressFamilies= as a seccomp
 # filter, and MemoryDenyWriteExecute as the kernel's PR_SET_MDWE (tests/unit_seccomp.py, under the system Python
-# with python3-seccomp). This checkout's Python may live under /root (pyenv): it is bound back read-only, as a
-# BindReadOnlyPaths= drop-in would (install.sh's venv uses the system Python). Not rebuilt: the IP firewall
-# (IPAddressDeny=, cgroup BPF; docs/deployment.md says why it cannot see capture).
+# with python3-seccomp). This checkout and its Python may live under /tmp, /home or /root (a CI clone, pyenv): they
+# are bound back read-only, as a BindReadOnlyPaths= drop-in would (install.sh's venv uses the system Python).
+# Not rebuilt: the IP firewall (IPAddressDeny=, cgroup BPF; docs/deployment.md says why it cannot see capture).
 SANDBOX = r"""
 set -e
-state=$1; python=$2; shift 2
+state=$1; shift
+keep=""
+while [ "$1" != "--" ]; do keep="$keep $1"; shift; done
+shift
 mount --make-rprivate /
 mount --bind "$state" "$state"
+# Paths the sandbox would hide (/tmp, /var/tmp, /home, /root) but the test needs: parked in the state directory.
+i=0
+for path in $keep; do
+    case $path in /tmp/*|/var/tmp/*|/home/*|/root/*)
+        mkdir -p "$state/.keep$i" && mount -n --bind "$path" "$state/.keep$i" ;;
+    esac
+    i=$((i + 1))
+done
 for target in $(findmnt -rno TARGET | sort -u); do
     case $target in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|"$state") continue ;; esac
     mount -n -o remount,bind,ro "$target" 2>/dev/null || true
 done
 mount -n -t tmpfs -o mode=1777 tmpfs /tmp
 mount -n -t tmpfs -o mode=1777 tmpfs /var/tmp
-mkdir /tmp/.python && mount -n --bind "$python" /tmp/.python  # kept through ProtectHome if it lives there
 mount -n -t tmpfs -o mode=0755 tmpfs /home
 mount -n -t tmpfs -o mode=0755 tmpfs /root
-case $python in /root/*|/home/*) mkdir -p "$python" && mount -n --move /tmp/.python "$python" ;; esac
+i=0
+for path in $keep; do  # back where they were, read-only, as a BindReadOnlyPaths= drop-in would put them
+    if [ -d "$state/.keep$i" ]; then mkdir -p "$path" && mount -n --move "$state/.keep$i" "$path"; fi
+    i=$((i + 1))
+done
 mount -n -t tmpfs -o mode=0755,nosuid tmpfs /dev
 for node in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
     name=${node%%:*}; numbers=${node#*:}
@@ -354,7 +368,8 @@ def statedir():
 
 def sandboxed(statedir: Path) -> list[str]:
     nobody = pwd.getpwnam("nobody")
-    return ["unshare", "--mount", "--", "sh", "-c", SANDBOX, "sh", str(statedir), sys.base_prefix,
+    keep = sorted({sys.base_prefix, str(ROOT)})  # this Python and this checkout, wherever they live
+    return ["unshare", "--mount", "--", "sh", "-c", SANDBOX, "sh", str(statedir), *keep, "--",
             "setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--init-groups",
             "--inh-caps=-all,+net_raw,+net_admin", "--ambient-caps=-all,+net_raw,+net_admin",
             "--bounding-set=-all,+net_raw,+net_admin", "--no-new-privs", *SECCOMP]
