@@ -16,10 +16,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from sensor.flows.record import format_addresses, in_networks
+from sensor.flows.settings import DEFAULT_THRESHOLD, TOP_DESTINATIONS
 
 # Settings (each maps to a `truesource profile` option; docs/profile.md).
-DEFAULT_THRESHOLD = 1.0  # percent of packets: the report's `rwstats --percentage=1`
-TOP_DESTINATIONS = 10  # the report's `rwstats --count=10`
 
 TCP, UDP = 6, 17
 DNS_PORT = 53

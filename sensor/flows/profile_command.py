@@ -10,12 +10,15 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import TextIO
-
-import numpy as np
+from typing import TYPE_CHECKING, TextIO
 
 from sensor.errors import StartupError
-from sensor.flows.profile import ANY_PORT, DEFAULT_THRESHOLD, TOP_DESTINATIONS, Asset, Profile, Talker
+from sensor.flows.settings import DEFAULT_THRESHOLD, TOP_DESTINATIONS
+
+if TYPE_CHECKING:  # numpy and the analysis load when the command runs, not with every command line
+    import numpy as np
+
+    from sensor.flows.profile import Asset, Profile, Talker
 
 # The columns profile() reads: a store scan reads only these (9 of the record's 16).
 PROFILE_FIELDS = ("src_hi", "src_lo", "dst_hi", "dst_lo", "src_port", "dst_port", "proto", "ip_version", "packets")
@@ -68,6 +71,8 @@ def load_records(sources: Sequence[str], internal: Sequence, cut_offs: list | No
     Read as `truesource flows` reads them (every source checked first; a store a row group at a time,
     captures through the flow table).
     """
+    import numpy as np
+
     from sensor.flows.commands import scan
     from sensor.flows.filter import compile_filter
     from sensor.flows.record import FLOW_DTYPE
@@ -82,6 +87,8 @@ def load_records(sources: Sequence[str], internal: Sequence, cut_offs: list | No
 # ---------------------------------------------------------------- text tables
 
 def _port(value: int) -> str:
+    from sensor.flows.profile import ANY_PORT
+
     return "*" if value == ANY_PORT else str(value)
 
 

@@ -9,6 +9,9 @@ ACTIVE_TIMEOUT = 1800.0  # seconds from a flow's first packet; Cisco NetFlow's a
 # Flows held at once; a slot is ~100 bytes, so 256 Ki flows is ~26 MB. A flood of new keys beyond it evicts the
 # least recently updated flow (counted as flows_evicted) rather than growing without bound.
 MAX_FLOWS = 262_144
+# `truesource profile` (sensor/flows/profile.py); here so the command line reads them without numpy.
+DEFAULT_THRESHOLD = 1.0  # percent of packets: the report's `rwstats --percentage=1`
+TOP_DESTINATIONS = 10  # the report's `rwstats --count=10`
 
 
 @dataclass(frozen=True, slots=True)

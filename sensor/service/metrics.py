@@ -10,7 +10,6 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sensor.errors import StartupError
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS
@@ -87,6 +86,8 @@ class MetricsServer:
     """GET /metrics answered from `snapshot()` by a daemon thread."""
 
     def __init__(self, address: str, snapshot: Callable[[], dict]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # only when metrics are served
+
         host, port = parse_address(address)
         if not ipaddress.ip_address(host).is_loopback:
             log.warning("metrics endpoint on a non-loopback address %s: anyone who reaches it reads the counters",
