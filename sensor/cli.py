@@ -576,8 +576,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sensor.outputs.curve import run_keys
 
             return run_keys(args)
-        if hasattr(args, "handler"):  # the query-log commands (sensor/querylog/commands.py)
-            return args.handler(args)
         if args.command == "control":
             from sensor.outputs.control import send_command
 

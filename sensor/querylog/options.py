@@ -90,7 +90,7 @@ def register(commands) -> None:
     who.add_argument("--resolver", action="append", default=[], metavar="ADDR",
                      help="a resolver's addresses, comma separated (repeatable; resolvers are also learned)")
     add_reader_options(who)
-    who.set_defaults(handler=_handler("run_who_asked"))
+    who.set_defaults(run=_runner("run_who_asked"))
 
     hunt = commands.add_parser("hunt", help="run a rule set over the stored queries (retrospective hits)")
     hunt.add_argument("--rules", action="append", required=True, metavar="PATH")
@@ -99,12 +99,12 @@ def register(commands) -> None:
     hunt.add_argument("--until", metavar="T", help="before this time")
     hunt.add_argument("--sensor-name", metavar="NAME", help="observer.name in events (default: host name)")
     hunt.add_argument("--query-log", metavar="PATH", help=f"the store (default: ${QUERY_LOG_ENV})")
-    hunt.set_defaults(handler=_handler("run_hunt"))
+    hunt.set_defaults(run=_runner("run_hunt"))
 
     resolved = commands.add_parser("resolved-ip", help="which names resolved to an address, and who asked them")
     resolved.add_argument("address", metavar="ADDR")
     add_reader_options(resolved)
-    resolved.set_defaults(handler=_handler("run_resolved_ip"))
+    resolved.set_defaults(run=_runner("run_resolved_ip"))
 
 
 def add_reader_options(parser: argparse.ArgumentParser) -> None:
@@ -118,18 +118,17 @@ TIME_OPTIONS = ("--since", "--until", "--around", "--resolver-query")
 def relative_time_argv(argv: list[str]) -> list[str]:
     """`--since -2h` as `--since=-2h`: argparse takes a value starting with '-' for an option of its own."""
     out: list[str] = []
-    for index, arg in enumerate(argv):
-        if out and out[-1] in TIME_OPTIONS and arg.startswith("-") and RELATIVE.match(arg) and index > 0:
+    for arg in argv:
+        if out and out[-1] in TIME_OPTIONS and arg.startswith("-") and RELATIVE.match(arg):
             out[-1] = f"{out[-1]}={arg}"
         else:
             out.append(arg)
     return out
 
 
-
-
-def _handler(name: str):
-    """The command's function in sensor/querylog/commands.py, imported when the command runs."""
+def _runner(name: str):
+    """The command's function in sensor/querylog/commands.py, imported when the command runs (main() calls
+    `args.run`, as for every command that registers itself)."""
     def run(args: argparse.Namespace) -> int:
         from sensor.querylog import commands
 
