@@ -137,9 +137,9 @@ cdef class FastLoop:
         self.patterns = patterns if patterns else None
 
     def counters(self):
-        """Every counter by name, plus the number of TCP streams tracked now."""
+        """Every counter by name, plus the gauges of table_sizes(): how full each bounded table is now."""
         result = {name: self.counters_[i] for i, name in enumerate(COUNTER_NAMES)}
-        result["tcp_streams"] = self.streams.count
+        result.update(self.table_sizes())
         return result
 
     def table_sizes(self):

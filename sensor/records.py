@@ -77,6 +77,8 @@ REASSEMBLY_EVENTS = (
     "ip_fragment_overlap",
     "ip_reassembly_too_big",
 )
+# Gauges beside the counters: how full each bounded table is now (loop.table_sizes(); docs/limits.md).
+TABLE_GAUGES = ("tcp_streams", "fragmented_datagrams", "pending_queries")
 # Informational, beside the reasons: frames decapsulated at least once; emitted queries whose EDNS
 # (OPT record or Client Subnet option) was malformed: the message is still decoded.
 COUNTERS = (

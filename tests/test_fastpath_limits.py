@@ -11,7 +11,7 @@ from scapy.layers.l2 import Ether
 
 from conftest import make_batch
 from sensor._loop import FastLoop
-from sensor.records import COUNTERS
+from sensor.records import COUNTERS, TABLE_GAUGES
 
 EN10MB = 1
 ALL = {"": [0, 0]}  # the root rule: every query hits
@@ -33,7 +33,7 @@ def run(frames: list[bytes], table=ALL, **kw):
 
 def test_counter_slots_follow_records_module():
     loop = FastLoop(EN10MB, [53], {}, False)
-    assert list(loop.counters()) == list(COUNTERS) + ["tcp_streams"]
+    assert list(loop.counters()) == list(COUNTERS) + list(TABLE_GAUGES)
 
 
 def test_forward_pointer():

@@ -26,7 +26,7 @@ from sensor.decode.anomaly import Anomaly
 from sensor.decode.dnsmsg import MAX_NAME_WIRE_LENGTH, MAX_POINTER_HOPS, escape_label, read_name
 from sensor.decode.ip import MAX_IPV6_EXT_HEADERS
 from sensor.decode.link import MAX_VLAN_TAGS
-from sensor.records import COUNTERS, DnsMessage
+from sensor.records import COUNTERS, TABLE_GAUGES, DnsMessage
 
 try:
     from sensor._loop import FastLoop
@@ -130,7 +130,7 @@ def test_udp_query_record_fields() -> None:
 
 def test_counters_name_every_counter_and_tcp_streams() -> None:
     loop = ReferenceLoop(DLT_EN10MB, (53,), {}, True)
-    assert set(loop.counters()) == set(COUNTERS) | {"tcp_streams"}
+    assert set(loop.counters()) == set(COUNTERS) | set(TABLE_GAUGES)
     assert all(value == 0 for value in loop.counters().values())
 
 
@@ -350,7 +350,8 @@ def test_ipv4_fragments_are_held_for_reassembly() -> None:
     frames = [eth(Raw(ipv4_with(flags=1))), eth(Raw(ipv4_with(frag=3))), eth(Raw(ipv4_with(flags=1, frag=3)))]
     frames = [f[:12] + b"\x08\x00" + f[14:] for f in frames]
     _, counters = run(frames)
-    assert reasons(counters) == {"ip_fragment": 1, "ip_fragment_not_first": 2, "ip_fragment_overlap": 1}
+    assert reasons(counters) == {"ip_fragment": 1, "ip_fragment_not_first": 2, "ip_fragment_overlap": 1,
+                                 "fragmented_datagrams": 1}  # the abandoned datagram, kept to absorb the rest
 
 
 def test_not_udp_tcp() -> None:
@@ -379,7 +380,8 @@ def test_ipv6_fragments_are_held_for_reassembly() -> None:
         eth(IPv6() / IPv6ExtHdrFragment(offset=8, m=1) / Raw(b"x" * 16)),
     ]
     _, counters = run(frames)
-    assert reasons(counters) == {"ip_fragment": 1, "ip_fragment_not_first": 2}
+    assert reasons(counters) == {"ip_fragment": 1, "ip_fragment_not_first": 2,
+                                 "fragmented_datagrams": 1}  # one identification: one datagram, still incomplete
 
 
 def test_ipv6_extension_header_chain_flood() -> None:

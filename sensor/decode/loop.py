@@ -90,8 +90,8 @@ class ReferenceLoop:
         self.patterns = patterns
 
     def counters(self) -> dict[str, int]:
-        """Every counter of sensor.records.COUNTERS, plus `tcp_streams`: streams tracked now."""
-        return {**self._counters, "tcp_streams": len(self._streams)}
+        """Every counter of sensor.records.COUNTERS, plus the gauges of table_sizes()."""
+        return {**self._counters, **self.table_sizes()}
 
     def table_sizes(self) -> dict[str, int]:
         """How full each bounded table is now: TCP streams, fragmented datagrams, pending queries (0 when off)."""
