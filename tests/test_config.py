@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_cli
 from sensor import config
-from sensor.cli import build_parser
+from sensor.commands.parser import build_parser
 from sensor.options import Bounded
 
 CANDIDATE_TEXTS = ("7", "2.5", "127.0.0.1:9100", "tcp://127.0.0.1:5599", "10.0.0.0/8", "x")
@@ -125,11 +125,13 @@ def test_every_key_is_documented_in_the_example():
 
 
 def test_config_doc_lists_every_key():
-    """docs/config.md's key table is the one the parser gives (regenerate: python -m sensor.config docs/config.md)."""
+    """docs/config.md's key table is the one the parser gives (regenerate:
+    python -m sensor.commands.config docs/config.md)."""
     from conftest import ROOT
 
     text = (ROOT / "docs" / "config.md").read_text()
-    assert config.markdown(PARSER) in text, "docs/config.md is stale: run python -m sensor.config docs/config.md"
+    assert config.markdown(PARSER) in text, \
+        "docs/config.md is stale: run python -m sensor.commands.config docs/config.md"
 
 
 def test_command_line_wins_over_the_file(tmp_path):

@@ -63,7 +63,7 @@ def test_capture_sink_never_waits_and_counts_drops(batch):
     assert sink.dropped > 0 and sink.dropped % 200 == 0
     assert sink.sent + sink.dropped // 200 == rounds
     assert elapsed < 30, "the sink waited for the writer"
-    from sensor.querylog.packed import decode_entries
+    from sensor.loop import decode_query_log as decode_entries
 
     received = 0
     while pull.poll(1000):

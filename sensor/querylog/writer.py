@@ -21,8 +21,9 @@ import msgspec
 import zmq
 
 from sensor.errors import SensorError, StartupError
+from sensor.loop import decode_query_log
 from sensor.querylog.options import QueryLogOptions, Retention
-from sensor.querylog.packed import ENTRY_HEADER, decode_entries
+from sensor.querylog.packed import ENTRY_HEADER
 from sensor.querylog.record import QueryLogEntry
 from sensor.querylog.store import QueryStore
 
@@ -189,7 +190,7 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
                     kind, payload = pull.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                pending.extend(decode_entries(payload) if kind == PACKED else _decode_entries(payload))
+                pending.extend(decode_query_log(payload) if kind == PACKED else _decode_entries(payload))
                 if len(pending) >= WRITE_ROWS:
                     break
             if stopping_since is not None:

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sensor.errors import StartupError
 
@@ -23,7 +24,7 @@ SORT_KEYS = ("flows", "packets", "bytes")
 IPSET_OPERATIONS = ("union", "intersect", "difference")
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     """Add the `flows` and `ipset` commands; each sets `run`, the function main() calls with the arguments."""
     flows = subparsers.add_parser(
         "flows", help="filter, list and aggregate flow records (nfdump filters, rwstats-style statistics)")

@@ -1,0 +1,45 @@
+"""`truesource config check [PATH]`: validate a configuration file and print every key's effective value.
+
+`python -m sensor.commands.config docs/config.md` rewrites the table of keys in that file from the parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from sensor import config
+
+
+def register(commands: Any) -> None:
+    """The `config` command."""
+    parser = commands.add_parser("config", help="check the configuration file and print the effective values")
+    sub = parser.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    check = sub.add_parser("check", help="validate a configuration file and print every key's effective value")
+    check.add_argument("path", nargs="?", metavar="PATH",
+                       help=f"the file (default: --config, else {config.DEFAULT_CONFIG})")
+    parser.set_defaults(run=run_config)
+
+
+def run_config(args: argparse.Namespace) -> int:
+    """Validate, then print the effective configuration (`args.build_parser`: set by the CLI)."""
+    parser = args.build_parser()
+    loaded = config.load(args.path or args.config, parser)
+    sys.stdout.write(config.render_toml(parser, loaded))
+    return 0
+
+
+def write_markdown(target: str) -> None:
+    from sensor.commands.parser import build_parser
+
+    with open(target, encoding="utf-8") as handle:
+        text = handle.read()
+    head, rest = text.split(config.DOC_BEGIN, 1)
+    tail = rest.split(config.DOC_END, 1)[1]
+    with open(target, "w", encoding="utf-8") as handle:
+        handle.write(head + config.markdown(build_parser()) + tail)
+
+
+if __name__ == "__main__":
+    write_markdown(sys.argv[1])
