@@ -124,6 +124,9 @@ cdef class FastLoop:
         self.emit_all = emit_all
         self.flows = flows
         memset(self.counters_, 0, sizeof(self.counters_))
+        if query_log and entry_type is None:
+            raise ValueError("FastLoop(query_log=True) needs entry_type: the query-log record class "
+                             "(sensor.querylog.record.QueryLogEntry; sensor/loop.py hands it in)")
         self.pending = PendingTable(max_pending_queries, query_timeout) if query_log else None
         self.fragments = FragmentTable(max_fragmented_datagrams, max_fragment_bytes, fragment_timeout)
 
@@ -157,6 +160,8 @@ cdef class FastLoop:
     def take_query_log(self):
         """The query-log entries finished since the last take, as `entry_type` records (the selector hands in
         QueryLogEntry), in finishing order."""
+        if self.pending is None:
+            return []
         return decode_query_log(self.take_query_log_packed(), self.entry_type)
 
     def flush_query_log(self):

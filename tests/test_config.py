@@ -13,6 +13,7 @@ import pytest
 
 from conftest import run_cli
 from sensor import config
+from sensor.commands.config import run_config
 from sensor.commands.parser import build_parser
 from sensor.options import Bounded
 
@@ -233,10 +234,10 @@ def test_config_check_of_a_file_is_not_stopped_by_a_broken_default(tmp_path, mon
     good = tmp_path / "good.toml"
     good.write_text("[tail]\ncount = 3\n")
     args = config.parse_args(PARSER, ["config", "check", str(good)])
-    assert config.run_config(args, PARSER) == 0
+    assert run_config(args, PARSER) == 0
     assert tomllib.loads(capsys.readouterr().out)["tail"]["count"] == 3
     with pytest.raises(config.ConfigError, match="capture.workers"):
-        config.run_config(config.parse_args(PARSER, ["config", "check"]), PARSER)  # the default itself: checked
+        run_config(config.parse_args(PARSER, ["config", "check"]), PARSER)  # the default itself: checked
 
 
 def test_heuristics_table_of_the_config_file_turns_the_detectors_on(tmp_path):

@@ -22,9 +22,10 @@ def register(commands: Any) -> None:
     parser.set_defaults(run=run_config)
 
 
-def run_config(args: argparse.Namespace) -> int:
-    """Validate, then print the effective configuration (`args.build_parser`: set by the CLI)."""
-    parser = args.build_parser()
+def run_config(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
+    """Validate, then print the effective configuration (the parser: `args.build_parser`, set by the CLI)."""
+    if parser is None:
+        parser = args.build_parser()
     loaded = config.load(args.path or args.config, parser)
     sys.stdout.write(config.render_toml(parser, loaded))
     return 0

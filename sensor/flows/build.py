@@ -19,7 +19,7 @@ from sensor.runner import BatchRunner
 DNS_PORTS = (53,)
 log = logging.getLogger("truesource")
 
-__all__ = ["DNS_PORTS", "flows_from_captures", "make_flow_table"]
+__all__ = ["DNS_PORTS", "flows_from_captures"]
 
 
 def flows_from_captures(paths: Sequence[str], ports: Sequence[int] = DNS_PORTS,
