@@ -127,12 +127,12 @@ def test_every_key_is_documented_in_the_example():
 
 def test_config_doc_lists_every_key():
     """docs/config.md's key table is the one the parser gives (regenerate:
-    python -m sensor.commands.config docs/config.md)."""
+    python -m sensor.commands.configdoc docs/config.md)."""
     from conftest import ROOT
 
     text = (ROOT / "docs" / "config.md").read_text()
     assert config.markdown(PARSER) in text, \
-        "docs/config.md is stale: run python -m sensor.commands.config docs/config.md"
+        "docs/config.md is stale: run python -m sensor.commands.configdoc docs/config.md"
 
 
 def test_command_line_wins_over_the_file(tmp_path):

@@ -1,6 +1,6 @@
 """`truesource config check [PATH]`: validate a configuration file and print every key's effective value.
 
-`python -m sensor.commands.config docs/config.md` rewrites the table of keys in that file from the parser.
+`python -m sensor.commands.configdoc docs/config.md` rewrites the table of keys in that file from the parser.
 """
 
 from __future__ import annotations
@@ -29,18 +29,3 @@ def run_config(args: argparse.Namespace, parser: argparse.ArgumentParser | None 
     loaded = config.load(args.path or args.config, parser)
     sys.stdout.write(config.render_toml(parser, loaded))
     return 0
-
-
-def write_markdown(target: str) -> None:
-    from sensor.commands.parser import build_parser
-
-    with open(target, encoding="utf-8") as handle:
-        text = handle.read()
-    head, rest = text.split(config.DOC_BEGIN, 1)
-    tail = rest.split(config.DOC_END, 1)[1]
-    with open(target, "w", encoding="utf-8") as handle:
-        handle.write(head + config.markdown(build_parser()) + tail)
-
-
-if __name__ == "__main__":
-    write_markdown(sys.argv[1])
