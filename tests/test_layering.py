@@ -13,8 +13,8 @@ import sys
 
 import grimp
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from sensor import loop
 
 
