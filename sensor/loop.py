@@ -16,14 +16,15 @@ import logging
 import os
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sensor.flows.record import FLOW_DTYPE
-from sensor.flows.settings import FlowSettings
 from sensor.querylog.record import QueryLogEntry
 from sensor.rules.compiled import CompiledRules
 from sensor.rules.model import RuleSet
 from sensor.rules.patterns import PatternMatcher
+
+if TYPE_CHECKING:  # numpy (the flow record's dtype) loads only when flows are on
+    from sensor.flows.settings import FlowSettings
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ def make_loop(linktype: int, ports: Sequence[int], rules: CompiledRules | dict, 
 def make_flow_table(settings: FlowSettings, pure: bool | None = None) -> Any:
     """The fast path's flow table, or the reference one (TRUESOURCE_PURE=1, or no compiled module)."""
     if use_compiled(pure) and hasattr(compiled, "FlowTable"):
+        from sensor.flows.record import FLOW_DTYPE
+
+
         assert compiled is not None
         return compiled.FlowTable(FLOW_DTYPE, settings.idle_timeout, settings.active_timeout, settings.max_flows)
     from sensor.flows.reference import ReferenceFlowTable

@@ -21,9 +21,7 @@ import logging
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sensor.capture.files import Batch
 from sensor.errors import CaptureCutOff
@@ -34,6 +32,9 @@ from sensor.pipeline import HitPipeline, Output
 from sensor.records import TABLE_GAUGES
 from sensor.rules.compiled import CompiledRules
 from sensor.summary import Summary, write_json
+
+if TYPE_CHECKING:  # numpy loads only when flows are on
+    import numpy as np
 
 log = logging.getLogger("truesource")
 
