@@ -306,9 +306,9 @@ def write_flow_table(out, records, scanned: int, matched: int) -> None:
     header = (f"{'Date first seen (UTC)':<23} {'Duration':>9} {'Proto':<5} {'Src IP Addr:Port':>30}    "
               f"{'Dst IP Addr:Port':<30} {'Packets':>8} {'Bytes':>10} {'Flows':>5}\n")
     out.write(header)
-    for i, rec in enumerate(records.tolist()):
-        start, end, sport, dport, proto, packets, nbytes = (rec[0], rec[1], rec[6], rec[7], rec[8], rec[14],
-                                                            rec[15])
+    named = zip(*(records[name].tolist() for name in ("start_us", "end_us", "src_port", "dst_port", "proto",
+                                                       "packets", "bytes")), strict=True)
+    for i, (start, end, sport, dport, proto, packets, nbytes) in enumerate(named):
         seconds, micros = divmod(start, 1_000_000)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{micros // 1000:03d}"
         duration = (end // 1000 - start // 1000) / 1000
