@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 compiled: ModuleType | None
 try:
-    from sensor import _loop as compiled
+    import sensor._loop
+
+    compiled = sensor._loop
 except ImportError:  # not built: the reference path still gives the same records, slower
     compiled = None
 

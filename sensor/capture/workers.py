@@ -140,7 +140,7 @@ def run_single(job: CaptureJob, runner: BatchRunner, board: StatsBoard, stop: St
                 reloader.request()
             result = reloader.poll()
             if result is not None:
-                if result.ok and result.compiled is not None and runner.pipeline is not None:
+                if result.ok and result.compiled is not None and result.ruleset is not None and runner.pipeline:
                     runner.set_rules(result.compiled)
                     runner.pipeline.encoder.ruleset = result.ruleset
                 on_reload(result)
@@ -465,7 +465,7 @@ class WatermarkMerge:
     """Holds hits until every worker has read past their packet time, then releases them in time order."""
 
     def __init__(self, workers: int, max_pending: int = MAX_MERGE_PENDING) -> None:
-        self.watermarks = dict.fromkeys(range(workers), 0)
+        self.watermarks: dict[int, float] = dict.fromkeys(range(workers), 0.0)
         self.heap: list = []
         self.sequence = 0
         self.max_pending = max_pending

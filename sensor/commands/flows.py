@@ -98,7 +98,7 @@ def _run_flows(args: argparse.Namespace) -> int:
     if fields is not None:
         wanted = columns_for(fields)
     else:
-        wanted = set(FLOW_DTYPE.names)
+        wanted = set(FLOW_DTYPE.names or ())
     cut_offs: list = []  # a capture cut off mid-frame: its flows before the cut are shown, then exit 1
     columns, scanned = scan(args.sources, flow_filter, wanted, args.internal, cut_offs)
     done = 1 if cut_offs else 0
@@ -112,7 +112,8 @@ def _run_flows(args: argparse.Namespace) -> int:
         else:
             write_bins_table(out, bins, rows, scanned)
         if args.ipset_out:
-            _write_ipset_from(*bins.keys[ipset_field], args.ipset_out)
+            hi, lo = bins.keys[ipset_field]
+            _write_ipset_from(hi, lo, args.ipset_out)
         return done
     records = order_records(columns, args.sort, args.top)
     if args.json:
@@ -128,7 +129,7 @@ def _run_flows(args: argparse.Namespace) -> int:
     return done
 
 
-def _write_ipset_from(hi, lo, path: str) -> None:
+def _write_ipset_from(hi: Any, lo: Any, path: str) -> None:
     from sensor.flows.ipset import IPSet, write_ipset
 
     write_ipset(IPSet.from_halves(hi, lo), path)
@@ -290,7 +291,7 @@ def order_records(columns: dict, sort: str | None, top: int | None):
     if top is not None:
         order = order[:top]
     records = np.empty(len(order), dtype=FLOW_DTYPE)
-    for name in FLOW_DTYPE.names:
+    for name in FLOW_DTYPE.names or ():
         records[name] = columns[name][order]
     return records
 

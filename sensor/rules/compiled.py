@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,5 +16,5 @@ class CompiledRules:
     patterns: Callable[[str], int] | None
     count: int
 
-    def loop_args(self) -> dict[str, object]:
+    def loop_args(self) -> dict[str, Any]:
         return {"allow": self.allow, "patterns": self.patterns}
