@@ -91,6 +91,7 @@ soak: build system-deps
 
 lint: venv
 	$(PY) -m ruff check sensor tests bench pcaps fuzz
+	$(VENV)/bin/lint-imports --no-cache  # the layering contracts of pyproject.toml (docs/architecture.md)
 
 clean:
 	rm -rf build $(VENV) sensor/*.so ext/*.c *.egg-info

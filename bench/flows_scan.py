@@ -95,7 +95,7 @@ def timed_process(command: list[str]) -> tuple[float, str]:
 
 
 def scan_only(store: Path) -> tuple[float, list]:
-    from sensor.flows.commands import scan
+    from sensor.commands.flows import scan
     from sensor.flows.filter import compile_filter
     from sensor.flows.stats import aggregate, columns_for
 

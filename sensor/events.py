@@ -6,6 +6,7 @@ import json
 import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sensor import __version__
 from sensor.attribution import Attribution
@@ -13,6 +14,9 @@ from sensor.community_id import community_id
 from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
 from sensor.records import DnsMessage
 from sensor.rules.model import NAME_KINDS, SUFFIX, Rule, RuleSet
+
+if TYPE_CHECKING:  # a hit from the runner (sensor/messages.py) has the same fields as the loop's tuple
+    from sensor.messages import DnsRecord
 
 HIT_TOPIC = "dns.hit"
 HEURISTIC_RULE = Rule(SUFFIX, "", False, "heuristic", "heuristics", 0)  # placeholder: heuristic hits have no rule
@@ -91,7 +95,7 @@ class HitEncoder:
         """After a reload: rule indices in records decoded from now on refer to this set."""
         self._rules = ruleset
 
-    def event(self, msg: DnsMessage, origin: Origin, attribution: Attribution | None = None,
+    def event(self, msg: DnsMessage | DnsRecord, origin: Origin, attribution: Attribution | None = None,
               rule: Rule | None = None) -> dict:
         """The ECS object of one hit; `attribution` when the query was a resolver's, linked to its clients;
         `rule` when the caller has it (a worker sent it), else it is read from the current rule set."""
@@ -167,7 +171,7 @@ class HitEncoder:
             "truesource": extra,
         }
 
-    def heuristic_event(self, msg: DnsMessage, origin: Origin, found) -> dict:
+    def heuristic_event(self, msg: DnsMessage | DnsRecord, origin: Origin, found) -> dict:
         """A hit by a heuristic detector: the same event, the detector in place of a rule."""
         event = self.event(msg, origin, rule=HEURISTIC_RULE)
         event["rule"] = {"name": f"heuristic:{found.detector}", "ruleset": "heuristics",

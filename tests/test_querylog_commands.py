@@ -21,7 +21,7 @@ import zmq
 from scapy.all import IP, TCP, UDP, IPv6, rdpcap
 
 from conftest import PCAPS, ROOT, free_tcp_endpoint, run_cli
-from sensor.querylog.commands import parse_duration, parse_time
+from sensor.querylog.lookup import parse_duration, parse_time
 from sensor.querylog.record import QueryLogEntry
 from sensor.querylog.store import QueryStore, Retention, name_range, reversed_name
 

@@ -7,9 +7,10 @@ native byte order, no padding, one record after another:
     ENTRY_HEADER (below), then the query name (presentation text, ASCII), then the response message
     (the DNS bytes as captured; absent when unanswered).
 
-`decode_entries` uses the compiled decoder (ext/querylog_decode.pxi, about 0.7 us an entry) when it is built;
-`decode_entries_reference` is its pure-Python twin and the readable spec, reading the response's flags, rcode
-and answers with the same code as the reference loop (sensor/decode/answers.py); tests check they agree.
+`decode_entries_reference` is the pure-Python twin of the compiled decoder (ext/querylog_decode.pxi,
+`decode_query_log`, about 0.7 us an entry; the selector sensor/loop.py picks one) and the readable spec, reading
+the response's flags, rcode and answers with the same code as the reference loop (sensor/decode/answers.py);
+tests check they agree.
 """
 
 from __future__ import annotations
@@ -19,23 +20,11 @@ import struct
 from sensor.decode.answers import response_fields
 from sensor.querylog.record import QueryLogEntry
 
-try:
-    from sensor._loop import decode_query_log
-except ImportError:  # not built: the reference decoder gives the same entries, slower
-    decode_query_log = None
-
 # record length, status, ip version, transport, tunnel count, vlan (-1 none), seconds, microseconds, frame,
 # latency (us, -1), retransmissions, client port, server port, DNS id, qtype, qclass, name length,
 # client address (16, IPv4 in the first 4), server address, tunnel codes (4), response message length
 ENTRY_HEADER = struct.Struct("=IBBBBiIIqqIHHHHHH16s16s4sI")
 TUNNEL_NAMES = ("pppoe", "gre", "erspan1", "erspan2", "erspan3", "vxlan", "geneve")  # ext/tunnels.pxi order
-
-
-def decode_entries(data: bytes) -> list[QueryLogEntry]:
-    """Every entry packed in `data`, in order (compiled when built)."""
-    if decode_query_log is not None:
-        return decode_query_log(bytes(data), QueryLogEntry)
-    return decode_entries_reference(data)
 
 
 def decode_entries_reference(data: bytes) -> list[QueryLogEntry]:

@@ -17,12 +17,13 @@ import signal
 import tempfile
 import time
 
-import msgspec
 import zmq
 
 from sensor.errors import SensorError, StartupError
+from sensor.loop import decode_query_log
+from sensor.messages import Entries, PackedEntries, QueryLogMessage, decode_query_log_message, encode
 from sensor.querylog.options import QueryLogOptions, Retention
-from sensor.querylog.packed import ENTRY_HEADER, decode_entries
+from sensor.querylog.packed import ENTRY_HEADER
 from sensor.querylog.record import QueryLogEntry
 from sensor.querylog.store import QueryStore
 
@@ -34,7 +35,6 @@ WRITE_EVERY = 0.5  # ... or after this many seconds, whichever first: what a rea
 RETENTION_EVERY = 60.0  # seconds between retention passes (and one at start and at stop)
 DRAIN_IDLE = 0.3  # at stop: the writer ends after the pipe has been quiet this long
 START_TIMEOUT = 30.0  # seconds to wait for the writer process to open the store
-PACKED, ENTRIES = b"p", b"m"  # message kinds: the fast path's packed entries, msgspec-encoded QueryLogEntry list
 
 class QueryLogFailed(SensorError):
     """The writer failed after start (a full disk, the store removed): what came before was stored."""
@@ -42,8 +42,6 @@ class QueryLogFailed(SensorError):
     exit_code = 1
 
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode_entries = msgspec.msgpack.Decoder(list[QueryLogEntry]).decode
 
 
 def packed_count(data: bytes) -> int:
@@ -75,25 +73,25 @@ class QueryLogSink:
         if self.on_entries is None and hasattr(loop, "take_query_log_packed"):
             data = loop.take_query_log_packed()
             if data:
-                self._send(PACKED, data, packed=True)
+                self._send(PackedEntries(data))
             return
         entries = loop.take_query_log()
         if entries:
             if self.on_entries is not None:
                 self.on_entries(entries, origin)
-            self._send(ENTRIES, _encode(entries), count=len(entries))
+            self._send(Entries(entries), count=len(entries))
 
     def flush(self, loop, origin=None) -> None:
         """The end of a capture: every pending query finishes (unanswered) and is sent."""
         loop.flush_query_log()
         self.take(loop, origin)
 
-    def _send(self, kind: bytes, payload: bytes, packed: bool = False, count: int = 0) -> None:
+    def _send(self, message: QueryLogMessage, count: int = 0) -> None:
         try:
-            self.socket.send_multipart([kind, payload], flags=0 if self.blocking else zmq.NOBLOCK, copy=False)
+            self.socket.send(encode(message), flags=0 if self.blocking else zmq.NOBLOCK, copy=False)
             self.sent += 1
         except zmq.Again:
-            self.dropped += packed_count(payload) if packed else count
+            self.dropped += packed_count(message.data) if isinstance(message, PackedEntries) else count
 
     def close(self) -> None:
         self.socket.close()
@@ -186,10 +184,11 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
         if pull.poll(50):
             while True:
                 try:
-                    kind, payload = pull.recv_multipart(zmq.NOBLOCK)
+                    message = decode_query_log_message(pull.recv(zmq.NOBLOCK))
                 except zmq.Again:
                     break
-                pending.extend(decode_entries(payload) if kind == PACKED else _decode_entries(payload))
+                pending.extend(decode_query_log(message.data) if isinstance(message, PackedEntries)
+                               else message.entries)
                 if len(pending) >= WRITE_ROWS:
                     break
             if stopping_since is not None:

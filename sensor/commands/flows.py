@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sensor.errors import StartupError
 
@@ -23,7 +24,7 @@ SORT_KEYS = ("flows", "packets", "bytes")
 IPSET_OPERATIONS = ("union", "intersect", "difference")
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     """Add the `flows` and `ipset` commands; each sets `run`, the function main() calls with the arguments."""
     flows = subparsers.add_parser(
         "flows", help="filter, list and aggregate flow records (nfdump filters, rwstats-style statistics)")
@@ -97,7 +98,7 @@ def _run_flows(args: argparse.Namespace) -> int:
     if fields is not None:
         wanted = columns_for(fields)
     else:
-        wanted = set(FLOW_DTYPE.names)
+        wanted = set(FLOW_DTYPE.names or ())
     cut_offs: list = []  # a capture cut off mid-frame: its flows before the cut are shown, then exit 1
     columns, scanned = scan(args.sources, flow_filter, wanted, args.internal, cut_offs)
     done = 1 if cut_offs else 0
@@ -111,7 +112,8 @@ def _run_flows(args: argparse.Namespace) -> int:
         else:
             write_bins_table(out, bins, rows, scanned)
         if args.ipset_out:
-            _write_ipset_from(*bins.keys[ipset_field], args.ipset_out)
+            hi, lo = bins.keys[ipset_field]
+            _write_ipset_from(hi, lo, args.ipset_out)
         return done
     records = order_records(columns, args.sort, args.top)
     if args.json:
@@ -127,7 +129,7 @@ def _run_flows(args: argparse.Namespace) -> int:
     return done
 
 
-def _write_ipset_from(hi, lo, path: str) -> None:
+def _write_ipset_from(hi: Any, lo: Any, path: str) -> None:
     from sensor.flows.ipset import IPSet, write_ipset
 
     write_ipset(IPSet.from_halves(hi, lo), path)
@@ -289,7 +291,7 @@ def order_records(columns: dict, sort: str | None, top: int | None):
     if top is not None:
         order = order[:top]
     records = np.empty(len(order), dtype=FLOW_DTYPE)
-    for name in FLOW_DTYPE.names:
+    for name in FLOW_DTYPE.names or ():
         records[name] = columns[name][order]
     return records
 
@@ -305,9 +307,9 @@ def write_flow_table(out, records, scanned: int, matched: int) -> None:
     header = (f"{'Date first seen (UTC)':<23} {'Duration':>9} {'Proto':<5} {'Src IP Addr:Port':>30}    "
               f"{'Dst IP Addr:Port':<30} {'Packets':>8} {'Bytes':>10} {'Flows':>5}\n")
     out.write(header)
-    for i, rec in enumerate(records.tolist()):
-        start, end, sport, dport, proto, packets, nbytes = (rec[0], rec[1], rec[6], rec[7], rec[8], rec[14],
-                                                            rec[15])
+    named = zip(*(records[name].tolist() for name in ("start_us", "end_us", "src_port", "dst_port", "proto",
+                                                       "packets", "bytes")), strict=True)
+    for i, (start, end, sport, dport, proto, packets, nbytes) in enumerate(named):
         seconds, micros = divmod(start, 1_000_000)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{micros // 1000:03d}"
         duration = (end // 1000 - start // 1000) / 1000
