@@ -18,7 +18,7 @@ from sensor.errors import SensorError, StartupError
 from sensor.flows.commands import register as register_flow_commands
 from sensor.flows.options import add_options as add_flow_options
 from sensor.flows.profile_command import register as register_profile_command
-from sensor.options import above, at_least
+from sensor.options import Parser, above, at_least
 from sensor.outputs import DEFAULT_ENDPOINT
 from sensor.outputs import commands as stream
 from sensor.querylog.options import add_options as query_log_options
@@ -51,7 +51,7 @@ def parse_ports(values: Sequence[str] | None) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="truesource",
         description="Names the true client behind a recursive resolver's suspicious DNS queries.",
     )

@@ -12,6 +12,7 @@ key, its validation and its line in `config check` by itself.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import tomllib
@@ -288,11 +289,17 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
             if action.option_strings and action.dest not in NOT_KEYS[:2]:
                 saved.append((action, action.default, action.required))
                 action.default, action.required = argparse.SUPPRESS, False
+        # --help is printed during parsing: its %(default)s must read the real default, not SUPPRESS
+        saved.append((sub, sub.formatter_class, None))
+        sub.formatter_class = _real_defaults_formatter(sub.formatter_class, saved)
     try:
         namespace = parser.parse_args(argv)
     finally:
-        for action, default, required in saved:
-            action.default, action.required = default, required
+        for item, default, required in reversed(saved):
+            if isinstance(item, argparse.ArgumentParser):
+                item.formatter_class = default
+            else:
+                item.default, item.required = default, required
     table, parsers = _chosen(parser, namespace)
     if table == "config.check":  # it checks a file of its choice: a broken default must not stop it
         config = Config(getattr(namespace, "config", None))
@@ -323,6 +330,21 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     namespace.config_heuristics = config.heuristics
     namespace.config_table = table
     return namespace
+
+
+def _real_defaults_formatter(base: type, saved: list) -> type:
+    """A help formatter that expands an option's help with the default it had before parse_args suppressed it."""
+    real = {id(item): default for item, default, _ in saved}
+
+    class RealDefaults(base):  # type: ignore[valid-type, misc]
+        def _expand_help(self, action: argparse.Action) -> str:
+            if action.default is argparse.SUPPRESS and id(action) in real:
+                default = real[id(action)]
+                action = copy.copy(action)
+                action.default = default
+            return super()._expand_help(action)
+
+    return RealDefaults
 
 
 def _all_parsers(parser: argparse.ArgumentParser):

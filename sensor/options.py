@@ -37,3 +37,13 @@ def at_least(minimum: float, base: type = int) -> Callable[[str], int | float]:
 
 def above(minimum: float, base: type = float) -> Callable[[str], int | float]:
     return Bounded(base, minimum, exclusive=True)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the bad option and where help is, not the whole usage block (docs/cli.md).
+
+    Subcommand parsers are made of the same class (argparse's add_subparsers takes the parent's class).
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")

@@ -4,6 +4,7 @@ command builds the whole parser (the store, writer and commands are imported onl
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from dataclasses import dataclass
 
@@ -56,6 +57,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                        help="with --publish: also publish every logged query on topic dns.query")
 
 
+def directory_message(path: str) -> str:
+    """The one line for a --query-log that names a directory."""
+    return f"{path}: is a directory; --query-log takes a file (e.g. {os.path.join(path, 'queries.db')})"
+
+
 def options_from(args: argparse.Namespace) -> QueryLogOptions | None:
     """The query log the options ask for, None without --query-log; StartupError for a bad value."""
     if args.publish_queries and not args.publish:
@@ -64,6 +70,8 @@ def options_from(args: argparse.Namespace) -> QueryLogOptions | None:
         if args.publish_queries:
             raise StartupError("--publish-queries needs --query-log")
         return None
+    if os.path.isdir(args.query_log):  # sqlite would say only "unable to open database file"
+        raise StartupError(directory_message(args.query_log))
     if args.query_log_retention_days < 0 or args.query_log_max_mb < 0:
         raise StartupError("--query-log-retention-days and --query-log-max-mb: must be 0 (no limit) or more")
     if args.query_log_segment_rows < 1:

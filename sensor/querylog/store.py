@@ -186,6 +186,10 @@ class QueryStore:
         """Read-only; a missing file or one that is not a query log is a StartupError (exit 2), never created."""
         if not os.path.exists(path):
             raise StartupError(f"{path}: no query log here (write one with --query-log on replay or capture)")
+        if os.path.isdir(path):
+            from sensor.querylog.options import directory_message
+
+            raise StartupError(directory_message(path))
         if not os.access(path, os.R_OK):
             raise StartupError(f"{path}: cannot read query log: permission denied")
         try:
