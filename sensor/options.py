@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import NoReturn
 
 
 class Bounded:
@@ -45,5 +46,5 @@ class Parser(argparse.ArgumentParser):
     Subcommand parsers are made of the same class (argparse's add_subparsers takes the parent's class).
     """
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")

@@ -96,7 +96,7 @@ def _protocols(protocols: Sequence[int]) -> str:
     return ",".join(str(p) for p in protocols)
 
 
-def _table(out: TextIO, title: str, header: Sequence[str], rows: list[Sequence[str]], right: set[int]) -> None:
+def _table(out: TextIO, title: str, header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> None:
     """A titled table with columns as wide as their widest cell; `right` columns (numbers) right-aligned."""
     out.write(f"\n{title}\n")
     if not rows:

@@ -102,7 +102,7 @@ class RulesReloader:
         if result.ok:
             self.reloads += 1
             log.info("rules reloaded (generation %d): %d rules in %.2f s", result.generation,
-                     len(result.ruleset), result.seconds)
+                     len(result.ruleset or ()), result.seconds)
         else:
             self.failures += 1
             log.error("rules reload failed, old rules kept: %s", result.error)
