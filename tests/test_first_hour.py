@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +70,25 @@ def test_item12_a_query_log_that_is_a_directory_is_named_in_one_line(tmp_path):
         assert result.stderr.splitlines() == [
             f"truesource: {tmp_path}: is a directory; --query-log takes a file (e.g. {tmp_path}/queries.db)"]
     assert not (tmp_path / "h.jsonl").exists() or (tmp_path / "h.jsonl").read_text() == ""
+
+
+def test_item13_make_run_prints_the_demo_and_nothing_else():
+    """`make run` (set up already, as after `make build`): the demo's hits and summary, no build noise."""
+    made = subprocess.run(["make", "--no-print-directory", "run"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert made.returncode == 0, made.stderr
+    direct = run_cli("replay", "pcaps/demo-resolver.pcap", "--rules", "rules/demo.rules")
+    assert made.stdout == direct.stdout and len(made.stdout.splitlines()) == 11
+    assert strip_rates(made.stderr) == strip_rates(direct.stderr)
+
+
+def test_item13_the_project_metadata_loads_without_deprecation_warnings():
+    """setuptools warned twice per build that pyproject's license table is deprecated."""
+    result = subprocess.run([sys.executable, "setup.py", "--name"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "truesource"
+    assert "Warning" not in result.stderr and "deprecated" not in result.stderr, result.stderr
+
+
+def strip_rates(text: str) -> str:
+    return re.sub(r"in [0-9.]+ s \([0-9,]+ packets/s\)", "in T s", text)
