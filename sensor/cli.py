@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from sensor import __version__, config
 from sensor.attribution import DEFAULT_WINDOW
+from sensor.capture.files import IDLE_FLUSH_MS
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
 from sensor.flows.commands import register as register_flow_commands
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--wait-timeout", type=above(0), default=WAIT_SUBSCRIBERS_TIMEOUT, metavar="SECONDS",
                         help="how long --wait-subscribers waits (default %(default)s)")
     replay.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
+    replay.add_argument("--idle-flush-ms", type=at_least(0, float), default=IDLE_FLUSH_MS, metavar="MS",
+                        help="reading a pipe: decode a partial batch once its first frame has waited this long "
+                             "(default %(default)s; 0: wait for a full batch)")
 
     capture = commands.add_parser("capture", help="capture live on an interface (a SPAN/tap mirror port)")
     capture.add_argument("-i", "--interface", required=True, metavar="IFACE")
@@ -274,7 +278,7 @@ def run_replay(args: argparse.Namespace) -> int:
             publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
         result = replay(args.files, ruleset, pipeline, ports, progress, limits=loop_limits(args), flows=flows,
-                        query_log=log_sink)
+                        query_log=log_sink, idle_flush_ms=args.idle_flush_ms)
     finally:
         try:
             if flows is not None:

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sensor.capture.files import CaptureFile
+from sensor.capture.files import IDLE_FLUSH_MS, CaptureFile
 from sensor.errors import CaptureCutOff
 from sensor.events import Origin
 from sensor.loop import compile_rules, make_loop
@@ -37,6 +37,7 @@ def replay(
     limits: dict | None = None,
     flows=None,
     query_log=None,
+    idle_flush_ms: float = IDLE_FLUSH_MS,
 ) -> ReplayResult:
     """Decode every file in order; a cut-off file ends the replay after its last good frame.
 
@@ -44,11 +45,11 @@ def replay(
     long replay's output. `flows`: a FlowSink whose table every file's loop shares (flows span files); it is
     drained after each batch and flushed after the last file. `query_log`: a QueryLogSink
     (sensor/querylog/writer.py) that takes every batch's finished query-log entries, and each file's pending ones
-    at its end.
+    at its end. `idle_flush_ms`: how long a pipe's partial batch waits for more frames (sensor/capture/files.py).
     """
     result = ReplayResult()
     started = time.perf_counter()
-    captures = [CaptureFile(path) for path in paths]
+    captures = [CaptureFile(path, idle_flush_ms) for path in paths]
     compiling = time.perf_counter()
     rules = compile_rules(ruleset, keep_table=False)
     result.compile_seconds = time.perf_counter() - compiling
@@ -68,6 +69,8 @@ def replay(
                     flows.drain()
                 if query_log is not None:
                     query_log.take(loop, origin)
+                if capture.streaming:
+                    pipeline.flush()
                 if progress is not None and size:
                     read += len(batch.data) + len(batch.meta)  # frame bytes plus a 16-byte header each
                     now = time.monotonic()

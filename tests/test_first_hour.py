@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
+import select
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +97,75 @@ def test_item13_the_project_metadata_loads_without_deprecation_warnings():
 
 def strip_rates(text: str) -> str:
     return re.sub(r"in [0-9.]+ s \([0-9,]+ packets/s\)", "in T s", text)
+
+
+# A slow writer: the pcap header and the frames up to FRAMES at once, then nothing until its standard input
+# closes, then the rest, as `tcpdump -U -w -` on a quiet link would.
+SLOW_WRITER = """
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+frames, offset = int(sys.argv[2]), 24
+for _ in range(frames):
+    offset += 16 + struct.unpack_from("<I", data, offset + 8)[0]
+out = sys.stdout.buffer
+out.write(data[:offset]); out.flush()
+sys.stdin.read()  # the test closes it once it has seen the hit
+out.write(data[offset:]); out.flush()
+"""
+
+
+def test_item4_replay_from_a_pipe_shows_a_hit_before_input_ends():
+    """A partial batch from a quiet pipe is decoded after --idle-flush-ms, not held until 4,096 frames."""
+    writer = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, DEMO_PCAP, "30"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    reader = subprocess.Popen([sys.executable, "-m", "sensor", "replay", "-", "--rules", DEMO_RULES,
+                               "--idle-flush-ms", "100"], cwd=ROOT, stdin=writer.stdout, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    writer.stdout.close()  # the reader holds the pipe now
+    try:
+        ready, _, _ = select.select([reader.stdout], [], [], 30)  # a generous deadline, met in about 0.1 s
+        assert ready, "no hit within 30 s while the writer was quiet"
+        first = json.loads(reader.stdout.readline())
+        assert writer.poll() is None, "the writer ended first: this did not test a quiet pipe"
+        assert first["dns"]["question"]["name"] == "login-verify.evil.example"
+        assert first["truesource"]["capture"] == {"file": "<stdin>", "frame": 24}
+        writer.stdin.close()
+        rest, err = reader.communicate(timeout=60)
+    finally:
+        for process in (writer, reader):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert reader.returncode == 0, err
+    assert 1 + len(rest.splitlines()) == 11 and "11 hits" in err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+@pytest.mark.skipif(os.geteuid() != 0, reason="copies the staged tree to its prefix under /opt, as a package would")
+def test_item10_make_install_destdir_builds_a_tree_that_runs_at_its_prefix(tmp_path):
+    """`make install DESTDIR=stage`: the staged venv names PREFIX, not the stage (its #! lines made every script
+    fail with "bad interpreter" once copied to /)."""
+    prefix = Path(f"/opt/truesource-test-{os.getpid()}")
+    stage = tmp_path / "stage"
+    env = {**os.environ, "TRUESOURCE_DEBUG": "1"}  # -O0: the test is about paths, and -O3 compiles for minutes
+    made = subprocess.run(["make", "--no-print-directory", "install", f"DESTDIR={stage}", f"PREFIX={prefix}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+    tree = stage / str(prefix).lstrip("/")
+    staged = str(stage).encode()
+    naming_stage = [path for path in tree.rglob("*") if path.is_file() and not path.is_symlink()
+                    and "__pycache__" not in path.parts and staged in path.read_bytes()]
+    assert naming_stage == [], naming_stage[:10]
+    assert (tree / "bin" / "truesource").read_text().splitlines()[0] == f"#!{prefix}/bin/python"
+    try:
+        shutil.copytree(tree, prefix, symlinks=True)
+        shutil.rmtree(stage)  # nothing may lean on it any more
+        version = subprocess.run([str(prefix / "bin" / "truesource"), "--version"], capture_output=True, text=True,
+                                 timeout=60)
+        assert version.returncode == 0 and version.stdout.startswith("truesource "), version.stderr
+        demo = subprocess.run([str(prefix / "bin" / "truesource"), "replay", DEMO_PCAP, "--rules", DEMO_RULES],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert demo.returncode == 0 and len(demo.stdout.splitlines()) == 11, demo.stderr
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
