@@ -270,3 +270,27 @@ def test_placeholders_are_shipped_files():
     for shipped in PLACEHOLDERS.values():
         assert (ROOT / shipped).exists(), shipped
     assert os.path.isdir(ROOT / "rules")
+
+
+# docs/cli.md's one ```sh block is the query-log commands' synopsis: each line runs with its optional parts left
+# out and its placeholders filled from the demo capture's query log.
+SYNOPSIS_VALUES = {"NAME": "login-verify.evil.example", "PATH": "rules/demo.rules", "ADDR": "203.0.113.198",
+                   "T": "2026-01-01T09:00:01.817089Z"}
+SYNOPSIS_EXPECT = {"who-asked": "10.1.0.23", "hunt": "login-verify.evil.example", "resolved-ip": "10.1.0.23"}
+
+
+def cli_doc_examples() -> list[str]:
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    return [line.strip() for block in re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M)
+            for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("synopsis", cli_doc_examples(), ids=lambda c: c[:50])
+def test_docs_cli_example(synopsis: str, workdir: Path) -> None:
+    ensure_query_log(workdir)
+    words = re.sub(r"\s*\[[^]]*\]", "", synopsis).split()  # optional parts out
+    assert words[0] == "truesource", synopsis
+    command = [f"{BIN}/truesource"] + [SYNOPSIS_VALUES.get(word, word) for word in words[1:]]
+    result = ok(subprocess.run([*command, "--query-log", "q.db"], cwd=workdir, capture_output=True, text=True,
+                               timeout=120))
+    assert SYNOPSIS_EXPECT[words[1]] in result.stdout, result.stdout
