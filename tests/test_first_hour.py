@@ -41,7 +41,9 @@ def test_the_parser_walk_finds_every_command():
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda p: " ".join(p) or "truesource")
 def test_item1_help_works_on_every_command(command):
     """`--help` crashed with KeyError 'default' wherever a help string said %(default)s."""
-    result = run_cli(*command, "--help")
+    script = Path(sys.executable).parent / "truesource"  # the installed command, as a user runs it
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "sensor"]
+    result = subprocess.run([*argv, *command, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: truesource {' '.join(command)}".rstrip()), result.stdout[:200]
     assert "%(default)s" not in result.stdout and result.stderr == ""

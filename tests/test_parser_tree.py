@@ -79,6 +79,8 @@ def tree(parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
         out[path] = node
 
     walk(parser, "")
+    # keys of [common]: the top-level options and those several commands share with one meaning
+    out[""]["common_keys"] = sorted(keys[config.COMMON])
     return out
 
 
@@ -91,7 +93,7 @@ def test_every_option_of_every_command_survives_the_move():
             problems.append(f"command {path!r} is gone")
             continue
         now = actual[path]
-        for field in ("positionals", "subcommand_dest"):
+        for field in ("positionals", "subcommand_dest", "common_keys"):
             if node.get(field) != now.get(field):
                 problems.append(f"{path!r}: {field} was {node.get(field)}, now {now.get(field)}")
         missing = set(node["commands"]) - set(now["commands"])
