@@ -54,19 +54,21 @@ def test_item1_help_shows_the_real_defaults():
     assert "(default 10.0)" in " ".join(result.stdout.split())  # --wait-timeout's default, not SUPPRESS
 
 
-@pytest.mark.parametrize("argv, names", [
-    (("replay", DEMO_PCAP, "--rules", DEMO_RULES, "--no-such-option"), "--no-such-option"),
-    (("replay", DEMO_PCAP), "--rules"),
-    (("capture", "-i", "lo", "--rules", DEMO_RULES, "--workers", "0"), "--workers"),
-    (("rules", "export", "--rules", DEMO_RULES, "--format", "bind"), "--format"),
-    (("no-such-command",), "no-such-command"),
+@pytest.mark.parametrize("argv, names, command", [
+    (("replay", DEMO_PCAP, "--rules", DEMO_RULES, "--no-such-option"), "--no-such-option", "truesource replay"),
+    (("replay", DEMO_PCAP), "--rules", "truesource replay"),
+    (("capture", "-i", "lo", "--rules", DEMO_RULES, "--workers", "0"), "--workers", "truesource capture"),
+    (("rules", "export", "--rules", DEMO_RULES, "--format", "bind"), "--format", "truesource rules export"),
+    (("rules", "test", "--rules", DEMO_RULES, "--bogus", "a.example"), "--bogus", "truesource rules test"),
+    (("no-such-command",), "no-such-command", "truesource"),
 ])
-def test_item12_a_bad_option_is_one_line_not_a_usage_block(argv, names):
+def test_item12_a_bad_option_is_one_line_not_a_usage_block(argv, names, command):
     result = run_cli(*argv)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert names in lines[0] and "--help" in lines[0] and "usage:" not in lines[0]
+    assert lines[0].startswith(f"{command}: error: ") and names in lines[0], lines[0]
+    assert lines[0].endswith(f"(see `{command} --help`)") and "usage:" not in lines[0]
 
 
 def test_item12_a_query_log_that_is_a_directory_is_named_in_one_line(tmp_path):
