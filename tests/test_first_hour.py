@@ -173,3 +173,29 @@ def test_item10_make_install_destdir_builds_a_tree_that_runs_at_its_prefix(tmp_p
         assert demo.returncode == 0 and len(demo.stdout.splitlines()) == 11, demo.stderr
     finally:
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+SHIPPED = sorted(p.name for p in (ROOT / "pcaps").iterdir() if p.suffix in (".pcap", ".pcapng"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_item4_a_pipe_gives_what_the_file_gives(name):
+    """Read frame by frame from a pipe, every shipped capture gives the file's hits, counts and exit code."""
+    path = f"pcaps/{name}"
+    from_file = run_cli("replay", path, "--rules", "pcaps/pcaps.rules", "--no-progress")
+    with open(ROOT / path, "rb") as capture:
+        cat = subprocess.Popen(["cat"], stdin=capture, stdout=subprocess.PIPE)  # a pipe, not a redirected file
+        from_pipe = run_cli("replay", "-", "--rules", "pcaps/pcaps.rules", stdin=cat.stdout)
+        cat.stdout.close()
+        cat.wait(timeout=60)
+
+    def hits_without_file(text: str) -> list[dict]:
+        events = [json.loads(line) for line in text.splitlines()]
+        for event in events:
+            assert event["truesource"]["capture"].pop("file") in (path, "<stdin>")
+        return events
+
+    assert from_pipe.returncode == from_file.returncode
+    assert hits_without_file(from_pipe.stdout) == hits_without_file(from_file.stdout)
+    dns_line = [line for line in from_file.stderr.splitlines() if line.startswith("DNS: ")]
+    assert dns_line == [line for line in from_pipe.stderr.splitlines() if line.startswith("DNS: ")]
