@@ -83,6 +83,8 @@ def test_item12_a_query_log_that_is_a_directory_is_named_in_one_line(tmp_path):
 
 def test_item13_make_run_prints_the_demo_and_nothing_else():
     """`make run` (set up already, as after `make build`): the demo's hits and summary, no build noise."""
+    if not (ROOT / ".venv" / ".built-ext").exists():
+        pytest.skip("this checkout has no `make build` yet: make run would set up a venv first")
     made = subprocess.run(["make", "--no-print-directory", "run"], cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
     assert made.returncode == 0, made.stderr
