@@ -6,7 +6,7 @@ import json
 import socket
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sensor import __version__
 from sensor.attribution import Attribution
@@ -103,7 +103,7 @@ class HitEncoder:
         src = socket.inet_ntop(socket.AF_INET if len(msg.src_ip) == 4 else socket.AF_INET6, msg.src_ip)
         dst = socket.inet_ntop(socket.AF_INET if len(msg.dst_ip) == 4 else socket.AF_INET6, msg.dst_ip)
         transport = TRANSPORTS[msg.transport]
-        network = {
+        network: dict[str, Any] = {
             "transport": transport,
             "protocol": "dns",
             "type": "ipv4" if len(msg.src_ip) == 4 else "ipv6",
@@ -112,11 +112,11 @@ class HitEncoder:
         }
         if msg.vlan_id is not None:
             network["vlan"] = {"id": str(msg.vlan_id)}
-        observer = dict(self._observer)
+        observer: dict[str, Any] = dict(self._observer)
         if origin.interface is not None:
             observer["ingress"] = {"interface": {"name": origin.interface}}
         opcode = msg.opcode
-        extra = {
+        extra: dict[str, Any] = {
             "dns": {
                 "op_code": opcode,
                 "question": {"type": msg.qtype, "class": msg.qclass},

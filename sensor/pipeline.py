@@ -69,6 +69,13 @@ class HitPipeline:
                 out.update(output.state_counters())
         return out
 
+    def flush(self) -> None:
+        """Hand what the outputs buffered to their readers now (a pipe's input arrives slowly: its hits go out
+        batch by batch, not when a buffer fills)."""
+        for output in self.outputs:
+            if hasattr(output, "flush"):
+                output.flush()
+
     def publish(self, topic: str, line: str) -> None:
         """A non-hit event (statistics, reloads) to every output that takes it."""
         for output in self.outputs:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sensor.capture.files import CaptureFile
+from sensor.capture.files import IDLE_FLUSH_MS, CaptureFile
 from sensor.errors import CaptureCutOff
 from sensor.events import Origin
 from sensor.runner import BatchRunner
@@ -24,17 +24,19 @@ class ReplayResult:
 
 
 def replay(paths: Sequence[str], runner: BatchRunner,
-           progress: Callable[[str, int, float], None] | None = None) -> ReplayResult:
+           progress: Callable[[str, int, float], None] | None = None,
+           idle_flush_ms: float = IDLE_FLUSH_MS) -> ReplayResult:
     """Decode every file in order through `runner`; a cut-off file ends the replay after its last good frame
     (`runner.cut_off`, which decides the exit code when the runner finishes).
 
     Missing or unreadable files are found before the first frame is read, so that a typo does not cost a
     long replay's output. The runner's flow table spans files (flows span files); each file's pending
-    query-log entries finish at its end.
+    query-log entries finish at its end. `idle_flush_ms`: how long a pipe's partial batch waits for more frames
+    (sensor/capture/files.py); after such a batch the outputs are flushed, so a quiet link's hit is seen at once.
     """
     result = ReplayResult()
     started = time.perf_counter()
-    captures = [CaptureFile(path) for path in paths]
+    captures = [CaptureFile(path, idle_flush_ms) for path in paths]
     for capture in captures:
         runner.open(capture.linktype, Origin(capture_file=capture.name))
         size = os.path.getsize(capture.path) if capture.path != "-" else 0
@@ -43,6 +45,8 @@ def replay(paths: Sequence[str], runner: BatchRunner,
         try:
             for batch in capture.batches():
                 runner.feed(batch)
+                if capture.streaming:
+                    runner.flush_outputs()
                 if progress is not None and size:
                     read += len(batch.data) + len(batch.meta)  # frame bytes plus a 16-byte header each
                     now = time.monotonic()

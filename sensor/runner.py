@@ -188,6 +188,11 @@ class BatchRunner:
             counters["query_log_drops"] = self.query_log.dropped
         return counters
 
+    def flush_outputs(self) -> None:
+        """Push what the hit outputs hold to their readers now (a pipe's partial batch: the hit is seen at once)."""
+        if self.pipeline is not None:
+            self.pipeline.flush()
+
     def end_source(self) -> None:
         """The current source is done: its pending queries finish (unanswered) and its counters are added."""
         if not self._open:

@@ -4,6 +4,7 @@ outputs and pipeline, flow and query-log settings, and the BatchRunner that owns
 from __future__ import annotations
 
 import argparse
+import os
 import ipaddress
 import logging
 from collections.abc import Sequence
@@ -150,6 +151,10 @@ def query_log_options(args: argparse.Namespace) -> QueryLogOptions | None:
         if args.publish_queries:
             raise StartupError("--publish-queries needs --query-log")
         return None
+    if os.path.isdir(args.query_log):  # sqlite would say only "unable to open database file"
+        from sensor.querylog.options import directory_message
+
+        raise StartupError(directory_message(args.query_log))
     if args.query_log_retention_days < 0 or args.query_log_max_mb < 0:
         raise StartupError("--query-log-retention-days and --query-log-max-mb: must be 0 (no limit) or more")
     if args.query_log_segment_rows < 1:

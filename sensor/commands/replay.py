@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Any
 
+from sensor.capture.files import IDLE_FLUSH_MS
 from sensor.commands.common import add_common_options, flow_settings, loop_limits, parse_ports
 from sensor.errors import StartupError
 from sensor.options import above, at_least
@@ -25,6 +26,9 @@ def register(commands: Any) -> None:
     replay.add_argument("--wait-timeout", type=above(0), default=WAIT_SUBSCRIBERS_TIMEOUT, metavar="SECONDS",
                         help="how long --wait-subscribers waits (default %(default)s)")
     replay.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
+    replay.add_argument("--idle-flush-ms", type=at_least(0, float), default=IDLE_FLUSH_MS, metavar="MS",
+                        help="reading a pipe: decode a partial batch once its first frame has waited this long "
+                             "(default %(default)s; 0: wait for a full batch)")
     replay.set_defaults(run=run_replay)
 
 
@@ -56,7 +60,7 @@ def run_replay(args: argparse.Namespace) -> int:
         publisher = attach_sinks(runner, args, ruleset, blocking=True, flows=settings)
         if publisher is not None and args.wait_subscribers:
             publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
-        result = replay(args.files, runner, progress)
+        result = replay(args.files, runner, progress, idle_flush_ms=args.idle_flush_ms)
     except BaseException:
         runner.abort()
         raise

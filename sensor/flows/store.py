@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sensor.errors import StartupError
-from sensor.flows.record import FLOW_DTYPE, format_addresses
+from sensor.flows.record import FLOW_DTYPE, FLOW_FIELDS, format_addresses
 
 ROTATE_SECONDS = 300.0  # nfcapd's default rotation: one file per 5 minutes
 MAX_FILE_RECORDS = 10_000_000  # and a size bound, so a flood does not make one enormous file (~300 MB)
@@ -26,7 +27,7 @@ SUFFIX = ".parquet"
 # LZ4 over zstd: files ~30% larger, reads twice as fast (bench/flows.py), and the scan rate is the goal.
 COMPRESSION = "lz4"
 TIME_COLUMNS = ("start_us", "end_us")
-INT_COLUMNS = tuple(name for name in FLOW_DTYPE.names if name not in TIME_COLUMNS)
+INT_COLUMNS = tuple(name for name in FLOW_FIELDS if name not in TIME_COLUMNS)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
@@ -85,7 +86,7 @@ class FlowStoreWriter:
         self.records = 0
         self._pending: list[np.ndarray] = []
         self._pending_count = 0
-        self._writer: pq.ParquetWriter | None = None
+        self._writer: Any = None  # a pq.ParquetWriter while a file is open
         self._path = ""
         self._opened = 0.0
         self._in_file = 0
@@ -173,10 +174,10 @@ def read_flows(paths: str | Sequence[str]) -> np.ndarray:
     for path, parquet in files:
         for group in range(parquet.num_row_groups):
             try:
-                table = parquet.read_row_group(group, columns=list(FLOW_DTYPE.names))
+                table = parquet.read_row_group(group, columns=list(FLOW_FIELDS))
             except (pa.ArrowException, OSError, KeyError) as err:
                 raise FlowStoreError(f"{path}: not a readable flow store file ({err})") from None
-            for name in FLOW_DTYPE.names:
+            for name in FLOW_FIELDS:
                 at = position
                 for chunk in table.column(name).chunks:
                     if name in TIME_COLUMNS:

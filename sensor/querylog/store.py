@@ -186,6 +186,10 @@ class QueryStore:
         """Read-only; a missing file or one that is not a query log is a StartupError (exit 2), never created."""
         if not os.path.exists(path):
             raise StartupError(f"{path}: no query log here (write one with --query-log on replay or capture)")
+        if os.path.isdir(path):
+            from sensor.querylog.options import directory_message
+
+            raise StartupError(directory_message(path))
         if not os.access(path, os.R_OK):
             raise StartupError(f"{path}: cannot read query log: permission denied")
         try:
@@ -238,7 +242,7 @@ class QueryStore:
         db = self.db
         with _transaction(db):
             cursor = db.execute("INSERT INTO segments(rows, indexed, created) VALUES (0, 0, ?)", (time.time(),))
-            n = cursor.lastrowid
+            n = int(cursor.lastrowid or 0)  # set by the INSERT just made
             for statement in SEGMENT_SCHEMA.format(n=n).split(";"):
                 if statement.strip():
                     db.execute(statement)
@@ -251,7 +255,8 @@ class QueryStore:
         encode = _encode
         inet_pton = socket.inet_pton
         next_id = segment.rows + 1
-        first = last = None
+        first: int | None = None
+        last: int | None = None
         for e in entries:
             ts = e.ts_sec * 1_000_000 + e.ts_usec
             if first is None or ts < first:
@@ -271,6 +276,8 @@ class QueryStore:
                 elif answer[1] == AAAA:
                     resolved.append((next_id, inet_pton(socket.AF_INET6, answer[3])))
             next_id += 1
+        if first is None or last is None:  # no entries
+            return
         first = first if segment.first_ts is None else min(first, segment.first_ts)
         last = last if segment.last_ts is None else max(last, segment.last_ts)
         n = segment.id
@@ -388,7 +395,8 @@ class QueryStore:
 
     def _segments_in(self, since_us: int | None, until_us: int | None) -> list[Segment]:
         return [s for s in self.segments() if s.rows
-                and (since_us is None or s.last_ts >= since_us) and (until_us is None or s.first_ts < until_us)]
+                and (since_us is None or (s.last_ts or 0) >= since_us)
+                and (until_us is None or (s.first_ts or 0) < until_us)]  # a segment with rows has both times
 
     def _rows(self, sql: str, params: list) -> Iterator[tuple]:
         try:
