@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import struct
 import tempfile
 import time
 
@@ -24,12 +25,20 @@ from sensor.errors import SensorError, StartupError
 from sensor.querylog.options import QueryLogOptions, Retention
 from sensor.querylog.packed import ENTRY_HEADER, decode_entries
 from sensor.querylog.record import QueryLogEntry
-from sensor.querylog.store import QueryStore
+from sensor.querylog.store import MAX_SEGMENT_BYTES, QueryStore, segment_bytes_for
 
 log = logging.getLogger(__name__)
 
-PIPE_BATCHES = 256  # loop batches (up to 4,096 frames each) queued for the writer before capture drops
+PIPE_BATCHES = 64  # messages queued for the writer (on each side of the pipe) before capture drops ...
+PIPE_MESSAGE_BYTES = 1 << 20  # ... each at most this many bytes (a larger batch is sent in parts): the queue
+# holds at most 2 x 64 x 1 MiB = 128 MiB even under a flood of 64 KiB responses (a batch is ~0.3 MiB normally)
 WRITE_ROWS = 20_000  # entries gathered before one insert transaction ...
+WRITE_BYTES = 8 << 20  # ... or this many bytes of packed entries (the writer's buffer; and a segment's at most)
+# What one entry keeps of its response's answers (decision 0121): a response packed with ~110 answers under a
+# 255-byte name decoded to ~100 KB of text and made the store grow 70 times faster than the traffic.
+MAX_ANSWERS = 32  # records
+MAX_ANSWER_BYTES = 2_048  # bytes of owner and data text
+RESPONSE_ONLY_ANSWERS = 4  # records of a response with no query: anyone can send those, no query needed
 WRITE_EVERY = 0.5  # ... or after this many seconds, whichever first: what a reader waits at most, plus commit
 RETENTION_EVERY = 60.0  # seconds between retention passes (and one at start and at stop)
 DRAIN_IDLE = 0.3  # at stop: the writer ends after the pipe has been quiet this long
@@ -42,6 +51,7 @@ class QueryLogFailed(SensorError):
     exit_code = 1
 
 
+ENTRY_LENGTH = struct.Struct("=I")  # the first field of ENTRY_HEADER
 _encode = msgspec.msgpack.Encoder().encode
 _decode_entries = msgspec.msgpack.Decoder(list[QueryLogEntry]).decode
 
@@ -53,6 +63,25 @@ def packed_count(data: bytes) -> int:
         position += ENTRY_HEADER.unpack_from(data, position)[0]
         count += 1
     return count
+
+
+def split_packed(data: bytes, limit: int) -> list[bytes]:
+    """A packed buffer in parts of at most `limit` bytes (whole entries; an entry larger than `limit` is a part
+    of its own): the pipe's high-water mark counts messages, so their size is what bounds its bytes."""
+    if len(data) <= limit:
+        return [data] if data else []
+    parts = []
+    view = memoryview(data)
+    start = position = 0
+    unpack = ENTRY_LENGTH.unpack_from
+    while position < len(data):
+        length = unpack(data, position)[0]
+        if position > start and position + length - start > limit:
+            parts.append(bytes(view[start:position]))
+            start = position
+        position += length
+    parts.append(bytes(view[start:position]))
+    return parts
 
 
 class QueryLogSink:
@@ -74,8 +103,8 @@ class QueryLogSink:
         --publish-queries)."""
         if self.on_entries is None and hasattr(loop, "take_query_log_packed"):
             data = loop.take_query_log_packed()
-            if data:
-                self._send(PACKED, data, packed=True)
+            for part in split_packed(data, PIPE_MESSAGE_BYTES):
+                self._send(PACKED, part, packed=True)
             return
         entries = loop.take_query_log()
         if entries:
@@ -111,7 +140,7 @@ class QueryLogWriter:
         self.control, child = context.Pipe()
         self.process = context.Process(target=writer_main, name="truesource-querylog",
                                        args=(self.endpoint, options.path, options.retention, options.segment_rows,
-                                             child), daemon=True)
+                                             child, segment_bytes_for(options.retention.max_bytes)), daemon=True)
         self.process.start()
         child.close()
         self.summary: dict = {}
@@ -153,7 +182,8 @@ class QueryLogWriter:
         shutil.rmtree(self.pipe_dir, ignore_errors=True)
 
 
-def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: int, control) -> None:
+def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: int, control,
+                segment_bytes: int = MAX_SEGMENT_BYTES) -> None:
     """The writer process: store every batch that arrives, apply retention now and then, stop when told."""
     # The sensor stops it after its last batch (a terminal's Ctrl-C and a service manager's SIGTERM reach the
     # whole process group); if the sensor dies without saying so, the writer stores what it has and ends.
@@ -161,7 +191,7 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
     try:
-        store = QueryStore.open_writer(path, segment_rows)
+        store = QueryStore.open_writer(path, segment_rows, segment_bytes)
     except SensorError as err:
         control.send(("error", str(err)))
         return
@@ -170,8 +200,18 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     pull.setsockopt(zmq.RCVHWM, PIPE_BATCHES)
     pull.bind(endpoint)
     control.send(("ready",))
-    written = removed = lost = 0
+    written = removed = lost = truncated = dropped_answers = 0
+    write_bytes = min(WRITE_BYTES, segment_bytes)  # a transaction (and the WAL it makes) within a segment's size
+    caps = (MAX_ANSWERS, MAX_ANSWER_BYTES, RESPONSE_ONLY_ANSWERS)
     pending: list[QueryLogEntry] = []
+    pending_bytes = 0
+    retained = [0]
+
+    def on_segment_closed() -> None:  # the size limit is checked on every segment closed, within a batch too
+        retained[0] += store.apply_retention(retention).queries_deleted
+
+    if retention.max_bytes:
+        store.on_segment_closed = on_segment_closed
     last_write = next_retention = time.monotonic()
     stopping_since: float | None = None
     error = None
@@ -189,13 +229,20 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
                     kind, payload = pull.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                pending.extend(decode_entries(payload) if kind == PACKED else _decode_entries(payload))
-                if len(pending) >= WRITE_ROWS:
+                entries = decode_entries(payload, caps) if kind == PACKED else _decode_entries(payload)
+                pending.extend(entries)
+                pending_bytes += len(payload)
+                if len(pending) >= WRITE_ROWS or pending_bytes >= write_bytes:
                     break
             if stopping_since is not None:
                 stopping_since = time.monotonic()
         now = time.monotonic()
-        if pending and (len(pending) >= WRITE_ROWS or now - last_write >= WRITE_EVERY or stopping_since):
+        if pending and (len(pending) >= WRITE_ROWS or pending_bytes >= write_bytes or now - last_write >= WRITE_EVERY
+                        or stopping_since):
+            for entry in pending:
+                if entry.answers_dropped:
+                    truncated += 1
+                    dropped_answers += entry.answers_dropped
             if error is None:
                 try:
                     written += store.insert(pending)
@@ -204,6 +251,7 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
             if error is not None:  # the pipe is still read, so that a replay waiting on it can finish
                 lost += len(pending)
             pending = []
+            pending_bytes = 0
             last_write = now
         if error is None and retention.enabled and (now >= next_retention or stopping_since is not None
                                                     and not pending and now - stopping_since >= DRAIN_IDLE):
@@ -220,7 +268,8 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     if error is not None:
         error += f" ({lost:,} queries not stored)"
     try:
-        control.send({"written": written, "retention_deleted": removed, "error": error, "pid": os.getpid()})
+        control.send({"written": written, "retention_deleted": removed + retained[0], "error": error,
+                      "pid": os.getpid(), "truncated": truncated, "answers_dropped": dropped_answers})
     except OSError:  # the sensor is gone
         pass
 
@@ -257,5 +306,9 @@ def stop(writer: QueryLogWriter | None, sink: QueryLogSink | None, dropped: int 
         dropped += sink.dropped
         sink.close()
     summary = writer.close()
-    return (f"query log {writer.options.path}: {summary.get('written', 0):,} queries written, {dropped:,} dropped, "
+    line = (f"query log {writer.options.path}: {summary.get('written', 0):,} queries written, {dropped:,} dropped, "
             f"{summary.get('retention_deleted', 0):,} removed by retention")
+    if summary.get("truncated"):
+        line += (f", {summary['truncated']:,} with answers cut to the per-entry cap "
+                 f"({summary['answers_dropped']:,} answers not stored)")
+    return line

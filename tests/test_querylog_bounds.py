@@ -1,0 +1,108 @@
+"""The query log bounded by bytes under the amplification attack (issue 14): responses packed with ~110 answers
+under a 255-byte name, and 65 KB responses over TCP, from a capture made by bench/make_amplification.py.
+
+Each entry keeps at most MAX_ANSWERS answers and MAX_ANSWER_BYTES of their text (RESPONSE_ONLY_ANSWERS for a
+response with no query), says how many it dropped, and the writer counts them; segments close by bytes, so
+--query-log-max-mb holds while the replay writes; the pipe's messages are bounded in bytes."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from querylog_support import batches
+
+from conftest import ROOT
+from sensor.loop import compiled, make_loop
+from sensor.querylog.packed import decode_entries, decode_entries_reference
+from sensor.querylog.record import STATUS_RESPONSE_ONLY
+from sensor.querylog.store import QueryStore
+from sensor.querylog.writer import (
+    MAX_ANSWER_BYTES,
+    MAX_ANSWERS,
+    PIPE_MESSAGE_BYTES,
+    RESPONSE_ONLY_ANSWERS,
+    split_packed,
+)
+
+sys.path.insert(0, str(ROOT / "bench"))
+import make_amplification  # noqa: E402
+import querylog_flood  # noqa: E402
+
+CAPS = (MAX_ANSWERS, MAX_ANSWER_BYTES, RESPONSE_ONLY_ANSWERS)
+
+
+@pytest.fixture(scope="module")
+def amplification(tmp_path_factory):
+    path = tmp_path_factory.mktemp("amplification") / "amplification.pcap"
+    made = make_amplification.write(str(path), udp_mb=3.0, tcp_mb=3.0, answers=110)
+    return path, made
+
+
+def packed_entries(path) -> bytes:
+    loop = make_loop(1, (53,), {}, query_log=True)
+    packed = b""
+    for first, data, meta in batches(path, 4096):
+        loop.run_batch(data, meta, first)
+        packed += loop.take_query_log_packed()
+    loop.flush_query_log()
+    return packed + loop.take_query_log_packed()
+
+
+@pytest.fixture(scope="module")
+def small_amplification(tmp_path_factory):
+    """Small enough for the pure-Python decoder (tens of thousands of answers a second)."""
+    path = tmp_path_factory.mktemp("amplification") / "small.pcap"
+    return path, make_amplification.write(str(path), udp_mb=0.2, tcp_mb=0.5, answers=110)
+
+
+@pytest.mark.skipif(compiled is None, reason="sensor._loop is not built")
+def test_packed_answers_flood_is_capped_per_entry_alike_in_both_decoders(small_amplification):
+    """Every entry keeps at most the caps and says how many answers it dropped; the compiled decoder and its
+    pure-Python twin agree, with and without caps."""
+    path, made = small_amplification
+    packed = packed_entries(path)
+    capped = decode_entries(packed, CAPS)
+    assert capped == decode_entries_reference(packed, CAPS)
+    assert decode_entries(packed) == decode_entries_reference(packed)
+    assert len(capped) == made["responses"]
+    for entry in capped:
+        cap = RESPONSE_ONLY_ANSWERS if entry.status == STATUS_RESPONSE_ONLY else MAX_ANSWERS
+        assert len(entry.answers) <= cap
+        assert sum(len(a[0]) + len(a[3]) for a in entry.answers) <= MAX_ANSWER_BYTES
+        assert entry.answers_dropped > 0  # every response of this capture is over a cap
+    tcp = [e for e in capped if e.transport == 6]
+    assert tcp and all(len(e.answers) + e.answers_dropped == (65_535 - 12 - 255 - 4) // 16 for e in tcp)  # ANCOUNT
+    udp = [e for e in capped if e.transport == 17]
+    assert udp and all(len(e.answers) == RESPONSE_ONLY_ANSWERS and e.answers_dropped == 106 for e in udp)
+
+
+def test_pipe_messages_are_bounded_in_bytes(small_amplification):
+    """The pipe's high-water mark counts messages: a batch of 65 KB responses is sent in parts of whole entries
+    of at most PIPE_MESSAGE_BYTES (an entry larger than that alone), which together are the batch."""
+    path, _ = small_amplification
+    packed = packed_entries(path)
+    parts = split_packed(packed, 200_000)
+    assert len(parts) > 1 and b"".join(parts) == packed
+    assert all(len(part) <= 200_000 for part in parts)
+    assert sum(len(decode_entries(part)) for part in parts) == len(decode_entries(packed))
+    assert split_packed(packed[:1000], PIPE_MESSAGE_BYTES) == [packed[:1000]] and split_packed(b"", 10) == []
+
+
+def test_answer_amplification_flood_keeps_the_store_within_max_mb_and_memory_bounded(amplification, tmp_path):
+    """6 MB of amplification traffic made a 189 MB store with --query-log-max-mb 5 and 475 MB RSS before; now
+    the store stays within the limit (+10%) at every sample while the replay writes, the sensor and the writer
+    stay within 300 MB together, and the summary counts the truncated entries."""
+    path, made = amplification
+    store = tmp_path / "q.db"
+    result = querylog_flood.flood(str(path), str(store), max_mb=2.0)
+    assert result["returncode"] == 0, result
+    assert 0 < result["peak_store_mb"] <= 2.0 * 1.1, result
+    assert result["peak_rss_mb"] < 300, result
+    summary = result["summary"][0]
+    assert f"{made['responses']:,} queries written" in summary and "removed by retention" in summary
+    assert f"{made['responses']:,} with answers cut to the per-entry cap" in summary
+    reader = QueryStore.open_reader(str(store))
+    kept = list(reader.by_time())
+    assert kept and all(e.answers_dropped > 0 for e in kept)
+    assert 0 < len(kept) < made["responses"]  # the oldest segments went to hold the limit
