@@ -106,3 +106,40 @@ def test_answer_amplification_flood_keeps_the_store_within_max_mb_and_memory_bou
     kept = list(reader.by_time())
     assert kept and all(e.answers_dropped > 0 for e in kept)
     assert 0 < len(kept) < made["responses"]  # the oldest segments went to hold the limit
+
+
+def test_query_log_export_is_hive_partitioned_and_read_back_by_duckdb(tmp_path):
+    """`truesource querylog export`: date= and sensor= only in the path, a sensor named `100` a string with
+    explicit hive types, signed columns; every stored query read back; exporting again rewrites the same files."""
+    duckdb = pytest.importorskip("duckdb")
+    from conftest import PCAPS, run_cli
+
+    store = tmp_path / "q.db"
+    replay = run_cli("replay", str(PCAPS / "demo-resolver.pcap"), "--rules", str(PCAPS / "pcaps.rules"),
+                     "--no-progress", "--out", "/dev/null", "--query-log", str(store), "--query-log-segment-rows", "50")
+    assert replay.returncode == 0, replay.stderr
+    stored = list(QueryStore.open_reader(str(store)).by_time())
+    out = tmp_path / "export"
+    for _ in range(2):
+        done = run_cli("querylog", "export", str(out), "--query-log", str(store), "--sensor-name", "100")
+        assert done.returncode == 0, done.stderr
+        assert f"{len(stored):,} queries" in done.stderr
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files and all(f.startswith("date=2026-01-01/sensor=100/queries-") for f in files)
+    assert len(files) == -(-len(stored) // 50)  # one per segment, not duplicated by the second export
+    source = (f"read_parquet('{out}/**/*.parquet', hive_partitioning = true, "
+              "hive_types = {'date': DATE, 'sensor': VARCHAR})")
+    types = dict(duckdb.sql(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {source})").fetchall())
+    assert types["sensor"] == "VARCHAR" and types["date"] == "DATE" and types["ts"] == "TIMESTAMP WITH TIME ZONE"
+    assert not [name for name, kind in types.items() if kind.startswith("U")], types
+    rows = duckdb.sql(f"SELECT sensor, qname, client_ip, len(answers), status FROM {source} "
+                      "ORDER BY ts, frame").fetchall()
+    assert {r[0] for r in rows} == {"100"} and len(rows) == len(stored)
+    from sensor.querylog.record import STATUS_NAMES
+    from sensor.querylog.store import address_text
+
+    want = sorted((e.qname, address_text(e.client_ip), len(e.answers), STATUS_NAMES[e.status]) for e in stored)
+    assert sorted(r[1:] for r in rows) == want
+    import pyarrow.parquet as pq
+
+    assert not {"date", "sensor"} & set(pq.ParquetFile(out / files[0]).schema_arrow.names)  # only in the path

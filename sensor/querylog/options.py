@@ -101,6 +101,16 @@ def register(commands) -> None:
     hunt.add_argument("--query-log", metavar="PATH", help=f"the store (default: ${QUERY_LOG_ENV})")
     hunt.set_defaults(run=_runner("run_hunt"))
 
+    querylog = commands.add_parser("querylog", help="the query log as a whole: export it for other engines")
+    actions = querylog.add_subparsers(dest="querylog_action", metavar="ACTION", required=True)
+    export = actions.add_parser("export", help="write the stored queries as Parquet partitioned by date and sensor")
+    export.add_argument("out", metavar="OUT", help="the export directory (OUT/date=.../sensor=.../*.parquet)")
+    export.add_argument("--since", metavar="T", help="from this time (RFC 3339, or relative: -2h)")
+    export.add_argument("--until", metavar="T", help="before this time")
+    export.add_argument("--sensor-name", metavar="NAME", help="the sensor= partition (default: host name)")
+    export.add_argument("--query-log", metavar="PATH", help=f"the store (default: ${QUERY_LOG_ENV})")
+    export.set_defaults(run=_runner("run_export", "export"))
+
     resolved = commands.add_parser("resolved-ip", help="which names resolved to an address, and who asked them")
     resolved.add_argument("address", metavar="ADDR")
     add_reader_options(resolved)
@@ -126,11 +136,11 @@ def relative_time_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def _runner(name: str):
-    """The command's function in sensor/querylog/commands.py, imported when the command runs (main() calls
-    `args.run`, as for every command that registers itself)."""
+def _runner(name: str, module: str = "commands"):
+    """The command's function in sensor/querylog/commands.py (or `module`), imported when the command runs
+    (main() calls `args.run`, as for every command that registers itself)."""
     def run(args: argparse.Namespace) -> int:
-        from sensor.querylog import commands
+        import importlib
 
-        return getattr(commands, name)(args)
+        return getattr(importlib.import_module(f"sensor.querylog.{module}"), name)(args)
     return run
