@@ -137,7 +137,7 @@ def reader_side(tmp: str, rows: int, repeat: int) -> dict[str, float]:
     segments = 20
     per = rows // segments
     names = np.array([f"com.example{rng.randrange(97)}.d{i}-{rng.randrange(10**6)}." for i in range(300_000)], "<U64")
-    rare = "com.example3.rare-name-asked-6-times."
+    rare = "com.example3.rare-name-asked-10-times."
     folder = os.path.join(tmp, "segments")
     os.makedirs(folder)
     nrng = np.random.default_rng(1)
