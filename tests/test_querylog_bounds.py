@@ -143,3 +143,24 @@ def test_query_log_export_is_hive_partitioned_and_read_back_by_duckdb(tmp_path):
     import pyarrow.parquet as pq
 
     assert not {"date", "sensor"} & set(pq.ParquetFile(out / files[0]).schema_arrow.names)  # only in the path
+
+
+def test_writer_limits_are_parameters_a_memory_budget_can_set(small_amplification, tmp_path):
+    """The caps and buffers come from WriterLimits through the real writer process (a budget will size them)."""
+    from sensor.querylog.options import QueryLogOptions
+    from sensor.querylog.writer import QueryLogWriter, WriterLimits, stop
+
+    path, made = small_amplification
+    limits = WriterLimits(pipe_message_bytes=50_000, write_rows=10, max_answers=1, response_only_answers=1)
+    assert limits.memory_bytes() < WriterLimits().memory_bytes()
+    writer = QueryLogWriter(QueryLogOptions(str(tmp_path / "q.db")), limits)
+    sink = writer.sink(blocking=True)
+    loop = make_loop(1, (53,), {}, query_log=True)
+    for first, data, meta in batches(path, 4096):
+        loop.run_batch(data, meta, first)
+        sink.take(loop)
+    sink.flush(loop)
+    line = stop(writer, sink)
+    assert f"{made['responses']:,} queries written" in line and f"{made['responses']:,} with answers cut" in line
+    stored = list(QueryStore.open_reader(str(tmp_path / "q.db")).by_time())
+    assert len(stored) == made["responses"] and all(len(e.answers) == 1 for e in stored)

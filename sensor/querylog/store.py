@@ -178,8 +178,8 @@ class QueryStore:
         self._lock = None  # writer: the open lock file that keeps a second writer out
 
     @classmethod
-    def open_writer(cls, path: str, segment_rows: int = SEGMENT_ROWS,
-                    segment_bytes: int = MAX_SEGMENT_BYTES) -> QueryStore:
+    def open_writer(cls, path: str, segment_rows: int = SEGMENT_ROWS, segment_bytes: int = MAX_SEGMENT_BYTES,
+                    cache_kib: int = CACHE_KIB) -> QueryStore:
         if segment_rows < 1:
             raise StartupError("--query-log-segment-rows: must be at least 1")
         lock = _writer_lock(path)
@@ -191,7 +191,7 @@ class QueryStore:
             if mode.lower() != "wal":
                 raise StartupError(f"{path}: the query log needs WAL mode (got {mode}; a network file system?)")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: a power cut can lose the last batches, never corrupt
-            db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            db.execute(f"PRAGMA cache_size=-{cache_kib}")
             # the WAL is cut back to a segment's size after a checkpoint: it counts towards --query-log-max-mb
             db.execute(f"PRAGMA journal_size_limit={min(JOURNAL_LIMIT, segment_bytes)}")
             # and checkpointed at half a segment, or SQLite's default 1,000 pages (4 MB) if less

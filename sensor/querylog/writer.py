@@ -17,6 +17,7 @@ import signal
 import struct
 import tempfile
 import time
+from dataclasses import dataclass
 
 import msgspec
 import zmq
@@ -25,7 +26,7 @@ from sensor.errors import SensorError, StartupError
 from sensor.querylog.options import QueryLogOptions, Retention
 from sensor.querylog.packed import ENTRY_HEADER, decode_entries
 from sensor.querylog.record import QueryLogEntry
-from sensor.querylog.store import MAX_SEGMENT_BYTES, QueryStore, segment_bytes_for
+from sensor.querylog.store import CACHE_KIB, MAX_SEGMENT_BYTES, QueryStore, segment_bytes_for
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,29 @@ RETENTION_EVERY = 60.0  # seconds between retention passes (and one at start and
 DRAIN_IDLE = 0.3  # at stop: the writer ends after the pipe has been quiet this long
 START_TIMEOUT = 30.0  # seconds to wait for the writer process to open the store
 PACKED, ENTRIES = b"p", b"m"  # message kinds: the fast path's packed entries, msgspec-encoded QueryLogEntry list
+
+@dataclass(frozen=True, slots=True)
+class WriterLimits:
+    """What the query log may hold in memory and keep of an entry (docs/limits.md): one parameter each, so that a
+    memory budget can size them. The defaults are the constants above."""
+
+    pipe_batches: int = PIPE_BATCHES  # messages queued on each side of the pipe
+    pipe_message_bytes: int = PIPE_MESSAGE_BYTES  # bytes a message holds at most (whole entries)
+    write_rows: int = WRITE_ROWS  # entries the writer holds before a transaction ...
+    write_bytes: int = WRITE_BYTES  # ... or bytes of packed entries
+    max_answers: int = MAX_ANSWERS
+    max_answer_bytes: int = MAX_ANSWER_BYTES
+    response_only_answers: int = RESPONSE_ONLY_ANSWERS
+    cache_kib: int = CACHE_KIB  # the writer's SQLite page cache
+
+    @property
+    def caps(self) -> tuple[int, int, int]:
+        return (self.max_answers, self.max_answer_bytes, self.response_only_answers)
+
+    def memory_bytes(self) -> int:
+        """The most the pipe, the writer's pending entries and its page cache hold (decoded entries aside)."""
+        return 2 * self.pipe_batches * self.pipe_message_bytes + self.write_bytes + self.cache_kib * 1024
+
 
 class QueryLogFailed(SensorError):
     """The writer failed after start (a full disk, the store removed): what came before was stored."""
@@ -87,10 +111,11 @@ def split_packed(data: bytes, limit: int) -> list[bytes]:
 class QueryLogSink:
     """One producing process's end of the pipe to the writer. Not shared across fork: make one per process."""
 
-    def __init__(self, endpoint: str, blocking: bool, on_entries=None) -> None:
+    def __init__(self, endpoint: str, blocking: bool, on_entries=None, limits: WriterLimits = WriterLimits()) -> None:
+        self.limits = limits
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.PUSH)
-        self.socket.setsockopt(zmq.SNDHWM, PIPE_BATCHES)
+        self.socket.setsockopt(zmq.SNDHWM, limits.pipe_batches)
         self.socket.setsockopt(zmq.LINGER, -1 if blocking else 5000)
         self.socket.connect(endpoint)
         self.blocking = blocking
@@ -103,7 +128,7 @@ class QueryLogSink:
         --publish-queries)."""
         if self.on_entries is None and hasattr(loop, "take_query_log_packed"):
             data = loop.take_query_log_packed()
-            for part in split_packed(data, PIPE_MESSAGE_BYTES):
+            for part in split_packed(data, self.limits.pipe_message_bytes):
                 self._send(PACKED, part, packed=True)
             return
         entries = loop.take_query_log()
@@ -132,15 +157,17 @@ class QueryLogSink:
 class QueryLogWriter:
     """Starts the writer process (spawned: a clean interpreter, no inherited sockets) and stops it."""
 
-    def __init__(self, options: QueryLogOptions) -> None:
+    def __init__(self, options: QueryLogOptions, limits: WriterLimits = WriterLimits()) -> None:
         self.options = options
+        self.limits = limits
         self.pipe_dir = tempfile.mkdtemp(prefix="truesource-qlog-")
         self.endpoint = f"ipc://{self.pipe_dir}/entries"
         context = multiprocessing.get_context("spawn")
         self.control, child = context.Pipe()
         self.process = context.Process(target=writer_main, name="truesource-querylog",
                                        args=(self.endpoint, options.path, options.retention, options.segment_rows,
-                                             child, segment_bytes_for(options.retention.max_bytes)), daemon=True)
+                                             child, segment_bytes_for(options.retention.max_bytes), limits),
+                                       daemon=True)
         self.process.start()
         child.close()
         self.summary: dict = {}
@@ -156,7 +183,7 @@ class QueryLogWriter:
             raise StartupError(message[1])
 
     def sink(self, blocking: bool, on_entries=None) -> QueryLogSink:
-        return QueryLogSink(self.endpoint, blocking, on_entries)
+        return QueryLogSink(self.endpoint, blocking, on_entries, self.limits)
 
     def close(self) -> dict:
         """Tell the writer to store what is still in the pipe and stop; its totals."""
@@ -183,7 +210,7 @@ class QueryLogWriter:
 
 
 def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: int, control,
-                segment_bytes: int = MAX_SEGMENT_BYTES) -> None:
+                segment_bytes: int = MAX_SEGMENT_BYTES, limits: WriterLimits = WriterLimits()) -> None:
     """The writer process: store every batch that arrives, apply retention now and then, stop when told."""
     # The sensor stops it after its last batch (a terminal's Ctrl-C and a service manager's SIGTERM reach the
     # whole process group); if the sensor dies without saying so, the writer stores what it has and ends.
@@ -191,18 +218,19 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
     try:
-        store = QueryStore.open_writer(path, segment_rows, segment_bytes)
+        store = QueryStore.open_writer(path, segment_rows, segment_bytes, limits.cache_kib)
     except SensorError as err:
         control.send(("error", str(err)))
         return
     context = zmq.Context()
     pull = context.socket(zmq.PULL)
-    pull.setsockopt(zmq.RCVHWM, PIPE_BATCHES)
+    pull.setsockopt(zmq.RCVHWM, limits.pipe_batches)
     pull.bind(endpoint)
     control.send(("ready",))
     written = removed = lost = truncated = dropped_answers = 0
-    write_bytes = min(WRITE_BYTES, segment_bytes)  # a transaction (and the WAL it makes) within a segment's size
-    caps = (MAX_ANSWERS, MAX_ANSWER_BYTES, RESPONSE_ONLY_ANSWERS)
+    write_bytes = min(limits.write_bytes, segment_bytes)  # a transaction (and its WAL) within a segment's size
+    write_rows = limits.write_rows
+    caps = limits.caps
     pending: list[QueryLogEntry] = []
     pending_bytes = 0
     retained = [0]
@@ -232,12 +260,12 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
                 entries = decode_entries(payload, caps) if kind == PACKED else _decode_entries(payload)
                 pending.extend(entries)
                 pending_bytes += len(payload)
-                if len(pending) >= WRITE_ROWS or pending_bytes >= write_bytes:
+                if len(pending) >= write_rows or pending_bytes >= write_bytes:
                     break
             if stopping_since is not None:
                 stopping_since = time.monotonic()
         now = time.monotonic()
-        if pending and (len(pending) >= WRITE_ROWS or pending_bytes >= write_bytes or now - last_write >= WRITE_EVERY
+        if pending and (len(pending) >= write_rows or pending_bytes >= write_bytes or now - last_write >= WRITE_EVERY
                         or stopping_since):
             for entry in pending:
                 if entry.answers_dropped:
