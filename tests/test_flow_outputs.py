@@ -157,6 +157,21 @@ def test_flow_store_on_a_full_disk_leaves_no_corrupt_file(tmp_path: Path) -> Non
     assert result.stderr.count("No space left") == 1  # said once, not once per batch
 
 
+def test_a_killed_writers_tmp_file_is_removed_at_start_and_a_live_ones_kept(tmp_path: Path) -> None:
+    """SIGKILL mid-file leaves `flows-...-PID-SEQ.parquet.tmp`: never read, and removed by the next writer
+    once that pid no longer runs."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folder = tmp_path / "date=2026-01-01" / "sensor=s1"
+    folder.mkdir(parents=True)
+    stale = folder / f"flows-20260101000000-{dead.stdout.strip()}-0001.parquet.tmp"
+    live = folder / f"flows-20260101000000-{os.getpid()}-0001.parquet.tmp"
+    stale.write_bytes(b"PAR1 half")
+    live.write_bytes(b"PAR1 being written")
+    assert len(read_flows(str(tmp_path))) == 0  # neither is read
+    writer = FlowStoreWriter(str(tmp_path), sensor="s1")
+    assert writer.stale_removed == [str(stale)] and not stale.exists() and live.exists()
+
+
 def test_flow_store_buffer_stays_bounded_under_a_flood(tmp_path: Path) -> None:
     """The store held up to 1,048,576 records in memory (~885 MB RSS): now at most `row_group`, written out
     as a row group when reached."""

@@ -105,6 +105,30 @@ class _File:
         self.records = 0
 
 
+def remove_stale_tmp(directory: str) -> list[str]:
+    """`.tmp` files left by a writer that was killed (its pid, in the name, no longer runs): never complete,
+    never read; removed so that they do not fill the disk. A live writer's files are left alone."""
+    removed = []
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            if not (name.startswith("flows-") and name.endswith(SUFFIX + TMP)):
+                continue
+            try:
+                pid = int(name.split("-")[2])
+                os.kill(pid, 0)
+                continue  # still running (or not ours to signal: then leave it)
+            except ProcessLookupError:
+                pass
+            except (ValueError, IndexError, PermissionError):
+                continue
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed.append(os.path.join(folder, name))
+            except OSError:
+                pass
+    return removed
+
+
 class FlowStoreWriter:
     """Appends flow records to a store directory, one open file per date partition; every file is rotated
     after `rotate_seconds` or `max_records`. At most `row_group` records are buffered (`buffered`)."""
@@ -134,6 +158,7 @@ class FlowStoreWriter:
         self._open: dict[int, _File] = {}  # day number -> its file
         self._opened = 0.0
         self._sequence = 0
+        self.stale_removed = remove_stale_tmp(directory)
 
     def write(self, arr: np.ndarray) -> None:
         """Buffer records; write row groups when `row_group` are buffered; rotate when the files are old.
