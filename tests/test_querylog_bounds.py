@@ -164,3 +164,25 @@ def test_writer_limits_are_parameters_a_memory_budget_can_set(small_amplificatio
     assert f"{made['responses']:,} queries written" in line and f"{made['responses']:,} with answers cut" in line
     stored = list(QueryStore.open_reader(str(tmp_path / "q.db")).by_time())
     assert len(stored) == made["responses"] and all(len(e.answers) == 1 for e in stored)
+
+
+def test_hunt_on_a_capped_entry_says_how_many_answers_were_dropped(small_amplification, tmp_path):
+    """A retrospective hit on an entry the cap cut carries `truesource.query.answers_dropped`."""
+    import json
+
+    from conftest import run_cli
+
+    path, made = small_amplification
+    store = tmp_path / "q.db"
+    done = run_cli("replay", str(path), "--rules", str(ROOT / "pcaps" / "pcaps.rules"), "--no-progress",
+                   "--out", "/dev/null", "--query-log", str(store))
+    assert done.returncode == 0, done.stderr
+    rules = tmp_path / "rules.txt"
+    rules.write_text("b" * 63 + "." + "c" * 63 + "." + "d" * 61 + "\n")  # the parent of every flood name
+    hunt = run_cli("hunt", "--rules", str(rules), "--query-log", str(store))
+    assert hunt.returncode == 0, hunt.stderr
+    events = [json.loads(line) for line in hunt.stdout.splitlines()]
+    assert len(events) == made["responses"]
+    for event in events:
+        query = event["truesource"]["query"]
+        assert query["answers_dropped"] > 0 and len(event["dns"]["answers"]) + query["answers_dropped"] in (110, 4079)
