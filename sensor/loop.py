@@ -103,11 +103,14 @@ def make_flow_table(settings: FlowSettings, pure: bool | None = None) -> Any:
     return ReferenceFlowTable(settings)
 
 
-def decode_query_log(data: bytes, pure: bool | None = None) -> list[QueryLogEntry]:
-    """The packed query-log entries of a loop (sensor/querylog/packed.py), decoded by the compiled twin when used."""
+def decode_query_log(data: bytes, pure: bool | None = None,
+                     caps: tuple[int, int, int] = (-1, -1, -1)) -> list[QueryLogEntry]:
+    """The packed query-log entries of a loop (sensor/querylog/packed.py), decoded by the compiled twin when used.
+    `caps`: what an entry keeps of its answers (records, bytes of text, records of a response without a query;
+    negative: no cap), as the store asks."""
     if use_compiled(pure):
         assert compiled is not None
-        return compiled.decode_query_log(bytes(data), QueryLogEntry)  # type: ignore[no-any-return]
+        return compiled.decode_query_log(bytes(data), QueryLogEntry, *caps)  # type: ignore[no-any-return]
     from sensor.querylog.packed import decode_entries_reference
 
-    return decode_entries_reference(data)
+    return decode_entries_reference(data, caps)

@@ -146,7 +146,7 @@ def run_flow_store(command: str, cwd: Path) -> None:
         result = ok(shell(as_run(command, **{"127.0.0.1:4739": f"127.0.0.1:{port}"}), cwd))
         collector.settimeout(10)
         assert collector.recv(65535)[:2] == b"\x00\x0a"  # an IPFIX message (version 10)
-    assert len(hits(result.stdout)) == 11 and list((cwd / "store").glob("*.parquet"))
+    assert len(hits(result.stdout)) == 11 and list((cwd / "store").rglob("*.parquet"))
 
 
 def ensure_flow_store(cwd: Path) -> None:
@@ -192,6 +192,13 @@ def run_hunt(command: str, cwd: Path) -> None:
     assert "11 hits" in that_day.stderr and len(hits(that_day.stdout)) == 11
 
 
+def run_querylog_export(command: str, cwd: Path) -> None:
+    ensure_query_log(cwd)
+    result = ok(shell(as_run(command), cwd))
+    files = list((cwd / "lake").rglob("*.parquet"))
+    assert files and all("date=" in str(f) and "sensor=" in str(f) for f in files), (result.stderr, files)
+
+
 CASES: list[tuple[str, Callable[[str, Path], None] | str]] = [
     (r"^make run$", run_make_run),
     (r"^make test$", "the whole suite, of which this test is a part"),
@@ -214,6 +221,7 @@ CASES: list[tuple[str, Callable[[str, Path], None] | str]] = [
     (r"truesource profile store/", run_profile),
     (r"truesource who-asked ", run_who_asked),
     (r"truesource hunt ", run_hunt),
+    (r"truesource querylog export ", run_querylog_export),
 ]
 
 

@@ -98,7 +98,7 @@ def flow_sink(args: argparse.Namespace, settings: FlowSettings, pipeline: HitPip
     if args.flow_store:  # imported only when used: pyarrow alone takes ~0.3 s to import
         from sensor.flows.store import FlowStoreWriter
 
-        store = FlowStoreWriter(args.flow_store)
+        store = FlowStoreWriter(args.flow_store, sensor=pipeline.encoder.observer.get("name"))
     if args.ipfix:
         from sensor.flows.ipfix import IpfixExporter
 
