@@ -13,8 +13,7 @@ import pytest
 from querylog_support import batches
 
 from conftest import ROOT
-from sensor.loop import compiled, make_loop
-from sensor.loop import decode_query_log
+from sensor.loop import compiled, decode_query_log, make_loop
 from sensor.querylog.packed import decode_entries_reference
 from sensor.querylog.record import STATUS_RESPONSE_ONLY
 from sensor.querylog.store import QueryStore

@@ -385,8 +385,7 @@ def loop_entries(path) -> list[tuple]:
     answers the store keeps of each (the writer's caps)."""
     import pcapy
 
-    from sensor.loop import make_loop
-    from sensor.loop import decode_query_log
+    from sensor.loop import decode_query_log, make_loop
     from sensor.querylog.writer import MAX_ANSWER_BYTES, MAX_ANSWERS, RESPONSE_ONLY_ANSWERS
 
     reader = pcapy.open_offline(str(path))

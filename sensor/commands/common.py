@@ -4,9 +4,9 @@ outputs and pipeline, flow and query-log settings, and the BatchRunner that owns
 from __future__ import annotations
 
 import argparse
-import os
 import ipaddress
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 

@@ -1,5 +1,5 @@
-"""`truesource who-asked`, `hunt`, `resolved-ip` and `querylog export`: questions to the query log. Registering them is light; the
-store and the searches (sensor/querylog/lookup.py) load when a command runs."""
+"""`truesource who-asked`, `hunt`, `resolved-ip` and `querylog export`: questions to the query log.
+Registering them is light; the store and the searches (sensor/querylog/lookup.py) load when a command runs."""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
 from urllib.parse import quote
 
 import numpy as np
