@@ -26,6 +26,7 @@ from sensor.querylog.options import options_from as query_log_options_from
 from sensor.querylog.options import register as register_query_log_commands
 from sensor.querylog.options import relative_time_argv
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
+from sensor.rules import commands as rules_options
 from sensor.service import logs, runtime
 from sensor.stats import DEFAULT_STATS_INTERVAL
 
@@ -97,9 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--rules-format", choices=RULE_FORMATS, metavar="FORMAT")
     test = rules_commands.add_parser("test", help="which rule decides for each name, and which others match")
     test.add_argument("names", nargs="+", metavar="NAME")
-    test.add_argument("--rules", action="append", required=True, metavar="PATH")
-    test.add_argument("--rules-format", choices=RULE_FORMATS, metavar="FORMAT")
+    test.add_argument("--rules", action="append", required=True, metavar="PATH",
+                      help="rule file or directory, as `replay --rules` takes (repeatable)")
+    test.add_argument("--rules-format", choices=RULE_FORMATS, metavar="FORMAT",
+                      help=f"read every rule file as this format ({', '.join(RULE_FORMATS)}; default: detected)")
     test.add_argument("--json", action="store_true", help="one JSON object a line")
+    rules_options.add_options(test)
+    rules_options.register_compile(rules_commands, RULE_FORMATS)
     export = rules_commands.add_parser("export", help="write the rules as a resolver blocking policy")
     export.add_argument("--rules", action="append", required=True, metavar="PATH")
     export.add_argument("--rules-format", choices=RULE_FORMATS, metavar="FORMAT")
@@ -113,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument("control_command", choices=("reload", "stats", "ping"), metavar="COMMAND",
                          help="reload, stats or ping")
     control.add_argument("--connect", required=True, metavar="ENDPOINT")
+    rules_options.add_control_options(control)
 
     tail = commands.add_parser("tail", help="subscribe to a sensor's events and print them as JSON lines")
     tail.add_argument("--connect", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
@@ -170,6 +176,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                              "Python object per DNS message)")
     parser.add_argument("--heuristics-config", metavar="PATH",
                         help="TOML file whose [heuristics] table tunes the detectors (docs/heuristics.md)")
+    rules_options.add_options(parser)
     stream.add_server_options(parser)
     add_flow_options(parser)
     query_log_options(parser)
@@ -208,6 +215,13 @@ def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: b
     attribution = ResolverAttribution(args.resolver, args.attribution_window, not args.no_learn_resolvers)
     encoder = HitEncoder(ruleset, Observer.local(args.sensor_name))
     return HitPipeline(encoder, outputs, attribution, heuristic_engine(args)), publisher
+
+
+def rules_for_run(args: argparse.Namespace):
+    """The rules as a run uses them: compiled and cached (sensor/rules/cache.py)."""
+    from sensor.rules.cache import load_rule_set
+
+    return load_rule_set(args.rules, args.rules_format, args.rules_cache, args.allow_empty_rules)
 
 
 def heuristic_engine(args: argparse.Namespace):
@@ -252,14 +266,13 @@ def run_replay(args: argparse.Namespace) -> int:
     from sensor.flows.options import flow_settings, flow_sink
     from sensor.querylog import writer as query_log
     from sensor.replay import replay, terminal_progress
-    from sensor.rules.loader import load_rules
 
     ports = parse_ports(args.ports)
     settings = flow_settings(args)
     if args.wait_subscribers and not args.publish:
         raise StartupError("--wait-subscribers needs --publish")
     loading = time.perf_counter()
-    ruleset = load_rules(args.rules, args.rules_format)
+    ruleset = rules_for_run(args)
     load_seconds = time.perf_counter() - loading
     log.info("loaded %d rules from %d files in %.2f s", len(ruleset), len(ruleset.files), load_seconds)
     outputs: list = []
@@ -346,7 +359,6 @@ def run_capture(args: argparse.Namespace) -> int:
     from sensor.flows.options import flow_settings, flow_sink
     from sensor.loop import compile_rules
     from sensor.querylog import writer as query_log
-    from sensor.rules.loader import load_rules
     from sensor.rules.reload import RELOAD_TOPIC, ReloadResult, RulesReloader
     from sensor.service.runtime import Service
     from sensor.stats import STATS_TOPIC, StatsBoard
@@ -359,7 +371,7 @@ def run_capture(args: argparse.Namespace) -> int:
     settings = flow_settings(args)
     options = CaptureOptions(args.interface, args.bpf, ports, args.snaplen, args.buffer_mb, not args.no_promisc,
                              all_ip=settings is not None)
-    ruleset = load_rules(args.rules, args.rules_format)
+    ruleset = rules_for_run(args)
     log.info("loaded %d rules from %d files", len(ruleset), len(ruleset.files))
     outputs: list = []
     trace_file = None
@@ -403,12 +415,14 @@ def run_capture(args: argparse.Namespace) -> int:
         if args.control:
             from sensor.outputs.control import ControlServer
 
-            def request_reload() -> dict:
+            def request_reload(force: bool = False) -> dict:
                 stop.reload_requested = True
-                return {"reload": "requested"}
+                reloader.force = reloader.force or force
+                return {"reload": "requested", **({"force": True} if force else {})}
 
             control = ControlServer(args.control, {
                 "reload": request_reload,
+                "reload --force": lambda: request_reload(force=True),
                 "stats": lambda: {"total": dict(board.total())},
                 "ping": lambda: {"pong": True},
             })
@@ -430,7 +444,9 @@ def run_capture(args: argparse.Namespace) -> int:
                 next_stats = now + args.stats_interval
                 publish_stats()
 
-        reloader = RulesReloader(args.rules, args.rules_format)  # with workers: its paths; they build themselves
+        reloader = RulesReloader(args.rules, args.rules_format, cache=args.rules_cache,
+                                 allow_empty=args.allow_empty_rules, loaded=len(ruleset))
+        # with workers: the reloader's paths and checks; the workers build themselves
 
         def on_reload(result: ReloadResult) -> None:
             event = {"@timestamp": rfc3339(*divmod(time.time_ns() // 1000, 1_000_000)),
@@ -521,7 +537,11 @@ def run_rules(args: argparse.Namespace) -> int:
         from sensor.rules.check import run_check
 
         return run_check(args.paths, args.rules_format, sys.stdout)
-    ruleset = load_rules(args.rules, args.rules_format)
+    if args.rules_command == "compile":
+        from sensor.rules.commands import run_compile
+
+        return run_compile(args)
+    ruleset = rules_for_run(args) if args.rules_command == "test" else load_rules(args.rules, args.rules_format)
     if args.rules_command == "test":
         from sensor.rules.explain import run_test
 
@@ -579,7 +599,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "control":
             from sensor.outputs.control import send_command
 
-            print(json.dumps(send_command(args.connect, args.control_command)))
+            command = args.control_command + (" --force" if getattr(args, "force", False) else "")
+            print(json.dumps(send_command(args.connect, command)))
             return 0
         return run_tail(args)
     except SensorError as err:

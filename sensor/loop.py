@@ -45,6 +45,8 @@ def compile_rules(ruleset: RuleSet, pure: bool | None = None, keep_table: bool =
     matcher = PatternMatcher(ruleset)
     if pure or compiled is None:
         table = ruleset.table
+    elif hasattr(ruleset, "suffix_set"):  # a compiled rule-set file (sensor/rules/compiled.py): read in place
+        table = ruleset.suffix_set()
     else:
         table = compiled.SuffixSet(ruleset.table)
         if not keep_table:
@@ -65,6 +67,6 @@ def make_loop(linktype: int, ports: Sequence[int], rules: CompiledRules | dict, 
         log.warning("compiled fast path not built; using the pure-Python reference decoder")
     from sensor.decode.loop import ReferenceLoop
 
-    if not isinstance(rules.table, dict):
-        raise TypeError("the reference loop needs the rule table as a dict")
+    if not hasattr(rules.table, "get"):
+        raise TypeError("the reference loop needs the rule table as a mapping")
     return ReferenceLoop(linktype, ports, rules.table, emit_all, **limits, **rules.loop_args())

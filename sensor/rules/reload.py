@@ -3,22 +3,33 @@
 The build runs in a thread; the capture loop keeps decoding with the old rules (it holds the GIL only for the
 batches themselves, and the kernel ring absorbs the slower share it gets while a million rules are parsed).
 A file with errors leaves the old rules running; either way the outcome is reported once.
+
+Safety (issue 14): a reload first waits for the rule files to settle (size and modification time unchanged for
+SETTLE_SECONDS), so a writer still writing is not read half way; it refuses rules that hold less than half as
+many as now (a truncated feed) unless forced (`truesource control reload --force`), and a file that ended with
+a line end before and now ends in the middle of a line (`new.exa`: cut off) unless forced. A refused reload
+keeps the old rules and says why in its `sensor.reload` event.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 
 from sensor.errors import RuleError
 from sensor.loop import CompiledRules, compile_rules
-from sensor.rules.loader import build_ruleset, read_sources
+from sensor.rules.loader import build_ruleset, rule_files
 from sensor.rules.model import RuleSet
 
 log = logging.getLogger(__name__)
 RELOAD_TOPIC = "sensor.reload"
+SETTLE_SECONDS = 1.0  # rule files unchanged (size, mtime) this long before a reload reads them
+SETTLE_POLL = 0.1
+SETTLE_LIMIT = 60.0  # files still changing after this long: the reload is refused, the old rules kept
+MAX_DROP = 0.5  # a reload to fewer than this share of the rules loaded now is refused unless forced
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,45 +59,133 @@ def build(sources: list[tuple[str, str, bool]], rules_format: str | None, genera
         compiled = compile_rules(ruleset, keep_table=False)
     except RuleError as err:
         return ReloadResult(generation, False, time.perf_counter() - started, error=str(err))
-    counts = {"rules": len(ruleset), "by_kind": dict(ruleset.report.by_kind),
-              "by_format": dict(ruleset.report.by_format), "duplicates": ruleset.duplicates,
-              "files": list(ruleset.files)}
-    return ReloadResult(generation, True, time.perf_counter() - started, ruleset, compiled, counts=counts)
+    return ReloadResult(generation, True, time.perf_counter() - started, ruleset, compiled, counts=counts_of(ruleset))
+
+
+def counts_of(ruleset) -> dict:
+    return {"rules": len(ruleset), "by_kind": dict(ruleset.report.by_kind),
+            "by_format": dict(ruleset.report.by_format), "duplicates": ruleset.duplicates,
+            "files": list(ruleset.files)}
+
+
+def file_states(paths: list[str]) -> dict[str, tuple[int, int]]:
+    """(size, mtime in ns) of every rule file the paths name now; a vanished file is (-1, -1)."""
+    states: dict[str, tuple[int, int]] = {}
+    for path in paths:
+        try:
+            names = rule_files(path)
+        except OSError:
+            names = [path]
+        for name in names:
+            try:
+                st = os.stat(name)
+                states[name] = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                states[name] = (-1, -1)
+    return states
+
+
+def wait_settled(paths: list[str], settle: float = SETTLE_SECONDS, limit: float = SETTLE_LIMIT) -> str | None:
+    """Block until no rule file changed for `settle` seconds; an error text when that takes over `limit`."""
+    started = time.monotonic()
+    last, since = file_states(paths), time.monotonic()
+    while time.monotonic() - since < settle:
+        if time.monotonic() - started > limit:
+            return f"rule files still changing after {limit:g} s; old rules kept"
+        time.sleep(SETTLE_POLL)
+        now = file_states(paths)
+        if now != last:
+            last, since = now, time.monotonic()
+    return None
+
+
+def cut_off_lines(sources: list[tuple[str, bytes, bool]], before: dict[str, bool]) -> list[str]:
+    """Files that ended with a line end at the last load and now end in the middle of a line."""
+    found = []
+    for filename, data, _ in sources:
+        if data and not data.endswith(b"\n") and before.get(filename, False):
+            last = data.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")[:60]
+            found.append(f"{filename} ends in the middle of a line ({last!r}): cut off?")
+    return found
 
 
 class RulesReloader:
-    """`request()` starts a background build from the rule paths (read now, a snapshot); `poll()` returns its
-    result once, when it is done. One build at a time: a request during a build is remembered and run next."""
+    """`request()` starts a background build from the rule paths (once they settled, a snapshot); `poll()`
+    returns its result once, when it is done. One build at a time: a request during a build is remembered and run
+    next. `loaded`: rules in use now (the drop check); `force`: the next reload skips the drop and cut-off checks.
+    """
 
-    def __init__(self, paths: list[str], rules_format: str | None) -> None:
+    def __init__(self, paths: list[str], rules_format: str | None, cache: str | None = None,
+                 allow_empty: bool = False, loaded: int = 0, settle: float = SETTLE_SECONDS) -> None:
         self.paths = paths
         self.rules_format = rules_format
+        self.cache = cache
+        self.allow_empty = allow_empty
+        self.loaded = loaded
+        self.settle = settle
+        self.force = False
         self.generation = 0
         self.reloads = 0
         self.failures = 0
-        self.sources: list[tuple[str, str, bool]] | None = None  # the snapshot of the last request
+        self.line_ends: dict[str, bool] = self._line_ends()
         self._thread: threading.Thread | None = None
         self._result: ReloadResult | None = None
         self._pending = False
+
+    def _line_ends(self) -> dict[str, bool]:
+        """Did each rule file end with a line end (or was it empty) at the last good load?"""
+        ends: dict[str, bool] = {}
+        for name in file_states(self.paths):
+            try:
+                with open(name, "rb") as handle:
+                    handle.seek(0, os.SEEK_END)
+                    if handle.tell() == 0:
+                        continue
+                    handle.seek(-1, os.SEEK_END)
+                    ends[name] = handle.read(1) == b"\n"
+            except OSError:
+                continue
+        return ends
 
     def request(self) -> None:
         if self._thread is not None:
             self._pending = True
             return
         self.generation += 1
-        generation = self.generation
-        try:
-            self.sources = read_sources(self.paths)
-        except RuleError as err:
-            self._result = ReloadResult(generation, False, 0.0, error=str(err))
-            return
-        sources = self.sources
+        generation, force, loaded = self.generation, self.force, self.loaded
+        self.force = False
 
         def run() -> None:
-            self._result = build(sources, self.rules_format, generation)
+            self._result = self._build(generation, force, loaded)
 
         self._thread = threading.Thread(target=run, name=f"rules-reload-{generation}", daemon=True)
         self._thread.start()
+
+    def _build(self, generation: int, force: bool, loaded: int) -> ReloadResult:
+        from sensor.rules.cache import load_rule_set, read_source_bytes
+
+        started = time.perf_counter()
+
+        def failed(error: str) -> ReloadResult:
+            return ReloadResult(generation, False, time.perf_counter() - started, error=error)
+
+        error = wait_settled(self.paths, self.settle)
+        if error is not None:
+            return failed(error)
+        try:
+            sources = read_source_bytes(self.paths)
+            cut = cut_off_lines(sources, self.line_ends)
+            if cut and not force:
+                return failed("; ".join(cut) + "; old rules kept (`truesource control reload --force` loads it)")
+            ruleset = load_rule_set(self.paths, self.rules_format, self.cache, self.allow_empty, sources=sources)
+            if not force and loaded and len(ruleset) < loaded * MAX_DROP:
+                return failed(f"the rules would drop from {loaded:,} to {len(ruleset):,} (less than half); old "
+                              "rules kept (`truesource control reload --force` loads them)")
+            compiled = compile_rules(ruleset, keep_table=False)
+        except RuleError as err:
+            return failed(str(err))
+        return ReloadResult(generation, True, time.perf_counter() - started, ruleset, compiled,
+                            counts=counts_of(ruleset))
 
     @property
     def busy(self) -> bool:
@@ -101,11 +200,13 @@ class RulesReloader:
         result, self._result = self._result, None
         if result.ok:
             self.reloads += 1
+            self.loaded = len(result.ruleset)
+            self.line_ends = self._line_ends()
             log.info("rules reloaded (generation %d): %d rules in %.2f s", result.generation,
                      len(result.ruleset), result.seconds)
         else:
             self.failures += 1
-            log.error("rules reload failed, old rules kept: %s", result.error)
+            log.error("rules reload refused, old rules kept: %s", result.error)
         if self._pending:
             self._pending = False
             self.request()

@@ -1,0 +1,181 @@
+"""Rules at start-up: from a compiled file kept in a cache, keyed by the rule sources' content (docs/rules.md).
+
+The key is a SHA-256 of the compiled format's version, the sensor's version, the --rules-format option and every
+source file's name and bytes, so a changed file, option or sensor never finds an old compiled set. A miss
+parses the sources, writes the compiled file atomically (temporary file, fsync, rename: a concurrent reader sees
+the whole old file or the whole new one) and maps it. A cached file that fails its checks is rebuilt with a
+warning. The cache directory: --rules-cache, else systemd's $CACHE_DIRECTORY (CacheDirectory=truesource in the
+unit), else $XDG_CACHE_HOME/truesource or ~/.cache/truesource. An unwritable cache is said once and the run
+goes on with the rules compiled in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+from sensor.errors import RuleError
+from sensor.rules.compiled import (
+    FORMAT_VERSION,
+    SUFFIX,
+    CompiledRulesError,
+    MappedRuleSet,
+    compiled_bytes,
+    is_compiled,
+    write_atomically,
+)
+
+log = logging.getLogger("truesource")
+KEEP_CACHED = 4  # compiled sets kept per cache directory: the current one, and a few to go back to on a reload
+OFF = "off"
+
+
+def cache_directory(option: str | None) -> str | None:
+    """The cache directory the option and environment say; None when caching is off."""
+    if option is not None:
+        return None if option == OFF else option
+    if os.environ.get("CACHE_DIRECTORY"):  # systemd: CacheDirectory=truesource (may list several, ':'-separated)
+        return os.environ["CACHE_DIRECTORY"].split(":")[0]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "truesource")
+
+
+def read_source_bytes(paths: list[str]) -> list[tuple[str, bytes, bool]]:
+    """Every rule file's bytes, read once (a snapshot): (file, bytes, came from a directory)."""
+    from sensor.rules.loader import read_bytes, rule_files
+
+    sources: list[tuple[str, bytes, bool]] = []
+    seen: set[str] = set()
+    for path in paths:
+        if not os.path.exists(path):
+            raise RuleError(f"{path}: cannot read rules: no such file")
+        in_directory = os.path.isdir(path)
+        for filename in rule_files(path):
+            if filename not in seen:
+                seen.add(filename)
+                sources.append((filename, read_bytes(filename), in_directory))
+    return sources
+
+
+def cache_key(sources: list[tuple[str, bytes, bool]], rules_format: str | None) -> str:
+    from sensor import __version__
+
+    digest = hashlib.sha256(f"truesource {__version__} compiled {FORMAT_VERSION} "
+                            f"format {rules_format}\n".encode())
+    for filename, data, in_directory in sources:
+        digest.update(f"{len(filename)}:{filename}:{int(in_directory)}:{len(data)}\n".encode("utf-8",
+                                                                                            "surrogateescape"))
+        digest.update(data)
+    return digest.hexdigest()[:40]
+
+
+def load_rule_set(paths: list[str], rules_format: str | None = None, cache: str | None = None,
+                  allow_empty: bool = False, sources: list[tuple[str, bytes, bool]] | None = None):
+    """The rules of `paths` for a run: a MappedRuleSet from the cache (or a compiled file given as the only
+    --rules), else a RuleSet compiled in memory. RuleError names the file when a source yields no rule."""
+    compiled = [p for p in paths if os.path.isfile(p) and is_compiled(p)]
+    if compiled:
+        if len(paths) > 1:
+            raise RuleError(f"{compiled[0]}: a compiled rule set must be the only --rules")
+        ruleset = MappedRuleSet(compiled[0])
+        check_not_empty(ruleset, allow_empty, [])
+        say_skipped(ruleset)
+        return ruleset
+    if sources is None:
+        sources = read_source_bytes(paths)
+    directory = cache_directory(cache)
+    if directory is None:
+        return _build(sources, rules_format, allow_empty, paths)
+    path = os.path.join(directory, cache_key(sources, rules_format) + SUFFIX)
+    if os.path.exists(path):
+        try:
+            ruleset = MappedRuleSet(path)
+        except CompiledRulesError as err:
+            log.warning("%s; compiling the rules again", err)
+        else:
+            check_not_empty(ruleset, allow_empty, paths)
+            say_skipped(ruleset)
+            return ruleset
+    ruleset = _build(sources, rules_format, allow_empty, paths)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        write_atomically(path, compiled_bytes(ruleset, rules_format, [s[0] for s in sources]))
+    except OSError as err:
+        log.warning("--rules-cache %s: cannot write (%s); rules compiled in memory", directory,
+                    err.strerror or err)
+        return ruleset
+    _trim(directory, path)
+    return MappedRuleSet(path)
+
+
+def compile_to(paths: list[str], rules_format: str | None, out: str, allow_empty: bool = False) -> MappedRuleSet:
+    """`truesource rules compile`: the compiled file at `out`, checked by mapping it back."""
+    sources = read_source_bytes(paths)
+    ruleset = _build(sources, rules_format, allow_empty, paths)
+    try:
+        write_atomically(out, compiled_bytes(ruleset, rules_format, [s[0] for s in sources]))
+    except OSError as err:
+        raise RuleError(f"{out}: cannot write: {err.strerror}") from None
+    return MappedRuleSet(out)
+
+
+def _build(sources: list[tuple[str, bytes, bool]], rules_format: str | None, allow_empty: bool, paths: list[str]):
+    from sensor.rules.loader import build_ruleset, decode_sources
+
+    ruleset = build_ruleset(decode_sources(sources), rules_format)
+    check_not_empty(ruleset, allow_empty, paths)
+    say_skipped(ruleset)
+    return ruleset
+
+
+def check_not_empty(ruleset, allow_empty: bool, paths: list[str]) -> None:
+    """RuleError naming the source and why when a --rules file, or a whole --rules directory, yields no rule."""
+    empty = {filename: why for filename, why, _ in ruleset.report.empty_files}
+    reasons: list[tuple[str, str]] = []
+    for path in paths:
+        if os.path.isdir(path):
+            inside = [f for f in ruleset.files if os.path.dirname(f) == path.rstrip(os.sep) or
+                      f.startswith(path.rstrip(os.sep) + os.sep)]
+            if not any(f not in empty for f in inside):
+                found = [f"{os.path.basename(f)}: {why}" for f, why in empty.items()
+                         if os.path.dirname(f) == path.rstrip(os.sep)]
+                reasons.append((path, "no usable rule file in the directory" + (f" ({'; '.join(found)})"
+                                                                                  if found else "")))
+        elif path in empty:
+            reasons.append((path, empty[path]))
+    if not reasons and not len(ruleset) and not allow_empty:
+        reasons.append((", ".join(paths), "no rule at all"))
+    if not reasons:
+        return
+    if allow_empty:
+        for source, reason in reasons:
+            log.warning("%s: no rule (%s); going on (--allow-empty-rules)", source, reason)
+        return
+    source, reason = reasons[0]
+    raise RuleError(f"{source}: no rule ({reason}); --allow-empty-rules to run anyway")
+
+
+def say_skipped(ruleset) -> None:
+    """Each skipped file and each reason lines were skipped for, said once."""
+    from sensor.rules.formats.tally import skipped_lines
+
+    for filename, why in ruleset.report.skipped_files:
+        log.warning("%s: skipped (%s)", filename, why)
+    for filename, why, in_directory in ruleset.report.empty_files:
+        if in_directory and (filename, why) not in ruleset.report.skipped_files:
+            log.warning("%s: no rule (%s)", filename, why)
+    for why, count in skipped_lines(ruleset.report).items():
+        log.warning("rules: %d line%s skipped: %s", count, "" if count == 1 else "s", why)
+
+
+def _trim(directory: str, keep: str) -> None:
+    """Keep the newest few compiled sets; an older one still mapped by a running sensor stays readable."""
+    try:
+        names = [os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(SUFFIX)]
+        names.sort(key=lambda p: os.stat(p).st_mtime_ns, reverse=True)
+        for old in names[KEEP_CACHED:]:
+            if old != keep:
+                os.unlink(old)
+    except OSError:
+        pass
