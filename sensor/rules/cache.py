@@ -1,7 +1,10 @@
 """Rules at start-up: from a compiled file kept in a cache, keyed by the rule sources' content (docs/rules.md).
 
 The key is a SHA-256 of the compiled format's version, the sensor's version, the --rules-format option and every
-source file's name and bytes, so a changed file, option or sensor never finds an old compiled set. A miss
+source file's name and bytes, so a changed file, option or sensor never finds an old compiled set. Hashing 30 MB
+of sources costs more than the whole start-up's budget, so a small memo beside the cache remembers the key for
+the files' exact state (size, mtime, ctime, inode: git's index trick) and the bytes are hashed again whenever
+any of it changed. A miss
 parses the sources, writes the compiled file atomically (temporary file, fsync, rename: a concurrent reader sees
 the whole old file or the whole new one) and maps it. A cached file that fails its checks is rebuilt with a
 warning. The cache directory: --rules-cache, else systemd's $CACHE_DIRECTORY (CacheDirectory=truesource in the
@@ -12,8 +15,10 @@ goes on with the rules compiled in memory.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import time
 
 from sensor.errors import RuleError
 from sensor.rules.compiled import (
@@ -29,6 +34,7 @@ from sensor.rules.compiled import (
 log = logging.getLogger("truesource")
 KEEP_CACHED = 4  # compiled sets kept per cache directory: the current one, and a few to go back to on a reload
 OFF = "off"
+RACY_NS = 2_000_000_000  # a file changed this close to the memo's writing is hashed again
 
 
 def cache_directory(option: str | None) -> str | None:
@@ -58,11 +64,28 @@ def read_source_bytes(paths: list[str]) -> list[tuple[str, bytes, bool]]:
     return sources
 
 
-def cache_key(sources: list[tuple[str, bytes, bool]], rules_format: str | None) -> str:
+def code_stamp() -> str:
+    """The rule readers' code as it is installed (each module's name, size and mtime): a sensor whose parsing
+    changed, even without a new version number (a development checkout), never reads an old compiled set."""
     from sensor import __version__
 
-    digest = hashlib.sha256(f"truesource {__version__} compiled {FORMAT_VERSION} "
-                            f"format {rules_format}\n".encode())
+    here = os.path.dirname(os.path.abspath(__file__))
+    parts = [__version__, str(FORMAT_VERSION)]
+    for folder in (here, os.path.join(here, "formats"), os.path.dirname(here)):
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.endswith(".py"))
+        except OSError:
+            continue
+        for name in names:
+            if folder == os.path.dirname(here) and name not in ("__init__.py", "names.py"):
+                continue
+            st = os.stat(os.path.join(folder, name))
+            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def cache_key(sources: list[tuple[str, bytes, bool]], rules_format: str | None) -> str:
+    digest = hashlib.sha256(f"truesource {code_stamp()} format {rules_format}\n".encode())
     for filename, data, in_directory in sources:
         digest.update(f"{len(filename)}:{filename}:{int(in_directory)}:{len(data)}\n".encode("utf-8",
                                                                                             "surrogateescape"))
@@ -82,12 +105,17 @@ def load_rule_set(paths: list[str], rules_format: str | None = None, cache: str 
         check_not_empty(ruleset, allow_empty, [])
         say_skipped(ruleset)
         return ruleset
-    if sources is None:
-        sources = read_source_bytes(paths)
     directory = cache_directory(cache)
     if directory is None:
-        return _build(sources, rules_format, allow_empty, paths)
-    path = os.path.join(directory, cache_key(sources, rules_format) + SUFFIX)
+        return _build(sources or read_source_bytes(paths), rules_format, allow_empty, paths)
+    memo = _memo_path(directory, paths, rules_format)
+    stats = _stats(paths)
+    key = _memo_key(memo, stats) if sources is None else None
+    if key is None:
+        if sources is None:
+            sources = read_source_bytes(paths)
+        key = cache_key(sources, rules_format)
+    path = os.path.join(directory, key + SUFFIX)
     if os.path.exists(path):
         try:
             ruleset = MappedRuleSet(path)
@@ -96,7 +124,10 @@ def load_rule_set(paths: list[str], rules_format: str | None = None, cache: str 
         else:
             check_not_empty(ruleset, allow_empty, paths)
             say_skipped(ruleset)
+            _write_memo(memo, stats, key)
             return ruleset
+    if sources is None:
+        sources = read_source_bytes(paths)
     ruleset = _build(sources, rules_format, allow_empty, paths)
     try:
         os.makedirs(directory, exist_ok=True)
@@ -106,6 +137,7 @@ def load_rule_set(paths: list[str], rules_format: str | None = None, cache: str 
                     err.strerror or err)
         return ruleset
     _trim(directory, path)
+    _write_memo(memo, stats, key)
     return MappedRuleSet(path)
 
 
@@ -169,10 +201,65 @@ def say_skipped(ruleset) -> None:
         log.warning("rules: %d line%s skipped: %s", count, "" if count == 1 else "s", why)
 
 
+def _stats(paths: list[str]) -> list[list]:
+    """What the memo compares: each rule file's name, size, mtime, ctime and inode, in load order."""
+    from sensor.rules.loader import rule_files
+
+    found = []
+    try:
+        for path in paths:
+            for filename in rule_files(path):
+                st = os.stat(filename)
+                found.append([filename, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+    except OSError:
+        return []
+    return found
+
+
+def _memo_path(directory: str, paths: list[str], rules_format: str | None) -> str:
+    name = hashlib.sha256(json.dumps([code_stamp(), rules_format, paths]).encode()).hexdigest()[:24]
+    return os.path.join(directory, f"sources-{name}.json")
+
+
+def _memo_key(memo: str, stats: list[list]) -> str | None:
+    """The content key remembered for exactly these files in exactly this state, else None (hash them again).
+
+    Like git's index: a file whose size, mtime, ctime and inode are what they were when its bytes were hashed
+    has those bytes still; a change within RACY_NS of the memo's writing is not trusted (a coarse clock could
+    hide a second write)."""
+    if not stats:
+        return None
+    try:
+        with open(memo, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        if saved["stats"] != stats:
+            return None
+        written = saved["written_ns"]
+        if any(s[2] >= written - RACY_NS or s[3] >= written - RACY_NS for s in stats):
+            return None
+        key = saved["key"]
+        return key if isinstance(key, str) and key.isalnum() else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_memo(memo: str, stats: list[list], key: str) -> None:
+    if not stats:
+        return
+    try:
+        write_atomically(memo, json.dumps({"stats": stats, "key": key, "written_ns": time.time_ns()}).encode())
+    except OSError:
+        pass
+
+
 def _trim(directory: str, keep: str) -> None:
     """Keep the newest few compiled sets; an older one still mapped by a running sensor stays readable."""
     try:
         names = [os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(SUFFIX)]
+        memos = [os.path.join(directory, n) for n in os.listdir(directory) if n.startswith("sources-")]
+        memos.sort(key=lambda p: os.stat(p).st_mtime_ns, reverse=True)
+        for old in memos[4 * KEEP_CACHED:]:
+            os.unlink(old)
         names.sort(key=lambda p: os.stat(p).st_mtime_ns, reverse=True)
         for old in names[KEEP_CACHED:]:
             if old != keep:
