@@ -132,9 +132,9 @@ def load_rule_set(paths: list[str], rules_format: str | None = None, cache: str 
     try:
         os.makedirs(directory, exist_ok=True)
         write_atomically(path, compiled_bytes(ruleset, rules_format, [s[0] for s in sources]))
-    except OSError as err:
-        log.warning("--rules-cache %s: cannot write (%s); rules compiled in memory", directory,
-                    err.strerror or err)
+    except OSError as err:  # said when asked for; the default cache may simply not exist for this user
+        log.log(logging.WARNING if cache else logging.DEBUG, "--rules-cache %s: cannot write (%s); rules compiled "
+                "in memory", directory, err.strerror or err)
         return ruleset
     _trim(directory, path)
     _write_memo(memo, stats, key)
