@@ -263,7 +263,13 @@ def heuristic_engine(args: argparse.Namespace):
         except tomllib.TOMLDecodeError as err:
             raise StartupError(f"{args.heuristics_config}: not TOML: {err}") from None
     if args.heuristics:
-        section = {**section, "detectors": [d.strip() for d in args.heuristics.split(",") if d.strip()]}
+        from sensor.heuristics.config import DETECTORS
+
+        detectors = [d.strip() for d in args.heuristics.split(",") if d.strip()]
+        for name in detectors:  # named by the option given, not the configuration key it maps to
+            if name not in DETECTORS:
+                raise StartupError(f"--heuristics: unknown detector {name!r}; valid: {', '.join(DETECTORS)}")
+        section = {**section, "detectors": detectors}
     return HeuristicEngine(HeuristicsConfig.from_mapping(section))
 
 

@@ -77,7 +77,7 @@ def code_stamp() -> str:
         except OSError:
             continue
         for name in names:
-            if folder == os.path.dirname(here) and name not in ("__init__.py", "names.py"):
+            if folder == os.path.dirname(here) and name not in ("__init__.py", "idn.py"):
                 continue
             st = os.stat(os.path.join(folder, name))
             parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")

@@ -96,11 +96,11 @@ def build_ruleset(sources: list[tuple[str, str, bool]], rules_format: str | None
         rules, duplicates, skipped = len(ruleset), len(report.duplicates), dict(skipped_lines(report))
         loader(ruleset, text, filename)
         if len(ruleset) == rules:
-            report.empty_files.append((filename, _why_empty(text, fmt, report, duplicates, skipped), in_directory))
+            report.empty_files.append((filename, why_empty(text, fmt, report, duplicates, skipped), in_directory))
     return ruleset
 
 
-def _why_empty(text: str, fmt: str, report, duplicates: int, skipped: dict[str, int]) -> str:
+def why_empty(text: str, fmt: str, report, duplicates: int, skipped: dict[str, int]) -> str:
     if not text.strip():
         return "the file is empty"
     lines = {why: n - skipped.get(why, 0) for why, n in skipped_lines(report).items() if n > skipped.get(why, 0)}
