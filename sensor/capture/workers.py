@@ -229,13 +229,16 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                 log.error("workers did not stop within %s s; killing them", STOP_GRACE)
                 failed = True
                 break
-            if stop.reload_requested:
+            if stop.reload_requested and reloader.settled():  # the rule files unchanged for 1 s: no writer at work
                 stop.reload_requested = False
                 generation += 1
                 try:
                     sources = read_sources(reloader.paths)
+                    refused = reloader.cut_off(sources)
                 except RuleError as err:
-                    on_reload(ReloadResult(generation, False, 0.0, error=str(err)))
+                    refused = str(err)
+                if refused is not None:
+                    on_reload(ReloadResult(generation, False, 0.0, error=refused))
                 else:
                     reload_started[generation] = time.monotonic()
                     reports[generation] = {}
@@ -251,6 +254,8 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                     reports[done_generation][worker] = error
                     if len(reports[done_generation]) == workers:
                         errors = [e for e in reports[done_generation].values() if e is not None]
+                        refused = reloader.refusal((summary or {}).get("rules", 0)) if not errors else None
+                        errors += [refused] if refused is not None else []
                         if errors:
                             reports.pop(done_generation)
                             control.send(pickle.dumps(("drop", done_generation)))
@@ -266,6 +271,7 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                     _, worker, done_generation, _, summary = message
                     swapped.setdefault(done_generation, set()).add(worker)
                     if len(swapped[done_generation]) == workers:
+                        reloader.accepted((summary or {}).get("rules", 0))
                         del swapped[done_generation]
                         reports.pop(done_generation, None)
                         on_reload(ReloadResult(done_generation, True,

@@ -187,6 +187,39 @@ class RulesReloader:
         return ReloadResult(generation, True, time.perf_counter() - started, ruleset, compiled,
                             counts=counts_of(ruleset))
 
+    def settled(self) -> bool:
+        """Non-blocking: have the rule files stayed unchanged for `settle` seconds since this was first asked?
+        (the parent of several workers polls this before it snapshots the files for them)."""
+        now, states = time.monotonic(), file_states(self.paths)
+        if getattr(self, "_watch", None) is None or self._watch[0] != states:
+            self._watch = (states, now)
+        if now - self._watch[1] >= self.settle:
+            self._watch = None
+            return True
+        return False
+
+    def cut_off(self, sources: list) -> str | None:
+        """Why the snapshot `sources` (text) must not be loaded: a file cut in the middle of a line; None if
+        forced or whole."""
+        if self.force:
+            return None
+        cut = cut_off_lines([(f, t.encode("utf-8", "surrogateescape"), d) for f, t, d in sources], self.line_ends)
+        return "; ".join(cut) + "; old rules kept (`truesource control reload --force` loads it)" if cut else None
+
+    def refusal(self, count: int) -> str | None:
+        """Why a built rule set of `count` rules must not replace the rules in use, or None; a forced reload is
+        never refused. Clears the force flag: it was for this reload."""
+        force, self.force = self.force, False
+        if not force and self.loaded and count < self.loaded * MAX_DROP:
+            return (f"the rules would drop from {self.loaded:,} to {count:,} (less than half); old rules kept "
+                    "(`truesource control reload --force` loads them)")
+        return None
+
+    def accepted(self, count: int) -> None:
+        """A reload went in (workers: all swapped): its count is the next drop check's reference."""
+        self.loaded = count
+        self.line_ends = self._line_ends()
+
     @property
     def busy(self) -> bool:
         return self._thread is not None
