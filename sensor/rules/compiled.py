@@ -323,6 +323,9 @@ class MappedRuleSet:
             self.info = info
         except (ValueError, KeyError, TypeError) as err:
             raise CompiledRulesError(f"{path}: compiled rule set information unreadable ({err})") from None
+        for name in ("pattern_rules", "meta_offsets"):
+            if self._sections[name][1] % 4 or (name == "meta_offsets" and self._sections[name][1] < 8):
+                raise CompiledRulesError(f"{path}: compiled rule set section {name} has the wrong size")
         self._count, self._keys, self._capacity, self._labels = n, keys, capacity, (low, high)
         self._kind = self._part("kind")
         self.allow = bytes(self._part("allow"))
