@@ -385,7 +385,8 @@ def run_capture(args: argparse.Namespace) -> int:
     from sensor.events import rfc3339
     from sensor.flows.options import flow_settings, flow_sink
     from sensor.loop import compile_rules
-    query_log = LazyQueryLog
+    from sensor.querylog import writer as query_log  # before the privilege drop, as everything the run may need
+    from sensor.rules.cache import preload_readers
     from sensor.rules.reload import RELOAD_TOPIC, ReloadResult, RulesReloader
     from sensor.service.runtime import Service
     from sensor.stats import STATS_TOPIC, StatsBoard
@@ -399,6 +400,7 @@ def run_capture(args: argparse.Namespace) -> int:
     options = CaptureOptions(args.interface, args.bpf, ports, args.snaplen, args.buffer_mb, not args.no_promisc,
                              all_ip=settings is not None)
     ruleset = rules_for_run(args)
+    preload_readers()  # a reload after the privilege drop may not be able to read the Python library any more
     log.info("loaded %d rules from %d files", len(ruleset), len(ruleset.files))
     outputs: list = []
     trace_file = None

@@ -252,6 +252,18 @@ def _write_memo(memo: str, stats: list[list], key: str) -> None:
         pass
 
 
+def preload_readers() -> None:
+    """Import what a reload reads rules with (a warm start mapped the compiled file and imported none of it): a
+    capture drops its privileges after start, and may then be unable to read the Python library."""
+    import sensor.rules.check  # noqa: F401  (the loader, every format, detection)
+    import sensor.rules.loader  # noqa: F401
+
+    try:
+        import idna  # noqa: F401  (Unicode names, sensor/idn.py)
+    except ImportError:
+        pass
+
+
 def _trim(directory: str, keep: str) -> None:
     """Keep the newest few compiled sets; an older one still mapped by a running sensor stays readable."""
     try:
