@@ -221,14 +221,18 @@ class MappedTable(Mapping):
     same probe as ext/suffixset.pxi's SuffixSet.find, in Python."""
 
     def __init__(self, view: memoryview, table: tuple[int, int], keys: tuple[int, int], capacity: int,
-                 count: int) -> None:
+                 count: int, labels: tuple[int, int] = ((1 << 64) - 1, (1 << 64) - 1)) -> None:
         self._view, self._table, self._keys = view, table[0], keys
         self._mask, self._count = capacity - 1, count
+        self._labels = labels[0] | (labels[1] << 64)
 
     def get(self, name, default=None):
         try:
             key = name.encode("ascii").lower()
         except (UnicodeEncodeError, AttributeError):
+            return default
+        count = key.count(b".") + 1 if key else 0
+        if not (self._labels >> (count & 127)) & 1:  # the file's label-count bitmap, as SuffixSet.match reads it
             return default
         h = fnv_reversed(key)
         i = h & self._mask
@@ -271,7 +275,9 @@ class MappedRuleSet:
                 size = os.fstat(handle.fileno()).st_size
                 if size < HEADER.size:
                     raise CompiledRulesError(f"{path}: not a compiled rule set (too short)")
-                self._map = mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)
+                # Every page is read by the checksum anyway: populated in one call rather than a fault per page.
+                self._map = mmap.mmap(handle.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                                      prot=mmap.PROT_READ)
         except FileNotFoundError:
             raise CompiledRulesError(f"{path}: cannot read compiled rules: no such file") from None
         except OSError as err:
@@ -365,7 +371,7 @@ class MappedRuleSet:
     @property
     def table(self) -> MappedTable:
         return MappedTable(self._view, self._sections["table"], self._sections["keys"], self._capacity,
-                           self._keys)
+                           self._keys, self._labels)
 
     def suffix_set(self):
         """The compiled loop's table, reading this file in place."""
