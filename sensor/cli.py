@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--zone", default="rpz.truesource.", metavar="ORIGIN", help="RPZ zone origin")
     export.add_argument("--strict", action="store_true",
                         help="exit 1 when a rule cannot be expressed fully in the format")
+    export.add_argument("--allow-empty-rules", action="store_true",
+                        help="export even when a --rules source yields no rule (default: exit 2 naming it)")
 
     control = commands.add_parser("control", help="send a command to a running sensor's --control endpoint")
     control.add_argument("control_command", choices=("reload", "stats", "ping"), metavar="COMMAND",
@@ -570,7 +572,14 @@ def run_rules(args: argparse.Namespace) -> int:
         from sensor.rules.commands import run_compile
 
         return run_compile(args)
-    ruleset = rules_for_run(args) if args.rules_command == "test" else load_rules(args.rules, args.rules_format)
+    if args.rules_command == "test":
+        ruleset = rules_for_run(args)
+    else:
+        from sensor.rules.cache import check_not_empty, say_skipped
+
+        ruleset = load_rules(args.rules, args.rules_format)
+        check_not_empty(ruleset, args.allow_empty_rules, args.rules)
+        say_skipped(ruleset)
     if args.rules_command == "test":
         from sensor.rules.explain import run_test
 

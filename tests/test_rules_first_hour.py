@@ -186,3 +186,15 @@ def test_item12_unknown_heuristic_names_the_option():
     result = replay("--rules", str(ROOT / "rules" / "demo.rules"), "--heuristics", "foo")
     assert result.returncode == 2
     assert result.stderr.strip() == "truesource: --heuristics: unknown detector 'foo'; valid: dga, tunnel"
+
+
+def test_item2_rules_export_of_an_empty_source_is_an_error(tmp_path):
+    rules = tmp_path / "empty.rules"
+    rules.write_text("# nothing yet\n")
+    result = run_cli("rules", "export", "--rules", str(rules), "--format", "rpz")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip() == (f"truesource: {rules}: no rule (native, only comments and blank lines); "
+                                     "--allow-empty-rules to run anyway")
+    allowed = run_cli("rules", "export", "--rules", str(rules), "--format", "rpz", "--allow-empty-rules")
+    assert allowed.returncode == 0, allowed.stderr
