@@ -227,3 +227,24 @@ def test_compiled_file_loader_rejects_every_damaged_copy(tmp_path):
             MappedRuleSet(str(path))
         assert isinstance(caught.value, RuleError)
         assert expected in str(caught.value) or why == "not a compiled file", (why, caught.value)
+
+
+def test_cache_write_failing_mid_file_still_runs_with_every_rule(tmp_path, cache_dir, monkeypatch):
+    """A full disk after the name table was handed to the writer: the rules are parsed again, none is lost."""
+    import errno
+
+    from sensor.rules import compiled
+
+    real = compiled.write_compiled
+
+    def full_disk(ruleset, out, **kwargs):
+        real(ruleset, out, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache, "write_compiled", full_disk)
+    rules = tmp_path / "r.rules"
+    rules.write_text("evil.example\n=login.other.example\n")
+    ruleset = cache.load_rule_set([str(rules)], None, str(cache_dir))
+    assert match_table(ruleset.table, ["www", "evil", "example"]) == 0
+    assert match_table(ruleset.table, ["login", "other", "example"]) == 1
+    assert not [p for p in os.listdir(cache_dir) if p.endswith(".tsrules") or p.endswith(".tmp")]

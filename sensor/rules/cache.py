@@ -14,6 +14,7 @@ goes on with the rules compiled in memory.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -26,9 +27,9 @@ from sensor.rules.compiled import (
     SUFFIX,
     CompiledRulesError,
     MappedRuleSet,
-    compiled_bytes,
     is_compiled,
     write_atomically,
+    write_compiled,
 )
 
 log = logging.getLogger("truesource")
@@ -131,11 +132,16 @@ def load_rule_set(paths: list[str], rules_format: str | None = None, cache: str 
     ruleset = _build(sources, rules_format, allow_empty, paths)
     try:
         os.makedirs(directory, exist_ok=True)
-        write_atomically(path, compiled_bytes(ruleset, rules_format, [s[0] for s in sources]))
+        write_atomically(path, functools.partial(write_compiled, ruleset, rules_format=rules_format,
+                                                 sources=[s[0] for s in sources], free_table=True))
     except OSError as err:  # said when asked for; the default cache may simply not exist for this user
         log.log(logging.WARNING if cache else logging.DEBUG, "--rules-cache %s: cannot write (%s); rules compiled "
                 "in memory", directory, err.strerror or err)
+        if len(ruleset) and not ruleset.table and not ruleset.patterns == list(range(len(ruleset))):
+            # the write failed after emptying the name table (a full disk): parse again rather than run without it
+            ruleset = build_ruleset_quietly(sources, rules_format)
         return ruleset
+    del ruleset, sources  # the parsed set (250 MB at a million rules) goes before the mapping comes in
     _trim(directory, path)
     _write_memo(memo, stats, key)
     return MappedRuleSet(path)
@@ -146,7 +152,7 @@ def compile_to(paths: list[str], rules_format: str | None, out: str, allow_empty
     sources = read_source_bytes(paths)
     ruleset = _build(sources, rules_format, allow_empty, paths)
     try:
-        write_atomically(out, compiled_bytes(ruleset, rules_format, [s[0] for s in sources]))
+        write_atomically(out, lambda handle: write_compiled(ruleset, handle, rules_format, [s[0] for s in sources]))
     except OSError as err:
         raise RuleError(f"{out}: cannot write: {err.strerror}") from None
     return MappedRuleSet(out)
@@ -159,6 +165,12 @@ def _build(sources: list[tuple[str, bytes, bool]], rules_format: str | None, all
     check_not_empty(ruleset, allow_empty, paths)
     say_skipped(ruleset)
     return ruleset
+
+
+def build_ruleset_quietly(sources: list[tuple[str, bytes, bool]], rules_format: str | None):
+    from sensor.rules.loader import build_ruleset, decode_sources
+
+    return build_ruleset(decode_sources(sources), rules_format)
 
 
 def check_not_empty(ruleset, allow_empty: bool, paths: list[str]) -> None:

@@ -25,6 +25,8 @@ used for matching.
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import mmap
 import os
@@ -32,6 +34,7 @@ import struct
 import zlib
 from array import array
 from collections.abc import Iterator, Mapping
+from typing import BinaryIO
 
 from sensor import __version__
 from sensor.errors import RuleError
@@ -77,15 +80,19 @@ def fnv_reversed(key: bytes) -> int:
     return h
 
 
-def table_bytes(table: dict) -> tuple[bytes, bytes, int, int, int]:
+def table_bytes(table: dict, free: bool = False) -> tuple[bytes, bytes, int, int, int]:
     """The suffix table's entries and keys as the file holds them, built by the compiled SuffixSet when it is
-    there, else here in Python (the same insertion order and probing, so the same bytes; slower)."""
+    there, else here in Python (the same insertion order and probing, so the same bytes; slower). `free`: empty the
+    dict once the C table holds it (60 MB less at the peak with a million rules)."""
     try:
         from sensor import _loop
     except ImportError:
         _loop = None
     if _loop is not None and os.environ.get("TRUESOURCE_PURE", "") in ("", "0"):
-        return _loop.SuffixSet(table).dump()
+        compiled = _loop.SuffixSet(table)
+        if free:
+            table.clear()
+        return compiled.dump()
     return _table_bytes_python(table)
 
 
@@ -116,23 +123,43 @@ def _table_bytes_python(table: dict) -> tuple[bytes, bytes, int, int, int]:
     return bytes(entries), bytes(keys), capacity, labels[0], labels[1]
 
 
-def _offsets_and_area(values) -> tuple[bytes, bytes]:
-    """u32 offsets (one more than values) and the UTF-8 area they index."""
-    encoded = [v.encode("utf-8", "surrogatepass") for v in values]
-    offsets = array("I", [0])
-    total = 0
-    for item in encoded:
-        total += len(item)
-        offsets.append(total)
-    if total > MAX_AREA:
+def _offsets_and_area(values) -> tuple[array, bytes]:
+    """u32 offsets (one more than values) and the UTF-8 area they index. ASCII (every name) is measured by its
+    characters: a list of a million encoded names would cost 50 MB at the peak."""
+    values = values if isinstance(values, list) else list(values)
+    joined = "".join(values)
+    if joined.isascii():
+        lengths = map(len, values)
+        area = joined.encode("ascii")
+    else:
+        encoded = [v.encode("utf-8", "surrogatepass") for v in values]
+        lengths = map(len, encoded)
+        area = b"".join(encoded)
+    del joined
+    if len(area) > MAX_AREA:
         raise RuleError("rules too large for a compiled file (a string area over 4 GiB)")
-    return offsets.tobytes(), b"".join(encoded)
+    offsets = array("I", [0])
+    offsets.extend(itertools.accumulate(lengths))
+    return offsets, area
 
 
 def compiled_bytes(ruleset: RuleSet, rules_format: str | None = None, sources: list[str] | None = None) -> bytes:
     """The whole file for a RuleSet that still has its name table (before compile_rules drops it)."""
+    out = io.BytesIO()
+    write_compiled(ruleset, out, rules_format, sources)
+    return out.getvalue()
+
+
+def write_compiled(ruleset: RuleSet, out: BinaryIO, rules_format: str | None = None,
+                   sources: list[str] | None = None, free_table: bool = False) -> None:
+    """Write the file section by section to a seekable binary stream, the CRC computed on the way and put into the
+    header last: no copy of the whole file is ever held (a million rules: 100 MB less at the peak). `free_table`:
+    the RuleSet's name table is emptied on the way (a caller that maps the file next and needs no table)."""
+    if array("H").itemsize != 2 or array("I").itemsize != 4:
+        raise RuleError("compiled rule files need 16- and 32-bit array items")
     n = len(ruleset)
-    entries, _, capacity, low, high = table_bytes(ruleset.table)
+    keys = len(ruleset.table)
+    entries, _, capacity, low, high = table_bytes(ruleset.table, free_table)
     pattern_offsets, pattern_area = _offsets_and_area(ruleset._pattern)
     entries = _keys_in_patterns(entries, pattern_offsets)
     text_offsets, text_area = b"", b""  # no texts of their own (most feeds): no section
@@ -146,45 +173,50 @@ def compiled_bytes(ruleset: RuleSet, rules_format: str | None = None, sources: l
             "report": {"by_kind": report.by_kind, "by_format": report.by_format,
                        "duplicates": len(report.duplicates), "skipped_files": report.skipped_files,
                        "empty_files": report.empty_files}}
-    bodies = [entries, b"", bytes(ruleset._kind), bytes(ruleset.allow), bytes(ruleset._format),
-              ruleset._file.tobytes(), ruleset._line.tobytes(), ruleset._meta.tobytes(), pattern_offsets,
-              pattern_area, text_offsets, text_area, array("I", ruleset.patterns).tobytes(), meta_offsets,
-              meta_area, json.dumps(info).encode()]
-    if array("H").itemsize != 2 or array("I").itemsize != 4:
-        raise RuleError("compiled rule files need 16- and 32-bit array items")
+    bodies = [memoryview(entries).cast("B"), b"", ruleset._kind, ruleset.allow, ruleset._format, ruleset._file,
+              ruleset._line, ruleset._meta, pattern_offsets, pattern_area, text_offsets, text_area,
+              array("I", ruleset.patterns), meta_offsets, meta_area, json.dumps(info).encode()]
+    sizes = [memoryview(body).nbytes for body in bodies]
     places: list[int] = []
     offset = HEADER.size
-    for body in bodies:
+    for size in sizes:
         offset = (offset + 7) & ~7
-        places += [offset, len(body)]
-        offset += len(body)
+        places += [offset, size]
+        offset += size
     layout = places[::2]
-    keys, patterns = SECTIONS.index("keys"), SECTIONS.index("pattern_area")
-    places[2 * keys:2 * keys + 2] = places[2 * patterns:2 * patterns + 2]  # the table's keys are the patterns
-    header = bytearray(HEADER.pack(MAGIC, FORMAT_VERSION, HEADER.size, 0, offset, n, len(ruleset.table),
-                                   capacity, low, high, *places))
-    out = bytearray(header)
-    for body, start in zip(bodies, layout, strict=True):
-        out += bytes(start - len(out))
-        out += body
-    struct.pack_into("<I", out, CRC_AT, zlib.crc32(out))
-    return bytes(out)
+    key_at, patterns_at = SECTIONS.index("keys"), SECTIONS.index("pattern_area")
+    places[2 * key_at:2 * key_at + 2] = places[2 * patterns_at:2 * patterns_at + 2]  # the keys are the patterns
+    header = HEADER.pack(MAGIC, FORMAT_VERSION, HEADER.size, 0, offset, n, keys, capacity, low, high, *places)
+    start = out.tell()
+    out.write(header)
+    crc, written = zlib.crc32(header), len(header)
+    for body, at in zip(bodies, layout, strict=True):
+        pad = bytes(at - written)
+        view = memoryview(body).cast("B")
+        out.write(pad)
+        out.write(view)
+        crc = zlib.crc32(view, zlib.crc32(pad, crc))
+        written = at + len(view)
+    end = out.tell()
+    out.seek(start + CRC_AT)
+    out.write(struct.pack("<I", crc))
+    out.seek(end)
 
 
-def _keys_in_patterns(entries: bytes, pattern_offsets: bytes) -> bytes:
+def _keys_in_patterns(entries: bytes, pattern_offsets: array):
     """Point each table entry's key at its rule's pattern (a table name is the pattern of the rules it holds), so
     the file holds every name once: 20 MB less to map and checksum at a million rules."""
     import numpy as np
 
     table = np.frombuffer(entries, dtype=ENTRY_DTYPE).copy()
-    offsets = np.frombuffer(pattern_offsets, dtype="<u4").astype(np.int64)
+    offsets = np.frombuffer(pattern_offsets, dtype=np.uint32).astype(np.int64)
     used = table["used"] != 0
     rules = np.where(table["own"] >= 0, table["own"], table["below"])[used].astype(np.int64)
     lengths = offsets[rules + 1] - offsets[rules]
     if not np.array_equal(lengths, table["key_len"][used].astype(np.int64)):
         raise RuleError("compiled rule set: a table name is not its rule's pattern")
     table["key_off"][used] = offsets[rules]
-    return table.tobytes()
+    return table.view(np.uint8)  # bytes for the writer, without a copy
 
 
 def _meta_json(meta: RuleMeta) -> dict:
@@ -195,13 +227,17 @@ def _meta_json(meta: RuleMeta) -> dict:
     return fields
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, rename: a reader sees the old file or the whole new one."""
+def write_atomically(path: str, data) -> None:
+    """Write to a temporary file beside `path`, fsync, rename: a reader sees the old file or the whole new one.
+    `data`: bytes, or a function that writes to the open binary file."""
     directory = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as handle:
-            handle.write(data)
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
