@@ -242,7 +242,8 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                 else:
                     reload_started[generation] = time.monotonic()
                     reports[generation] = {}
-                    control.send(pickle.dumps(("reload", generation, sources, reloader.rules_format)))
+                    control.send(pickle.dumps(("reload", generation, sources, reloader.rules_format,
+                                               reloader.build_options())))
             if pull.poll(100):
                 message = pickle.loads(pull.recv())
                 if message[0] == "flows":
@@ -420,9 +421,9 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
             except zmq.Again:
                 message = None
             if message is not None and message[0] == "reload" and not building:
-                _, new_generation, sources, rules_format = message
+                _, new_generation, sources, rules_format, options = message
                 built = swap_at = None
-                building = _start_build(sources, rules_format, new_generation)
+                building = _start_build(sources, rules_format, new_generation, options)
             elif message is not None and message[0] == "swap" and built is not None and message[1] == built.generation:
                 swap_at = message[2]
             elif message is not None and message[0] == "drop":
@@ -465,9 +466,9 @@ def _rules_of(ruleset, records: list) -> dict:
     return {r[15]: ruleset.rule(r[15]) for r in records if r[15] >= 0}
 
 
-def _start_build(sources, rules_format, generation) -> list:
+def _start_build(sources, rules_format, generation, options=None) -> list:
     holder: list = []
-    thread = threading.Thread(target=lambda: holder.append(build(sources, rules_format, generation)),
+    thread = threading.Thread(target=lambda: holder.append(build(sources, rules_format, generation, options)),
                               name=f"rules-reload-{generation}", daemon=True)
     thread.start()
     return [thread, holder]

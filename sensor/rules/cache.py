@@ -177,6 +177,8 @@ def check_not_empty(ruleset, allow_empty: bool, paths: list[str]) -> None:
     """RuleError naming the source and why when a --rules file, or a whole --rules directory, yields no rule."""
     empty = {filename: why for filename, why, _ in ruleset.report.empty_files}
     reasons: list[tuple[str, str]] = []
+    if not paths:  # a worker's reload from the parent's snapshot: the files given directly are known by their flag
+        reasons = [(f, why) for f, why, in_directory in ruleset.report.empty_files if not in_directory]
     for path in paths:
         if os.path.isdir(path):
             inside = [f for f in ruleset.files if os.path.dirname(f) == path.rstrip(os.sep) or
@@ -189,7 +191,7 @@ def check_not_empty(ruleset, allow_empty: bool, paths: list[str]) -> None:
         elif path in empty:
             reasons.append((path, empty[path]))
     if not reasons and not len(ruleset) and not allow_empty:
-        reasons.append((", ".join(paths), "no rule at all"))
+        reasons.append((", ".join(paths) or ", ".join(ruleset.files) or "the rules", "no rule at all"))
     if not reasons:
         return
     if allow_empty:
