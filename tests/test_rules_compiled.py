@@ -14,6 +14,7 @@ import pytest
 from conftest import PCAPS, ROOT, run_cli
 from sensor.errors import RuleError
 from sensor.rules import cache
+from sensor.rules import compiled as compiled_module
 from sensor.rules.compiled import (
     CRC_AT,
     HEADER,
@@ -67,6 +68,9 @@ def test_compiled_file_holds_every_rule_as_the_rule_set(tmp_path):
 def test_python_table_builder_writes_the_compiled_builders_bytes():
     """The reference writer (no compiler) and the compiled SuffixSet lay out the table identically."""
     pytest.importorskip("sensor._loop")
+    import sensor.loop  # the selector registers the compiled SuffixSet with the writer
+
+    assert compiled_module.NATIVE_SUFFIX_SET is sensor.loop.compiled.SuffixSet
     ruleset = load_rules([str(p) for p in SHIPPED_RULES])
     assert _table_bytes_python(ruleset.table)[0] == table_bytes(ruleset.table)[0]
 

@@ -47,7 +47,7 @@ def fuzz_one(data: bytes) -> None:
     except CompiledRulesError:
         return
     try:
-        table = mapped.suffix_set()
+        table = mapped.suffix_set(compiled_loop().SuffixSet)
         for index in range(min(len(mapped), 50)):
             mapped.rule(index)
         names = [name for _, name in zip(range(NAMES_CHECKED), mapped.table, strict=False)]

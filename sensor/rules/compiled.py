@@ -33,8 +33,9 @@ import os
 import struct
 import zlib
 from array import array
-from collections.abc import Iterator, Mapping
-from typing import BinaryIO
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from sensor import __version__
 from sensor.errors import RuleError
@@ -54,6 +55,9 @@ HEAD = struct.Struct("<8sIIIxxxxQQQQQQ")
 HEADER = struct.Struct(HEAD.format + "QQ" * len(SECTIONS))
 CRC_AT = 16  # offset of the CRC field in the header
 MAX_AREA = (1 << 32) - 1  # u32 offsets
+# The compiled SuffixSet type, registered by the selector (sensor/loop.py) when it loads the compiled module: only
+# the selector imports sensor._loop (tests/test_layering.py). None: the table is built here in Python, same bytes.
+NATIVE_SUFFIX_SET: Any = None
 
 
 class CompiledRulesError(RuleError):
@@ -84,12 +88,8 @@ def table_bytes(table: dict, free: bool = False) -> tuple[bytes, bytes, int, int
     """The suffix table's entries and keys as the file holds them, built by the compiled SuffixSet when it is
     there, else here in Python (the same insertion order and probing, so the same bytes; slower). `free`: empty the
     dict once the C table holds it (60 MB less at the peak with a million rules)."""
-    try:
-        from sensor import _loop
-    except ImportError:
-        _loop = None
-    if _loop is not None and os.environ.get("TRUESOURCE_PURE", "") in ("", "0"):
-        compiled = _loop.SuffixSet(table)
+    if NATIVE_SUFFIX_SET is not None and os.environ.get("TRUESOURCE_PURE", "") in ("", "0"):
+        compiled = NATIVE_SUFFIX_SET(table)
         if free:
             table.clear()
         return compiled.dump()
@@ -409,13 +409,12 @@ class MappedRuleSet:
         return MappedTable(self._view, self._sections["table"], self._sections["keys"], self._capacity,
                            self._keys, self._labels)
 
-    def suffix_set(self):
-        """The compiled loop's table, reading this file in place."""
-        from sensor import _loop
-
+    def suffix_set(self, suffix_set_type: Any) -> Any:
+        """The compiled loop's table (`suffix_set_type`: the compiled SuffixSet, handed in by the selector),
+        reading this file in place."""
         table, keys = self._sections["table"], self._sections["keys"]
         try:
-            return _loop.SuffixSet.mapped(self._map, table[0], self._capacity, keys[0], keys[1], self._keys,
+            return suffix_set_type.mapped(self._map, table[0], self._capacity, keys[0], keys[1], self._keys,
                                           self._labels[0], self._labels[1], self._count)
         except ValueError as err:
             raise CompiledRulesError(f"{self.path}: compiled rule set unusable: {err}") from None
@@ -466,3 +465,15 @@ class MappedRuleSet:
                 "duplicates": self.duplicates, "files": list(self.files)}
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledRules:
+    """A rule set in the form the loops take (built by the selector, sensor/loop.py: `compile_rules`): built once,
+    shared by the loops of every file or worker."""
+
+    table: object  # a compiled SuffixSet, or the RuleSet's table for the reference loop
+    allow: bytes
+    patterns: Callable[[str], int] | None
+    count: int
+
+    def loop_args(self) -> dict[str, Any]:
+        return {"allow": self.allow, "patterns": self.patterns}

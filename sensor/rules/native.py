@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable
+from typing import Any
 
 from sensor.errors import RuleError
 from sensor.idn import NameError_, to_ascii
@@ -56,7 +57,7 @@ def _other_format(body: str) -> str:
 
 
 def parse_meta(words: list[str], where: str) -> RuleMeta:
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or key not in META_KEYS:

@@ -17,14 +17,17 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sensor.errors import RuleError
-from sensor.loop import CompiledRules, compile_rules
+from sensor.rules.compiled import CompiledRules
 from sensor.rules.loader import build_ruleset, rule_files
 from sensor.rules.model import RuleSet
 
 log = logging.getLogger(__name__)
+# The loops' compiler (sensor/loop.py: compile_rules), handed in: rules/ sits below the selector and never imports it.
+Compiler = Callable[[RuleSet], CompiledRules]
 RELOAD_TOPIC = "sensor.reload"
 SETTLE_SECONDS = 1.0  # rule files unchanged (size, mtime) this long before a reload reads them
 SETTLE_POLL = 0.1
@@ -53,9 +56,10 @@ class ReloadResult:
 
 
 def build(sources: list[tuple[str, str, bool]], rules_format: str | None, generation: int,
-          options: dict | None = None) -> ReloadResult:
-    """A worker's build from the parent's snapshot. With `options` (RulesReloader.build_options: the cache and
-    --allow-empty-rules) it goes through the compiled-rules cache as a start does, and swaps in the mapped file."""
+          compile_rules: Compiler, options: dict | None = None) -> ReloadResult:
+    """A worker's build from the parent's snapshot, compiled for the loops by `compile_rules` (its table freed).
+    With `options` (RulesReloader.build_options: the cache and --allow-empty-rules) it goes through the
+    compiled-rules cache as a start does, and swaps in the mapped file."""
     started = time.perf_counter()
     try:
         if options is None:
@@ -66,7 +70,7 @@ def build(sources: list[tuple[str, str, bool]], rules_format: str | None, genera
             snapshot = [(f, text.encode("utf-8", "surrogateescape"), d) for f, text, d in sources]
             ruleset = load_rule_set([], rules_format, options.get("cache"), options.get("allow_empty", False),
                                     sources=snapshot)
-        compiled = compile_rules(ruleset, keep_table=False)
+        compiled = compile_rules(ruleset)
     except RuleError as err:
         return ReloadResult(generation, False, time.perf_counter() - started, error=str(err))
     return ReloadResult(generation, True, time.perf_counter() - started, ruleset, compiled, counts=counts_of(ruleset))
@@ -125,9 +129,10 @@ class RulesReloader:
     next. `loaded`: rules in use now (the drop check); `force`: the next reload skips the drop and cut-off checks.
     """
 
-    def __init__(self, paths: list[str], rules_format: str | None, cache: str | None = None,
+    def __init__(self, paths: list[str], rules_format: str | None, compile_rules: Compiler, cache: str | None = None,
                  allow_empty: bool = False, loaded: int = 0, settle: float = SETTLE_SECONDS) -> None:
         self.paths = paths
+        self.compile_rules = compile_rules
         self.rules_format = rules_format
         self.cache = cache
         self.allow_empty = allow_empty
@@ -191,7 +196,7 @@ class RulesReloader:
             if not force and loaded and len(ruleset) < loaded * MAX_DROP:
                 return failed(f"the rules would drop from {loaded:,} to {len(ruleset):,} (less than half); old "
                               "rules kept (`truesource control reload --force` loads them)")
-            compiled = compile_rules(ruleset, keep_table=False)
+            compiled = self.compile_rules(ruleset)
         except RuleError as err:
             return failed(str(err))
         return ReloadResult(generation, True, time.perf_counter() - started, ruleset, compiled,
@@ -250,7 +255,7 @@ class RulesReloader:
             self.loaded = len(result.ruleset)
             self.line_ends = self._line_ends()
             log.info("rules reloaded (generation %d): %d rules in %.2f s", result.generation,
-                     len(result.ruleset), result.seconds)
+                     len(result.ruleset) if result.ruleset is not None else 0, result.seconds)
         else:
             self.failures += 1
             log.error("rules reload refused, old rules kept: %s", result.error)
