@@ -162,7 +162,8 @@ def write_compiled(ruleset: RuleSet, out: BinaryIO, rules_format: str | None = N
     entries, _, capacity, low, high = table_bytes(ruleset.table, free_table)
     pattern_offsets, pattern_area = _offsets_and_area(ruleset._pattern)
     entries = _keys_in_patterns(entries, pattern_offsets)
-    text_offsets, text_area = b"", b""  # no texts of their own (most feeds): no section
+    text_offsets: bytes | array = b""  # no texts of their own (most feeds): no section
+    text_area = b""
     if ruleset._text:
         text_offsets, text_area = _offsets_and_area([ruleset._text.get(i, "") for i in range(n)])
     meta_offsets, meta_area = _offsets_and_area(json.dumps(_meta_json(m), separators=(",", ":"))
@@ -173,9 +174,10 @@ def write_compiled(ruleset: RuleSet, out: BinaryIO, rules_format: str | None = N
             "report": {"by_kind": report.by_kind, "by_format": report.by_format,
                        "duplicates": len(report.duplicates), "skipped_files": report.skipped_files,
                        "empty_files": report.empty_files}}
-    bodies = [memoryview(entries).cast("B"), b"", ruleset._kind, ruleset.allow, ruleset._format, ruleset._file,
-              ruleset._line, ruleset._meta, pattern_offsets, pattern_area, text_offsets, text_area,
-              array("I", ruleset.patterns), meta_offsets, meta_area, json.dumps(info).encode()]
+    bodies: list[Any] = [
+        memoryview(entries).cast("B"), b"", ruleset._kind, ruleset.allow, ruleset._format, ruleset._file,
+        ruleset._line, ruleset._meta, pattern_offsets, pattern_area, text_offsets, text_area,
+        array("I", ruleset.patterns), meta_offsets, meta_area, json.dumps(info).encode()]
     sizes = [memoryview(body).nbytes for body in bodies]
     places: list[int] = []
     offset = HEADER.size

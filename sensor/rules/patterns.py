@@ -25,14 +25,16 @@ class PatternMatcher:
     def __init__(self, ruleset: RuleSet) -> None:
         # Compiled on the first name it is asked about: a compiled rule-set file keeps these rules as source text,
         # and a start-up that never meets an undecided name pays nothing for them.
-        self._ruleset = ruleset
+        self._ruleset: RuleSet | None = ruleset
         self._count = len(ruleset.patterns)
         self._searches: list | None = None
 
     def _compile(self) -> list:
         groups: dict[tuple[int, bool], list[str]] = {}
-        for index in self._ruleset.patterns:
-            rule = self._ruleset.rule(index)
+        ruleset = self._ruleset
+        assert ruleset is not None  # compiled once: then the rule set is let go
+        for index in ruleset.patterns:
+            rule = ruleset.rule(index)
             text = wildcard_regex(rule.pattern) if rule.kind == WILDCARD else f"(?:{rule.pattern})"
             groups.setdefault((rule.kind, rule.allow), []).append(f"(?P<r{index}>{text})")
         order = ((WILDCARD, True), (WILDCARD, False), (REGEX, True), (REGEX, False))

@@ -146,6 +146,7 @@ class RulesReloader:
         self._thread: threading.Thread | None = None
         self._result: ReloadResult | None = None
         self._pending = False
+        self._watch: tuple[dict[str, tuple[int, int]], float] | None = None  # settled(): the states and since when
 
     def _line_ends(self) -> dict[str, bool]:
         """Did each rule file end with a line end (or was it empty) at the last good load?"""
@@ -206,7 +207,7 @@ class RulesReloader:
         """Non-blocking: have the rule files stayed unchanged for `settle` seconds since this was first asked?
         (the parent of several workers polls this before it snapshots the files for them)."""
         now, states = time.monotonic(), file_states(self.paths)
-        if getattr(self, "_watch", None) is None or self._watch[0] != states:
+        if self._watch is None or self._watch[0] != states:
             self._watch = (states, now)
         if now - self._watch[1] >= self.settle:
             self._watch = None
@@ -252,7 +253,7 @@ class RulesReloader:
         result, self._result = self._result, None
         if result.ok:
             self.reloads += 1
-            self.loaded = len(result.ruleset)
+            self.loaded = result.counts["rules"] if result.counts else self.loaded
             self.line_ends = self._line_ends()
             log.info("rules reloaded (generation %d): %d rules in %.2f s", result.generation,
                      len(result.ruleset) if result.ruleset is not None else 0, result.seconds)
