@@ -112,6 +112,7 @@ class Reload(msgspec.Struct, tag="reload", array_like=True):
     generation: int
     sources: list[tuple[str, str, bool]]  # rule_loader.read_sources(): the same bytes for every worker
     rules_format: str | None
+    options: dict[str, Any] | None = None  # RulesReloader.build_options(): the cache and --allow-empty-rules
 
 
 class Swap(msgspec.Struct, tag="swap", array_like=True):

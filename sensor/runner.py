@@ -264,12 +264,12 @@ class BatchRunner:
                 output.close()
 
     def _stop_query_log(self) -> str | None:
-        from sensor.querylog import writer as query_log
-
         if self.query_log_writer is None:
             if self.query_log is not None:
                 self.query_log.close()
             return None
+        from sensor.querylog import writer as query_log
+
         return query_log.stop(self.query_log_writer, self.query_log, self.query_log_drops)
 
     def exit_code(self) -> int:

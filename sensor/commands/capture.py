@@ -10,7 +10,14 @@ import time
 from typing import IO, Any
 
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
-from sensor.commands.common import add_common_options, flow_settings, loop_limits, parse_ports, query_log_options
+from sensor.commands.common import (
+    add_common_options,
+    flow_settings,
+    loop_limits,
+    parse_ports,
+    query_log_options,
+    rules_for_run,
+)
 from sensor.errors import StartupError
 from sensor.options import above, at_least
 from sensor.service import runtime
@@ -51,7 +58,8 @@ def run_capture(args: argparse.Namespace) -> int:
     from sensor.commands.sinks import attach_sinks
     from sensor.events import rfc3339
     from sensor.loop import compile_rules
-    from sensor.rules.loader import load_rules
+    from sensor.querylog import writer  # noqa: F401  before the privilege drop, as everything the run may need
+    from sensor.rules.cache import preload_readers
     from sensor.rules.reload import RELOAD_TOPIC, ReloadResult, RulesReloader
     from sensor.runner import BatchRunner
     from sensor.service.runtime import Service
@@ -66,7 +74,8 @@ def run_capture(args: argparse.Namespace) -> int:
     settings = flow_settings(args)
     options = CaptureOptions(args.interface, args.bpf, ports, args.snaplen, args.buffer_mb, not args.no_promisc,
                              all_ip=settings is not None)
-    ruleset = load_rules(args.rules, args.rules_format)
+    ruleset = rules_for_run(args)
+    preload_readers()  # a reload after the privilege drop may not be able to read the Python library any more
     log.info("loaded %d rules from %d files", len(ruleset), len(ruleset.files))
     log_options = query_log_options(args)
     if log_options is not None and log_options.publish and args.workers > 1:
@@ -109,12 +118,14 @@ def run_capture(args: argparse.Namespace) -> int:
         if args.control:
             from sensor.outputs.control import ControlServer
 
-            def request_reload() -> dict[str, str]:
+            def request_reload(force: bool = False) -> dict[str, Any]:
                 stop.reload_requested = True
-                return {"reload": "requested"}
+                reloader.force = reloader.force or force
+                return {"reload": "requested", **({"force": True} if force else {})}
 
             control = ControlServer(args.control, {
                 "reload": request_reload,
+                "reload --force": lambda: request_reload(force=True),
                 "stats": lambda: {"total": dict(board.total())},
                 "ping": lambda: {"pong": True},
             })
@@ -136,8 +147,9 @@ def run_capture(args: argparse.Namespace) -> int:
                 next_stats = now + args.stats_interval
                 publish_stats()
 
-        # with workers: its paths; they build themselves
-        reloader = RulesReloader(args.rules, args.rules_format, functools.partial(compile_rules, keep_table=False))
+        # with workers: the reloader's paths and checks; the workers build themselves
+        reloader = RulesReloader(args.rules, args.rules_format, functools.partial(compile_rules, keep_table=False),
+                                 cache=args.rules_cache, allow_empty=args.allow_empty_rules, loaded=len(ruleset))
 
         def on_reload(result: ReloadResult) -> None:
             event = {"@timestamp": rfc3339(*divmod(time.time_ns() // 1000, 1_000_000)),

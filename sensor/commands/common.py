@@ -17,6 +17,7 @@ from sensor.flows.settings import ACTIVE_TIMEOUT, IDLE_TIMEOUT, MAX_FLOWS, FlowS
 from sensor.options import above
 from sensor.outputs import DEFAULT_ENDPOINT
 from sensor.querylog.options import DEFAULT_MAX_MB, SEGMENT_ROWS, QueryLogOptions, Retention
+from sensor.rules import commands as rules_options
 
 DEFAULT_PORTS = (53,)
 RULE_FORMATS = ("native", "hosts", "adblock", "zeek_intel", "rpz")
@@ -60,6 +61,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                              "Python object per DNS message)")
     parser.add_argument("--heuristics-config", metavar="PATH",
                         help="TOML file whose [heuristics] table tunes the detectors (docs/heuristics.md)")
+    rules_options.add_options(parser)
     stream.add_server_options(parser)
     add_flow_options(parser)
     add_query_log_options(parser)
@@ -99,6 +101,14 @@ def add_query_log_options(parser: argparse.ArgumentParser) -> None:
 
 
 # --- from options to settings -------------------------------------------------------------------------------
+
+def rules_for_run(args: argparse.Namespace) -> Any:
+    """The rules as a run uses them: compiled and cached (sensor/rules/cache.py); a RuleSet or the mapped file."""
+    import sensor.loop  # noqa: F401  the selector: the compiled SuffixSet writes a cached file's table (fast)
+    from sensor.rules.cache import load_rule_set
+
+    return load_rule_set(args.rules, args.rules_format, args.rules_cache, args.allow_empty_rules)
+
 
 def parse_ports(values: Sequence[str] | None) -> tuple[int, ...]:
     """`--ports 53,5353 --ports 5355` to a sorted tuple; StartupError names the bad item."""

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from sensor.capture.files import IDLE_FLUSH_MS
-from sensor.commands.common import add_common_options, flow_settings, loop_limits, parse_ports
+from sensor.commands.common import add_common_options, flow_settings, loop_limits, parse_ports, rules_for_run
 from sensor.errors import StartupError
 from sensor.options import above, at_least
 
@@ -38,7 +38,6 @@ def run_replay(args: argparse.Namespace) -> int:
     from sensor.commands.sinks import attach_sinks
     from sensor.loop import compile_rules
     from sensor.replay import replay, terminal_progress
-    from sensor.rules.loader import load_rules
     from sensor.runner import BatchRunner
     from sensor.summary import Summary, counter_lines
 
@@ -48,7 +47,7 @@ def run_replay(args: argparse.Namespace) -> int:
         raise StartupError("--wait-subscribers needs --publish")
     limits = loop_limits(args)
     loading = time.perf_counter()
-    ruleset = load_rules(args.rules, args.rules_format)
+    ruleset = rules_for_run(args)
     load_seconds = time.perf_counter() - loading
     log.info("loaded %d rules from %d files in %.2f s", len(ruleset), len(ruleset.files), load_seconds)
     started = time.perf_counter()

@@ -21,15 +21,16 @@ def attach_sinks(runner: BatchRunner, args: argparse.Namespace, ruleset: RuleSet
     failure part-way leaves what was opened to `runner.abort()`). Returns the ZeroMQ publisher, or None.
     `blocking`: replay waits for slow readers, capture never does. `flow_table`: False in a parent whose workers
     build the flows."""
-    from sensor.querylog import writer as query_log
-
     log_options = query_log_options(args)
     pipeline, publisher = build_pipeline(args, ruleset, runner.outputs, blocking)
     runner.attach(pipeline=pipeline)
     if flows is not None:
         runner.attach(flows=flow_sink(args, flows, pipeline, with_table=flow_table))
-    writer, sink = query_log.start(log_options, pipeline, blocking=blocking)
-    runner.attach(query_log=sink, query_log_writer=writer)
+    if log_options is not None:  # imported only when asked: zmq and multiprocessing are 30 ms of every start-up
+        from sensor.querylog import writer as query_log
+
+        writer, sink = query_log.start(log_options, pipeline, blocking=blocking)
+        runner.attach(query_log=sink, query_log_writer=writer)
     return publisher
 
 
@@ -84,7 +85,13 @@ def heuristic_engine(args: argparse.Namespace) -> Any:
         except tomllib.TOMLDecodeError as err:
             raise StartupError(f"{args.heuristics_config}: not TOML: {err}") from None
     if args.heuristics:
-        section = {**section, "detectors": [d.strip() for d in args.heuristics.split(",") if d.strip()]}
+        from sensor.heuristics.config import DETECTORS
+
+        detectors = [d.strip() for d in args.heuristics.split(",") if d.strip()]
+        for name in detectors:  # named by the option given, not the configuration key it maps to
+            if name not in DETECTORS:
+                raise StartupError(f"--heuristics: unknown detector {name!r}; valid: {', '.join(DETECTORS)}")
+        section = {**section, "detectors": detectors}
     return HeuristicEngine(HeuristicsConfig.from_mapping(section))
 
 
