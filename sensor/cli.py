@@ -15,6 +15,7 @@ from sensor import __version__, config
 from sensor.attribution import DEFAULT_WINDOW
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
+from sensor.outputs.jsonlines import check_writable
 from sensor.flows.commands import register as register_flow_commands
 from sensor.flows.options import add_options as add_flow_options
 from sensor.flows.profile_command import register as register_profile_command
@@ -194,10 +195,13 @@ def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: b
         raise StartupError("--attribution-window: must be more than 0 seconds")
     publisher = None
     for path in args.out or ([] if args.publish else ["-"]):
-        outputs.append(JsonLinesWriter(path, blocking=blocking))  # capture: never waits on a pipe
+        # capture: never waits on a pipe, and appends (a restart keeps what a shipper has not read)
+        outputs.append(JsonLinesWriter(path, blocking=blocking, append=not blocking))
     if args.publish:
         from sensor.outputs.curve import server_from_args
-        from sensor.outputs.publisher import Publisher
+        from sensor.outputs.publisher import Publisher, check_endpoint
+
+        check_endpoint(args.publish)
 
         if args.publish_hwm is not None and args.publish_hwm < 1:
             raise StartupError("--publish-hwm: must be at least 1")
@@ -258,6 +262,8 @@ def run_replay(args: argparse.Namespace) -> int:
     settings = flow_settings(args)
     if args.wait_subscribers and not args.publish:
         raise StartupError("--wait-subscribers needs --publish")
+    if args.summary_json:
+        check_writable(args.summary_json, "--summary-json")
     loading = time.perf_counter()
     ruleset = load_rules(args.rules, args.rules_format)
     load_seconds = time.perf_counter() - loading
@@ -274,7 +280,7 @@ def run_replay(args: argparse.Namespace) -> int:
             publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
         result = replay(args.files, ruleset, pipeline, ports, progress, limits=loop_limits(args), flows=flows,
-                        query_log=log_sink)
+                        query_log=log_sink, ready=lambda: open_outputs(outputs))
     finally:
         try:
             if flows is not None:
@@ -295,7 +301,24 @@ def run_replay(args: argparse.Namespace) -> int:
     if result.cut_off is not None:
         log.error("%s", result.cut_off)
         return result.cut_off.exit_code
-    return 0
+    return 1 if lost_lines(outputs) else 0
+
+
+def open_outputs(outputs) -> None:
+    """Open the --out files: only once every check of the run has passed (a failed start changes no file)."""
+    for output in outputs:
+        if hasattr(output, "open"):
+            output.open()
+
+
+def lost_lines(outputs) -> bool:
+    """Say, as the run's last line, which --out file lost lines; True if one did."""
+    lost = False
+    for output in outputs:
+        if getattr(output, "lines_dropped", 0) and output.path != "-":
+            log.error("--out %s: %d event lines lost (%s)", output.path, output.lines_dropped, output.drop_reason)
+            lost = True
+    return lost
 
 
 def print_summary(c, seconds: float, title: str, outputs) -> None:
@@ -311,11 +334,11 @@ def print_summary(c, seconds: float, title: str, outputs) -> None:
         if parts:
             lines.append(f"{title}: " + ", ".join(parts))
     for output in outputs:
-        if hasattr(output, "dropped"):
-            lines.append(f"publisher {output.endpoint}: {output.sent:,} sent, {output.dropped:,} dropped")
+        if hasattr(output, "summary"):
+            lines.append(output.summary())
         if getattr(output, "lines_dropped", 0):
             lines.append(f"--out {output.path}: {output.lines:,} written, {output.lines_dropped:,} dropped "
-                         "(the reader did not keep up)")
+                         f"({output.drop_reason})")
     for line in lines:
         print(line, file=sys.stderr)
 
@@ -352,6 +375,8 @@ def run_capture(args: argparse.Namespace) -> int:
     from sensor.stats import STATS_TOPIC, StatsBoard
 
     ports = parse_ports(args.ports)
+    if args.summary_json:
+        check_writable(args.summary_json, "--summary-json")
     if args.workers < 1:
         raise StartupError("--workers: must be at least 1")
     if args.snaplen < 64 or args.buffer_mb < 1:
@@ -418,8 +443,14 @@ def run_capture(args: argparse.Namespace) -> int:
             if control is not None:
                 control.serve_pending()
             service.tick(stop.stopped)
-            if stop.hangup:  # SIGHUP: the configuration again (its live keys), then the rules
+            for output in outputs:  # a log shipper sees lines within a tick
+                if hasattr(output, "flush"):
+                    output.flush()
+            if stop.hangup:  # SIGHUP: --out files reopened (logrotate), the configuration again, then the rules
                 stop.hangup = False
+                for output in outputs:
+                    if hasattr(output, "reopen"):
+                        output.reopen()
                 if service.reload_config() is not None:
                     reloader.paths, reloader.rules_format = args.rules, args.rules_format
                 stop.reload_requested = True
@@ -449,6 +480,7 @@ def run_capture(args: argparse.Namespace) -> int:
             service.reloaded()
 
         def on_open() -> None:
+            open_outputs(outputs)
             service.opened(args.interface)
 
         if args.workers == 1:

@@ -37,6 +37,7 @@ def replay(
     limits: dict | None = None,
     flows=None,
     query_log=None,
+    ready: Callable[[], None] | None = None,
 ) -> ReplayResult:
     """Decode every file in order; a cut-off file ends the replay after its last good frame.
 
@@ -44,7 +45,8 @@ def replay(
     long replay's output. `flows`: a FlowSink whose table every file's loop shares (flows span files); it is
     drained after each batch and flushed after the last file. `query_log`: a QueryLogSink
     (sensor/querylog/writer.py) that takes every batch's finished query-log entries, and each file's pending ones
-    at its end.
+    at its end. `ready`: called once every file is open and the rules compiled, before the first frame (the
+    outputs open their files then, so a failed start changes no file).
     """
     result = ReplayResult()
     started = time.perf_counter()
@@ -52,6 +54,8 @@ def replay(
     compiling = time.perf_counter()
     rules = compile_rules(ruleset, keep_table=False)
     result.compile_seconds = time.perf_counter() - compiling
+    if ready is not None:
+        ready()
     for capture in captures:
         origin = Origin(capture_file=capture.name)
         flow_table = {"flows": flows.table} if flows is not None else {}
