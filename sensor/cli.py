@@ -15,13 +15,13 @@ from sensor import __version__, config
 from sensor.attribution import DEFAULT_WINDOW
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
-from sensor.outputs.jsonlines import check_writable
 from sensor.flows.commands import register as register_flow_commands
 from sensor.flows.options import add_options as add_flow_options
 from sensor.flows.profile_command import register as register_profile_command
 from sensor.options import above, at_least
 from sensor.outputs import DEFAULT_ENDPOINT
 from sensor.outputs import commands as stream
+from sensor.outputs.jsonlines import check_writable
 from sensor.querylog.options import add_options as query_log_options
 from sensor.querylog.options import options_from as query_log_options_from
 from sensor.querylog.options import register as register_query_log_commands
