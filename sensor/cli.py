@@ -315,7 +315,7 @@ def lost_lines(outputs) -> bool:
     """Say, as the run's last line, which --out file lost lines; True if one did."""
     lost = False
     for output in outputs:
-        if getattr(output, "lines_dropped", 0) and output.path != "-":
+        if getattr(output, "lines_dropped", 0):  # replay waits for a pipe: only a full disk drops
             log.error("--out %s: %d event lines lost (%s)", output.path, output.lines_dropped, output.drop_reason)
             lost = True
     return lost
@@ -395,6 +395,7 @@ def run_capture(args: argparse.Namespace) -> int:
     if log_options is not None and log_options.publish and args.workers > 1:
         raise StartupError("--publish-queries needs --workers 1 (workers send only hits to the publishing parent)")
     log_writer = log_sink = board = None
+    outputs_to_open: list = []  # besides the outputs: files opened once the interface is
     stop = Stopper()
     stop.install()
     try:
@@ -402,7 +403,10 @@ def run_capture(args: argparse.Namespace) -> int:
         log_writer, log_sink = query_log.start(log_options, pipeline, blocking=False)
         trace = None
         if args.trace_messages:
-            trace_file = open(args.trace_messages, "w", encoding="ascii")
+            from sensor.outputs.jsonlines import LateFile
+
+            trace_file = LateFile(args.trace_messages, "--trace-messages")  # opened with the outputs
+            outputs_to_open.append(trace_file)
             trace = _message_tracer(trace_file)
         flows = flow_sink(args, settings, pipeline, with_table=args.workers == 1) if settings else None
         job = CaptureJob(options, ports, compile_rules(ruleset, keep_table=False), ruleset, trace, loop_limits(args),
@@ -480,7 +484,7 @@ def run_capture(args: argparse.Namespace) -> int:
             service.reloaded()
 
         def on_open() -> None:
-            open_outputs(outputs)
+            open_outputs(outputs + outputs_to_open)
             service.opened(args.interface)
 
         if args.workers == 1:

@@ -218,3 +218,35 @@ def test_failed_capture_start_leaves_existing_out_untouched(tmp_path):
     result = run_cli("capture", "-i", "no-such-if0", "--rules", RULES, "--out", str(out))
     assert result.returncode == 2, result.stderr
     assert unchanged(out, before)
+
+
+def test_full_disk_under_stdout_redirection_is_counted_not_an_internal_error(small_disk):
+    target = small_disk / "stdout.jsonl"
+    with open(target, "w") as stdout:
+        result = subprocess.run([sys.executable, "-m", "sensor", "replay", *[DEMO] * 10, "--rules", RULES],
+                                cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "internal error" not in result.stderr
+    written = target.read_text().splitlines()
+    assert all(json.loads(line) for line in written)
+    assert f"--out -: {len(written)} written, {DEMO_HITS * 10 - len(written)} dropped (the disk was full)" \
+        in result.stderr
+
+
+@pytest.mark.netns
+def test_failed_capture_start_leaves_trace_file_untouched_and_a_good_one_writes_it(wire, tmp_path):
+    from test_capture_live import stop
+
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text(OLD)
+    before = trace.stat()
+    bad = run_cli("capture", "-i", "no-such-if0", "--rules", RULES, "--trace-messages", str(trace))
+    assert bad.returncode == 2 and unchanged(trace, before)
+    proc = start(wire, "--trace-messages", str(trace))
+    try:
+        wire.replay(DEMO, pps=2000)
+        poll(lambda: trace.read_text() != OLD, what="the trace")
+    finally:
+        stop(proc)
+    lines = trace.read_text().splitlines()
+    assert lines and OLD.strip() not in lines and all(json.loads(line)["name"] for line in lines)

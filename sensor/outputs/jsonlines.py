@@ -50,6 +50,32 @@ def check_writable(path: str, option: str) -> None:
         raise StartupError(f"{option} {path}: cannot create a file in {parent}: permission denied")
 
 
+class LateFile:
+    """A text file checked now and created (truncated) only by `open()`, once every check of the run has passed;
+    a write before that opens it. For the debug outputs (`--trace-messages`)."""
+
+    def __init__(self, path: str, option: str) -> None:
+        check_writable(path, option)
+        self.path, self.option = path, option
+        self._handle: TextIO | None = None
+
+    def open(self) -> None:
+        if self._handle is None:
+            try:
+                self._handle = open(self.path, "w", encoding="ascii")
+            except OSError as err:
+                raise StartupError(f"{self.option} {self.path}: cannot write: {err.strerror}") from None
+
+    def write(self, text: str) -> None:
+        if self._handle is None:
+            self.open()
+        self._handle.write(text)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
 class JsonLinesWriter:
     """Writes events as lines; `-` is standard output. `append`: keep what the file holds (capture)."""
 
@@ -66,17 +92,25 @@ class JsonLinesWriter:
         self._pending = bytearray()  # whole lines not yet written to the file
         self._pending_lines = 0
         self._disk_full = False
+        self._stdout_file = False  # standard output redirected to a regular file: written like --out FILE
         if path == "-":
             self._handle: TextIO = sys.stdout
             if not blocking and _may_block(sys.stdout):
                 sys.stdout.flush()
                 self._pipe = _NonBlockingPipe(sys.stdout.fileno(), buffer_limit)
+            else:
+                self._stdout_file = _is_regular(sys.stdout)
         else:
             check_writable(path, "--out")
 
     def open(self) -> None:
         """Open (or create) the file: called once every check of the run has passed."""
-        if self.path == "-" or self._fd is not None:
+        if self._fd is not None:
+            return
+        if self.path == "-":
+            if self._stdout_file:
+                self._handle.flush()
+                self._fd = self._handle.fileno()  # the shell's redirection: written to, never closed here
             return
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (0 if self.append else os.O_TRUNC)
         try:
@@ -88,6 +122,7 @@ class JsonLinesWriter:
     def reopen(self) -> None:
         """SIGHUP: write what is pending, then open the path afresh (logrotate moved or truncated the file)."""
         if self.path == "-":
+            self.flush()
             return
         if self._fd is not None:
             self.flush()
@@ -111,7 +146,7 @@ class JsonLinesWriter:
             else:
                 self.lines_dropped += 1
             return
-        if self.path == "-":
+        if self.path == "-" and not self._stdout_file:
             self._handle.write(line)
             self._handle.write("\n")
             self.lines += 1
@@ -164,7 +199,7 @@ class JsonLinesWriter:
 
     def state_counters(self) -> dict[str, int]:
         if self._pipe is None:
-            return {"out_drops": self.lines_dropped} if self.path != "-" else {}
+            return {"out_drops": self.lines_dropped} if self.path != "-" or self._stdout_file else {}
         return {"out_drops": self.lines_dropped, "out_buffered_bytes": len(self._pipe.buffer)}
 
     def close(self) -> None:
@@ -172,15 +207,22 @@ class JsonLinesWriter:
             self.lines -= self._pipe.close(CLOSE_WAIT)
             self.lines_dropped += self._pipe.dropped_at_close
             return
-        if self.path == "-":
+        if self.path == "-" and not self._stdout_file:
             self._handle.flush()
             return
         try:
             self.flush()
         finally:
-            if self._fd is not None:
+            if self._fd is not None and self.path != "-":
                 os.close(self._fd)
-                self._fd = None
+            self._fd = None
+
+
+def _is_regular(handle: TextIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's StringIO)
+        return False
 
 
 def _may_block(handle: TextIO) -> bool:
