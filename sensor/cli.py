@@ -253,6 +253,7 @@ def loop_limits(args: argparse.Namespace) -> dict:
 def run_replay(args: argparse.Namespace) -> int:
     import time
 
+    from sensor.capture.files import check_readable
     from sensor.flows.options import flow_settings, flow_sink
     from sensor.querylog import writer as query_log
     from sensor.replay import replay, terminal_progress
@@ -268,16 +269,18 @@ def run_replay(args: argparse.Namespace) -> int:
     ruleset = load_rules(args.rules, args.rules_format)
     load_seconds = time.perf_counter() - loading
     log.info("loaded %d rules from %d files in %.2f s", len(ruleset), len(ruleset.files), load_seconds)
+    for path in args.files:  # a missing capture fails before the flow store or query log is created
+        check_readable(path)
     outputs: list = []
     flows = None
     log_options = query_log_options_from(args)
     log_writer = log_sink = None
     try:
         pipeline, publisher = build_pipeline(args, ruleset, outputs, blocking=True)
+        if publisher is not None and args.wait_subscribers:  # before any store is created: it may time out
+            publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         flows = flow_sink(args, settings, pipeline) if settings else None
         log_writer, log_sink = query_log.start(log_options, pipeline, blocking=True)
-        if publisher is not None and args.wait_subscribers:
-            publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
         progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
         result = replay(args.files, ruleset, pipeline, ports, progress, limits=loop_limits(args), flows=flows,
                         query_log=log_sink, ready=lambda: open_outputs(outputs))

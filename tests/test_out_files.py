@@ -250,3 +250,14 @@ def test_failed_capture_start_leaves_trace_file_untouched_and_a_good_one_writes_
         stop(proc)
     lines = trace.read_text().splitlines()
     assert lines and OLD.strip() not in lines and all(json.loads(line)["name"] for line in lines)
+
+
+@pytest.mark.parametrize("fault", ["missing capture", "no subscriber"])
+def test_failed_replay_start_creates_no_query_log_or_flow_store(tmp_path, fault, endpoint):
+    files = [str(tmp_path / "missing.pcap")] if fault == "missing capture" else [DEMO]
+    extra = ["--publish", endpoint, "--wait-subscribers", "1", "--wait-timeout", "0.5"] if fault == "no subscriber" \
+        else []
+    result = run_cli("replay", *files, "--rules", RULES, "--query-log", str(tmp_path / "q.db"),
+                     "--flow-store", str(tmp_path / "store"), *extra)
+    assert result.returncode == 2, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -49,6 +49,13 @@ def _open(path: str):
         raise CaptureError(f"{path}: not a readable pcap or pcapng capture ({err})") from None
 
 
+def check_readable(path: str) -> None:
+    """CaptureError unless `path` opens as a capture (standard input is not opened twice): for a command that
+    must fail before it creates any output."""
+    if path != "-":
+        _open(path)
+
+
 class CaptureFile:
     """One capture file; `batches()` yields its frames and raises CaptureCutOff at a cut-off end."""
 
