@@ -19,7 +19,7 @@ from sensor.flows.commands import register as register_flow_commands
 from sensor.flows.options import add_options as add_flow_options
 from sensor.flows.profile_command import register as register_profile_command
 from sensor.options import above, at_least
-from sensor.outputs import DEFAULT_ENDPOINT
+from sensor.outputs import DEFAULT_ENDPOINT, check_endpoint
 from sensor.outputs import commands as stream
 from sensor.outputs.jsonlines import check_writable
 from sensor.querylog.options import add_options as query_log_options
@@ -199,9 +199,9 @@ def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: b
         outputs.append(JsonLinesWriter(path, blocking=blocking, append=not blocking))
     if args.publish:
         from sensor.outputs.curve import server_from_args
-        from sensor.outputs.publisher import Publisher, check_endpoint
+        from sensor.outputs.publisher import Publisher
 
-        check_endpoint(args.publish)
+        check_endpoint(args.publish)  # before the CURVE check, whose message would call garbage "not loopback"
 
         if args.publish_hwm is not None and args.publish_hwm < 1:
             raise StartupError("--publish-hwm: must be at least 1")
@@ -579,6 +579,7 @@ def run_rules(args: argparse.Namespace) -> int:
 def run_tail(args: argparse.Namespace) -> int:
     from sensor.outputs.subscriber import tail
 
+    check_endpoint(args.connect, "--connect")
     keys = args.curve_server_key or []
     if len(keys) > 1:
         raise StartupError("--curve-server-key: tail connects to one publisher; give one key")

@@ -159,3 +159,12 @@ def test_publish_garbage_is_not_an_endpoint(tmp_path):
     assert result.stderr.strip().splitlines()[-1].endswith(
         "--publish: 'garbage' is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH or inproc://NAME)")
     assert "loopback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv", [["tail", "--connect", "garbage"], ["relay", "--bind", "garbage", "--connect",
+                                  "tcp://127.0.0.1:1"], ["relay", "--bind", "tcp://127.0.0.1:1", "--connect", "nope"]])
+def test_tail_and_relay_say_a_garbage_endpoint_is_not_an_endpoint(argv):
+    result = run_cli(*argv, timeout=30)
+    assert result.returncode == 2
+    option = argv[argv.index("garbage") - 1] if "garbage" in argv else "--connect"
+    assert f"{option}: '{argv[argv.index(option) + 1]}' is not a ZeroMQ endpoint" in result.stderr

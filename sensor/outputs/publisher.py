@@ -17,13 +17,12 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from urllib.parse import urlsplit
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from sensor.errors import StartupError
-from sensor.outputs import DEFAULT_ENDPOINT
+from sensor.outputs import DEFAULT_ENDPOINT, check_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +33,6 @@ MAX_PREFIXES = 10_000  # distinct topic prefixes tracked; past it every topic co
 #                        sending endless distinct prefixes must not grow the publisher)
 JOIN_GRACE = 1.0  # seconds a subscription read before its connection's accepted event waits to be matched
 PEER_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
-ENDPOINT_SCHEMES = ("tcp", "ipc", "inproc", "pgm", "epgm", "vmci", "ws", "wss")
-
-
-def check_endpoint(endpoint: str, option: str = "--publish") -> None:
-    """StartupError unless `endpoint` looks like a ZeroMQ endpoint (scheme://address)."""
-    parts = urlsplit(endpoint)
-    if "://" not in endpoint or parts.scheme not in ENDPOINT_SCHEMES or not endpoint.split("://", 1)[1]:
-        raise StartupError(f"{option}: {endpoint!r} is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH or "
-                           "inproc://NAME)")
 
 
 class PeerCounter:

@@ -18,6 +18,7 @@ import threading
 import zmq
 
 from sensor.errors import StartupError
+from sensor.outputs import check_endpoint
 from sensor.outputs.curve import secure_client, server_from_args
 
 log = logging.getLogger("truesource.relay")
@@ -36,6 +37,9 @@ def _exit_now() -> None:
 
 
 def run_relay(args: argparse.Namespace) -> int:
+    check_endpoint(args.bind, "--bind")
+    for endpoint in args.connect:
+        check_endpoint(endpoint, "--connect")
     server_keys = args.curve_server_key or []
     if server_keys and len(server_keys) not in (1, len(args.connect)):
         raise StartupError(f"--curve-server-key: give one, or one per --connect ({len(args.connect)}), "
