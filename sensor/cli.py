@@ -299,6 +299,10 @@ def run_replay(args: argparse.Namespace) -> int:
         print(flows.summary(), file=sys.stderr)
     if log_line:
         print(log_line, file=sys.stderr)
+    for output in outputs:  # what the outputs sent, left undelivered or dropped: every loss in the summary too
+        if hasattr(output, "state_counters"):
+            for key, value in output.state_counters().items():
+                result.counters[key] += value
     if args.summary_json:
         write_summary_json(args.summary_json, result, {"rules": len(ruleset), "load_seconds": round(load_seconds, 3)})
     if result.cut_off is not None:

@@ -123,7 +123,9 @@ def test_full_disk_on_replay_out_counts_drops_names_the_file_and_keeps_publishin
     assert result.stderr.strip().splitlines()[-1].endswith(
         f"--out {out}: {dropped} event lines lost (the disk was full)")
     assert len(received.splitlines()) == DEMO_HITS * copies  # the publisher lost nothing
-    assert json.loads((tmp_path / "summary.json").read_text())["counters"]["hits"] == DEMO_HITS * copies
+    counters = json.loads((tmp_path / "summary.json").read_text())["counters"]
+    assert counters["hits"] == counters["publisher_sent"] == DEMO_HITS * copies
+    assert counters["out_drops"] == dropped and counters["publisher_undelivered"] == 0
 
 
 # --- live capture: appends, reopens on SIGHUP, survives a full disk --------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -149,6 +150,8 @@ def test_events_published_to_nobody_are_undelivered_not_zero_dropped(tmp_path, e
     line = next(line for line in result.stderr.splitlines() if line.startswith("publisher "))
     sent = int(line.split(": ")[1].split(" sent")[0].replace(",", ""))
     assert sent > 0 and f"{sent:,} sent, {sent:,} undelivered (no subscriber)" in line, line
+    counters = json.loads((tmp_path / "summary.json").read_text())["counters"]
+    assert counters["publisher_sent"] == counters["publisher_undelivered"] == sent
 
 
 def test_publish_garbage_is_not_an_endpoint(tmp_path):
