@@ -37,6 +37,9 @@ def _exit_now() -> None:
 
 
 def run_relay(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # first: a signal during start-up still stops it cleanly
+        signal.signal(signum, lambda *_: stop.set())
     check_endpoint(args.bind, "--bind")
     for endpoint in args.connect:
         check_endpoint(endpoint, "--connect")
@@ -82,9 +85,6 @@ def run_relay(args: argparse.Namespace) -> int:
 
     thread = threading.Thread(target=proxy, name="relay-proxy", daemon=True)
     thread.start()
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     try:
         while not stop.wait(0.2) and thread.is_alive():
             pass
