@@ -159,6 +159,11 @@ class JsonLinesWriter:
 
     def flush(self) -> None:
         """Write the pending lines; on a full disk keep the whole lines that fit and count the rest as dropped."""
+        if self._pipe is not None:  # a non-blocking pipe writes what it can at once
+            return
+        if self.path == "-" and not self._stdout_file:  # a pipe or terminal (replay): its text buffer out now
+            self._handle.flush()
+            return
         if not self._pending:
             return
         if self._fd is None:

@@ -101,7 +101,7 @@ class Publisher:
         # inproc:// makes no connection events: there each subscription counts as a subscriber
         self.peers: PeerCounter | None = None if endpoint.startswith("inproc://") else PeerCounter()
         self._monitor: zmq.Socket | None = None
-        self._context = zmq.Context.instance()
+        self._context: zmq.Context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.XPUB)
         self._socket.setsockopt(zmq.SNDHWM, hwm)
         self._socket.setsockopt(zmq.XPUB_NODROP, 1)
