@@ -73,7 +73,8 @@ def run_profile(args: argparse.Namespace) -> int:
     if args.html:
         from sensor.flows.profile_html import chart_data, render
 
-        page = render(result, chart_data(records, networks, result), args.sources)
+        page = render(result, chart_data(records, networks, result), args.sources, profile_header(result),
+                      profile_tables(result))
         try:
             with open(args.html, "w", encoding="utf-8") as handle:
                 handle.write(page)

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 import numpy as np
 
 from sensor.flows.profile import ANOMALY_KINDS, DNS_PORT, Profile, _keys, _ranked
-from sensor.flows.profile_command import profile_header, profile_tables
 from sensor.flows.record import in_networks
 
 TOP_TALKERS = 10  # internal hosts in the top-talkers chart
@@ -164,14 +163,18 @@ details{margin-bottom:16px}
 TABLE_KINDS = ("top_destinations", "dns_servers", "dns_clients", "dns_assets", "anomalies", "vpn", "mail")
 
 
-def render(p: Profile, charts: Charts, sources: Sequence[str]) -> str:
-    """The whole page."""
+Table = tuple[str, list[str], list[list[str]], set[int]]  # title, header, rows, right-aligned columns
+
+
+def render(p: Profile, charts: Charts, sources: Sequence[str], header: str, tables: Sequence[Table]) -> str:
+    """The whole page. `header` and `tables`: the text report's (sensor/commands/profile.py profile_header() and
+    profile_tables()), so that both show the same rows; passed in, as the analysis layer imports no command."""
     talker_rows = [[ip, f"{n:,}"] for ip, n in charts.talkers]
     role_rows = [[name, str(n)] for name, n in charts.roles]
     time_rows = [[_time(b.start), f"{b.packets:,}", f"{b.dns_packets:,}"] for b in charts.timeline]
     body = [
         f"<h1>Network profile: {_e(', '.join(p.internal))}</h1>",
-        f"<p>{_e(profile_header(p))}</p>",
+        f"<p>{_e(header)}</p>",
         f"<p>Sources: {_e(', '.join(sources))}.</p>",
         "<h2>Top talkers (internal hosts by outbound packets)</h2>",
         _bar_chart("talkers", charts.talkers, "packets"),
@@ -190,7 +193,7 @@ def render(p: Profile, charts: Charts, sources: Sequence[str]) -> str:
         "</details>",
         "<h2>The report's tables</h2>",
     ]
-    for kind, (title, header, rows, right) in zip(TABLE_KINDS, profile_tables(p), strict=True):
+    for kind, (title, header, rows, right) in zip(TABLE_KINDS, tables, strict=True):
         body.append(_table(title, header, rows, right, kind))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
