@@ -166,15 +166,15 @@ TABLE_KINDS = ("top_destinations", "dns_servers", "dns_clients", "dns_assets", "
 Table = tuple[str, list[str], list[list[str]], set[int]]  # title, header, rows, right-aligned columns
 
 
-def render(p: Profile, charts: Charts, sources: Sequence[str], header: str, tables: Sequence[Table]) -> str:
-    """The whole page. `header` and `tables`: the text report's (sensor/commands/profile.py profile_header() and
+def render(p: Profile, charts: Charts, sources: Sequence[str], heading: str, tables: Sequence[Table]) -> str:
+    """The whole page. `heading` and `tables`: the text report's (sensor/commands/profile.py profile_header() and
     profile_tables()), so that both show the same rows; passed in, as the analysis layer imports no command."""
     talker_rows = [[ip, f"{n:,}"] for ip, n in charts.talkers]
     role_rows = [[name, str(n)] for name, n in charts.roles]
     time_rows = [[_time(b.start), f"{b.packets:,}", f"{b.dns_packets:,}"] for b in charts.timeline]
     body = [
         f"<h1>Network profile: {_e(', '.join(p.internal))}</h1>",
-        f"<p>{_e(header)}</p>",
+        f"<p>{_e(heading)}</p>",
         f"<p>Sources: {_e(', '.join(sources))}.</p>",
         "<h2>Top talkers (internal hosts by outbound packets)</h2>",
         _bar_chart("talkers", charts.talkers, "packets"),

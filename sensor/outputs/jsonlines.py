@@ -69,6 +69,7 @@ class LateFile:
     def write(self, text: str) -> None:
         if self._handle is None:
             self.open()
+        assert self._handle is not None
         self._handle.write(text)
 
     def close(self) -> None:
@@ -171,22 +172,24 @@ class JsonLinesWriter:
                 self._drop(self._pending_lines)
                 return
             self.open()
+        fd = self._fd
+        assert fd is not None
         data, lines = self._pending, self._pending_lines
         self._pending, self._pending_lines = bytearray(), 0
-        start = os.lseek(self._fd, 0, os.SEEK_END)
+        start = os.lseek(fd, 0, os.SEEK_END)
         done = 0
         try:
             while done < len(data):
-                done += os.write(self._fd, memoryview(data)[done:])
+                done += os.write(fd, memoryview(data)[done:])
         except OSError as err:
             if err.errno not in DISK_FULL:
                 raise OutputError(f"--out {self.path}: cannot write events: {err.strerror}") from None
             kept = data.rfind(b"\n", 0, done) + 1  # a line cut in half is taken back: the file stays JSON lines
             if kept < done:
-                os.ftruncate(self._fd, start + kept)
+                os.ftruncate(fd, start + kept)
             written = data.count(b"\n", 0, kept)
             self.lines += written
-            self._drop(lines - written, err.strerror)
+            self._drop(lines - written, err.strerror or "")
             return
         self.lines += lines
         if self._disk_full:
