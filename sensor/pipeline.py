@@ -66,7 +66,8 @@ class HitPipeline:
             out.update({f"heuristics_{k}": v for k, v in self.heuristics.counters().items()})
         for output in self.outputs:
             if hasattr(output, "state_counters"):
-                out.update(output.state_counters())
+                for key, value in output.state_counters().items():  # two --out files: their drops add up
+                    out[key] = out.get(key, 0) + value
         return out
 
     def flush(self) -> None:

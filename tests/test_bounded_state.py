@@ -186,7 +186,7 @@ def test_subscriber_that_never_reads_fills_only_the_high_water_mark() -> None:
         assert publisher.dropped == FLOOD - publisher.sent
     finally:
         subscriber.close()
-        publisher._socket.close(linger=0)
+        publisher.close(linger=0)
 
 
 def test_pipe_nobody_reads_holds_at_most_the_buffer_limit(monkeypatch) -> None:

@@ -31,6 +31,7 @@ ADDED_SINCE_SNAPSHOT: set[str] = {
     "rules compile",
     "rules export: --allow-empty-rules",
     "control: --force",
+    "profile: --html",  # issue 14: the profile as one self-contained HTML page
 }
 
 
