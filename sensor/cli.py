@@ -342,7 +342,7 @@ def run_capture(args: argparse.Namespace) -> int:
 
     from sensor.capture.live import CaptureOptions
     from sensor.capture.workers import CaptureJob, Stopper, run_single, run_workers
-    from sensor.events import rfc3339
+    from sensor.events import reload_event
     from sensor.flows.options import flow_settings, flow_sink
     from sensor.loop import compile_rules
     from sensor.querylog import writer as query_log
@@ -433,10 +433,7 @@ def run_capture(args: argparse.Namespace) -> int:
         reloader = RulesReloader(args.rules, args.rules_format)  # with workers: its paths; they build themselves
 
         def on_reload(result: ReloadResult) -> None:
-            event = {"@timestamp": rfc3339(*divmod(time.time_ns() // 1000, 1_000_000)),
-                     "event": {"kind": "event", "dataset": "truesource.reload", "module": "truesource",
-                               "outcome": "success" if result.ok else "failure"},
-                     "observer": pipeline.encoder.observer, "truesource": {"reload": result.summary()}}
+            event = reload_event(result, pipeline.encoder.observer)
             pipeline.publish(RELOAD_TOPIC, pipeline.encoder.encode(event))
             if result.ok:
                 board.reloads += 1

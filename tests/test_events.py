@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import communityid
+import msgspec
 import pytest
 
 from sensor.community_id import community_id
@@ -46,7 +47,7 @@ def test_hit_event_fields():
     msg = DnsMessage(7, 1700000000, 42, 100, bytes([10, 1, 0, 23]), bytes([10, 1, 0, 53]), 17, 51000, 53,
                      0xBEEF, 0x0100, 1, "WWW.Evil.example", 65, 1, 0)
     encoder = HitEncoder(ruleset, Observer(hostname="appliance", name="dc1-span"))
-    event = encoder.event(msg, Origin(capture_file="x.pcap"))
+    event = msgspec.to_builtins(encoder.event(msg, Origin(capture_file="x.pcap")))
     assert list(dotted_keys(event)) == []  # SIEMs ingest nested objects as they are
     assert event["@timestamp"] == "2023-11-14T22:13:20.000042Z"
     assert event["event"]["kind"] == "alert"
@@ -55,10 +56,17 @@ def test_hit_event_fields():
     assert event["network"]["transport"] == "udp"
     assert event["network"]["vlan"] == {"id": "100"}
     assert event["network"]["community_id"].startswith("1:")
-    assert event["dns"]["id"] == 0xBEEF
+    assert event["dns"]["id"] == str(0xBEEF)  # ECS keyword
     assert event["dns"]["op_code"] == "QUERY"
     assert event["dns"]["header_flags"] == ["RD"]
-    assert event["dns"]["question"] == {"name": "WWW.Evil.example", "type": "HTTPS", "class": "IN"}
+    assert event["dns"]["question"] == {"name": "WWW.Evil.example", "type": "HTTPS", "class": "IN",
+                                        "registered_domain": "evil.example", "subdomain": "www",
+                                        "top_level_domain": "example"}
+    assert event["ecs"] == {"version": "9.4.0"}
+    assert event["threat"]["indicator"] == {"type": "domain-name", "name": "evil.example",
+                                            "url": {"domain": "evil.example"}, "reference": "https://example.org/r3"}
+    assert event["threat"]["enrichments"][0]["matched"] == {
+        "atomic": "www.evil.example", "field": "dns.question.name", "type": "indicator_match_rule"}
     assert event["rule"] == {"name": "evil.example", "ruleset": "rules/demo.rules", "id": "R3", "category": "c2",
                              "reference": "https://example.org/r3"}
     assert event["event"]["severity"] == 8
@@ -66,15 +74,16 @@ def test_hit_event_fields():
                                            "pattern": "evil.example"}
     assert event["observer"]["hostname"] == "appliance" and event["observer"]["name"] == "dc1-span"
     assert event["truesource"]["capture"] == {"file": "x.pcap", "frame": 7}
-    assert event["truesource"]["dns"]["question"] == {"type": 65, "class": 1}
-    assert encoder.encode(event).startswith('{"@timestamp":"2023-11-14T22:13:20.000042Z"')
+    assert event["truesource"]["dns"]["question"] == {"type": 65, "class": 1, "name_lower": "www.evil.example"}
+    line = encoder.encode(encoder.event(msg, Origin(capture_file="x.pcap")))
+    assert line.startswith('{"@timestamp":"2023-11-14T22:13:20.000042Z","ecs":{"version":"9.4.0"}')
 
 
 def test_unknown_codes_use_rfc3597_names():
     ruleset = RuleSet()
     ruleset.add(Rule(SUFFIX, "", False, ".", "r", 1))
     msg = DnsMessage(1, 0, 0, None, bytes(16), bytes(15) + b"\x01", 6, 1, 53, 1, 3 << 11, 2, ".", 65534, 77, 0)
-    event = HitEncoder(ruleset, Observer("h", "h")).event(msg, Origin(interface="eth1"))
+    event = msgspec.to_builtins(HitEncoder(ruleset, Observer("h", "h")).event(msg, Origin(interface="eth1")))
     assert event["dns"]["question"]["type"] == "TYPE65534"
     assert event["dns"]["question"]["class"] == "CLASS77"
     assert event["dns"]["op_code"] == "OPCODE3"
