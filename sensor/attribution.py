@@ -70,7 +70,10 @@ class ResolverAttribution:
         self.max_recent = max_recent
         self.max_learned = max_learned
         self.learned: OrderedDict[bytes, None] = OrderedDict()
-        self.recent: deque[tuple[int, bytes, ClientQuery]] = deque()  # (time, resolver address, query)
+        self.recent: deque[tuple[int, tuple[str, ...]]] = deque()  # (time, index keys) of each client query
+        # The index: every name a client query answers to (its name, each parent, and "." for the root), to the
+        # (resolver address, query) pairs in time order; a resolver's query looks up its own name, no scan.
+        self.by_name: dict[str, deque[tuple[bytes, ClientQuery]]] = {}
         self.evicted = 0  # client queries dropped from `recent` at max_recent, before their window ended
         self.learned_evicted = 0  # learned resolver addresses forgotten at max_learned
         self.linked = 0
@@ -85,19 +88,28 @@ class ResolverAttribution:
         self._expire(now)
         if self.is_resolver_query(msg):
             self._learn(msg.src_ip)
-            name = msg.qname.lower()
-            below = "." + name if name != "." else ""
-            candidates = [(resolver, query) for _, resolver, query in self.recent
-                          if query.name == name or query.name.endswith(below)]
-            same = [query for resolver, query in candidates if self._same_resolver(resolver, msg.src_ip)]
-            self.linked += bool(candidates)
+            found = self.by_name.get(msg.qname.lower())
+            if not found:
+                return Attribution("name_and_time", [])
+            self.linked += 1
+            src = msg.src_ip
+            same = [query for resolver, query in found if self._same_resolver(resolver, src)]
             if same:
                 return Attribution("resolver_address", same)
-            return Attribution("name_and_time", [query for _, query in candidates])
-        self.recent.append((now, msg.dst_ip, ClientQuery(_text(msg.src_ip), msg.src_port, now,
-                                                         msg.qname.lower(), msg.transport)))
+            return Attribution("name_and_time", [query for _, query in found])
+        name = msg.qname.lower()
+        keys = _index_keys(name)
+        entry = (msg.dst_ip, ClientQuery(_text(msg.src_ip), msg.src_port, now, name, msg.transport))
+        by_name = self.by_name
+        for key in keys:
+            queue = by_name.get(key)
+            if queue is None:
+                by_name[key] = deque((entry,))
+            else:
+                queue.append(entry)
+        self.recent.append((now, keys))
         if len(self.recent) > self.max_recent:
-            self.recent.popleft()
+            self._forget()
             self.evicted += 1
         self._learn(msg.dst_ip)
         return None
@@ -127,4 +139,29 @@ class ResolverAttribution:
         horizon = now - self.window_us
         recent = self.recent
         while recent and recent[0][0] < horizon:
-            recent.popleft()
+            self._forget()
+
+    def _forget(self) -> None:
+        """Drop the oldest client query: it is also the oldest under each of its index keys."""
+        _, keys = self.recent.popleft()
+        by_name = self.by_name
+        for key in keys:
+            queue = by_name[key]
+            queue.popleft()
+            if not queue:
+                del by_name[key]
+
+
+def _index_keys(name: str) -> tuple[str, ...]:
+    """The names an upstream query may ask on this client query's behalf: the name, every parent (QNAME
+    minimisation, DS lookups), and the root."""
+    if name == ".":
+        return (".",)
+    keys = [name]
+    dot = name.find(".")
+    while dot >= 0:
+        if dot + 1 < len(name):
+            keys.append(name[dot + 1:])
+        dot = name.find(".", dot + 1)
+    keys.append(".")
+    return tuple(dict.fromkeys(keys))

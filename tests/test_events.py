@@ -91,3 +91,41 @@ def test_unknown_codes_use_rfc3597_names():
     assert "vlan" not in event["network"]
     assert event["observer"]["ingress"] == {"interface": {"name": "eth1"}}
     assert "capture" not in event["truesource"]
+
+
+@pytest.mark.parametrize("proto,src,dst,icmp_type,code", [
+    (1, "10.0.0.1", "10.0.0.2", 8, 0),  # echo request: shares its ID with the reply
+    (1, "10.0.0.2", "10.0.0.1", 0, 0),
+    (1, "10.0.0.9", "10.0.0.1", 3, 1),  # unreachable: one-way
+    (1, "10.0.0.1", "10.0.0.9", 11, 0),
+    (58, "2001:db8::1", "2001:db8::2", 128, 0),
+    (58, "2001:db8::2", "2001:db8::1", 136, 0),
+    (58, "2001:db8::2", "2001:db8::1", 1, 4),
+])
+def test_icmp_community_id_matches_reference(proto, src, dst, icmp_type, code):
+    import ipaddress
+
+    from sensor.community_id import icmp_community_id
+
+    make = communityid.FlowTuple.make_icmp if proto == 1 else communityid.FlowTuple.make_icmp6
+    expected = communityid.CommunityID().calc(make(src, dst, icmp_type, code))
+    got = icmp_community_id(ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed, proto,
+                            icmp_type, code)
+    assert got == expected
+
+
+def test_resolver_hit_relates_its_clients_for_pivoting():
+    from sensor.attribution import ResolverAttribution
+
+    ruleset = RuleSet()
+    ruleset.add(Rule(SUFFIX, "evil.example", False, "evil.example", "r", 1))
+    attribution = ResolverAttribution()
+    client = DnsMessage(1, 100, 0, None, bytes([10, 1, 0, 23]), bytes([10, 1, 0, 53]), 17, 5000, 53, 1, 0x0100, 1,
+                        "Login.EVIL.example", 1, 1, 0)
+    upstream = DnsMessage(2, 100, 5, None, bytes([10, 1, 0, 53]), bytes([192, 0, 2, 1]), 17, 6000, 53, 2, 0, 1,
+                          "evil.example", 1, 1, 0)
+    assert attribution.link(client) is None
+    found = attribution.link(upstream)
+    event = msgspec.to_builtins(HitEncoder(ruleset, Observer("h", "h")).event(upstream, Origin(), found))
+    assert event["related"]["ip"] == ["10.1.0.53", "192.0.2.1", "10.1.0.23"]
+    assert event["truesource"]["attribution"]["clients"][0]["name"] == "login.evil.example"
