@@ -19,6 +19,7 @@ from __future__ import annotations
 import socket
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sensor.records import DnsMessage
 
@@ -30,8 +31,9 @@ MAX_LEARNED_RESOLVERS = 4_096  # bound on learned resolver addresses (least rece
 RD = 0x0100  # header flag: recursion desired
 
 
-@dataclass(frozen=True, slots=True)
-class ClientQuery:
+class ClientQuery(NamedTuple):
+    """A client query that hit (a tuple: one is made per client hit)."""
+
     ip: str
     port: int
     time_us: int

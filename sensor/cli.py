@@ -171,6 +171,9 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heuristics-config", metavar="PATH",
                         help="TOML file whose [heuristics] table tunes the detectors (docs/heuristics.md)")
     stream.add_server_options(parser)
+    from sensor.outputs.kafka import add_kafka_options
+
+    add_kafka_options(parser)
     add_flow_options(parser)
     query_log_options(parser)
 
@@ -205,6 +208,11 @@ def build_pipeline(args: argparse.Namespace, ruleset, outputs: list, blocking: b
         security = server_from_args(args.publish, args.curve_secret_key, args.curve_allow, args.allow_plaintext)
         publisher = Publisher(args.publish, blocking=blocking, curve=security, **limits)
         outputs.append(publisher)
+    from sensor.outputs.kafka import kafka_output
+
+    kafka = kafka_output(args)  # --kafka: every event to Kafka (docs/deployment.md#kafka)
+    if kafka is not None:
+        outputs.append(kafka)
     attribution = ResolverAttribution(args.resolver, args.attribution_window, not args.no_learn_resolvers)
     encoder = HitEncoder(ruleset, Observer.local(args.sensor_name))
     return HitPipeline(encoder, outputs, attribution, heuristic_engine(args)), publisher
@@ -316,6 +324,8 @@ def print_summary(c, seconds: float, title: str, outputs) -> None:
         if getattr(output, "lines_dropped", 0):
             lines.append(f"--out {output.path}: {output.lines:,} written, {output.lines_dropped:,} dropped "
                          "(the reader did not keep up)")
+        if hasattr(output, "summary_line"):  # the Kafka output: sent, failed, dropped
+            lines.append(output.summary_line())
     for line in lines:
         print(line, file=sys.stderr)
 

@@ -24,7 +24,6 @@ HEURISTIC_RULE = Rule(SUFFIX, "", False, "heuristic", "heuristics", 0)  # placeh
 TRANSPORTS = {17: "udp", 6: "tcp"}
 IANA = {17: "17", 6: "6"}
 MAX_RULE_CACHE = 100_000  # rules whose event parts are kept (a hit's rule set is a few hot rules)
-PSL_TAIL = 6  # labels: deeper than any Public Suffix List rule (5 with a wildcard), so the tail decides
 EVENT_HIT = schema.Event(kind="alert", category=["network", "threat"], type=["indicator", "protocol"],
                          dataset="truesource.hit", module="truesource")
 
@@ -39,6 +38,11 @@ def _second(sec: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
 
 
+@lru_cache(maxsize=1024)
+def _flags(flags: int) -> list[str]:
+    return header_flags(flags)  # shared by the events of one flags word: encoded, never changed
+
+
 def address_text(address: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
 
@@ -50,18 +54,55 @@ def _psl():
     return PublicSuffixList()  # the bundled list, read on the first hit
 
 
+@lru_cache(maxsize=1)
+def _psl_depths() -> tuple[dict[str, int], frozenset[str]]:
+    """For each last-two-labels key, the deepest Public Suffix List rule under it (labels, a wildcard counted);
+    and the TLDs with a wildcard rule right below them (`*.ck`), for which any second label may matter."""
+    from pathlib import Path
+
+    import publicsuffixlist
+
+    depths: dict[str, int] = {}
+    wild: set[str] = set()
+    text = Path(publicsuffixlist.__file__).with_name("public_suffix_list.dat").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        rule = line.strip().lstrip("!")
+        if not rule or rule.startswith("//"):
+            continue
+        try:
+            rule = rule.encode("idna").decode("ascii") if not rule.isascii() else rule
+        except UnicodeError:
+            continue
+        labels = rule.lower().split(".")
+        if len(labels) < 2:
+            continue
+        if labels[-2] == "*":
+            wild.add(labels[-1])
+            continue
+        key = ".".join(labels[-2:])
+        depths[key] = max(depths.get(key, 0), len(labels))
+    return depths, frozenset(wild)
+
+
 @lru_cache(maxsize=65_536)
 def _public_suffix(tail: str) -> str | None:
     return _psl().publicsuffix(tail)
 
 
 def domain_parts(lower: str) -> tuple[str | None, str | None, str | None]:
-    """(registered_domain, subdomain, top_level_domain) of a lower-case name by the Public Suffix List; the
-    lookup is cached on the name's last PSL_TAIL labels, so random labels in front cost no new lookup."""
+    """(registered_domain, subdomain, top_level_domain) of a lower-case name by the Public Suffix List. A rule
+    reads only as many labels from the right as it has, so the lookup is cached on the name's last labels, as
+    many as the deepest rule under its last two: random labels in front (DGA, tunnels) cost no new lookup."""
     if not lower or lower == "." or "\\" in lower:  # the root, or escaped bytes: no domain parts
         return None, None, None
-    labels = lower.rsplit(".", PSL_TAIL)
-    tail = lower[len(labels[0]) + 1:] if len(labels) > PSL_TAIL else lower
+    labels = lower.rsplit(".", 2)
+    depths, wild = _psl_depths()
+    if len(labels) < 3 or labels[-1] in wild:
+        tail = lower
+    else:
+        depth = depths.get(labels[-2] + "." + labels[-1], 2)
+        cut = lower.rsplit(".", depth) if depth > 2 else labels
+        tail = lower[len(cut[0]) + 1:] if len(cut) > depth else lower
     suffix = _public_suffix(tail)
     if suffix is None:
         return None, None, None
@@ -239,7 +280,7 @@ class HitEncoder:
             related=schema.Related(ip=ips),
             network=network,
             dns=schema.Dns(type="query", id=str(msg.dns_id), op_code=opcode_name(opcode),
-                           header_flags=header_flags(flags),
+                           header_flags=_flags(flags),
                            question=schema.Question(name=name, type=qtype_name(qtype), class_=qclass_name(qclass),
                                                     registered_domain=registered, subdomain=subdomain,
                                                     top_level_domain=tld)),

@@ -7,8 +7,9 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
 from ecs_check import definitions
+
+from conftest import ROOT
 
 ES = ROOT / "siem" / "elasticsearch"
 

@@ -129,3 +129,32 @@ def test_resolver_hit_relates_its_clients_for_pivoting():
     event = msgspec.to_builtins(HitEncoder(ruleset, Observer("h", "h")).event(upstream, Origin(), found))
     assert event["related"]["ip"] == ["10.1.0.53", "192.0.2.1", "10.1.0.23"]
     assert event["truesource"]["attribution"]["clients"][0]["name"] == "login.evil.example"
+
+
+def test_domain_parts_agree_with_publicsuffixlist_on_every_rule_shape():
+    """The cached lookup (by the last labels that can matter) gives what the library gives for the whole name."""
+    from pathlib import Path
+
+    import publicsuffixlist
+
+    from sensor.events import domain_parts
+
+    psl = publicsuffixlist.PublicSuffixList()
+    text = Path(publicsuffixlist.__file__).with_name("public_suffix_list.dat").read_text(encoding="utf-8")
+    rules = [line.strip().lstrip("!").replace("*", "wild") for line in text.splitlines()
+             if line.strip() and not line.startswith("//")]
+    checked = 0
+    for rule in rules[::7]:
+        try:
+            rule = rule.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            continue
+        for prefix in ("", "a.", "x9f3k2.b.", "q.a.b.c.d."):
+            name = prefix + rule
+            registered, subdomain, tld = domain_parts(name)
+            assert (registered, tld) == (psl.privatesuffix(name), psl.publicsuffix(name)), name
+            if registered and name != registered:
+                assert subdomain + "." + registered == name
+            checked += 1
+    assert checked > 4000
+    assert domain_parts(".") == (None, None, None) and domain_parts("a\\.b.example")[0] is None

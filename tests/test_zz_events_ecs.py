@@ -12,9 +12,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from conftest import PCAPS, ROOT, run_cli
 from ecs_check import check_event
 
+from conftest import PCAPS, ROOT, run_cli
 from sensor import schema
 
 # Kinds whose producer is not on this branch yet: issue13's decoder emits `truesource.anomaly`; drop it from here

@@ -55,6 +55,6 @@ def flow_sink(args: argparse.Namespace, settings: FlowSettings, pipeline, with_t
         from sensor.flows.ipfix import IpfixExporter
 
         ipfix = IpfixExporter(args.ipfix)
-    publish = pipeline.publish if args.publish else None
+    publish = pipeline.publish if args.publish or getattr(args, "kafka", None) else None  # ZeroMQ, Kafka
     table = make_flow_table(settings) if with_table else None
     return FlowSink(settings, table, store, ipfix, publish, pipeline.encoder.observer)

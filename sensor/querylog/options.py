@@ -58,8 +58,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace) -> QueryLogOptions | None:
     """The query log the options ask for, None without --query-log; StartupError for a bad value."""
-    if args.publish_queries and not args.publish:
-        raise StartupError("--publish-queries needs --publish")
+    if args.publish_queries and not args.publish and not getattr(args, "kafka", None):
+        raise StartupError("--publish-queries needs --publish or --kafka")
     if not args.query_log:
         if args.publish_queries:
             raise StartupError("--publish-queries needs --query-log")
