@@ -18,6 +18,7 @@ from sensor.community_id import community_id
 from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
 from sensor.records import DnsMessage
 from sensor.rules.model import NAME_KINDS, SUFFIX, Rule, RuleSet
+from sensor.suffixes import domain_parts
 
 HIT_TOPIC = "dns.hit"
 HEURISTIC_RULE = Rule(SUFFIX, "", False, "heuristic", "heuristics", 0)  # placeholder: heuristic hits have no rule
@@ -45,74 +46,6 @@ def _flags(flags: int) -> list[str]:
 
 def address_text(address: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
-
-
-@lru_cache(maxsize=1)
-def _psl():
-    from publicsuffixlist import PublicSuffixList
-
-    return PublicSuffixList()  # the bundled list, read on the first hit
-
-
-@lru_cache(maxsize=1)
-def _psl_depths() -> tuple[dict[str, int], frozenset[str]]:
-    """For each last-two-labels key, the deepest Public Suffix List rule under it (labels, a wildcard counted);
-    and the TLDs with a wildcard rule right below them (`*.ck`), for which any second label may matter."""
-    from pathlib import Path
-
-    import publicsuffixlist
-
-    depths: dict[str, int] = {}
-    wild: set[str] = set()
-    text = Path(publicsuffixlist.__file__).with_name("public_suffix_list.dat").read_text(encoding="utf-8")
-    for line in text.splitlines():
-        rule = line.strip().lstrip("!")
-        if not rule or rule.startswith("//"):
-            continue
-        try:
-            rule = rule.encode("idna").decode("ascii") if not rule.isascii() else rule
-        except UnicodeError:
-            continue
-        labels = rule.lower().split(".")
-        if len(labels) < 2:
-            continue
-        if labels[-2] == "*":
-            wild.add(labels[-1])
-            continue
-        key = ".".join(labels[-2:])
-        depths[key] = max(depths.get(key, 0), len(labels))
-    return depths, frozenset(wild)
-
-
-@lru_cache(maxsize=65_536)
-def _public_suffix(tail: str) -> str | None:
-    return _psl().publicsuffix(tail)
-
-
-def domain_parts(lower: str) -> tuple[str | None, str | None, str | None]:
-    """(registered_domain, subdomain, top_level_domain) of a lower-case name by the Public Suffix List. A rule
-    reads only as many labels from the right as it has, so the lookup is cached on the name's last labels, as
-    many as the deepest rule under its last two: random labels in front (DGA, tunnels) cost no new lookup."""
-    if not lower or lower == "." or "\\" in lower:  # the root, or escaped bytes: no domain parts
-        return None, None, None
-    labels = lower.rsplit(".", 2)
-    depths, wild = _psl_depths()
-    if len(labels) < 3 or labels[-1] in wild:
-        tail = lower
-    else:
-        depth = depths.get(labels[-2] + "." + labels[-1], 2)
-        cut = lower.rsplit(".", depth) if depth > 2 else labels
-        tail = lower[len(cut[0]) + 1:] if len(cut) > depth else lower
-    suffix = _public_suffix(tail)
-    if suffix is None:
-        return None, None, None
-    depth = suffix.count(".") + 2  # labels of the registered domain
-    parts = lower.rsplit(".", depth)
-    if len(parts) < depth:  # the name is the public suffix itself
-        return None, None, suffix
-    if len(parts) == depth:
-        return lower, None, suffix
-    return lower[len(parts[0]) + 1:], parts[0], suffix
 
 
 @dataclass(frozen=True, slots=True)

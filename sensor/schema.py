@@ -9,7 +9,9 @@ default (None, or an omitted list) is not written.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -23,21 +25,22 @@ def doc(kind: Any, text: str, example: Any = None) -> Any:
     return Annotated[kind, msgspec.Meta(description=text, extra=extra)]
 
 
-class Record(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """Base of every part of an event: fields left at their default are not written."""
+class Record(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
+    """Base of every part of an event: fields left at their default are not written. gc=False: records hold no
+    cycles, so the collector need not track the ~15 made per hit."""
 
 
 # --- ECS field sets shared by several events -------------------------------------------------------------------
 
 
-class Ecs(Record, kw_only=True):
+class Ecs(Record, kw_only=True, gc=False):
     version: doc(str, "the ECS version the event follows", ECS_VERSION)
 
 
 ECS = Ecs(version=ECS_VERSION)
 
 
-class Event(Record, kw_only=True):
+class Event(Record, kw_only=True, gc=False):
     kind: doc(str, "`alert` (hits), `event`, `metric` (statistics)")
     severity: doc(int | None, "the rule's severity, when its file gives one") = None
     category: doc(list[str] | None, "ECS categorisation, e.g. `[\"network\",\"threat\"]`") = None
@@ -52,7 +55,7 @@ class Event(Record, kw_only=True):
     reason: doc(str | None, "why the flow record was emitted: `idle`, `active`, `end`, `forced`, `evicted`") = None
 
 
-class Endpoint(Record, kw_only=True):
+class Endpoint(Record, kw_only=True, gc=False):
     ip: doc(str, "address, text form", "10.1.0.23")
     port: doc(int | None, "transport port; absent for ICMP and other portless protocols", 51234) = None
     mac: doc(str | None, "Ethernet source address, when the frame had one (ECS form `00-11-22-33-44-55`)") = None
@@ -60,15 +63,15 @@ class Endpoint(Record, kw_only=True):
     bytes: doc(int | None, "bytes sent by this end (flows)") = None
 
 
-class Related(Record, kw_only=True):
+class Related(Record, kw_only=True, gc=False):
     ip: doc(list[str], "every address in the event: source, destination, attributed clients, resolved addresses")
 
 
-class Vlan(Record, kw_only=True):
+class Vlan(Record, kw_only=True, gc=False):
     id: doc(str, "outer 802.1Q/802.1ad tag (ECS keyword, hence a string)", "100")
 
 
-class Network(Record, kw_only=True):
+class Network(Record, kw_only=True, gc=False):
     transport: doc(str | None, "`udp`, `tcp`, `icmp`, `ipv6-icmp`, `gre`, `esp`, `ah`, `sctp`") = None
     protocol: doc(str | None, "`dns` (hits and queries)") = None
     type: doc(str, "`ipv4` / `ipv6`")
@@ -80,15 +83,15 @@ class Network(Record, kw_only=True):
     vlan: doc(Vlan | None, "only when tagged") = None
 
 
-class Interface(Record, kw_only=True):
+class Interface(Record, kw_only=True, gc=False):
     name: doc(str, "capture interface", "eth1")
 
 
-class Ingress(Record, kw_only=True):
+class Ingress(Record, kw_only=True, gc=False):
     interface: Interface
 
 
-class Observer(Record, kw_only=True):
+class Observer(Record, kw_only=True, gc=False):
     hostname: doc(str, "the sensor's host name")
     name: doc(str, "`--sensor-name`, default the host name")
     type: doc(str, "`sensor`")
@@ -98,7 +101,7 @@ class Observer(Record, kw_only=True):
     ingress: doc(Ingress | None, "live capture only") = None
 
 
-class Question(Record, kw_only=True):
+class Question(Record, kw_only=True, gc=False):
     name: doc(str, "as sent (case kept), escaped: `\\DDD` for bytes outside 0x21-0x7e, `\\.` for a dot in a "
                    "label, `\\\\` for a backslash; the root is `.`", "WWW.Evil.example")
     type: doc(str, "dnslib's mnemonic, RFC 3597 `TYPEn` when unknown", "A")
@@ -109,14 +112,14 @@ class Question(Record, kw_only=True):
     top_level_domain: doc(str | None, "the name's public suffix", "co.uk") = None
 
 
-class Answer(Record, kw_only=True):
+class Answer(Record, kw_only=True, gc=False):
     name: doc(str, "owner name")
     type: doc(str, "record type mnemonic")
     ttl: doc(int, "seconds")
     data: doc(str, "record data in the text forms of sensor/querylog/record.py")
 
 
-class Dns(Record, kw_only=True):
+class Dns(Record, kw_only=True, gc=False):
     type: doc(str, "`query`; `answer` when the event carries a response")
     id: doc(str, "the message ID (ECS keyword, hence a string)", "48879")
     op_code: doc(str, "dnslib's mnemonic, `OPCODEn` when unknown", "QUERY")
@@ -127,7 +130,7 @@ class Dns(Record, kw_only=True):
     resolved_ip: doc(list[str] | None, "the A and AAAA answers' addresses") = None
 
 
-class Rule(Record, kw_only=True):
+class Rule(Record, kw_only=True, gc=False):
     name: doc(str, "the rule as written in its file", "*.badcdn.test")
     ruleset: doc(str, "the file it came from", "rules/demo.rules")
     id: doc(str | None, "the rule's id, from its file (header or column)") = None
@@ -136,11 +139,11 @@ class Rule(Record, kw_only=True):
     reference: doc(str | None, "a reference URL, from its file") = None
 
 
-class Url(Record, kw_only=True):
+class Url(Record, kw_only=True, gc=False):
     domain: doc(str, "the indicator's domain (the rule's name, lower case)")
 
 
-class Indicator(Record, kw_only=True):
+class Indicator(Record, kw_only=True, gc=False):
     type: doc(str, "`domain-name`")
     name: doc(str, "the indicator as displayed (the rule as written)")
     url: doc(Url | None, "name rules only (exact, suffix, below)") = None
@@ -149,18 +152,18 @@ class Indicator(Record, kw_only=True):
     reference: doc(str | None, "the rule's reference") = None
 
 
-class Matched(Record, kw_only=True):
+class Matched(Record, kw_only=True, gc=False):
     atomic: doc(str, "the value that matched: the queried name, lower case")
     field: doc(str, "`dns.question.name`")
     type: doc(str, "`indicator_match_rule`")
 
 
-class Enrichment(Record, kw_only=True):
+class Enrichment(Record, kw_only=True, gc=False):
     indicator: Indicator
     matched: Matched
 
 
-class Threat(Record, kw_only=True):
+class Threat(Record, kw_only=True, gc=False):
     indicator: doc(Indicator, "the matched indicator")
     enrichments: doc(list[Enrichment], "the same indicator with what matched it")
 
@@ -168,20 +171,20 @@ class Threat(Record, kw_only=True):
 # --- truesource.* parts -----------------------------------------------------------------------------------------
 
 
-class NumQuestion(Record, kw_only=True):
+class NumQuestion(Record, kw_only=True, gc=False):
     type: doc(int, "question type number")
     class_: doc(int, "question class number") = msgspec.field(name="class")
     name_lower: doc(str | None, "the name in lower case (resolvers send 0x20 mixed case); what rules match") = None
 
 
-class NumDns(Record, kw_only=True):
+class NumDns(Record, kw_only=True, gc=False):
     op_code: doc(int, "opcode number")
     question: NumQuestion
     qdcount: doc(int, "QDCOUNT as on the wire (only the first question is decoded)")
     flags: doc(int, "the header's second word")
 
 
-class RuleDetail(Record, kw_only=True):
+class RuleDetail(Record, kw_only=True, gc=False):
     kind: doc(str, "`exact`, `suffix`, `below`, `wildcard`, `regex`; `heuristic` for detector hits")
     line: doc(int | None, "line of the rule in its file") = None
     format: doc(str | None, "`native`, `hosts`, `adblock`, `zeek`, `rpz`, ...") = None
@@ -191,12 +194,12 @@ class RuleDetail(Record, kw_only=True):
     meta: doc(dict[str, str] | None, "the format's own columns (Zeek intel `meta.*`)") = None
 
 
-class Capture(Record, kw_only=True):
+class Capture(Record, kw_only=True, gc=False):
     file: doc(str, "the capture file (`<stdin>` for `-`)")
     frame: doc(int, "1-based frame number (for TCP, the frame that completed the message)")
 
 
-class ClientQuery(Record, kw_only=True):
+class ClientQuery(Record, kw_only=True, gc=False):
     ip: doc(str, "the client's address")
     port: doc(int, "the client's port")
     time: doc(str, "when it asked")
@@ -204,7 +207,7 @@ class ClientQuery(Record, kw_only=True):
     transport: doc(str, "`udp` / `tcp`")
 
 
-class AttributionDetail(Record, kw_only=True):
+class AttributionDetail(Record, kw_only=True, gc=False):
     role: doc(str, "`resolver`: the query was a resolver's (configured, learned, or iterative: RD clear)")
     match: doc(str, "`resolver_address`: the clients asked this resolver; `name_and_time`: only name and time "
                     "agree")
@@ -212,14 +215,14 @@ class AttributionDetail(Record, kw_only=True):
                                     "in the window)")
 
 
-class Heuristic(Record, kw_only=True):
+class Heuristic(Record, kw_only=True, gc=False):
     detector: doc(str, "`dga` / `tunnel`")
     score: doc(float, "the detector's score")
     threshold: doc(float, "the score at which it fires")
     evidence: doc(dict[str, Any], "what the detector measured")
 
 
-class QueryDetail(Record, kw_only=True):
+class QueryDetail(Record, kw_only=True, gc=False):
     status: doc(str, "`answered`, `unanswered`, `response_only`")
     rcode: doc(int, "-1 when unanswered")
     response_flags: doc(int, "the response's flags word (0 when unanswered)")
@@ -228,11 +231,11 @@ class QueryDetail(Record, kw_only=True):
     truncated: doc(bool, "the response's TC bit")
 
 
-class Tcp(Record, kw_only=True):
+class Tcp(Record, kw_only=True, gc=False):
     handshake: doc(Any, "how the query's TCP stream started (issue13)") = None
 
 
-class DnsDetail(Record, kw_only=True):
+class DnsDetail(Record, kw_only=True, gc=False):
     """`truesource.*` of hit, hunt and query events."""
 
     dns: NumDns
@@ -251,7 +254,7 @@ class DnsDetail(Record, kw_only=True):
 # --- the events -------------------------------------------------------------------------------------------------
 
 
-class DnsEvent(Record, kw_only=True):
+class DnsEvent(Record, kw_only=True, gc=False):
     """A DNS message event: hits (`dns.hit`), logged queries (`dns.query`), retrospective hits (hunt)."""
 
     timestamp: doc(str, "packet time, RFC 3339 UTC, microseconds") = msgspec.field(name="@timestamp")
@@ -268,12 +271,12 @@ class DnsEvent(Record, kw_only=True):
     truesource: DnsDetail
 
 
-class FlowIcmp(Record, kw_only=True):
+class FlowIcmp(Record, kw_only=True, gc=False):
     type: doc(int, "ICMP type")
     code: doc(int, "ICMP code")
 
 
-class FlowDetail(Record, kw_only=True):
+class FlowDetail(Record, kw_only=True, gc=False):
     tcp_flags: doc(str, "letters of the flags seen (OR of all packets), in SiLK's order F S R P A U E C")
     tcp_flags_value: doc(int, "the same as a number")
     end_reason: doc(int, "the number behind `event.reason` (docs/flows.md)")
@@ -281,11 +284,11 @@ class FlowDetail(Record, kw_only=True):
     icmp: doc(FlowIcmp | None, "ICMP and ICMPv6 flows (ECS has no ICMP field set)") = None
 
 
-class FlowTruesource(Record, kw_only=True):
+class FlowTruesource(Record, kw_only=True, gc=False):
     flow: FlowDetail
 
 
-class FlowEvent(Record, kw_only=True):
+class FlowEvent(Record, kw_only=True, gc=False):
     timestamp: doc(str, "the flow's last packet time") = msgspec.field(name="@timestamp")
     ecs: Ecs
     event: Event
@@ -297,7 +300,7 @@ class FlowEvent(Record, kw_only=True):
     truesource: FlowTruesource
 
 
-class StatsDetail(Record, kw_only=True):
+class StatsDetail(Record, kw_only=True, gc=False):
     final: doc(bool, "the last statistics of the run")
     uptime: doc(float, "seconds since capture started")
     total: doc(dict[str, int], "every counter of docs/decoding.md summed over the workers, and the tables' sizes "
@@ -308,11 +311,11 @@ class StatsDetail(Record, kw_only=True):
     workers: doc(list[dict[str, int]], "the same per worker, each with its `id`")
 
 
-class StatsTruesource(Record, kw_only=True):
+class StatsTruesource(Record, kw_only=True, gc=False):
     stats: StatsDetail
 
 
-class StatsEvent(Record, kw_only=True):
+class StatsEvent(Record, kw_only=True, gc=False):
     timestamp: doc(str, "wall-clock time of the snapshot") = msgspec.field(name="@timestamp")
     ecs: Ecs
     event: Event
@@ -320,12 +323,12 @@ class StatsEvent(Record, kw_only=True):
     truesource: StatsTruesource
 
 
-class ReloadTruesource(Record, kw_only=True):
+class ReloadTruesource(Record, kw_only=True, gc=False):
     reload: doc(dict[str, Any], "`generation`, `ok`, `seconds`; on success the rule counts (`rules`, `by_kind`, "
                                 "`by_format`, `duplicates`, `files`), on failure `error`")
 
 
-class ReloadEvent(Record, kw_only=True):
+class ReloadEvent(Record, kw_only=True, gc=False):
     timestamp: doc(str, "wall-clock time of the reload") = msgspec.field(name="@timestamp")
     ecs: Ecs
     event: Event
@@ -333,12 +336,12 @@ class ReloadEvent(Record, kw_only=True):
     truesource: ReloadTruesource
 
 
-class AnomalyTruesource(Record, kw_only=True):
+class AnomalyTruesource(Record, kw_only=True, gc=False):
     anomaly: doc(dict[str, Any], "the anomaly's name and what was measured (issue13: docs/decoding.md)")
     capture: doc(Capture | None, "replay only") = None
 
 
-class AnomalyEvent(Record, kw_only=True):
+class AnomalyEvent(Record, kw_only=True, gc=False):
     """Traffic the decoder judged evasive or malformed (issue13's decoder fills these)."""
 
     timestamp: doc(str, "packet time") = msgspec.field(name="@timestamp")
@@ -367,6 +370,7 @@ KINDS: dict[str, tuple[str, type, str]] = {
 # --- the one encoder --------------------------------------------------------------------------------------------
 
 _encoder = msgspec.json.Encoder()
+_NON_ASCII = re.compile("[^\x00-\x7f]+")
 _encode = _encoder.encode
 EVENT_LOG_ENV = "TRUESOURCE_EVENT_LOG"  # tests: every encoded event is appended to this file (tests/conftest.py)
 EVENT_LOG_CAP = 2_000  # per kind and process: enough to check every field shape, bounded for long tests
@@ -375,18 +379,22 @@ _log_counts: dict[str, int] = {}
 
 
 def encode(event: Record) -> str:
-    """One event as one line of JSON (no newline)."""
+    """One event as one line of JSON (no newline), ASCII: text outside it (a rule file's Unicode) as \\u escapes,
+    as the outputs and subscribers have always had it."""
     line = _encode(event)
+    if not line.isascii():
+        line = _NON_ASCII.sub(_escape, line.decode()).encode()
     if _log_fd is not None:
         _log(event, line)
     return line.decode()
 
 
+def _escape(match: re.Match) -> str:
+    return json.dumps(match.group())[1:-1]  # \\uXXXX, surrogate pairs beyond the BMP
+
+
 def encode_bytes(event: Record) -> bytes:
-    line = _encode(event)
-    if _log_fd is not None:
-        _log(event, line)
-    return line
+    return encode(event).encode()
 
 
 def _log(event: Record, line: bytes) -> None:

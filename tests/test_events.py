@@ -137,14 +137,15 @@ def test_domain_parts_agree_with_publicsuffixlist_on_every_rule_shape():
 
     import publicsuffixlist
 
-    from sensor.events import domain_parts
+    from sensor.suffixes import domain_parts
 
     psl = publicsuffixlist.PublicSuffixList()
     text = Path(publicsuffixlist.__file__).with_name("public_suffix_list.dat").read_text(encoding="utf-8")
     rules = [line.strip().lstrip("!").replace("*", "wild") for line in text.splitlines()
              if line.strip() and not line.startswith("//")]
+    rules.sort(key=lambda rule: not rule.isascii())  # the Unicode rules last: they load on the first xn-- name
     checked = 0
-    for rule in rules[::7]:
+    for rule in rules[::3]:
         try:
             rule = rule.encode("idna").decode("ascii").lower()
         except UnicodeError:
