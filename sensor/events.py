@@ -27,6 +27,8 @@ IANA = {17: "17", 6: "6"}
 MAX_RULE_CACHE = 100_000  # rules whose event parts are kept (a hit's rule set is a few hot rules)
 EVENT_HIT = schema.Event(kind="alert", category=["network", "threat"], type=["indicator", "protocol"],
                          dataset="truesource.hit", module="truesource")
+RAW_EVENT_HIT = schema.raw(EVENT_HIT)
+RAW_ECS = schema.raw(schema.ECS)
 
 
 def rfc3339(sec: int, usec: int) -> str:
@@ -93,12 +95,15 @@ def rule_indicator(rule: Rule) -> schema.Indicator:
 
 @dataclass(frozen=True, slots=True)
 class RuleParts:
-    """A rule's share of every hit it makes, built once."""
+    """A rule's share of every hit it makes, built and encoded once."""
 
     fields: schema.Rule
     detail: schema.RuleDetail
     indicator: schema.Indicator
     event: schema.Event
+    raw_fields: schema.Raw
+    raw_indicator: schema.Raw
+    raw_event: schema.Raw
 
 
 def rule_parts(rule: Rule) -> RuleParts:
@@ -106,7 +111,9 @@ def rule_parts(rule: Rule) -> RuleParts:
     event = EVENT_HIT if severity is None else schema.Event(
         kind="alert", severity=severity, category=EVENT_HIT.category, type=EVENT_HIT.type,
         dataset=EVENT_HIT.dataset, module=EVENT_HIT.module)
-    return RuleParts(rule_fields(rule), rule_detail(rule), rule_indicator(rule), event)
+    fields, indicator = rule_fields(rule), rule_indicator(rule)
+    return RuleParts(fields, rule_detail(rule), indicator, event, schema.raw(fields), schema.raw(indicator),
+                     schema.raw(event))
 
 
 def related(*groups) -> schema.Related:
@@ -122,6 +129,7 @@ class HitEncoder:
         self._observer = schema.Observer(hostname=observer.hostname, name=observer.name, type="sensor",
                                          vendor="truesource", product="truesource", version=__version__)
         self._observers: dict[str | None, schema.Observer] = {None: self._observer}
+        self._raw_observers: dict[str | None, schema.Raw] = {}
         self._by_index: dict[int, RuleParts] = {}
         self._by_rule: dict[tuple, RuleParts] = {}
         self._vlans: dict[int, schema.Vlan] = {}
@@ -162,6 +170,14 @@ class HitEncoder:
                 version=base.version, ingress=schema.Ingress(interface=schema.Interface(name=interface)))
         return observer
 
+    def _raw_observer(self, interface: str | None) -> schema.Raw:
+        raw = self._raw_observers[interface] = schema.raw(self.observer_for(interface))
+        return raw
+
+    def rule_parts(self, index: int) -> RuleParts:
+        """The parts of the current set's rule `index` (built once)."""
+        return self._parts(index, None)
+
     def message(self, msg: DnsMessage, origin: Origin, parts: RuleParts | None,
                 attribution: Attribution | None = None) -> schema.DnsEvent:
         """The event of one query: its addresses, DNS fields and origin; with a rule's parts for a hit."""
@@ -201,13 +217,13 @@ class HitEncoder:
                 ips = list(dict.fromkeys([*ips, *(c.ip for c in clients)]))
         threat = None
         if parts is not None:
-            enrichment = schema.Enrichment(indicator=parts.indicator, matched=schema.Matched(
+            enrichment = schema.Enrichment(indicator=parts.raw_indicator, matched=schema.Matched(
                 atomic=lower, field="dns.question.name", type="indicator_match_rule"))
-            threat = schema.Threat(indicator=parts.indicator, enrichments=[enrichment])
+            threat = schema.Threat(indicator=parts.raw_indicator, enrichments=[enrichment])
         return schema.DnsEvent(
             timestamp=_second(msg.ts_sec) + f".{msg.ts_usec:06d}Z",
-            ecs=schema.ECS,
-            event=parts.event if parts is not None else EVENT_HIT,
+            ecs=RAW_ECS,
+            event=parts.raw_event if parts is not None else RAW_EVENT_HIT,
             source=schema.Endpoint(ip=src, port=msg.src_port),
             destination=schema.Endpoint(ip=dst, port=msg.dst_port),
             related=schema.Related(ip=ips),
@@ -217,9 +233,9 @@ class HitEncoder:
                            question=schema.Question(name=name, type=qtype_name(qtype), class_=qclass_name(qclass),
                                                     registered_domain=registered, subdomain=subdomain,
                                                     top_level_domain=tld)),
-            rule=parts.fields if parts is not None else None,
+            rule=parts.raw_fields if parts is not None else None,
             threat=threat,
-            observer=self._observer if origin.interface is None else self.observer_for(origin.interface),
+            observer=self._raw_observers.get(origin.interface) or self._raw_observer(origin.interface),
             truesource=detail,
         )
 

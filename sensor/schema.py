@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import msgspec
 
 ECS_VERSION = "9.4.0"
+Raw = msgspec.Raw  # a part encoded once (a rule's fields, the observer) where the hot path reuses it: same JSON
 
 
 def doc(kind: Any, text: str, example: Any = None) -> Any:
@@ -159,12 +160,12 @@ class Matched(Record, kw_only=True, gc=False):
 
 
 class Enrichment(Record, kw_only=True, gc=False):
-    indicator: Indicator
+    indicator: Indicator | Raw
     matched: Matched
 
 
 class Threat(Record, kw_only=True, gc=False):
-    indicator: doc(Indicator, "the matched indicator")
+    indicator: doc(Indicator | Raw, "the matched indicator")
     enrichments: doc(list[Enrichment], "the same indicator with what matched it")
 
 
@@ -258,16 +259,16 @@ class DnsEvent(Record, kw_only=True, gc=False):
     """A DNS message event: hits (`dns.hit`), logged queries (`dns.query`), retrospective hits (hunt)."""
 
     timestamp: doc(str, "packet time, RFC 3339 UTC, microseconds") = msgspec.field(name="@timestamp")
-    ecs: Ecs
-    event: Event
+    ecs: Ecs | Raw
+    event: Event | Raw
     source: doc(Endpoint, "**the true client**: the query's sender as seen on the mirror")
     destination: doc(Endpoint, "the server the query went to (usually the recursive resolver)")
     related: Related
     network: Network
     dns: Dns
-    rule: doc(Rule | None, "hits and hunt events") = None
+    rule: doc(Rule | Raw | None, "hits and hunt events") = None
     threat: doc(Threat | None, "rule hits and hunt events (not heuristic hits)") = None
-    observer: Observer
+    observer: Observer | Raw
     truesource: DnsDetail
 
 
@@ -393,12 +394,18 @@ def _escape(match: re.Match) -> str:
     return json.dumps(match.group())[1:-1]  # \\uXXXX, surrogate pairs beyond the BMP
 
 
+def raw(part: Record) -> Raw:
+    """A record part encoded once, for the parts every hit of a rule (or of the sensor) shares."""
+    return Raw(_encode(part))
+
+
 def encode_bytes(event: Record) -> bytes:
     return encode(event).encode()
 
 
 def _log(event: Record, line: bytes) -> None:
-    kind = getattr(getattr(event, "event", None), "dataset", "?")
+    part = getattr(event, "event", None)
+    kind = part.dataset if isinstance(part, Event) else "truesource.hit"  # pre-encoded: only hits have it
     count = _log_counts.get(kind, 0)
     if count < EVENT_LOG_CAP:
         _log_counts[kind] = count + 1

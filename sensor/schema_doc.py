@@ -24,9 +24,9 @@ BLOCK = re.compile(r"(<!-- schema: (\w+) -->\n)(.*?)(<!-- end schema -->)", re.S
 def _plain(t: mi.Type) -> tuple[mi.Type, bool]:
     """The type without its None option, and whether None was one."""
     if isinstance(t, mi.UnionType):
-        rest = [x for x in t.types if not isinstance(x, mi.NoneType)]
+        rest = [x for x in t.types if not isinstance(x, mi.NoneType | mi.RawType)]
         if len(rest) == 1:
-            return rest[0], len(rest) < len(t.types)
+            return rest[0], any(isinstance(x, mi.NoneType) for x in t.types)
     return t, False
 
 

@@ -86,7 +86,7 @@ def retrospective_hit(encoder: HitEncoder, entry: QueryLogEntry, rule_index: int
         -> schema.DnsEvent:
     """A stored query that matches a rule today: the live hit's record, marked retrospective, with its response."""
     event = encoder.event(entry_message(entry, rule_index), origin)
-    hit = event.event
+    hit = encoder.rule_parts(rule_index).event
     event.event = schema.Event(kind=hit.kind, severity=hit.severity, category=hit.category, type=["indicator"],
                                dataset="truesource.hunt", module=hit.module)
     event.truesource.retrospective = True

@@ -53,7 +53,7 @@ def _bare(t: mi.Type) -> mi.Type:
         if isinstance(t, mi.Metadata):
             t = t.type
         elif isinstance(t, mi.UnionType):
-            rest = [x for x in t.types if not isinstance(x, mi.NoneType)]
+            rest = [x for x in t.types if not isinstance(x, mi.NoneType | mi.RawType)]
             if len(rest) != 1:
                 return mi.AnyType()
             t = rest[0]
