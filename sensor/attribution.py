@@ -72,10 +72,11 @@ class ResolverAttribution:
         self.max_recent = max_recent
         self.max_learned = max_learned
         self.learned: OrderedDict[bytes, None] = OrderedDict()
-        self.recent: deque[tuple[int, tuple[str, ...]]] = deque()  # (time, index keys) of each client query
-        # The index: every name a client query answers to (its name, each parent, and "." for the root), to the
-        # (resolver address, query) pairs in time order; a resolver's query looks up its own name, no scan.
-        self.by_name: dict[str, deque[tuple[bytes, ClientQuery]]] = {}
+        # Client queries in time order, each also filed under its bucket (its last two labels, the registered
+        # domain's usual depth): a resolver's query for a name looks in that name's bucket only, where every name
+        # at or below it is. Only a query for a TLD or the root (one label) goes through the whole window.
+        self.recent: deque[tuple[int, str, tuple[bytes, ClientQuery]]] = deque()  # (time, bucket, entry)
+        self.by_bucket: dict[str, deque[tuple[bytes, ClientQuery]]] = {}
         self.evicted = 0  # client queries dropped from `recent` at max_recent, before their window ended
         self.learned_evicted = 0  # learned resolver addresses forgotten at max_learned
         self.linked = 0
@@ -90,7 +91,7 @@ class ResolverAttribution:
         self._expire(now)
         if self.is_resolver_query(msg):
             self._learn(msg.src_ip)
-            found = self.by_name.get(msg.qname.lower())
+            found = self._find(msg.qname.lower())
             if not found:
                 return Attribution("name_and_time", [])
             self.linked += 1
@@ -100,16 +101,14 @@ class ResolverAttribution:
                 return Attribution("resolver_address", same)
             return Attribution("name_and_time", [query for _, query in found])
         name = msg.qname.lower()
-        keys = _index_keys(name)
+        bucket = _bucket(name)
         entry = (msg.dst_ip, ClientQuery(_text(msg.src_ip), msg.src_port, now, name, msg.transport))
-        by_name = self.by_name
-        for key in keys:
-            queue = by_name.get(key)
-            if queue is None:
-                by_name[key] = deque((entry,))
-            else:
-                queue.append(entry)
-        self.recent.append((now, keys))
+        queue = self.by_bucket.get(bucket)
+        if queue is None:
+            self.by_bucket[bucket] = deque((entry,))
+        else:
+            queue.append(entry)
+        self.recent.append((now, bucket, entry))
         if len(self.recent) > self.max_recent:
             self._forget()
             self.evicted += 1
@@ -144,26 +143,29 @@ class ResolverAttribution:
             self._forget()
 
     def _forget(self) -> None:
-        """Drop the oldest client query: it is also the oldest under each of its index keys."""
-        _, keys = self.recent.popleft()
-        by_name = self.by_name
-        for key in keys:
-            queue = by_name[key]
-            queue.popleft()
-            if not queue:
-                del by_name[key]
+        """Drop the oldest client query: it is also the oldest of its bucket."""
+        _, bucket, _ = self.recent.popleft()
+        queue = self.by_bucket[bucket]
+        queue.popleft()
+        if not queue:
+            del self.by_bucket[bucket]
+
+    def _find(self, name: str) -> list[tuple[bytes, ClientQuery]]:
+        """The remembered client queries for `name` or a name below it, in time order."""
+        if name == ".":
+            return [entry for _, _, entry in self.recent]
+        below = "." + name
+        if "." in name:
+            entries = self.by_bucket.get(_bucket(name), ())
+        else:  # a TLD: its names are in many buckets
+            entries = (entry for _, _, entry in self.recent)
+        return [entry for entry in entries if entry[1].name == name or entry[1].name.endswith(below)]
 
 
-def _index_keys(name: str) -> tuple[str, ...]:
-    """The names an upstream query may ask on this client query's behalf: the name, every parent (QNAME
-    minimisation, DS lookups), and the root."""
-    if name == ".":
-        return (".",)
-    keys = [name]
-    dot = name.find(".")
-    while dot >= 0:
-        if dot + 1 < len(name):
-            keys.append(name[dot + 1:])
-        dot = name.find(".", dot + 1)
-    keys.append(".")
-    return tuple(dict.fromkeys(keys))
+def _bucket(name: str) -> str:
+    """The last two labels of a name (the name itself when it has fewer)."""
+    dot = name.rfind(".")
+    if dot <= 0:
+        return name
+    second = name.rfind(".", 0, dot)
+    return name if second < 0 else name[second + 1:]
