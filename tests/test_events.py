@@ -161,3 +161,11 @@ def test_domain_parts_agree_with_publicsuffixlist_on_every_rule_shape():
             checked += 1
     assert checked > 4000
     assert domain_parts(".") == (None, None, None) and domain_parts("a\\.b.example")[0] is None
+
+
+def test_literal_dns_name_tables_are_dnslibs():
+    from dnslib import CLASS, OPCODE, QTYPE
+
+    from sensor.dnsnames import CLASSES, OPCODES, QTYPES
+
+    assert (QTYPES, CLASSES, OPCODES) == (QTYPE.forward, CLASS.forward, OPCODE.forward)
