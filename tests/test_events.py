@@ -169,3 +169,46 @@ def test_literal_dns_name_tables_are_dnslibs():
     from sensor.dnsnames import CLASSES, OPCODES, QTYPES
 
     assert (QTYPES, CLASSES, OPCODES) == (QTYPE.forward, CLASS.forward, OPCODE.forward)
+
+
+def _answered_entry():
+    from sensor.querylog.record import STATUS_ANSWERED, QueryLogEntry
+
+    flags = 0x8000 | 0x0400 | 0x0100 | 0x0080  # QR AA RD RA
+    return QueryLogEntry(1700000000, 5, None, bytes([10, 1, 0, 23]), bytes([10, 1, 0, 53]), 5000, 53, 17, 77,
+                         "Login.Evil.example", 1, 1, STATUS_ANSWERED, 0, flags, 900,
+                         (("login.evil.example", 1, 60, "203.0.113.7"),), 3)
+
+
+def test_query_event_carries_the_responses_ra_aa_and_relates_resolved_addresses():
+    from sensor.querylog.events import QueryEventEncoder
+
+    encoder = HitEncoder(RuleSet(), Observer("h", "h"))
+    event = json.loads(QueryEventEncoder(encoder).encode(_answered_entry(), Origin()))
+    assert event["dns"]["header_flags"] == ["AA", "RD", "RA"]
+    assert event["dns"]["type"] == "answer" and event["dns"]["id"] == "77"
+    assert event["related"]["ip"] == ["10.1.0.23", "10.1.0.53", "203.0.113.7"]
+    assert "rule" not in event and "threat" not in event
+
+
+def test_hunt_event_with_answers_is_dns_type_answer():
+    from sensor.querylog.events import retrospective_hit
+
+    ruleset = RuleSet()
+    ruleset.add(Rule(SUFFIX, "evil.example", False, "evil.example", "r", 1, meta=RuleMeta(severity=5)))
+    encoder = HitEncoder(ruleset, Observer("h", "h"))
+    event = json.loads(schema.encode(retrospective_hit(encoder, _answered_entry(), 0, Origin())))
+    assert event["dns"]["type"] == "answer" and event["dns"]["answers"][0]["data"] == "203.0.113.7"
+    assert event["event"]["dataset"] == "truesource.hunt" and event["event"]["severity"] == 5
+    assert event["threat"]["enrichments"][0]["matched"]["atomic"] == "login.evil.example"
+
+
+def test_reload_event_is_a_configuration_change():
+    from sensor.events import reload_event
+    from sensor.rules.reload import ReloadResult
+
+    event = json.loads(schema.encode(reload_event(ReloadResult(3, False, 0.5, error="bad line"),
+                                                   HitEncoder(RuleSet(), Observer("h", "h")).observer)))
+    assert event["event"]["category"] == ["configuration"] and event["event"]["type"] == ["change"]
+    assert event["event"]["outcome"] == "failure" and event["truesource"]["reload"]["error"] == "bad line"
+    assert event["ecs"] == {"version": "9.4.0"}

@@ -5,7 +5,8 @@ field definitions (tests/data/ecs_flat.yml): two component templates, the index 
   component-ecs.json        ECS mappings of every ECS field an event can carry, as ECS defines them
   component-truesource.json the `truesource.*` mappings, from the records' types
   index-template.json       `truesource-*` indices (and data streams `logs-truesource-*`) composed of both
-  ingest-pipeline.json      the `truesource` pipeline: event.ingested, a Community ID and domain parts where absent
+  ingest-pipeline.json      the `truesource` pipeline: event.ingested; for older sensors' events a Community ID, a
+                            string dns.id, and ICMP type/code moved from the non-ECS `icmp.*` to truesource.flow.icmp
 
 `python siem/elasticsearch/make_assets.py` rewrites them; `--check` says whether they are current (a test runs it
 and checks every mapping against the ECS definitions).
@@ -151,7 +152,7 @@ def assets() -> dict[str, dict]:
         "_meta": meta,
     }
     pipeline = {
-        "description": "truesource events: ingest time, and what an older sensor did not add",
+        "description": "truesource events: ingest time, and older sensors' events made ECS 9.4.0 exact",
         "processors": [
             {"set": {"field": "event.ingested", "value": "{{{_ingest.timestamp}}}", "tag": "ingested"}},
             {"community_id": {"if": "ctx.network?.community_id == null && ctx.source?.port != null",
@@ -159,9 +160,8 @@ def assets() -> dict[str, dict]:
                               "destination_ip": "destination.ip", "destination_port": "destination.port",
                               "iana_number": "network.iana_number", "target_field": "network.community_id",
                               "ignore_missing": True, "tag": "community_id"}},
-            {"registered_domain": {"if": "ctx.dns?.question?.registered_domain == null",
-                                   "field": "truesource.dns.question.name_lower", "target_field": "dns.question",
-                                   "ignore_missing": True, "tag": "registered_domain"}},
+            {"rename": {"if": "ctx.icmp != null", "field": "icmp", "target_field": "truesource.flow.icmp",
+                        "ignore_missing": True, "tag": "icmp"}},  # flows of sensors before ECS 9.4.0 exactness
             {"convert": {"field": "dns.id", "type": "string", "ignore_missing": True, "tag": "dns_id"}},
         ],
         "on_failure": [{"set": {"field": "error.message", "value": "{{{_ingest.on_failure_message}}}"}}],
