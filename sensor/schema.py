@@ -409,14 +409,20 @@ def _log(event: Record, line: bytes) -> None:
     count = _log_counts.get(kind, 0)
     if count < EVENT_LOG_CAP:
         _log_counts[kind] = count + 1
-        os.write(_log_fd, line + b"\n")  # one write on an O_APPEND file: lines of processes never interleave
+        try:
+            os.write(_log_fd, line + b"\n")  # one write on an O_APPEND file: lines of processes never interleave
+        except OSError:
+            pass  # the test's disk is full: the check then sees fewer events, the sensor runs on
 
 
 def _open_log() -> None:
     global _log_fd
     path = os.environ.get(EVENT_LOG_ENV)
     if path:
-        _log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            _log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError:
+            _log_fd = None  # a sandboxed or unprivileged child cannot reach the test's file: it just logs nothing
 
 
 _open_log()
