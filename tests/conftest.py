@@ -83,4 +83,13 @@ def pytest_configure(config) -> None:
         folder = tempfile.mkdtemp(prefix="truesource-events-")
         os.environ[schema.EVENT_LOG_ENV] = os.path.join(folder, "events.jsonl")
         schema._open_log()
+        config.event_log_folder = folder
     config.event_log = os.environ[schema.EVENT_LOG_ENV]
+
+
+def pytest_unconfigure(config) -> None:
+    import shutil
+
+    folder = getattr(config, "event_log_folder", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
