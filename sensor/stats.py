@@ -7,11 +7,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import msgspec
-
-from sensor.events import rfc3339
-from sensor.schema import ECS, Event, Ingress, Interface, Observer, StatsDetail, StatsEvent, StatsTruesource
-
 STATS_TOPIC = "sensor.stats"
 DEFAULT_STATS_INTERVAL = 5.0  # seconds between `sensor.stats` events
 
@@ -80,8 +75,13 @@ class StatsBoard:
             "last_packet": self.last_packet,
         }
 
-    def event(self, observer: Observer, interface: str, publisher_sent: int, publisher_dropped: int,
-              final: bool = False) -> StatsEvent:
+    def event(self, observer, interface: str, publisher_sent: int, publisher_dropped: int, final: bool = False):
+        """The `sensor.stats` record (sensor/schema.py, imported here: the command line starts without it)."""
+        import msgspec
+
+        from sensor.events import rfc3339
+        from sensor.schema import ECS, Event, Ingress, Interface, StatsDetail, StatsEvent, StatsTruesource
+
         snap = self.snapshot(publisher_sent, publisher_dropped)
         now, total = snap["now"], snap["total"]
         last = snap["last_packet"]

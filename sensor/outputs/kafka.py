@@ -18,8 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-
-import msgspec
+from functools import lru_cache
 
 from sensor.errors import StartupError
 
@@ -31,27 +30,28 @@ SECURITY_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
 
 
-class _Source(msgspec.Struct):
-    ip: str = ""
+@lru_cache(maxsize=1)
+def _key_decoder():
+    """Decodes only what the key needs; msgspec skips the rest of the event without building it. Made on first
+    use: the command line builds its parser without msgspec."""
+    import msgspec
 
+    class Source(msgspec.Struct):
+        ip: str = ""
 
-class _Observer(msgspec.Struct):
-    name: str = ""
+    class Named(msgspec.Struct):
+        name: str = ""
 
+    class Keyed(msgspec.Struct):
+        source: Source | None = None
+        observer: Named | None = None
 
-class _Keyed(msgspec.Struct):
-    """Only what the key needs; msgspec skips the rest of the event without building it."""
-
-    source: _Source | None = None
-    observer: _Observer | None = None
-
-
-_key_decoder = msgspec.json.Decoder(_Keyed)
+    return msgspec.json.Decoder(Keyed)
 
 
 def event_key(line: str) -> bytes:
     """The client address of an event (its observer's name when it has no client)."""
-    keyed = _key_decoder.decode(line)
+    keyed = _key_decoder().decode(line)
     if keyed.source is not None and keyed.source.ip:
         return keyed.source.ip.encode()
     return keyed.observer.name.encode() if keyed.observer is not None else b""
@@ -89,6 +89,7 @@ class KafkaSink:
         except KafkaException as err:
             raise StartupError(f"--kafka: {err.args[0].str() if err.args else err}") from None
         self._topics: dict[str, str] = {}
+        self._key = event_key
 
     def _on_error(self, err) -> None:
         self.last_error = err.str()  # brokers down, authentication: librdkafka retries by itself
@@ -105,7 +106,7 @@ class KafkaSink:
         if name is None:
             name = self._topics[topic] = self.topic_prefix + topic
         try:
-            self._producer.produce(name, line.encode(), event_key(line), on_delivery=self._delivered)
+            self._producer.produce(name, line.encode(), self._key(line), on_delivery=self._delivered)
         except BufferError:  # the local queue is full (brokers away for long): drop, count, never wait
             self.queue_drops += 1
         self._producer.poll(0)  # delivery reports of earlier events; never waits
