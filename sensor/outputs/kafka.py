@@ -36,17 +36,10 @@ def _key_decoder():
     use: the command line builds its parser without msgspec."""
     import msgspec
 
-    class Source(msgspec.Struct):
-        ip: str = ""
-
-    class Named(msgspec.Struct):
-        name: str = ""
-
-    class Keyed(msgspec.Struct):
-        source: Source | None = None
-        observer: Named | None = None
-
-    return msgspec.json.Decoder(Keyed)
+    source = msgspec.defstruct("Source", [("ip", str, "")])
+    named = msgspec.defstruct("Named", [("name", str, "")])
+    keyed = msgspec.defstruct("Keyed", [("source", source | None, None), ("observer", named | None, None)])
+    return msgspec.json.Decoder(keyed)
 
 
 def event_key(line: str) -> bytes:
