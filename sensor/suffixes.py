@@ -9,6 +9,10 @@ every rule of the list.
 
 from __future__ import annotations
 
+# Imported here, not on first use: by the first hit capture has dropped root and may no longer read the standard
+# library's folder (tests/test_service.py runs the sensor as nobody).
+import encodings.idna  # noqa: F401  the codec of the list's Unicode rules, used on the first xn-- name
+import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
@@ -78,8 +82,6 @@ class _Rules:
 
 def _list_file() -> Path:
     """The list the publicsuffixlist package bundles, found without importing the package (~30 ms)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("publicsuffixlist")
     return Path(next(iter(spec.submodule_search_locations))) / "public_suffix_list.dat"
 
