@@ -103,6 +103,7 @@ cdef class FastLoop:
     cdef DecodedName name
     cdef FlowTable flows         # None unless flows are on; may be shared by the loops of several files
     cdef PendingTable pending    # None unless the query log is on
+    cdef object entry_type       # the query-log record class, handed in (ext/ imports nothing from sensor/)
     cdef FragmentTable fragments
 
     def __cinit__(self, int linktype, ports, table, bint emit_all=False,
@@ -110,8 +111,9 @@ cdef class FastLoop:
                   FlowTable flows=None,
                   bint query_log=False, int max_pending_queries=65536, double query_timeout=10.0,
                   int max_fragmented_datagrams=1024, long long max_fragment_bytes=4194304,
-                  double fragment_timeout=30.0):
+                  double fragment_timeout=30.0, entry_type=None):
         self.linktype = linktype
+        self.entry_type = entry_type
         memset(self.ports, 0, sizeof(self.ports))
         for port in ports:
             if not 0 < port < 65536:
@@ -122,6 +124,9 @@ cdef class FastLoop:
         self.emit_all = emit_all
         self.flows = flows
         memset(self.counters_, 0, sizeof(self.counters_))
+        if query_log and entry_type is None:
+            raise ValueError("FastLoop(query_log=True) needs entry_type: the query-log record class "
+                             "(sensor.querylog.record.QueryLogEntry; sensor/loop.py hands it in)")
         self.pending = PendingTable(max_pending_queries, query_timeout) if query_log else None
         self.fragments = FragmentTable(max_fragmented_datagrams, max_fragment_bytes, fragment_timeout)
 
@@ -153,9 +158,11 @@ cdef class FastLoop:
         return b"" if self.pending is None else self.pending.take()
 
     def take_query_log(self):
-        """The query-log entries finished since the last take, as QueryLogEntry records, in finishing order."""
-        from sensor.querylog.record import QueryLogEntry
-        return decode_query_log(self.take_query_log_packed(), QueryLogEntry)
+        """The query-log entries finished since the last take, as `entry_type` records (the selector hands in
+        QueryLogEntry), in finishing order."""
+        if self.pending is None:
+            return []
+        return decode_query_log(self.take_query_log_packed(), self.entry_type)
 
     def flush_query_log(self):
         """Finish every pending query as unanswered (end of a capture, or stop); take them with take_*."""

@@ -11,6 +11,7 @@ import socket
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from sensor import __version__, schema
 from sensor.attribution import Attribution
@@ -19,6 +20,9 @@ from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
 from sensor.records import DnsMessage
 from sensor.rules.model import NAME_KINDS, SUFFIX, Rule, RuleSet
 from sensor.suffixes import domain_parts
+
+if TYPE_CHECKING:  # a hit from the runner (sensor/messages.py) has the same fields as the loop's tuple
+    from sensor.messages import DnsRecord
 
 HIT_TOPIC = "dns.hit"
 HEURISTIC_RULE = Rule(SUFFIX, "", False, "heuristic", "heuristics", 0)  # placeholder: heuristic hits have no rule
@@ -178,7 +182,7 @@ class HitEncoder:
         """The parts of the current set's rule `index` (built once)."""
         return self._parts(index, None)
 
-    def message(self, msg: DnsMessage, origin: Origin, parts: RuleParts | None,
+    def message(self, msg: DnsMessage | DnsRecord, origin: Origin, parts: RuleParts | None,
                 attribution: Attribution | None = None) -> schema.DnsEvent:
         """The event of one query: its addresses, DNS fields and origin; with a rule's parts for a hit."""
         src = address_text(msg.src_ip)
@@ -239,13 +243,13 @@ class HitEncoder:
             truesource=detail,
         )
 
-    def event(self, msg: DnsMessage, origin: Origin, attribution: Attribution | None = None,
+    def event(self, msg: DnsMessage | DnsRecord, origin: Origin, attribution: Attribution | None = None,
               rule: Rule | None = None) -> schema.DnsEvent:
         """The ECS record of one hit; `attribution` when the query was a resolver's, linked to its clients;
         `rule` when the caller has it (a worker sent it), else it is read from the current rule set."""
         return self.message(msg, origin, self._parts(msg.rule, rule), attribution)
 
-    def heuristic_event(self, msg: DnsMessage, origin: Origin, found) -> schema.DnsEvent:
+    def heuristic_event(self, msg: DnsMessage | DnsRecord, origin: Origin, found) -> schema.DnsEvent:
         """A hit by a heuristic detector: the same event, the detector in place of a rule (no indicator)."""
         event = self.message(msg, origin, None)
         event.rule = schema.Rule(name=f"heuristic:{found.detector}", ruleset="heuristics",

@@ -230,6 +230,8 @@ class QueryDetail(Record, kw_only=True, gc=False):
     latency_us: doc(int, "response time minus query time; -1 unless answered")
     retransmissions: doc(int, "identical queries seen again before the answer")
     truncated: doc(bool, "the response's TC bit")
+    answers_dropped: doc(int, "only when the query log's per-entry cap cut `dns.answers`: the response's answers "
+                              "not kept ([querylog.md](querylog.md#the-store))", 106) = 0
 
 
 class Tcp(Record, kw_only=True, gc=False):

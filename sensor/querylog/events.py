@@ -59,7 +59,8 @@ def add_response(event: schema.DnsEvent, entry: QueryLogEntry) -> schema.DnsEven
     event.truesource.query = schema.QueryDetail(
         status=STATUS_NAMES.get(entry.status, str(entry.status)), rcode=entry.rcode,
         response_flags=entry.response_flags, latency_us=entry.latency_us, retransmissions=entry.retransmissions,
-        truncated=bool(entry.response_flags & 0x0200))
+        truncated=bool(entry.response_flags & 0x0200),
+        answers_dropped=entry.answers_dropped)  # the store's per-entry cap (docs/querylog.md); 0 is not written
     return event
 
 

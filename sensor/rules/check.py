@@ -105,12 +105,12 @@ def _load_resuming(loader: Callable[[RuleSet, str, str], None], ruleset: RuleSet
                 duplicates[i] = (file, line + shift, why)
         if failed is None:
             return
-        line = _line_of(failed, filename)
-        if line is None or line <= len(headers):
+        found = _line_of(failed, filename)
+        if found is None or found <= len(headers):
             on_error(failed)
             return
-        at = line + shift  # the bad line, in the file
-        on_error(RuleError(f"{filename}:{at}:{str(failed)[len(filename) + len(str(line)) + 2:]}"))
+        at = found + shift  # the bad line, in the file
+        on_error(RuleError(f"{filename}:{at}:{str(failed)[len(filename) + len(str(found)) + 2:]}"))
         for passed in range(at - base, 0, -1):  # the lines up to the bad one, keeping their headers
             end = text.find("\n", offset)
             end = len(text) if end == -1 else end + 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable
+from typing import Any
 
 from sensor.errors import RuleError
 from sensor.rules.model import BELOW, EXACT, NO_META, REGEX, SUFFIX, WILDCARD, Rule, RuleMeta, RuleSet
@@ -48,7 +49,7 @@ def check_name(name: str, where: str, body: str) -> None:
 
 
 def parse_meta(words: list[str], where: str) -> RuleMeta:
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or key not in META_KEYS:

@@ -38,5 +38,5 @@ class PatternMatcher:
         for search in self._searches:
             found = search(name)
             if found is not None:
-                return int(found.lastgroup[1:])
+                return int(str(found.lastgroup)[1:])  # the group is named "r<index>"
         return -1

@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sensor.errors import RuleError
-from sensor.loop import CompiledRules, compile_rules
+from sensor.rules.compiled import CompiledRules
 from sensor.rules.loader import build_ruleset, read_sources
 from sensor.rules.model import RuleSet
 
 log = logging.getLogger(__name__)
+# The loops' compiler (sensor/loop.py: compile_rules), handed in: rules/ sits below the selector and never imports it.
+Compiler = Callable[[RuleSet], CompiledRules]
 RELOAD_TOPIC = "sensor.reload"
 
 
@@ -41,11 +44,13 @@ class ReloadResult:
         return body
 
 
-def build(sources: list[tuple[str, str, bool]], rules_format: str | None, generation: int) -> ReloadResult:
+def build(sources: list[tuple[str, str, bool]], rules_format: str | None, generation: int,
+          compile_rules: Compiler) -> ReloadResult:
+    """A rule set from a snapshot of the files, compiled for the loops by `compile_rules` (its table freed)."""
     started = time.perf_counter()
     try:
         ruleset = build_ruleset(sources, rules_format)
-        compiled = compile_rules(ruleset, keep_table=False)
+        compiled = compile_rules(ruleset)
     except RuleError as err:
         return ReloadResult(generation, False, time.perf_counter() - started, error=str(err))
     counts = {"rules": len(ruleset), "by_kind": dict(ruleset.report.by_kind),
@@ -58,8 +63,9 @@ class RulesReloader:
     """`request()` starts a background build from the rule paths (read now, a snapshot); `poll()` returns its
     result once, when it is done. One build at a time: a request during a build is remembered and run next."""
 
-    def __init__(self, paths: list[str], rules_format: str | None) -> None:
+    def __init__(self, paths: list[str], rules_format: str | None, compile_rules: Compiler) -> None:
         self.paths = paths
+        self.compile_rules = compile_rules
         self.rules_format = rules_format
         self.generation = 0
         self.reloads = 0
@@ -83,7 +89,7 @@ class RulesReloader:
         sources = self.sources
 
         def run() -> None:
-            self._result = build(sources, self.rules_format, generation)
+            self._result = build(sources, self.rules_format, generation, self.compile_rules)
 
         self._thread = threading.Thread(target=run, name=f"rules-reload-{generation}", daemon=True)
         self._thread.start()
@@ -102,7 +108,7 @@ class RulesReloader:
         if result.ok:
             self.reloads += 1
             log.info("rules reloaded (generation %d): %d rules in %.2f s", result.generation,
-                     len(result.ruleset), result.seconds)
+                     len(result.ruleset) if result.ruleset is not None else 0, result.seconds)
         else:
             self.failures += 1
             log.error("rules reload failed, old rules kept: %s", result.error)
