@@ -28,6 +28,10 @@ ADDED_SINCE_SNAPSHOT: set[str] = {
         "--kafka-sasl-password-file", "--kafka-option")),
 }
 
+# the [common] configuration keys of options added to several commands (their option strings, as keys)
+ADDED_COMMON_KEYS = {entry.split(": ", 1)[1].lstrip("-").replace("-", "_") for entry in ADDED_SINCE_SNAPSHOT
+                     if ": " in entry}
+
 
 def _plain(value: Any) -> Any:
     """A default or a choice as JSON can hold it, the same way each time."""
@@ -101,9 +105,14 @@ def test_every_option_of_every_command_survives_the_move():
             problems.append(f"command {path!r} is gone")
             continue
         now = actual[path]
-        for field in ("positionals", "subcommand_dest", "common_keys"):
+        for field in ("positionals", "subcommand_dest"):
             if node.get(field) != now.get(field):
                 problems.append(f"{path!r}: {field} was {node.get(field)}, now {now.get(field)}")
+        if "common_keys" in node:  # a key gone fails; a new one only for an option listed as added
+            gone = set(node["common_keys"]) - set(now["common_keys"])
+            new = set(now["common_keys"]) - set(node["common_keys"]) - ADDED_COMMON_KEYS
+            if gone or new:
+                problems.append(f"{path!r}: common_keys gone {sorted(gone)}, new and not added {sorted(new)}")
         missing = set(node["commands"]) - set(now["commands"])
         if missing:
             problems.append(f"{path!r}: subcommands gone: {sorted(missing)}")
