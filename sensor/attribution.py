@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -158,6 +159,7 @@ class ResolverAttribution:
         if name == ".":
             return [entry for _, _, entry in self.recent]
         below = "." + name
+        entries: Iterable[tuple[bytes, ClientQuery]]
         if "." in name:
             entries = self.by_bucket.get(_bucket(name), ())
         else:  # a TLD: its names are in many buckets

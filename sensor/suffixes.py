@@ -83,6 +83,8 @@ class _Rules:
 def _list_file() -> Path:
     """The list the publicsuffixlist package bundles, found without importing the package (~30 ms)."""
     spec = importlib.util.find_spec("publicsuffixlist")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("publicsuffixlist is not installed (a runtime dependency)")
     return Path(next(iter(spec.submodule_search_locations))) / "public_suffix_list.dat"
 
 
