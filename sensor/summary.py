@@ -41,6 +41,9 @@ def counter_lines(c: Mapping[str, int], seconds: float, title: str, outputs: Seq
         if getattr(output, "lines_dropped", 0):
             lines.append(f"--out {getattr(output, 'path', '')}: {getattr(output, 'lines', 0):,} written, "
                          f"{getattr(output, 'lines_dropped', 0):,} dropped ({getattr(output, 'drop_reason', '')})")
+        summary_line = getattr(output, "summary_line", None)
+        if summary_line is not None:  # the Kafka output: sent, failed, dropped
+            lines.append(summary_line())
     return lines
 
 

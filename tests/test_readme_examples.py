@@ -202,12 +202,36 @@ def run_querylog_export(command: str, cwd: Path) -> None:
     assert files and all("date=" in str(f) and "sensor=" in str(f) for f in files), (result.stderr, files)
 
 
+def run_kafka(command: str, cwd: Path) -> None:
+    """The README's brokers become librdkafka's mock cluster (tests/kafka_mock.py, a helper process); every hit
+    must reach its topic and the summary must say so."""
+    from test_kafka import ADDRESS, consume
+
+    brokers = command.split("--kafka ", 1)[1].split()[0]
+    mock = subprocess.Popen([sys.executable, str(ROOT / "tests" / "kafka_mock.py")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        address = None
+        while address is None:  # the helper says its address first; EOF if it died
+            line = mock.stdout.readline()
+            assert line, "the mock cluster did not say its address"
+            found = ADDRESS.search(line)
+            address = found.group(1) if found else None
+        result = ok(shell(as_run(command, **{brokers: address}), cwd))
+        assert len(hits(result.stdout)) == 11 and f"kafka {address}: 11 sent" in result.stderr, result.stderr
+        assert len(consume(address, "truesource.dns.hit", 11)) == 11
+    finally:
+        mock.kill()
+        mock.wait(timeout=10)
+
+
 CASES: list[tuple[str, Callable[[str, Path], None] | str]] = [
     (r"^make run$", run_make_run),
     (r"^make test$", "the whole suite, of which this test is a part"),
     (r"truesource replay capture\.pcap more\.pcapng", run_replay_files),
     (r"truesource replay .*--publish\b", "run by test_readme_publish_example_reaches_a_subscriber_started_first"),
     (r"truesource tail ", "run by test_readme_publish_example_reaches_a_subscriber_started_first"),
+    (r"truesource replay .*--kafka ", run_kafka),
     (r"^tcpdump .*\| .*truesource replay - ", run_pipe),
     (r"^sudo .*truesource capture -i eth1 ",
      "a live capture on eth1 (the mirror port): tests/test_capture_live.py runs capture on veths in namespaces"),

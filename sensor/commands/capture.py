@@ -56,7 +56,7 @@ def run_capture(args: argparse.Namespace) -> int:
     from sensor.capture.live import CaptureOptions
     from sensor.capture.workers import CaptureJob, Stopper, run_single, run_workers
     from sensor.commands.sinks import attach_sinks, open_outputs
-    from sensor.events import rfc3339
+    from sensor.events import reload_event
     from sensor.loop import compile_rules
     from sensor.outputs.jsonlines import LateFile, check_writable
     from sensor.querylog import writer  # noqa: F401  before the privilege drop, as everything the run may need
@@ -163,10 +163,7 @@ def run_capture(args: argparse.Namespace) -> int:
                                  cache=args.rules_cache, allow_empty=args.allow_empty_rules, loaded=len(ruleset))
 
         def on_reload(result: ReloadResult) -> None:
-            event = {"@timestamp": rfc3339(*divmod(time.time_ns() // 1000, 1_000_000)),
-                     "event": {"kind": "event", "dataset": "truesource.reload", "module": "truesource",
-                               "outcome": "success" if result.ok else "failure"},
-                     "observer": pipeline.encoder.observer, "truesource": {"reload": result.summary()}}
+            event = reload_event(result, pipeline.encoder.observer)
             pipeline.publish(RELOAD_TOPIC, pipeline.encoder.encode(event))
             if result.ok:
                 board.reloads += 1

@@ -70,6 +70,11 @@ def build_pipeline(args: argparse.Namespace, ruleset: RuleSet, outputs: list[Any
         security = server_from_args(args.publish, args.curve_secret_key, args.curve_allow, args.allow_plaintext)
         publisher = Publisher(args.publish, blocking=blocking, curve=security, **limits)
         outputs.append(publisher)
+    from sensor.outputs.kafka import kafka_output
+
+    kafka = kafka_output(args)  # --kafka: every event to Kafka (docs/deployment.md#kafka)
+    if kafka is not None:
+        outputs.append(kafka)
     attribution = ResolverAttribution(args.resolver, args.attribution_window, not args.no_learn_resolvers)
     encoder = HitEncoder(ruleset, Observer.local(args.sensor_name))
     return HitPipeline(encoder, outputs, attribution, heuristic_engine(args)), publisher
@@ -121,11 +126,11 @@ def flow_sink(args: argparse.Namespace, settings: FlowSettings, pipeline: HitPip
     if args.flow_store:  # imported only when used: pyarrow alone takes ~0.3 s to import
         from sensor.flows.store import FlowStoreWriter
 
-        store = FlowStoreWriter(args.flow_store, sensor=pipeline.encoder.observer.get("name"))
+        store = FlowStoreWriter(args.flow_store, sensor=pipeline.encoder.observer.name)
     if args.ipfix:
         from sensor.flows.ipfix import IpfixExporter
 
         ipfix = IpfixExporter(args.ipfix)
-    publish = pipeline.publish if args.publish else None
+    publish = pipeline.publish if args.publish or getattr(args, "kafka", None) else None  # ZeroMQ, Kafka
     table = make_flow_table(settings) if with_table else None
     return FlowSink(settings, table, store, ipfix, publish, pipeline.encoder.observer)
