@@ -171,7 +171,7 @@ class HitEncoder:
             base = self._observer
             observer = self._observers[interface] = schema.Observer(
                 hostname=base.hostname, name=base.name, type=base.type, vendor=base.vendor, product=base.product,
-                version=base.version, ingress=schema.Ingress(interface=schema.Interface(name=interface)))
+                version=base.version, ingress=schema.Ingress(interface=schema.Interface(name=interface or "")))
         return observer
 
     def _raw_observer(self, interface: str | None) -> schema.Raw:

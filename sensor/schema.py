@@ -20,10 +20,11 @@ ECS_VERSION = "9.4.0"
 Raw = msgspec.Raw  # a part encoded once (a rule's fields, the observer) where the hot path reuses it: same JSON
 
 
-def doc(kind: Any, text: str, example: Any = None) -> Any:
-    """A field type with the line docs/events.md shows for it."""
+def meta(text: str, example: Any = None) -> msgspec.Meta:
+    """A field's line in docs/events.md (and its example), for `Annotated[type, meta(...)]`: a type the checker
+    reads as it is written."""
     extra = {"example": example} if example is not None else None
-    return Annotated[kind, msgspec.Meta(description=text, extra=extra)]
+    return msgspec.Meta(description=text, extra=extra)
 
 
 class Record(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
@@ -35,57 +36,60 @@ class Record(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
 
 
 class Ecs(Record, kw_only=True, gc=False):
-    version: doc(str, "the ECS version the event follows", ECS_VERSION)
+    version: Annotated[str, meta("the ECS version the event follows", ECS_VERSION)]
 
 
 ECS = Ecs(version=ECS_VERSION)
 
 
 class Event(Record, kw_only=True, gc=False):
-    kind: doc(str, "`alert` (hits), `event`, `metric` (statistics)")
-    severity: doc(int | None, "the rule's severity, when its file gives one") = None
-    category: doc(list[str] | None, "ECS categorisation, e.g. `[\"network\",\"threat\"]`") = None
-    type: doc(list[str] | None, "ECS categorisation, e.g. `[\"indicator\",\"protocol\"]`") = None
-    action: doc(str | None, "what happened, e.g. `flow`") = None
-    outcome: doc(str | None, "`success` / `failure` (reloads)") = None
-    dataset: doc(str, "the event's kind, `truesource.hit`, `truesource.query`, ...")
-    module: doc(str, "always `truesource`")
-    start: doc(str | None, "first packet time (flows)") = None
-    end: doc(str | None, "last packet time (flows)") = None
-    duration: doc(int | None, "nanoseconds (flows)") = None
-    reason: doc(str | None, "why the flow record was emitted: `idle`, `active`, `end`, `forced`, `evicted`") = None
+    kind: Annotated[str, meta("`alert` (hits), `event`, `metric` (statistics)")]
+    severity: Annotated[int | None, meta("the rule's severity, when its file gives one")] = None
+    category: Annotated[list[str] | None, meta("ECS categorisation, e.g. `[\"network\",\"threat\"]`")] = None
+    type: Annotated[list[str] | None, meta("ECS categorisation, e.g. `[\"indicator\",\"protocol\"]`")] = None
+    action: Annotated[str | None, meta("what happened, e.g. `flow`")] = None
+    outcome: Annotated[str | None, meta("`success` / `failure` (reloads)")] = None
+    dataset: Annotated[str, meta("the event's kind, `truesource.hit`, `truesource.query`, ...")]
+    module: Annotated[str, meta("always `truesource`")]
+    start: Annotated[str | None, meta("first packet time (flows)")] = None
+    end: Annotated[str | None, meta("last packet time (flows)")] = None
+    duration: Annotated[int | None, meta("nanoseconds (flows)")] = None
+    reason: Annotated[str | None,
+            meta("why the flow record was emitted: `idle`, `active`, `end`, `forced`, `evicted`")] = None
 
 
 class Endpoint(Record, kw_only=True, gc=False):
-    ip: doc(str, "address, text form", "10.1.0.23")
-    port: doc(int | None, "transport port; absent for ICMP and other portless protocols", 51234) = None
-    mac: doc(str | None, "Ethernet source address, when the frame had one (ECS form `00-11-22-33-44-55`)") = None
-    packets: doc(int | None, "packets sent by this end (flows)") = None
-    bytes: doc(int | None, "bytes sent by this end (flows)") = None
+    ip: Annotated[str, meta("address, text form", "10.1.0.23")]
+    port: Annotated[int | None, meta("transport port; absent for ICMP and other portless protocols", 51234)] = None
+    mac: Annotated[str | None,
+            meta("Ethernet source address, when the frame had one (ECS form `00-11-22-33-44-55`)")] = None
+    packets: Annotated[int | None, meta("packets sent by this end (flows)")] = None
+    bytes: Annotated[int | None, meta("bytes sent by this end (flows)")] = None
 
 
 class Related(Record, kw_only=True, gc=False):
-    ip: doc(list[str], "every address in the event: source, destination, attributed clients, resolved addresses")
+    ip: Annotated[list[str],
+            meta("every address in the event: source, destination, attributed clients, resolved addresses")]
 
 
 class Vlan(Record, kw_only=True, gc=False):
-    id: doc(str, "outer 802.1Q/802.1ad tag (ECS keyword, hence a string)", "100")
+    id: Annotated[str, meta("outer 802.1Q/802.1ad tag (ECS keyword, hence a string)", "100")]
 
 
 class Network(Record, kw_only=True, gc=False):
-    transport: doc(str | None, "`udp`, `tcp`, `icmp`, `ipv6-icmp`, `gre`, `esp`, `ah`, `sctp`") = None
-    protocol: doc(str | None, "`dns` (hits and queries)") = None
-    type: doc(str, "`ipv4` / `ipv6`")
-    iana_number: doc(str, "IP protocol number", "17")
-    community_id: doc(str | None, "Community ID v1 flow hash, seed 0 (TCP, UDP, SCTP, ICMP, ICMPv6)") = None
-    packets: doc(int | None, "packets (flows)") = None
-    bytes: doc(int | None, "bytes, the sum of IP total lengths (flows)") = None
-    direction: doc(str | None, "`inbound`, `outbound`, `internal`, `external`, `unknown` (flows)") = None
-    vlan: doc(Vlan | None, "only when tagged") = None
+    transport: Annotated[str | None, meta("`udp`, `tcp`, `icmp`, `ipv6-icmp`, `gre`, `esp`, `ah`, `sctp`")] = None
+    protocol: Annotated[str | None, meta("`dns` (hits and queries)")] = None
+    type: Annotated[str, meta("`ipv4` / `ipv6`")]
+    iana_number: Annotated[str, meta("IP protocol number", "17")]
+    community_id: Annotated[str | None, meta("Community ID v1 flow hash, seed 0 (TCP, UDP, SCTP, ICMP, ICMPv6)")] = None
+    packets: Annotated[int | None, meta("packets (flows)")] = None
+    bytes: Annotated[int | None, meta("bytes, the sum of IP total lengths (flows)")] = None
+    direction: Annotated[str | None, meta("`inbound`, `outbound`, `internal`, `external`, `unknown` (flows)")] = None
+    vlan: Annotated[Vlan | None, meta("only when tagged")] = None
 
 
 class Interface(Record, kw_only=True, gc=False):
-    name: doc(str, "capture interface", "eth1")
+    name: Annotated[str, meta("capture interface", "eth1")]
 
 
 class Ingress(Record, kw_only=True, gc=False):
@@ -93,70 +97,72 @@ class Ingress(Record, kw_only=True, gc=False):
 
 
 class Observer(Record, kw_only=True, gc=False):
-    hostname: doc(str, "the sensor's host name")
-    name: doc(str, "`--sensor-name`, default the host name")
-    type: doc(str, "`sensor`")
-    vendor: doc(str, "`truesource`")
-    product: doc(str, "`truesource`")
-    version: doc(str, "the sensor's version")
-    ingress: doc(Ingress | None, "live capture only") = None
+    hostname: Annotated[str, meta("the sensor's host name")]
+    name: Annotated[str, meta("`--sensor-name`, default the host name")]
+    type: Annotated[str, meta("`sensor`")]
+    vendor: Annotated[str, meta("`truesource`")]
+    product: Annotated[str, meta("`truesource`")]
+    version: Annotated[str, meta("the sensor's version")]
+    ingress: Annotated[Ingress | None, meta("live capture only")] = None
 
 
 class Question(Record, kw_only=True, gc=False):
-    name: doc(str, "as sent (case kept), escaped: `\\DDD` for bytes outside 0x21-0x7e, `\\.` for a dot in a "
-                   "label, `\\\\` for a backslash; the root is `.`", "WWW.Evil.example")
-    type: doc(str, "dnslib's mnemonic, RFC 3597 `TYPEn` when unknown", "A")
-    class_: doc(str, "dnslib's mnemonic, `CLASSn` when unknown", "IN") = msgspec.field(name="class")
-    registered_domain: doc(str | None, "the name's registrable domain by the Public Suffix List", "evil.example") \
+    name: Annotated[str, meta("as sent (case kept), escaped: `\\DDD` for bytes outside 0x21-0x7e, `\\.` for a dot in a "
+                   "label, `\\\\` for a backslash; the root is `.`", "WWW.Evil.example")]
+    type: Annotated[str, meta("dnslib's mnemonic, RFC 3597 `TYPEn` when unknown", "A")]
+    class_: Annotated[str, meta("dnslib's mnemonic, `CLASSn` when unknown", "IN")] = msgspec.field(name="class")
+    registered_domain: Annotated[str | None,
+            meta("the name's registrable domain by the Public Suffix List", "evil.example")] \
         = None
-    subdomain: doc(str | None, "what is left of the name before the registered domain", "www") = None
-    top_level_domain: doc(str | None, "the name's public suffix", "co.uk") = None
+    subdomain: Annotated[str | None, meta("what is left of the name before the registered domain", "www")] = None
+    top_level_domain: Annotated[str | None, meta("the name's public suffix", "co.uk")] = None
 
 
 class Answer(Record, kw_only=True, gc=False):
-    name: doc(str, "owner name")
-    type: doc(str, "record type mnemonic")
-    ttl: doc(int, "seconds")
-    data: doc(str, "record data in the text forms of sensor/querylog/record.py")
+    name: Annotated[str, meta("owner name")]
+    type: Annotated[str, meta("record type mnemonic")]
+    ttl: Annotated[int, meta("seconds")]
+    data: Annotated[str, meta("record data in the text forms of sensor/querylog/record.py")]
 
 
 class Dns(Record, kw_only=True, gc=False):
-    type: doc(str, "`query`; `answer` when the event carries a response")
-    id: doc(str, "the message ID (ECS keyword, hence a string)", "48879")
-    op_code: doc(str, "dnslib's mnemonic, `OPCODEn` when unknown", "QUERY")
-    header_flags: doc(list[str], "of AA, TC, RD, RA, AD, CD")
+    type: Annotated[str, meta("`query`; `answer` when the event carries a response")]
+    id: Annotated[str, meta("the message ID (ECS keyword, hence a string)", "48879")]
+    op_code: Annotated[str, meta("dnslib's mnemonic, `OPCODEn` when unknown", "QUERY")]
+    header_flags: Annotated[list[str], meta("of AA, TC, RD, RA, AD, CD")]
     question: Question
-    response_code: doc(str | None, "the response's rcode, `RCODEn` when unknown") = None
-    answers: doc(list[Answer] | None, "the answer section") = None
-    resolved_ip: doc(list[str] | None, "the A and AAAA answers' addresses") = None
+    response_code: Annotated[str | None, meta("the response's rcode, `RCODEn` when unknown")] = None
+    answers: Annotated[list[Answer] | None, meta("the answer section")] = None
+    resolved_ip: Annotated[list[str] | None, meta("the A and AAAA answers' addresses")] = None
 
 
 class Rule(Record, kw_only=True, gc=False):
-    name: doc(str, "the rule as written in its file", "*.badcdn.test")
-    ruleset: doc(str, "the file it came from", "rules/demo.rules")
-    id: doc(str | None, "the rule's id, from its file (header or column)") = None
-    category: doc(str | None, "the rule's category, from its file; `dga`/`dns-tunnel` for heuristics") = None
-    description: doc(str | None, "the rule's description, from its file") = None
-    reference: doc(str | None, "a reference URL, from its file") = None
+    name: Annotated[str, meta("the rule as written in its file", "*.badcdn.test")]
+    ruleset: Annotated[str, meta("the file it came from", "rules/demo.rules")]
+    id: Annotated[str | None, meta("the rule's id, from its file (header or column)")] = None
+    category: Annotated[str | None,
+            meta("the rule's category, from its file; `dga`/`dns-tunnel` for heuristics")] = None
+    description: Annotated[str | None, meta("the rule's description, from its file")] = None
+    reference: Annotated[str | None, meta("a reference URL, from its file")] = None
 
 
 class Url(Record, kw_only=True, gc=False):
-    domain: doc(str, "the indicator's domain (the rule's name, lower case)")
+    domain: Annotated[str, meta("the indicator's domain (the rule's name, lower case)")]
 
 
 class Indicator(Record, kw_only=True, gc=False):
-    type: doc(str, "`domain-name`")
-    name: doc(str, "the indicator as displayed (the rule as written)")
-    url: doc(Url | None, "name rules only (exact, suffix, below)") = None
-    provider: doc(str | None, "the rule's source, from its file") = None
-    description: doc(str | None, "the rule's description") = None
-    reference: doc(str | None, "the rule's reference") = None
+    type: Annotated[str, meta("`domain-name`")]
+    name: Annotated[str, meta("the indicator as displayed (the rule as written)")]
+    url: Annotated[Url | None, meta("name rules only (exact, suffix, below)")] = None
+    provider: Annotated[str | None, meta("the rule's source, from its file")] = None
+    description: Annotated[str | None, meta("the rule's description")] = None
+    reference: Annotated[str | None, meta("the rule's reference")] = None
 
 
 class Matched(Record, kw_only=True, gc=False):
-    atomic: doc(str, "the value that matched: the queried name, lower case")
-    field: doc(str, "`dns.question.name`")
-    type: doc(str, "`indicator_match_rule`")
+    atomic: Annotated[str, meta("the value that matched: the queried name, lower case")]
+    field: Annotated[str, meta("`dns.question.name`")]
+    type: Annotated[str, meta("`indicator_match_rule`")]
 
 
 class Enrichment(Record, kw_only=True, gc=False):
@@ -165,93 +171,98 @@ class Enrichment(Record, kw_only=True, gc=False):
 
 
 class Threat(Record, kw_only=True, gc=False):
-    indicator: doc(Indicator | Raw, "the matched indicator")
-    enrichments: doc(list[Enrichment], "the same indicator with what matched it")
+    indicator: Annotated[Indicator | Raw, meta("the matched indicator")]
+    enrichments: Annotated[list[Enrichment], meta("the same indicator with what matched it")]
 
 
 # --- truesource.* parts -----------------------------------------------------------------------------------------
 
 
 class NumQuestion(Record, kw_only=True, gc=False):
-    type: doc(int, "question type number")
-    class_: doc(int, "question class number") = msgspec.field(name="class")
-    name_lower: doc(str | None, "the name in lower case (resolvers send 0x20 mixed case); what rules match") = None
+    type: Annotated[int, meta("question type number")]
+    class_: Annotated[int, meta("question class number")] = msgspec.field(name="class")
+    name_lower: Annotated[str | None,
+            meta("the name in lower case (resolvers send 0x20 mixed case); what rules match")] = None
 
 
 class NumDns(Record, kw_only=True, gc=False):
-    op_code: doc(int, "opcode number")
+    op_code: Annotated[int, meta("opcode number")]
     question: NumQuestion
-    qdcount: doc(int, "QDCOUNT as on the wire (only the first question is decoded)")
-    flags: doc(int, "the header's second word")
+    qdcount: Annotated[int, meta("QDCOUNT as on the wire (only the first question is decoded)")]
+    flags: Annotated[int, meta("the header's second word")]
 
 
 class RuleDetail(Record, kw_only=True, gc=False):
-    kind: doc(str, "`exact`, `suffix`, `below`, `wildcard`, `regex`; `heuristic` for detector hits")
-    line: doc(int | None, "line of the rule in its file") = None
-    format: doc(str | None, "`native`, `hosts`, `adblock`, `zeek`, `rpz`, ...") = None
-    pattern: doc(str | None, "what the rule covers: the lower-case name (`.` for the root), the wildcard or "
-                             "the regex") = None
-    source: doc(str | None, "the rule's source, from its file") = None
-    meta: doc(dict[str, str] | None, "the format's own columns (Zeek intel `meta.*`)") = None
+    kind: Annotated[str, meta("`exact`, `suffix`, `below`, `wildcard`, `regex`; `heuristic` for detector hits")]
+    line: Annotated[int | None, meta("line of the rule in its file")] = None
+    format: Annotated[str | None, meta("`native`, `hosts`, `adblock`, `zeek`, `rpz`, ...")] = None
+    pattern: Annotated[str | None, meta("what the rule covers: the lower-case name (`.` for the root), the wildcard or "
+                             "the regex")] = None
+    source: Annotated[str | None, meta("the rule's source, from its file")] = None
+    meta: Annotated[dict[str, str] | None, meta("the format's own columns (Zeek intel `meta.*`)")] = None
 
 
 class Capture(Record, kw_only=True, gc=False):
-    file: doc(str, "the capture file (`<stdin>` for `-`)")
-    frame: doc(int, "1-based frame number (for TCP, the frame that completed the message)")
+    file: Annotated[str, meta("the capture file (`<stdin>` for `-`)")]
+    frame: Annotated[int, meta("1-based frame number (for TCP, the frame that completed the message)")]
 
 
 class ClientQuery(Record, kw_only=True, gc=False):
-    ip: doc(str, "the client's address")
-    port: doc(int, "the client's port")
-    time: doc(str, "when it asked")
-    name: doc(str, "the name it asked (lower case)")
-    transport: doc(str, "`udp` / `tcp`")
+    ip: Annotated[str, meta("the client's address")]
+    port: Annotated[int, meta("the client's port")]
+    time: Annotated[str, meta("when it asked")]
+    name: Annotated[str, meta("the name it asked (lower case)")]
+    transport: Annotated[str, meta("`udp` / `tcp`")]
 
 
 class AttributionDetail(Record, kw_only=True, gc=False):
-    role: doc(str, "`resolver`: the query was a resolver's (configured, learned, or iterative: RD clear)")
-    match: doc(str, "`resolver_address`: the clients asked this resolver; `name_and_time`: only name and time "
-                    "agree")
-    clients: doc(list[ClientQuery], "the client queries that caused this upstream query (empty when none was seen "
-                                    "in the window)")
+    role: Annotated[str, meta("`resolver`: the query was a resolver's (configured, learned, or iterative: RD clear)")]
+    match: Annotated[str,
+            meta("`resolver_address`: the clients asked this resolver; `name_and_time`: only name and time "
+                    "agree")]
+    clients: Annotated[list[ClientQuery],
+            meta("the client queries that caused this upstream query (empty when none was seen "
+                                    "in the window)")]
 
 
 class Heuristic(Record, kw_only=True, gc=False):
-    detector: doc(str, "`dga` / `tunnel`")
-    score: doc(float, "the detector's score")
-    threshold: doc(float, "the score at which it fires")
-    evidence: doc(dict[str, Any], "what the detector measured")
+    detector: Annotated[str, meta("`dga` / `tunnel`")]
+    score: Annotated[float, meta("the detector's score")]
+    threshold: Annotated[float, meta("the score at which it fires")]
+    evidence: Annotated[dict[str, Any], meta("what the detector measured")]
 
 
 class QueryDetail(Record, kw_only=True, gc=False):
-    status: doc(str, "`answered`, `unanswered`, `response_only`")
-    rcode: doc(int, "-1 when unanswered")
-    response_flags: doc(int, "the response's flags word (0 when unanswered)")
-    latency_us: doc(int, "response time minus query time; -1 unless answered")
-    retransmissions: doc(int, "identical queries seen again before the answer")
-    truncated: doc(bool, "the response's TC bit")
-    answers_dropped: doc(int, "only when the query log's per-entry cap cut `dns.answers`: the response's answers "
-                              "not kept ([querylog.md](querylog.md#the-store))", 106) = 0
+    status: Annotated[str, meta("`answered`, `unanswered`, `response_only`")]
+    rcode: Annotated[int, meta("-1 when unanswered")]
+    response_flags: Annotated[int, meta("the response's flags word (0 when unanswered)")]
+    latency_us: Annotated[int, meta("response time minus query time; -1 unless answered")]
+    retransmissions: Annotated[int, meta("identical queries seen again before the answer")]
+    truncated: Annotated[bool, meta("the response's TC bit")]
+    answers_dropped: Annotated[int,
+            meta("only when the query log's per-entry cap cut `dns.answers`: the response's answers "
+                              "not kept ([querylog.md](querylog.md#the-store))", 106)] = 0
 
 
 class Tcp(Record, kw_only=True, gc=False):
-    handshake: doc(Any, "how the query's TCP stream started (issue13)") = None
+    handshake: Annotated[Any, meta("how the query's TCP stream started (issue13)")] = None
 
 
 class DnsDetail(Record, kw_only=True, gc=False):
     """`truesource.*` of hit, hunt and query events."""
 
     dns: NumDns
-    rule: doc(RuleDetail | None, "hits and hunt events") = None
-    heuristic: doc(Heuristic | None, "heuristic hits only") = None
-    tunnel: doc(Any, "tunnels outer to inner, when the query arrived encapsulated (`gre/vxlan`); with issue13's "
-                     "decoder also `tunnel.outer`") = None
-    tcp: doc(Tcp | None, "TCP stream facts (issue13)") = None
-    client_subnet: doc(str | None, "the query's EDNS Client Subnet option (RFC 7871)") = None
-    capture: doc(Capture | None, "replay only") = None
-    attribution: doc(AttributionDetail | None, "resolver queries only") = None
-    retrospective: doc(bool | None, "`true` on hunt events") = None
-    query: doc(QueryDetail | None, "query and hunt events: the response correlation") = None
+    rule: Annotated[RuleDetail | None, meta("hits and hunt events")] = None
+    heuristic: Annotated[Heuristic | None, meta("heuristic hits only")] = None
+    tunnel: Annotated[Any,
+            meta("tunnels outer to inner, when the query arrived encapsulated (`gre/vxlan`); with issue13's "
+                     "decoder also `tunnel.outer`")] = None
+    tcp: Annotated[Tcp | None, meta("TCP stream facts (issue13)")] = None
+    client_subnet: Annotated[str | None, meta("the query's EDNS Client Subnet option (RFC 7871)")] = None
+    capture: Annotated[Capture | None, meta("replay only")] = None
+    attribution: Annotated[AttributionDetail | None, meta("resolver queries only")] = None
+    retrospective: Annotated[bool | None, meta("`true` on hunt events")] = None
+    query: Annotated[QueryDetail | None, meta("query and hunt events: the response correlation")] = None
 
 
 # --- the events -------------------------------------------------------------------------------------------------
@@ -260,31 +271,31 @@ class DnsDetail(Record, kw_only=True, gc=False):
 class DnsEvent(Record, kw_only=True, gc=False):
     """A DNS message event: hits (`dns.hit`), logged queries (`dns.query`), retrospective hits (hunt)."""
 
-    timestamp: doc(str, "packet time, RFC 3339 UTC, microseconds") = msgspec.field(name="@timestamp")
+    timestamp: Annotated[str, meta("packet time, RFC 3339 UTC, microseconds")] = msgspec.field(name="@timestamp")
     ecs: Ecs | Raw
     event: Event | Raw
-    source: doc(Endpoint, "**the true client**: the query's sender as seen on the mirror")
-    destination: doc(Endpoint, "the server the query went to (usually the recursive resolver)")
+    source: Annotated[Endpoint, meta("**the true client**: the query's sender as seen on the mirror")]
+    destination: Annotated[Endpoint, meta("the server the query went to (usually the recursive resolver)")]
     related: Related
     network: Network
     dns: Dns
-    rule: doc(Rule | Raw | None, "hits and hunt events") = None
-    threat: doc(Threat | None, "rule hits and hunt events (not heuristic hits)") = None
+    rule: Annotated[Rule | Raw | None, meta("hits and hunt events")] = None
+    threat: Annotated[Threat | None, meta("rule hits and hunt events (not heuristic hits)")] = None
     observer: Observer | Raw
     truesource: DnsDetail
 
 
 class FlowIcmp(Record, kw_only=True, gc=False):
-    type: doc(int, "ICMP type")
-    code: doc(int, "ICMP code")
+    type: Annotated[int, meta("ICMP type")]
+    code: Annotated[int, meta("ICMP code")]
 
 
 class FlowDetail(Record, kw_only=True, gc=False):
-    tcp_flags: doc(str, "letters of the flags seen (OR of all packets), in SiLK's order F S R P A U E C")
-    tcp_flags_value: doc(int, "the same as a number")
-    end_reason: doc(int, "the number behind `event.reason` (docs/flows.md)")
-    direction: doc(int, "the number behind `network.direction`")
-    icmp: doc(FlowIcmp | None, "ICMP and ICMPv6 flows (ECS has no ICMP field set)") = None
+    tcp_flags: Annotated[str, meta("letters of the flags seen (OR of all packets), in SiLK's order F S R P A U E C")]
+    tcp_flags_value: Annotated[int, meta("the same as a number")]
+    end_reason: Annotated[int, meta("the number behind `event.reason` (docs/flows.md)")]
+    direction: Annotated[int, meta("the number behind `network.direction`")]
+    icmp: Annotated[FlowIcmp | None, meta("ICMP and ICMPv6 flows (ECS has no ICMP field set)")] = None
 
 
 class FlowTruesource(Record, kw_only=True, gc=False):
@@ -292,7 +303,7 @@ class FlowTruesource(Record, kw_only=True, gc=False):
 
 
 class FlowEvent(Record, kw_only=True, gc=False):
-    timestamp: doc(str, "the flow's last packet time") = msgspec.field(name="@timestamp")
+    timestamp: Annotated[str, meta("the flow's last packet time")] = msgspec.field(name="@timestamp")
     ecs: Ecs
     event: Event
     source: Endpoint
@@ -304,14 +315,16 @@ class FlowEvent(Record, kw_only=True, gc=False):
 
 
 class StatsDetail(Record, kw_only=True, gc=False):
-    final: doc(bool, "the last statistics of the run")
-    uptime: doc(float, "seconds since capture started")
-    total: doc(dict[str, int], "every counter of docs/decoding.md summed over the workers, and the tables' sizes "
-                               "and evictions (docs/limits.md)")
-    drops: doc(dict[str, int], "what was lost, by cause: `kernel`, `interface`, `publisher`, `kafka`")
-    rules: doc(dict[str, int], "`loaded`, `reloads`, `reload_failures`")
-    last_packet: doc(str | None, "wall-clock time the packet count last grew; `null` before the first packet")
-    workers: doc(list[dict[str, int]], "the same per worker, each with its `id`")
+    final: Annotated[bool, meta("the last statistics of the run")]
+    uptime: Annotated[float, meta("seconds since capture started")]
+    total: Annotated[dict[str, int],
+            meta("every counter of docs/decoding.md summed over the workers, and the tables' sizes "
+                               "and evictions (docs/limits.md)")]
+    drops: Annotated[dict[str, int], meta("what was lost, by cause: `kernel`, `interface`, `publisher`, `kafka`")]
+    rules: Annotated[dict[str, int], meta("`loaded`, `reloads`, `reload_failures`")]
+    last_packet: Annotated[str | None,
+            meta("wall-clock time the packet count last grew; `null` before the first packet")]
+    workers: Annotated[list[dict[str, int]], meta("the same per worker, each with its `id`")]
 
 
 class StatsTruesource(Record, kw_only=True, gc=False):
@@ -319,7 +332,7 @@ class StatsTruesource(Record, kw_only=True, gc=False):
 
 
 class StatsEvent(Record, kw_only=True, gc=False):
-    timestamp: doc(str, "wall-clock time of the snapshot") = msgspec.field(name="@timestamp")
+    timestamp: Annotated[str, meta("wall-clock time of the snapshot")] = msgspec.field(name="@timestamp")
     ecs: Ecs
     event: Event
     observer: Observer
@@ -327,12 +340,13 @@ class StatsEvent(Record, kw_only=True, gc=False):
 
 
 class ReloadTruesource(Record, kw_only=True, gc=False):
-    reload: doc(dict[str, Any], "`generation`, `ok`, `seconds`; on success the rule counts (`rules`, `by_kind`, "
-                                "`by_format`, `duplicates`, `files`), on failure `error`")
+    reload: Annotated[dict[str, Any],
+            meta("`generation`, `ok`, `seconds`; on success the rule counts (`rules`, `by_kind`, "
+                                "`by_format`, `duplicates`, `files`), on failure `error`")]
 
 
 class ReloadEvent(Record, kw_only=True, gc=False):
-    timestamp: doc(str, "wall-clock time of the reload") = msgspec.field(name="@timestamp")
+    timestamp: Annotated[str, meta("wall-clock time of the reload")] = msgspec.field(name="@timestamp")
     ecs: Ecs
     event: Event
     observer: Observer
@@ -340,14 +354,14 @@ class ReloadEvent(Record, kw_only=True, gc=False):
 
 
 class AnomalyTruesource(Record, kw_only=True, gc=False):
-    anomaly: doc(dict[str, Any], "the anomaly's name and what was measured (issue13: docs/decoding.md)")
-    capture: doc(Capture | None, "replay only") = None
+    anomaly: Annotated[dict[str, Any], meta("the anomaly's name and what was measured (issue13: docs/decoding.md)")]
+    capture: Annotated[Capture | None, meta("replay only")] = None
 
 
 class AnomalyEvent(Record, kw_only=True, gc=False):
     """Traffic the decoder judged evasive or malformed (issue13's decoder fills these)."""
 
-    timestamp: doc(str, "packet time") = msgspec.field(name="@timestamp")
+    timestamp: Annotated[str, meta("packet time")] = msgspec.field(name="@timestamp")
     ecs: Ecs
     event: Event
     source: Endpoint | None = None
@@ -409,7 +423,7 @@ def _log(event: Record, line: bytes) -> None:
     part = getattr(event, "event", None)
     kind = part.dataset if isinstance(part, Event) else "truesource.hit"  # pre-encoded: only hits have it
     count = _log_counts.get(kind, 0)
-    if count < EVENT_LOG_CAP:
+    if count < EVENT_LOG_CAP and _log_fd is not None:
         _log_counts[kind] = count + 1
         try:
             os.write(_log_fd, line + b"\n")  # one write on an O_APPEND file: lines of processes never interleave

@@ -55,6 +55,7 @@ def _name(t: mi.Type) -> str:
 def fields(struct: type, prefix: str = "") -> Iterator[tuple[str, str, str, bool]]:
     """(dotted name, type, meaning, always present) of every leaf and object field, depth first."""
     info = mi.type_info(struct)
+    assert isinstance(info, mi.StructType), struct
     for field in info.fields:
         t, description, example = _meta(field.type)
         t, optional = _plain(t)
@@ -69,7 +70,7 @@ def fields(struct: type, prefix: str = "") -> Iterator[tuple[str, str, str, bool
         if item is not None:
             item, _ = _plain(_meta(item)[0])
         if isinstance(t, mi.StructType) or isinstance(item, mi.StructType):
-            target = t.cls if isinstance(t, mi.StructType) else item.cls
+            target = t.cls if isinstance(t, mi.StructType) else item.cls  # type: ignore[union-attr]
             if description or item is not None:
                 yield name, _name(t), description, required
             yield from fields(target, name + ".")
