@@ -7,7 +7,7 @@ import argparse
 import ipaddress
 from typing import Any
 
-from sensor.commands.common import query_log_options
+from sensor.commands.common import memory_budget, query_log_options
 from sensor.errors import StartupError
 from sensor.flows.settings import FlowSettings
 from sensor.pipeline import HitPipeline
@@ -28,7 +28,7 @@ def attach_sinks(runner: BatchRunner, args: argparse.Namespace, ruleset: RuleSet
     runner.attach(pipeline=pipeline)
     if flows is not None:
         runner.attach(flows=flow_sink(args, flows, pipeline, with_table=flow_table))
-    writer, sink = query_log.start(log_options, pipeline, blocking=blocking)
+    writer, sink = query_log.start(log_options, pipeline, blocking=blocking, limits=memory_budget(args).query_log)
     runner.attach(query_log=sink, query_log_writer=writer)
     return publisher
 
@@ -57,7 +57,7 @@ def build_pipeline(args: argparse.Namespace, ruleset: RuleSet, outputs: list[Any
 
         if args.publish_hwm is not None and args.publish_hwm < 1:
             raise StartupError("--publish-hwm: must be at least 1")
-        limits = {"hwm": args.publish_hwm} if args.publish_hwm else {}
+        limits = {"hwm": args.publish_hwm or memory_budget(args).publish_hwm}
         security = server_from_args(args.publish, args.curve_secret_key, args.curve_allow, args.allow_plaintext)
         publisher = Publisher(args.publish, blocking=blocking, curve=security, **limits)
         outputs.append(publisher)
@@ -98,7 +98,8 @@ def flow_sink(args: argparse.Namespace, settings: FlowSettings, pipeline: HitPip
     if args.flow_store:  # imported only when used: pyarrow alone takes ~0.3 s to import
         from sensor.flows.store import FlowStoreWriter
 
-        store = FlowStoreWriter(args.flow_store, sensor=pipeline.encoder.observer.get("name"))
+        store = FlowStoreWriter(args.flow_store, row_group=memory_budget(args).flow_store_row_group,
+                                sensor=pipeline.encoder.observer.get("name"))
     if args.ipfix:
         from sensor.flows.ipfix import IpfixExporter
 
