@@ -47,7 +47,7 @@ cdef class StreamTable:
             nb *= 2
         self.capacity = capacity
         if max_bytes < 0:
-            max_bytes = <long long>capacity * MAX_TCP_MESSAGE  # no byte limit beyond the framing's
+            max_bytes = max(<long long>capacity * MAX_TCP_MESSAGE, MIN_TCP_BYTES)  # the framing's limit only
         if max_bytes < MIN_TCP_BYTES:
             raise ValueError(f"max_tcp_bytes must be at least {MIN_TCP_BYTES}")
         self.max_bytes = max_bytes

@@ -32,15 +32,15 @@ MIN_BUDGET_MB = 16
 
 # The fraction of the budget each table may fill; what is left over (reserve) is headroom for a batch in flight.
 SHARES: dict[str, float] = {
-    "tcp_stream_bytes": 0.20,  # partial DNS-over-TCP messages
-    "ip_fragments": 0.04,  # datagrams being reassembled
-    "pending_queries": 0.06,  # queries waiting for their response (--query-log)
-    "flow_table": 0.10,  # flow records being built (--flows)
-    "flow_store": 0.08,  # flow records buffered for the next Parquet row group (--flow-store)
-    "query_log": 0.30,  # the pipe to the writer, the writer's pending entries and its page cache (--query-log)
-    "publisher": 0.12,  # events queued for a slow subscriber (--publish)
+    "tcp_stream_bytes": 0.16,  # partial DNS-over-TCP messages
+    "ip_fragments": 0.03,  # datagrams being reassembled
+    "pending_queries": 0.05,  # queries waiting for their response (--query-log)
+    "flow_table": 0.08,  # flow records being built (--flows)
+    "flow_store": 0.06,  # flow records buffered for the next Parquet row group (--flow-store)
+    "query_log": 0.24,  # the pipe to the writer, the writer's pending entries and its page cache (--query-log)
+    "publisher": 0.10,  # events queued for a slow subscriber (--publish)
 }
-RESERVE = 1.0 - sum(SHARES.values())
+RESERVE = 1.0 - sum(SHARES.values())  # 0.28: one batch of frames in flight (batch_frames) and its objects
 WORKER_SHARES = ("tcp_stream_bytes", "ip_fragments", "pending_queries", "flow_table")  # one per worker
 
 # What one entry costs, bytes (measured or from the structs; docs/limits.md).
@@ -49,6 +49,10 @@ FLOW_RECORD_BYTES = 128  # 77 bytes in the table's arrays, its hash index, the r
 FLOW_STORE_RECORD_BYTES = 200  # a buffered record and its share of the Arrow table built from the row group
 EVENT_BYTES = 1_500  # a hit or dns.query event as JSON in a ZeroMQ queue
 FRAGMENT_SLOT_BYTES = 4_096  # a datagram's slot and its first fragments
+# A batch of frames in flight, per frame: its bytes, the query-log entries it packs, their copies into the pipe's
+# messages, and the allocator's slack. Measured on the amplification flood (bench/flood_soak.py): 4,096 frames of
+# ~2 KB responses took ~44 MB in the sensor process whatever the budget, 1,835 frames ~35 MB, 1,024 ~23 MB.
+IN_FLIGHT_FRAME_BYTES = 16_384
 
 # The tables' own defaults (the most the budget gives); kept here, not imported, so that the budget does not
 # load the decoders or the flow store.
@@ -60,6 +64,7 @@ MAX_FRAGMENT_BYTES = 4 * MB
 MAX_PENDING_QUERIES = 65_536
 MAX_FLOWS = 262_144
 ROW_GROUP_RECORDS = 1 << 17
+BATCH_FRAMES = 4_096  # sensor/capture/files.py
 PUBLISH_HWM = 100_000
 
 
@@ -77,6 +82,7 @@ class Budget:
     max_flows: int = MAX_FLOWS
     flow_store_row_group: int = ROW_GROUP_RECORDS
     publish_hwm: int = PUBLISH_HWM
+    batch_frames: int = BATCH_FRAMES  # frames read and decoded at once: the reserve share holds one batch
     query_log: WriterLimits = field(default_factory=WriterLimits)
 
     def loop_limits(self) -> dict[str, int]:
@@ -90,7 +96,7 @@ class Budget:
                 f"{self.max_tcp_bytes / MB:.1f} MB, fragments {self.max_fragment_bytes / MB:.1f} MB, "
                 f"{self.max_pending_queries:,} pending queries, {self.max_flows:,} flows, flow-store row group "
                 f"{self.flow_store_row_group:,}, query log {self.query_log.memory_bytes() / MB:.1f} MB, "
-                f"publisher {self.publish_hwm:,} events per subscriber")
+                f"publisher {self.publish_hwm:,} events per subscriber, batches of {self.batch_frames:,} frames")
 
 
 def unlimited(workers: int = 1) -> Budget:
@@ -118,6 +124,7 @@ def split(megabytes: float, workers: int = 1) -> Budget:
         max_flows=clamp(shares["flow_table"] // FLOW_RECORD_BYTES, 1_024, MAX_FLOWS),
         flow_store_row_group=clamp(shares["flow_store"] // FLOW_STORE_RECORD_BYTES, 1_024, ROW_GROUP_RECORDS),
         publish_hwm=clamp(shares["publisher"] // EVENT_BYTES, 100, PUBLISH_HWM),
+        batch_frames=clamp(total * RESERVE / workers // IN_FLIGHT_FRAME_BYTES, 256, BATCH_FRAMES),
         query_log=query_log_limits(shares["query_log"]),
     )
 

@@ -45,7 +45,7 @@ class TcpStreams:
         if max_streams < 1:
             raise ValueError("max_tcp_streams must be at least 1")
         if max_bytes < 0:
-            max_bytes = max_streams * MAX_TCP_MESSAGE  # no byte limit beyond the framing's
+            max_bytes = max(max_streams * MAX_TCP_MESSAGE, MIN_TCP_BYTES)  # the framing's limit only
         if max_bytes < MIN_TCP_BYTES:
             raise ValueError(f"max_tcp_bytes must be at least {MIN_TCP_BYTES}")
         self._max_bytes = max_bytes
