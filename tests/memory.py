@@ -93,9 +93,10 @@ class FloodResult:
         return (self.peak_kib - self.idle_kib) / 1024
 
 
-def replay_flood(pcap: Path, args: list[str], processes: int = 1, timeout: float = 600.0) -> FloodResult:
+def replay_flood(pcap: Path, args: list[str], processes: int = 1, timeout: float = 600.0,
+                 rounds: int = 1) -> FloodResult:
     """`truesource replay - ARGS` with `pcap` on stdin: the PSS of its tree idle after start-up (the pcap header
-    given, no frame yet), then the peak while the frames go in, until it exits."""
+    given, no frame yet), then the peak while the frames go in (`rounds` times over), until it exits."""
     proc = subprocess.Popen([sys.executable, "-m", "sensor", "replay", "-", "--no-progress", *args], cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stderr is not None
@@ -109,8 +110,10 @@ def replay_flood(pcap: Path, args: list[str], processes: int = 1, timeout: float
             idle = wait_idle(proc.pid, processes)
             sampler = PeakSampler(proc.pid)
             sampler.start()
-            while chunk := source.read(1 << 20):
-                proc.stdin.write(chunk)
+            for _ in range(rounds):
+                source.seek(PCAP_HEADER)
+                while chunk := source.read(1 << 20):
+                    proc.stdin.write(chunk)
         proc.stdin.close()
         proc.wait(timeout=timeout)
         peak = sampler.stop()
