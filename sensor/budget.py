@@ -139,5 +139,5 @@ def query_log_limits(share: int) -> WriterLimits:
                         cache_kib=clamp(share // 4 // 1024, 2_048, CACHE_KIB))
 
 
-def clamp(value: int, low: int, high: int) -> int:
+def clamp(value: float, low: int, high: int) -> int:
     return max(low, min(high, int(value)))
