@@ -50,16 +50,37 @@ def optional_features(tmp: Path) -> list[str]:
             "--query-log", str(tmp / "queries.db")]
 
 
-def rss_kib(pid: int) -> int:
-    """VmRSS of a process and its children (workers), KiB."""
+def tree(pid: int) -> list[int]:
+    """A process and all its descendants (the sensor under `ip netns exec`, its writer and workers)."""
+    pids, queue = [], [pid]
+    while queue:
+        one = queue.pop()
+        pids.append(one)
+        try:
+            for task in Path(f"/proc/{one}/task").iterdir():
+                queue += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size of the whole process tree, KiB (shared pages counted once, in shares)."""
     total = 0
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
-    for one in pids:
+    for one in tree(pid):
+        try:
+            for line in Path(f"/proc/{one}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process and its descendants (workers, the query-log writer), KiB."""
+    total = 0
+    for one in tree(pid):
         try:
             for line in Path(f"/proc/{one}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -134,10 +155,11 @@ def main(argv: list[str] | None = None) -> int:
                                    cwd=ROOT, capture_output=True, timeout=30)
                 if now >= next_print:
                     next_print += 60
-                    rss = rss_kib(proc.pid)
+                    rss, pss = rss_kib(proc.pid), pss_kib(proc.pid)
                     minute_rss.append(rss)
                     shown = ", ".join(f"{k} {latest.get(k, 0):,}" for k in SHOWN if k in latest)
-                    print(f"t={now - began:4.0f} s  rss {rss / 1024:7.1f} MiB  {shown}", flush=True)
+                    print(f"t={now - began:4.0f} s  rss {rss / 1024:7.1f} MiB  pss {pss / 1024:7.1f} MiB  {shown}",
+                          flush=True)
         finally:
             sender.send_signal(signal.SIGINT)
             sender.wait(timeout=30)
@@ -164,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
           f"({(end_rss - warm) / warm * 100:+.1f} %)")
     if minute_rss:
         print("per minute (MiB): " + ", ".join(f"{r / 1024:.1f}" for r in minute_rss))
+    if len(minute_rss) >= 5:
+        # The check of issue 14: after minute 5 (tables full) memory is flat: the last minute within 5 %.
+        fifth, last = minute_rss[4], minute_rss[-1]
+        change = (last - fifth) / fifth * 100
+        print(f"minute 5 {fifth / 1024:.1f} MiB, minute {len(minute_rss)} {last / 1024:.1f} MiB: {change:+.1f} % "
+              f"({'within' if abs(change) <= 5 else 'OUTSIDE'} 5 %)")
     print(f"sensor log (summary at its end): {tmp / 'sensor.log'}")
     return 0 if proc.returncode == 0 else 1
 

@@ -48,7 +48,8 @@ cdef enum:
     C_ip_fragment_evicted = 45
     C_ip_fragment_overlap = 46
     C_ip_reassembly_too_big = 47
-    N_COUNTERS = 48
+    C_tcp_buffer_evicted = 48
+    N_COUNTERS = 49
 
 COUNTER_NAMES = (
     "packets",
@@ -99,4 +100,5 @@ COUNTER_NAMES = (
     "ip_fragment_evicted",
     "ip_fragment_overlap",
     "ip_reassembly_too_big",
+    "tcp_buffer_evicted",
 )

@@ -5,6 +5,7 @@
 cdef enum:
     STREAM_KEY_LEN = 40          # vlan+1 (2), ip version (1), pad (1), src (16), dst (16), sport (2), dport (2)
     MAX_TCP_MESSAGE = 65537      # the 2-byte prefix says at most 65,535, plus the prefix itself
+    MIN_TCP_BYTES = 262144       # room for one stream's largest partial message grown by a large segment
 
 ctypedef struct Stream:
     uint8_t key[STREAM_KEY_LEN]
@@ -30,8 +31,14 @@ cdef class StreamTable:
     cdef int32_t free_head       # free slots chained through bucket_next
     cdef int32_t lru_head, lru_tail
     cdef int64_t idle_us
+    # Bytes accounting (issue 14, the memory budget): `buffered` is what the partial messages hold (allocated),
+    # at most `max_bytes`; past it the least recently used streams lose their partial message, each counted in
+    # C_tcp_buffer_evicted of `counters` (the loop's array, set by the loop).
+    cdef readonly uint64_t buffered
+    cdef uint64_t max_bytes
+    cdef uint64_t* counters
 
-    def __cinit__(self, int capacity, double idle_timeout):
+    def __cinit__(self, int capacity, double idle_timeout, long long max_bytes=-1):
         cdef int32_t i
         cdef uint32_t nb = 16
         if capacity < 1:
@@ -39,6 +46,13 @@ cdef class StreamTable:
         while nb < <uint32_t>capacity * 2:
             nb *= 2
         self.capacity = capacity
+        if max_bytes < 0:
+            max_bytes = max(<long long>capacity * MAX_TCP_MESSAGE, MIN_TCP_BYTES)  # the framing's limit only
+        if max_bytes < MIN_TCP_BYTES:
+            raise ValueError(f"max_tcp_bytes must be at least {MIN_TCP_BYTES}")
+        self.max_bytes = max_bytes
+        self.buffered = 0
+        self.counters = NULL
         self.idle_us = <int64_t>(idle_timeout * 1000000)
         self.slots = <Stream*>calloc(capacity, sizeof(Stream))
         self.buckets = <int32_t*>malloc(nb * sizeof(int32_t))
@@ -100,6 +114,7 @@ cdef class StreamTable:
             self.lru_tail = i
 
     cdef void drop_partial(self, int32_t i) noexcept nogil:
+        self.buffered -= self.slots[i].buf_cap
         free(self.slots[i].buf)
         self.slots[i].buf = NULL
         self.slots[i].buf_len = 0
@@ -159,12 +174,29 @@ cdef class StreamTable:
         cdef uint32_t need = s.buf_len + n
         cdef uint8_t* grown
         if need > s.buf_cap:
+            if self.buffered - s.buf_cap + need > self.max_bytes:
+                self.make_room(i, self.buffered - s.buf_cap + need - self.max_bytes)
             grown = <uint8_t*>realloc(s.buf, need)
             if grown == NULL:
                 self.drop_partial(i)
                 return -1
+            self.buffered += need - s.buf_cap
             s.buf = grown
             s.buf_cap = need
         memcpy(s.buf + s.buf_len, data, n)
         s.buf_len = need
         return 0
+
+    cdef void make_room(self, int32_t keep, uint64_t excess) noexcept nogil:
+        """Drop the partial messages of the least recently used streams (not `keep`) until `excess` bytes are
+        freed. The streams stay; as after an eviction, a stream's next segment is taken as the start of a message."""
+        cdef int32_t j = self.lru_tail
+        cdef uint64_t freed
+        while j != -1 and excess > 0:
+            if j != keep and self.slots[j].buf != NULL:
+                freed = self.slots[j].buf_cap
+                self.drop_partial(j)
+                if self.counters != NULL:
+                    self.counters[C_tcp_buffer_evicted] += 1
+                excess = excess - freed if freed < excess else 0
+            j = self.slots[j].lru_prev

@@ -77,8 +77,11 @@ REASSEMBLY_EVENTS = (
     "ip_fragment_overlap",
     "ip_reassembly_too_big",
 )
+# The memory budget (issue 14, sensor/budget.py): partial TCP messages dropped to keep the streams' bytes within
+# max_tcp_bytes.
+BUDGET_EVENTS = ("tcp_buffer_evicted",)
 # Gauges beside the counters: how full each bounded table is now (loop.table_sizes(); docs/limits.md).
-TABLE_GAUGES = ("tcp_streams", "fragmented_datagrams", "pending_queries")
+TABLE_GAUGES = ("tcp_streams", "fragmented_datagrams", "pending_queries", "tcp_buffered_bytes")
 # Informational, beside the reasons: frames decapsulated at least once; emitted queries whose EDNS
 # (OPT record or Client Subnet option) was malformed: the message is still decoded.
 COUNTERS = (
@@ -91,4 +94,5 @@ COUNTERS = (
     + FLOW_EVENTS
     + QUERY_LOG_EVENTS
     + REASSEMBLY_EVENTS
+    + BUDGET_EVENTS
 )

@@ -47,7 +47,7 @@ def replay(paths: Sequence[str], runner: BatchRunner,
         read = 0
         last_report = time.monotonic()
         try:
-            for batch in capture.batches():
+            for batch in capture.batches(runner.batch_frames):
                 runner.feed(batch)
                 if capture.streaming:
                     runner.flush_outputs()

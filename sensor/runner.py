@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sensor.capture.files import Batch
+from sensor.capture.files import BATCH_FRAMES, Batch
 from sensor.errors import CaptureCutOff
 from sensor.events import Origin
 from sensor.loop import make_loop
@@ -70,6 +70,7 @@ class BatchRunner:
         link: WorkerLink | None = None,
         worker: int = 0,
         pure: bool | None = None,
+        batch_frames: int = BATCH_FRAMES,
     ) -> None:
         """`flows`: a FlowSink (its table, if any, is the loops'); `flow_table` and `on_flows`: a table and where
         its records go when there is no sink (a worker, flow building). `query_log`: this process's
@@ -93,6 +94,7 @@ class BatchRunner:
         self.link = link
         self.worker = worker
         self.pure = pure
+        self.batch_frames = batch_frames  # frames read at once (the memory budget may lower it)
         self.loop: Any = None
         self.origin = Origin()
         self.totals: Counter[str] = Counter()  # counters of the sources already ended

@@ -91,6 +91,49 @@ def test_slow_syn_flood_counts_idle_streams_as_expired(kind: str) -> None:
     assert counters["tcp_stream_evicted"] == 0
 
 
+def tcp_segment(client_port: int, seq: int, payload: bytes) -> bytes:
+    """A PSH/ACK data segment at `seq` (tcp_frame's segments start at 1000)."""
+    frame = bytearray(tcp_frame(client_port, 0x18, payload))
+    struct.pack_into("!I", frame, 24, seq)
+    return bytes(frame)
+
+
+@pytest.mark.parametrize("kind", ["reference", "fast"])
+def test_partial_message_flood_across_streams_stays_within_max_tcp_bytes(kind: str) -> None:
+    """Each stream announces a 65,535-byte message and sends 40,000 bytes of it in two segments: without a byte
+    limit 200 streams would hold 8 MB; with max_tcp_bytes 1 MiB the least recent partials go, each counted."""
+    if kind == "fast" and _loop is None:
+        pytest.skip("sensor._loop is not built")
+    limit = 1 << 20
+    loop = loops(max_tcp_streams=4096, tcp_idle_timeout=30, max_tcp_bytes=limit)[0 if kind == "reference" else 1]
+    frames = []
+    for i in range(200):
+        frames.append(tcp_frame(20_000 + i, 0x18, b"\xff\xff" + b"x" * 19_998))
+        frames.append(tcp_segment(20_000 + i, 1000 + 20_000, b"y" * 20_000))  # grows the held buffer
+    loop.run_batch(*batch(frames, 1000), 1)
+    counters = loop.counters()
+    assert 0 < counters["tcp_buffered_bytes"] <= limit
+    assert counters["tcp_streams"] == 200  # the streams stay; only their partial messages go
+    held = counters["tcp_buffered_bytes"] // 40_000
+    assert counters["tcp_buffer_evicted"] == 200 - held, counters
+
+
+def test_both_decoders_drop_the_same_partials_for_the_byte_limit() -> None:
+    if _loop is None:
+        pytest.skip("sensor._loop is not built")
+    made = loops(max_tcp_streams=64, tcp_idle_timeout=30, max_tcp_bytes=300_000)
+    frames = []
+    for i in range(300):  # partial messages of varied sizes, some completed, some continued, over 80 ports
+        port = 30_000 + (i * 7) % 80
+        size = 1_000 + (i * 977) % 30_000
+        frames.append(tcp_frame(port, 0x18, struct.pack("!H", size + 5_000) + b"z" * size))
+    for loop in made:
+        loop.run_batch(*batch(frames, 1000), 1)
+    reference, fast = (loop.counters() for loop in made)
+    assert reference["tcp_buffer_evicted"] > 0
+    assert reference == fast
+
+
 # ---- behind the loop: resolver attribution, heuristics, the workers' merge --------------------------------
 
 

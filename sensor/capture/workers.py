@@ -129,7 +129,7 @@ def run_single(job: CaptureJob, runner: BatchRunner, board: StatsBoard, stop: St
     log.info("capturing on %s (link type %d), 1 worker", job.options.interface, capture.linktype)
     runner.open(capture.linktype, Origin(interface=job.options.interface))
     try:
-        for batch in capture.batches(stop):
+        for batch in capture.batches(stop, runner.batch_frames):
             if batch.frames:
                 runner.feed(batch)
             else:

@@ -14,6 +14,7 @@ from sensor.commands.common import (
     add_common_options,
     flow_settings,
     loop_limits,
+    memory_budget,
     parse_ports,
     query_log_options,
     rules_for_run,
@@ -91,7 +92,7 @@ def run_capture(args: argparse.Namespace) -> int:
     stop = Stopper()
     stop.install()
     compiled = compile_rules(ruleset, keep_table=False)
-    runner = BatchRunner(ports, compiled, limits=loop_limits(args))
+    runner = BatchRunner(ports, compiled, limits=loop_limits(args), batch_frames=memory_budget(args).batch_frames)
     try:
         publisher = attach_sinks(runner, args, ruleset, blocking=False, flows=settings, flow_table=args.workers == 1)
         pipeline = runner.pipeline

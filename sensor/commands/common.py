@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from sensor import budget
 from sensor.attribution import DEFAULT_WINDOW
 from sensor.commands import stream
 from sensor.errors import StartupError
@@ -45,6 +46,10 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                              "(default 4096, docs/limits.md)")
     parser.add_argument("--tcp-idle-timeout", type=float, metavar="SECONDS",
                         help="packet time after which a silent TCP stream is dropped (default 30)")
+    parser.add_argument("--memory-budget", type=float, default=budget.DEFAULT_BUDGET_MB, metavar="MB",
+                        help="memory every table and buffer that traffic can fill may take together, split over "
+                             "them and over --workers (default %(default)s; 0: each table at its own limit; "
+                             "docs/limits.md)")
     parser.add_argument("--ports", action="append", metavar="LIST",
                         help="DNS ports, comma separated (repeatable; default 53)")
     parser.add_argument("--sensor-name", metavar="NAME", help="observer.name in events (default: host name)")
@@ -127,9 +132,17 @@ def parse_ports(values: Sequence[str] | None) -> tuple[int, ...]:
     return tuple(sorted(ports))
 
 
+def memory_budget(args: argparse.Namespace) -> budget.Budget:
+    """The limits --memory-budget gives each table (sensor/budget.py), split over --workers."""
+    try:
+        return budget.split(args.memory_budget, getattr(args, "workers", 1) or 1)
+    except ValueError as err:
+        raise StartupError(f"--memory-budget: {err}") from None
+
+
 def loop_limits(args: argparse.Namespace) -> dict[str, Any]:
-    """The decode loop's table limits the options set (docs/limits.md); the loop's defaults for the others."""
-    limits: dict[str, Any] = {}
+    """The decode loop's table limits: --memory-budget's, then the options set (docs/limits.md)."""
+    limits: dict[str, Any] = memory_budget(args).loop_limits()
     if args.max_tcp_streams is not None:
         if args.max_tcp_streams < 1:
             raise StartupError("--max-tcp-streams: must be at least 1")
@@ -151,7 +164,9 @@ def flow_settings(args: argparse.Namespace) -> FlowSettings | None:
     if not (args.flows or args.flow_store or args.ipfix):
         return None
     try:
-        return FlowSettings(args.flow_idle_timeout, args.flow_active_timeout, args.max_flows, tuple(args.internal))
+        # --max-flows given explicitly wins; left at its default, the budget may lower it.
+        max_flows = args.max_flows if args.max_flows != MAX_FLOWS else memory_budget(args).max_flows
+        return FlowSettings(args.flow_idle_timeout, args.flow_active_timeout, max_flows, tuple(args.internal))
     except ValueError as err:
         raise StartupError(f"--flow-idle-timeout/--flow-active-timeout/--max-flows: {err}") from None
 

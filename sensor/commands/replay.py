@@ -8,7 +8,14 @@ import sys
 from typing import Any
 
 from sensor.capture.files import IDLE_FLUSH_MS
-from sensor.commands.common import add_common_options, flow_settings, loop_limits, parse_ports, rules_for_run
+from sensor.commands.common import (
+    add_common_options,
+    flow_settings,
+    loop_limits,
+    memory_budget,
+    parse_ports,
+    rules_for_run,
+)
 from sensor.errors import StartupError
 from sensor.options import above, at_least
 
@@ -59,7 +66,7 @@ def run_replay(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     compiled = compile_rules(ruleset, keep_table=False)
     compile_seconds = time.perf_counter() - started
-    runner = BatchRunner(ports, compiled, limits=limits)
+    runner = BatchRunner(ports, compiled, limits=limits, batch_frames=memory_budget(args).batch_frames)
     runner.fail_on_lost_lines = True  # replay waits for a pipe: a lost line is a full disk, and fails the run
     progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
     try:

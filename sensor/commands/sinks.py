@@ -8,7 +8,7 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sensor.commands.common import query_log_options
+from sensor.commands.common import memory_budget, query_log_options
 from sensor.errors import StartupError
 from sensor.flows.settings import FlowSettings
 from sensor.pipeline import HitPipeline
@@ -34,7 +34,8 @@ def attach_sinks(runner: BatchRunner, args: argparse.Namespace, ruleset: RuleSet
     if log_options is not None:  # imported only when asked: zmq and multiprocessing are 30 ms of every start-up
         from sensor.querylog import writer as query_log
 
-        writer, sink = query_log.start(log_options, pipeline, blocking=blocking)
+        writer, sink = query_log.start(log_options, pipeline, blocking=blocking,
+                                        limits=memory_budget(args).query_log)
         runner.attach(query_log=sink, query_log_writer=writer)
     return publisher
 
@@ -66,7 +67,7 @@ def build_pipeline(args: argparse.Namespace, ruleset: RuleSet, outputs: list[Any
         check_endpoint(args.publish)  # before the CURVE check, whose message would call garbage "not loopback"
         if args.publish_hwm is not None and args.publish_hwm < 1:
             raise StartupError("--publish-hwm: must be at least 1")
-        limits = {"hwm": args.publish_hwm} if args.publish_hwm else {}
+        limits = {"hwm": args.publish_hwm or memory_budget(args).publish_hwm}
         security = server_from_args(args.publish, args.curve_secret_key, args.curve_allow, args.allow_plaintext)
         publisher = Publisher(args.publish, blocking=blocking, curve=security, **limits)
         outputs.append(publisher)
@@ -126,7 +127,8 @@ def flow_sink(args: argparse.Namespace, settings: FlowSettings, pipeline: HitPip
     if args.flow_store:  # imported only when used: pyarrow alone takes ~0.3 s to import
         from sensor.flows.store import FlowStoreWriter
 
-        store = FlowStoreWriter(args.flow_store, sensor=pipeline.encoder.observer.name)
+        store = FlowStoreWriter(args.flow_store, row_group=memory_budget(args).flow_store_row_group,
+                                sensor=pipeline.encoder.observer.name)
     if args.ipfix:
         from sensor.flows.ipfix import IpfixExporter
 

@@ -60,6 +60,7 @@ class ReferenceLoop:
         *,
         max_tcp_streams: int = MAX_TCP_STREAMS,
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+        max_tcp_bytes: int = -1,
         allow: bytes = b"",
         patterns: Callable[[str], int] | None = None,
         flows=None,
@@ -78,7 +79,7 @@ class ReferenceLoop:
         self.set_rules(table, allow, patterns)
         self.emit_all = emit_all
         self._counters = dict.fromkeys(COUNTERS, 0)
-        self._streams = TcpStreams(self._counters, max_tcp_streams, tcp_idle_timeout)
+        self._streams = TcpStreams(self._counters, max_tcp_streams, tcp_idle_timeout, max_tcp_bytes)
         self.flows = flows  # a ReferenceFlowTable: every frame's first IP header is accounted in it
         self._fragments = Reassembler(self._counters, max_fragmented_datagrams, max_fragment_bytes, fragment_timeout)
         self._correlator = Correlator(self._counters, max_pending_queries, query_timeout) if query_log else None
@@ -99,6 +100,7 @@ class ReferenceLoop:
             "tcp_streams": len(self._streams),
             "fragmented_datagrams": len(self._fragments),
             "pending_queries": len(self._correlator) if self._correlator is not None else 0,
+            "tcp_buffered_bytes": self._streams.buffered,
         }
 
     def take_query_log(self) -> list[QueryLogEntry]:

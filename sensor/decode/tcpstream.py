@@ -18,6 +18,8 @@ from sensor.decode.transport import TCP_FIN, TCP_RST, TCP_SYN, TcpSegment
 MAX_TCP_STREAMS = 4096
 # A DNS client waits a few seconds for an answer; a stream silent for 30 s of packet time is over.
 TCP_IDLE_TIMEOUT = 30
+MAX_TCP_MESSAGE = 65_537  # the 2-byte prefix says at most 65,535, plus the prefix itself
+MIN_TCP_BYTES = 262_144  # room for one stream's largest partial message grown by a large segment
 MICROSECONDS = 1_000_000
 SEQUENCE_MODULUS = 1 << 32  # TCP sequence numbers wrap (RFC 9293 3.4)
 HALF_SEQUENCE_SPACE = 1 << 31
@@ -33,14 +35,21 @@ class Stream:
     expected: int
     last_seen: int  # packet time in microseconds
     pending: bytearray = field(default_factory=bytearray)
+    held: int = 0  # bytes the fast path has allocated for `pending` (its buf_cap): what the byte limit counts
 
 
 class TcpStreams:
     """The bounded stream table; `counters` receives the tcp_* events."""
 
-    def __init__(self, counters: dict[str, int], max_streams: int, idle_timeout: float) -> None:
+    def __init__(self, counters: dict[str, int], max_streams: int, idle_timeout: float, max_bytes: int = -1) -> None:
         if max_streams < 1:
             raise ValueError("max_tcp_streams must be at least 1")
+        if max_bytes < 0:
+            max_bytes = max(max_streams * MAX_TCP_MESSAGE, MIN_TCP_BYTES)  # the framing's limit only
+        if max_bytes < MIN_TCP_BYTES:
+            raise ValueError(f"max_tcp_bytes must be at least {MIN_TCP_BYTES}")
+        self._max_bytes = max_bytes
+        self.buffered = 0  # bytes held by partial messages, as the fast path allocates them
         self._streams: OrderedDict[StreamKey, Stream] = OrderedDict()  # least recently used first
         self._counters = counters
         self._max_streams = max_streams
@@ -60,6 +69,7 @@ class TcpStreams:
         """
         stream = self._streams.get(key)
         if stream is not None and self._idle(stream, now_us):
+            self._release(stream)
             del self._streams[key]
             self._counters["tcp_stream_expired"] += 1
             stream = None
@@ -70,10 +80,12 @@ class TcpStreams:
             if syn:
                 if stream is None:
                     stream = self._create(key, now_us)
+                self._release(stream)
                 stream.pending.clear()
                 stream.expected = data_seq
                 self._touch(key, stream, now_us)
             elif closing and stream is not None:
+                self._release(stream)
                 del self._streams[key]
             return []
         if stream is None:
@@ -83,6 +95,7 @@ class TcpStreams:
         messages = self._feed(stream, data_seq, segment.payload)
         self._touch(key, stream, now_us)
         if closing:
+            self._release(stream)
             del self._streams[key]
         return messages
 
@@ -97,6 +110,7 @@ class TcpStreams:
         """A new stream, evicting the least recently used one when the table is full."""
         if len(self._streams) >= self._max_streams:
             _, oldest = self._streams.popitem(last=False)
+            self._release(oldest)
             self._counters["tcp_stream_expired" if self._idle(oldest, now_us) else "tcp_stream_evicted"] += 1
         stream = self._streams[key] = Stream(0, now_us)
         return stream
@@ -111,10 +125,46 @@ class TcpStreams:
         if start != 0:
             # A gap, reordering or partial overlap: the pending message cannot be completed.
             self._counters["tcp_gap"] += 1
+            self._release(stream)
             stream.pending.clear()
-        stream.pending += payload
         stream.expected = (seq + len(payload)) % SEQUENCE_MODULUS
-        return _take_messages(stream.pending)
+        if not stream.pending:  # the fast path decodes the segment in place and keeps only what is left
+            stream.pending += payload
+            messages = _take_messages(stream.pending)
+            if stream.pending:
+                self._hold(stream, len(stream.pending))
+            return messages
+        need = len(stream.pending) + len(payload)
+        if need > stream.held:
+            self._hold(stream, need)
+        stream.pending += payload
+        messages = _take_messages(stream.pending)
+        if not stream.pending:
+            self._release(stream)
+        return messages
+
+    # Bytes accounting (issue 14, the memory budget), as ext/tcpstreams.pxi allocates: a partial message holds
+    # what its buffer last grew to until it is complete or dropped.
+    def _hold(self, stream: Stream, need: int) -> None:
+        """Grow a stream's buffer to `need` bytes, first dropping least recently used partials over the limit."""
+        excess = self.buffered - stream.held + need - self._max_bytes
+        if excess > 0:
+            for other in self._streams.values():  # least recently used first
+                if other is stream or not other.held:
+                    continue
+                freed = other.held
+                self._release(other)
+                other.pending.clear()
+                self._counters["tcp_buffer_evicted"] += 1
+                excess -= freed
+                if excess <= 0:
+                    break
+        self.buffered += need - stream.held
+        stream.held = need
+
+    def _release(self, stream: Stream) -> None:
+        self.buffered -= stream.held
+        stream.held = 0
 
 
 def signed_difference(a: int, b: int) -> int:

@@ -302,12 +302,13 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
         pass
 
 
-def start(options: QueryLogOptions | None, pipeline,
-          blocking: bool) -> tuple[QueryLogWriter | None, QueryLogSink | None]:
-    """The writer process and this process's sink, as the options ask (None, None without --query-log)."""
+def start(options: QueryLogOptions | None, pipeline, blocking: bool,
+          limits: WriterLimits = WriterLimits()) -> tuple[QueryLogWriter | None, QueryLogSink | None]:
+    """The writer process and this process's sink, as the options ask (None, None without --query-log);
+    `limits` from the memory budget (sensor/budget.py)."""
     if options is None:
         return None, None
-    writer = QueryLogWriter(options)
+    writer = QueryLogWriter(options, limits)
     return writer, writer.sink(blocking, publisher(pipeline) if options.publish else None)
 
 
