@@ -73,7 +73,8 @@ def build_pipeline(args: argparse.Namespace, ruleset: RuleSet, outputs: list[Any
         outputs.append(publisher)
     from sensor.outputs.kafka import kafka_output
 
-    kafka = kafka_output(args)  # --kafka: every event to Kafka (docs/deployment.md#kafka)
+    budget = memory_budget(args)  # librdkafka's queue (1 GiB by default) takes the publisher's share at most
+    kafka = kafka_output(args, budget.shares.get("publisher", 0) // (1024 * 1024))
     if kafka is not None:
         outputs.append(kafka)
     attribution = ResolverAttribution(args.resolver, args.attribution_window, not args.no_learn_resolvers)

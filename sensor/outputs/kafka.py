@@ -184,8 +184,11 @@ def kafka_settings(args: argparse.Namespace) -> dict[str, str]:
     return settings
 
 
-def kafka_output(args: argparse.Namespace) -> KafkaSink | None:
-    """The Kafka output when --kafka is given."""
+def kafka_output(args: argparse.Namespace, budget_mb: int | None = None) -> KafkaSink | None:
+    """The Kafka output when --kafka is given. `budget_mb`: the memory budget's share for queued events
+    (sensor/budget.py): librdkafka's queue takes at most that, however large --kafka-queue-mb is."""
     if not getattr(args, "kafka", None):
         return None
-    return KafkaSink(args.kafka, args.kafka_topic_prefix, args.kafka_queue_mb, kafka_settings(args))
+    settings = kafka_settings(args)
+    queue_mb = args.kafka_queue_mb if not budget_mb else max(1, min(args.kafka_queue_mb, budget_mb))
+    return KafkaSink(args.kafka, args.kafka_topic_prefix, queue_mb, settings)
