@@ -28,7 +28,7 @@ import zmq
 
 from sensor.capture.files import META as META_RECORD
 from sensor.capture.live import CaptureOptions, LiveCapture, last_packet_time
-from sensor.errors import RuleError
+from sensor.errors import HelperDied, RuleError, how_it_ended
 from sensor.events import Origin
 from sensor.flows.record import FLOW_DTYPE
 from sensor.flows.settings import FlowSettings
@@ -130,10 +130,15 @@ def run_single(job: CaptureJob, runner: BatchRunner, board: StatsBoard, stop: St
     runner.open(capture.linktype, Origin(interface=job.options.interface))
     try:
         for batch in capture.batches(stop):
-            if batch.frames:
-                runner.feed(batch)
-            else:
-                runner.idle(time.time_ns() // 1000)
+            try:
+                if batch.frames:
+                    runner.feed(batch)
+                else:
+                    runner.idle(time.time_ns() // 1000)
+            except HelperDied as died:  # the query-log writer: the capture ends, exit 1, the summary says the loss
+                log.error("%s", died)
+                runner.failed = True
+                stop.stopped = True
             board.update(0, runner.counters(), _pcap_tuple(capture))
             if stop.reload_requested:
                 stop.reload_requested = False
@@ -214,10 +219,18 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
     origin = Origin(interface=job.options.interface)
     running = set(range(workers))
     exited_at: dict[int, float] = {}
+    statuses: dict[int, int] = {}  # worker -> exit code as multiprocessing says it (-signal when killed)
     failed = False
     stop_sent_at: float | None = None
     try:
         while running:
+            if not failed:
+                try:
+                    runner.watch()  # the query-log writer the workers push to
+                except HelperDied as died:
+                    log.error("%s", died)
+                    failed = True
+                    stop.stopped = True
             if stop() and stop_sent_at is None:
                 for pid in pids:
                     _signal(pid, signal.SIGTERM)
@@ -281,14 +294,22 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
                     for rule, record in merger.ready():
                         pipeline.hit(record, origin, rule=rule)
             for index, pid in enumerate(pids):
-                if index in running and index not in exited_at and _exited(pid):
-                    exited_at[index] = time.monotonic()
-                # a worker's last message may still be in the pipe when it has exited: give it a moment
-                if index in running and index in exited_at and time.monotonic() - exited_at[index] > 2.0:
-                    log.error("capture worker %d exited without reporting", index)
+                if index in running and index not in exited_at:
+                    status = _exited(pid)
+                    if status is not None:
+                        exited_at[index] = time.monotonic()
+                        statuses[index] = status
+                # A worker's last message may still be in the pipe when it has exited: give it a moment, unless it
+                # died (a signal, an error code): then its loss is said at once and the capture ends (exit 1).
+                if index in running and index in exited_at and (
+                        statuses[index] != 0 or time.monotonic() - exited_at[index] > 2.0):
                     running.discard(index)
                     merger.finish(index)
                     failed = True
+                    note = worker_loss(index, statuses[index], board)
+                    log.error("%s; stopping the capture", note)
+                    runner.notes.append(note)
+                    stop.stopped = True
             on_tick()
         for rule, record in merger.ready():
             pipeline.hit(record, origin, rule=rule)
@@ -502,13 +523,25 @@ def _signal(pid: int, signum: int) -> None:
         pass
 
 
-def _exited(pid: int) -> bool:
+def _exited(pid: int) -> int | None:
+    """None while the worker runs; then its exit code (-N when killed by signal N)."""
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return True
-    return done == pid
+        return -1
+    if done != pid:
+        return None
+    return os.waitstatus_to_exitcode(status)
 
+
+def worker_loss(index: int, status: int, board: StatsBoard) -> str:
+    """What a worker that died took with it, as far as the parent knows: the summary's line."""
+    how = how_it_ended(status) if status != 0 else "exited without its last report"
+    worker = board.workers.get(index)
+    packets = worker.counters.get("packets", 0) if worker is not None else 0
+    return (f"capture worker {index} {how}: lost what it had not reported (up to {STATS_EVERY:.0f} s of counters, "
+            f"{REPORT_EVERY:.2f} s of hits, its pending queries, flows and kernel ring); its last report counted "
+            f"{packets:,} packets")
 
 def _reap(pid: int) -> None:
     try:
