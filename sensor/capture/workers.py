@@ -18,7 +18,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -56,6 +56,11 @@ from sensor.stats import StatsBoard
 log = logging.getLogger(__name__)
 
 REPORT_EVERY = 0.05  # seconds: longest a worker holds hits (and its watermark) before telling the parent
+# The parent's housekeeping (workers' liveness, the query-log writer, stats, control, reloads) runs at most this
+# often, not once per message: with N workers the messages are N times as many, and the housekeeping per message
+# was most of what a second worker cost (bench/live.py).
+HOUSEKEEPING_EVERY = 0.1
+MESSAGES_PER_WAKE = 256  # messages read per wake-up before the housekeeping gets a turn
 STATS_EVERY = 1.0  # seconds between a worker's statistics snapshots to the parent
 STOP_GRACE = 10.0  # seconds the parent waits for workers to finish their batch and report after a stop
 SWAP_AHEAD_US = 500_000  # a reload swaps at a packet time this far ahead, so every worker hears of it first
@@ -222,9 +227,14 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
     statuses: dict[int, int] = {}  # worker -> exit code as multiprocessing says it (-signal when killed)
     failed = False
     stop_sent_at: float | None = None
+    last_housekeeping = 0.0
     try:
         while running:
-            if not failed:
+            now = time.monotonic()
+            housekeeping = now - last_housekeeping >= HOUSEKEEPING_EVERY
+            if housekeeping:
+                last_housekeeping = now
+            if housekeeping and not failed:
                 try:
                     runner.watch()  # the query-log writer the workers push to
                 except HelperDied as died:
@@ -234,8 +244,8 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
             if stop() and stop_sent_at is None:
                 for pid in pids:
                     _signal(pid, signal.SIGTERM)
-                stop_sent_at = time.monotonic()
-            if stop_sent_at is not None and time.monotonic() - stop_sent_at > STOP_GRACE:
+                stop_sent_at = now
+            if stop_sent_at is not None and now - stop_sent_at > STOP_GRACE:
                 log.error("workers did not stop within %s s; killing them", STOP_GRACE)
                 failed = True
                 break
@@ -250,8 +260,8 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
                     reload_started[generation] = time.monotonic()
                     reports[generation] = {}
                     control.send(encode(Reload(generation, sources, reloader.rules_format)))
-            if pull.poll(100):
-                message = decode_worker_message(pull.recv())
+            wait_ms = max(0, int((last_housekeeping + HOUSEKEEPING_EVERY - time.monotonic()) * 1000))
+            for message in _messages(pull, wait_ms):
                 if isinstance(message, Flows):
                     if runner.flows is not None:
                         runner.flows.deliver(np.frombuffer(message.data, dtype=FLOW_DTYPE).copy())
@@ -291,8 +301,10 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
                     if message.last:
                         merger.finish(worker)
                         running.discard(worker)
-                    for rule, record in merger.ready():
-                        pipeline.hit(record, origin, rule=rule)
+            for rule, record in merger.ready():
+                pipeline.hit(record, origin, rule=rule)
+            if not housekeeping:
+                continue
             for index, pid in enumerate(pids):
                 if index in running and index not in exited_at:
                     status = _exited(pid)
@@ -329,6 +341,17 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
             os.rmdir(pipe_dir)
         except OSError:
             pass
+
+
+def _messages(pull: zmq.Socket, wait_ms: int) -> Iterator[Any]:
+    """The workers' messages waiting now (after up to `wait_ms` for the first), at most MESSAGES_PER_WAKE."""
+    if not pull.poll(wait_ms):
+        return
+    for _ in range(MESSAGES_PER_WAKE):
+        try:
+            yield decode_worker_message(pull.recv(zmq.NOBLOCK))
+        except zmq.Again:
+            return
 
 
 class ParentLink:
@@ -430,14 +453,17 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                 runner.idle(link.watermark)
                 if swap_at is not None and link.watermark >= swap_at:
                     swap()
+            # Hits, the watermark and the parent's messages every REPORT_EVERY, not every batch: with N workers
+            # each batch is 1/N the size, and a report per batch made the parent's work grow with N.
             now = time.monotonic()
-            if link.pending or now - last_report >= REPORT_EVERY:
-                if now - last_stats >= STATS_EVERY:
-                    link.report(runner.counters())
-                    last_stats = now
-                else:
-                    link.report()
-                last_report = now
+            if now - last_report < REPORT_EVERY:
+                continue
+            if now - last_stats >= STATS_EVERY:
+                link.report(runner.counters())
+                last_stats = now
+            else:
+                link.report()
+            last_report = now
             try:
                 message = decode_parent_message(control.recv(zmq.NOBLOCK))
             except zmq.Again:
