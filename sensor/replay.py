@@ -24,6 +24,7 @@ class ReplayResult:
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0  # from the first file opened to the last frame decoded
     compile_seconds: float = 0.0  # turning the loaded rules into the loop's form
+    wait_seconds: float = 0.0  # after the last frame: the sinks catching up (the query-log writer), then closing
     interrupted_after: int | None = None  # frames read (all files) when SIGINT/SIGTERM stopped the replay
 
 

@@ -71,7 +71,8 @@ def run_replay(args: argparse.Namespace) -> int:
 
     def summary(done: BatchRunner) -> Summary:
         # from compiling the rules to the last frame, and the wait for the sinks (the query-log writer) after it
-        result.seconds += compile_seconds + time.perf_counter() - decoded
+        result.wait_seconds = time.perf_counter() - decoded
+        result.seconds += compile_seconds + result.wait_seconds
         if progress is not None and done.query_log_writer is not None:
             sys.stderr.write("\r\x1b[K")  # the writer's waiting line goes
         lines = counter_lines(done.totals, result.seconds, f"{len(result.files)} file(s)", done.outputs)
@@ -121,4 +122,5 @@ def summary_json(runner: Any, result: Any, rules: int, load_seconds: float) -> d
             "interrupted_after_frame": result.interrupted_after, "failed": runner.failed,
             "rules": {"rules": rules, "load_seconds": round(load_seconds, 3),
                       "compile_seconds": round(result.compile_seconds, 3)},
-            "decode_seconds": round(result.seconds - result.compile_seconds, 6)}
+            "decode_seconds": round(result.seconds - result.compile_seconds - result.wait_seconds, 6),
+            "wait_seconds": round(result.wait_seconds, 6)}
