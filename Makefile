@@ -14,13 +14,15 @@ SO_STAMP := $(VENV)/.built-ext
 # systemd: systemd-analyze (verify, security) and systemd-sysusers for the unit tests and the install step;
 # python3-seccomp: the unit's system call filter rebuilt for tests/test_service.py (system Python's libseccomp).
 # clang, llvm and libclang-rt-dev: atheris (the fuzzer) builds with them, and `make fuzz` instruments ext/ with them.
+# chromium: renders `profile --html` headless in tests; prometheus: its promtool checks the Grafana dashboard's
+# queries and lints /metrics (the daemon is not started: policy-rc.d below).
 SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2 nfdump systemd python3-seccomp \
-	clang llvm libclang-rt-dev
+	clang llvm libclang-rt-dev chromium prometheus
 system-deps: $(VENV)/.system-deps
 $(VENV)/.system-deps:
 	@mkdir -p $(VENV)
 	@missing=0; for tool in tcpdump tcpreplay unbound named named-checkzone dig ip nfcapd nfdump systemd-analyze \
-		systemd-sysusers setpriv clang llvm-symbolizer; do \
+		systemd-sysusers setpriv clang llvm-symbolizer chromium promtool; do \
 		command -v $$tool >/dev/null || missing=1; done; /usr/bin/python3 -c 'import seccomp' 2>/dev/null || missing=1; \
 	if [ $$missing = 1 ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		created=0; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
@@ -31,20 +33,26 @@ $(VENV)/.system-deps:
 	fi
 	@touch $@
 
+# The set-up steps write their output to $(BUILD_LOG) and show it only when one fails: `make run` prints one line
+# while it sets up, then the demo (compiler errors still show; the log keeps the rest).
+BUILD_LOG := $(VENV)/build.log
+LOGGED = >> $(BUILD_LOG) 2>&1 || { cat $(BUILD_LOG); echo "failed; the whole log is in $(BUILD_LOG)" >&2; exit 1; }
+
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml setup.py
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0,<4"
-	$(PY) -m pip install -q --no-build-isolation --config-settings editable_mode=compat -e '.[test]'
+	@echo "setting up $(VENV) and building ext/ (once, a few minutes; log in $(BUILD_LOG))" >&2
+	@$(PYTHON) -m venv $(VENV) && : > $(BUILD_LOG)
+	@$(PY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0,<4" $(LOGGED)
+	@$(PY) -m pip install -q --no-build-isolation --config-settings editable_mode=compat -e '.[test]' $(LOGGED)
 	@touch $@
 
 build: $(SO_STAMP)
 $(SO_STAMP): $(VENV)/.installed $(EXT) setup.py
-	$(PY) setup.py -q build_ext --inplace
+	@$(PY) setup.py -q build_ext --inplace $(LOGGED)
 	@touch $@
 
 run: build
-	$(VENV)/bin/truesource replay pcaps/demo-resolver.pcap --rules rules/demo.rules
+	@$(VENV)/bin/truesource replay pcaps/demo-resolver.pcap --rules rules/demo.rules
 
 test: build system-deps
 	$(PY) -m pytest -q
@@ -89,8 +97,10 @@ SOAK_SECONDS ?= 600
 soak: build system-deps
 	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
 
+# ruff, and mypy over sensor/ (its settings, and the modules it still skips, in pyproject.toml).
 lint: venv
 	$(PY) -m ruff check sensor tests bench pcaps fuzz
+	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache  # the layering contracts of pyproject.toml (docs/architecture.md)
 
 clean:

@@ -53,3 +53,9 @@ def how_it_ended(exitcode: int | None) -> str:
             name = str(-exitcode)
         return f"killed by signal {-exitcode} ({name})"
     return f"exited with code {exitcode}"
+
+
+class OutputError(SensorError):
+    """An output failed part-way (an --out file that cannot be written for a reason other than a full disk)."""
+
+    exit_code = 1

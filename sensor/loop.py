@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from sensor.querylog.record import QueryLogEntry
+from sensor.rules import compiled as rule_file
 from sensor.rules.compiled import CompiledRules
 from sensor.rules.model import RuleSet
 from sensor.rules.patterns import PatternMatcher
@@ -35,6 +36,8 @@ try:
     compiled = sensor._loop
 except ImportError:  # not built: the reference path still gives the same records, slower
     compiled = None
+# a compiled rule-set file's table is built by the C SuffixSet when there is one (sensor/rules/compiled.py)
+rule_file.NATIVE_SUFFIX_SET = compiled.SuffixSet if compiled is not None else None
 
 # compiled name in sensor._loop -> "module:name" of its pure-Python twin (tests/test_layering.py checks both exist)
 TWINS = {
@@ -64,6 +67,9 @@ def compile_rules(ruleset: RuleSet, pure: bool | None = None, keep_table: bool =
     matcher = PatternMatcher(ruleset)
     if not use_compiled(pure):
         table: object = ruleset.table
+    elif hasattr(ruleset, "suffix_set"):  # a compiled rule-set file (sensor/rules/compiled.py): read in place
+        assert compiled is not None
+        table = ruleset.suffix_set(compiled.SuffixSet)
     else:
         assert compiled is not None
         table = compiled.SuffixSet(ruleset.table)
@@ -85,9 +91,9 @@ def make_loop(linktype: int, ports: Sequence[int], rules: CompiledRules | dict, 
         log.warning("compiled fast path not built; using the pure-Python reference decoder")
     from sensor.decode.loop import ReferenceLoop
 
-    if not isinstance(rules.table, dict):
-        raise TypeError("the reference loop needs the rule table as a dict")
-    return ReferenceLoop(linktype, ports, rules.table, emit_all, **limits, **rules.loop_args())
+    if not hasattr(rules.table, "get"):
+        raise TypeError("the reference loop needs the rule table as a mapping")
+    return ReferenceLoop(linktype, ports, rules.table, emit_all, **limits, **rules.loop_args())  # type: ignore[arg-type]
 
 
 def make_flow_table(settings: FlowSettings, pure: bool | None = None) -> Any:
@@ -103,11 +109,14 @@ def make_flow_table(settings: FlowSettings, pure: bool | None = None) -> Any:
     return ReferenceFlowTable(settings)
 
 
-def decode_query_log(data: bytes, pure: bool | None = None) -> list[QueryLogEntry]:
-    """The packed query-log entries of a loop (sensor/querylog/packed.py), decoded by the compiled twin when used."""
+def decode_query_log(data: bytes, pure: bool | None = None,
+                     caps: tuple[int, int, int] = (-1, -1, -1)) -> list[QueryLogEntry]:
+    """The packed query-log entries of a loop (sensor/querylog/packed.py), decoded by the compiled twin when used.
+    `caps`: what an entry keeps of its answers (records, bytes of text, records of a response without a query;
+    negative: no cap), as the store asks."""
     if use_compiled(pure):
         assert compiled is not None
-        return compiled.decode_query_log(bytes(data), QueryLogEntry)  # type: ignore[no-any-return]
+        return compiled.decode_query_log(bytes(data), QueryLogEntry, *caps)
     from sensor.querylog.packed import decode_entries_reference
 
-    return decode_entries_reference(data)
+    return decode_entries_reference(data, caps)

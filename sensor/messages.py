@@ -112,6 +112,7 @@ class Reload(msgspec.Struct, tag="reload", array_like=True):
     generation: int
     sources: list[tuple[str, str, bool]]  # rule_loader.read_sources(): the same bytes for every worker
     rules_format: str | None
+    options: dict[str, Any] | None = None  # RulesReloader.build_options(): the cache and --allow-empty-rules
 
 
 class Swap(msgspec.Struct, tag="swap", array_like=True):
@@ -139,6 +140,6 @@ class Entries(msgspec.Struct, tag="entries", array_like=True):
 QueryLogMessage = PackedEntries | Entries
 
 encode = msgspec.msgpack.Encoder().encode
-decode_worker_message = msgspec.msgpack.Decoder(WorkerMessage).decode  # type: ignore[arg-type]
-decode_parent_message = msgspec.msgpack.Decoder(ParentMessage).decode  # type: ignore[arg-type]
-decode_query_log_message = msgspec.msgpack.Decoder(QueryLogMessage).decode  # type: ignore[arg-type]
+decode_worker_message = msgspec.msgpack.Decoder(WorkerMessage).decode
+decode_parent_message = msgspec.msgpack.Decoder(ParentMessage).decode
+decode_query_log_message = msgspec.msgpack.Decoder(QueryLogMessage).decode

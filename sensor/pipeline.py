@@ -66,8 +66,16 @@ class HitPipeline:
             out.update({f"heuristics_{k}": v for k, v in self.heuristics.counters().items()})
         for output in self.outputs:
             if hasattr(output, "state_counters"):
-                out.update(output.state_counters())
+                for key, value in output.state_counters().items():  # two --out files: their drops add up
+                    out[key] = out.get(key, 0) + value
         return out
+
+    def flush(self) -> None:
+        """Hand what the outputs buffered to their readers now (a pipe's input arrives slowly: its hits go out
+        batch by batch, not when a buffer fills)."""
+        for output in self.outputs:
+            if hasattr(output, "flush"):
+                output.flush()
 
     def publish(self, topic: str, line: str) -> None:
         """A non-hit event (statistics, reloads) to every output that takes it."""

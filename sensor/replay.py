@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sensor.capture.files import CaptureFile
+from sensor.capture.files import IDLE_FLUSH_MS, CaptureFile
 from sensor.errors import CaptureCutOff, HelperDied
 from sensor.events import Origin
 from sensor.runner import BatchRunner
@@ -30,7 +30,8 @@ class ReplayResult:
 
 def replay(paths: Sequence[str], runner: BatchRunner,
            progress: Callable[[str, int, float], None] | None = None,
-           stop: Callable[[], bool] | None = None) -> ReplayResult:
+           stop: Callable[[], bool] | None = None, idle_flush_ms: float = IDLE_FLUSH_MS,
+           ready: Callable[[], None] | None = None) -> ReplayResult:
     """Decode every file in order through `runner`; a cut-off file ends the replay after its last good frame
     (`runner.cut_off`, which decides the exit code when the runner finishes).
 
@@ -38,12 +39,17 @@ def replay(paths: Sequence[str], runner: BatchRunner,
     long replay's output. The runner's flow table spans files (flows span files); each file's pending
     query-log entries finish at its end. `stop`: asked after every batch; true (SIGINT/SIGTERM) ends the
     replay after that batch (`interrupted_after`). A helper that dies (the query-log writer) ends it too: the
-    runner is marked failed and its summary says what was lost.
+    runner is marked failed and its summary says what was lost. `idle_flush_ms`: how long a pipe's partial
+    batch waits for more frames (sensor/capture/files.py); after such a batch the outputs are flushed, so a
+    quiet link's hit is seen at once. `ready`: called once every file is open, before the first frame (the
+    outputs open their files then, so a failed start changes no file).
     """
     result = ReplayResult()
     started = time.perf_counter()
-    captures = [CaptureFile(path) for path in paths]
+    captures = [CaptureFile(path, idle_flush_ms) for path in paths]
     frames_before = 0  # frames of the files already read
+    if ready is not None:
+        ready()
     for capture in captures:
         runner.open(capture.linktype, Origin(capture_file=capture.name))
         size = os.path.getsize(capture.path) if capture.path != "-" else 0
@@ -52,6 +58,8 @@ def replay(paths: Sequence[str], runner: BatchRunner,
         try:
             for batch in capture.batches():
                 runner.feed(batch)
+                if capture.streaming:
+                    runner.flush_outputs()
                 if stop is not None and stop():
                     result.interrupted_after = frames_before + capture.frames_read
                     break

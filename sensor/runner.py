@@ -31,7 +31,7 @@ from sensor.messages import DnsRecord, records_of
 from sensor.pipeline import HitPipeline, Output
 from sensor.records import TABLE_GAUGES
 from sensor.rules.compiled import CompiledRules
-from sensor.summary import Summary, write_json
+from sensor.summary import Summary, lost_lines, write_json
 
 if TYPE_CHECKING:  # numpy loads only when flows are on
     import numpy as np
@@ -100,6 +100,7 @@ class BatchRunner:
         self.cut_off: CaptureCutOff | None = None
         self.failed = False  # a part of the run failed (a worker, the query-log writer): exit 1
         self.notes: list[str] = []  # lines for the end of the summary (a helper that died, what it lost)
+        self.fail_on_lost_lines = False  # replay: an --out file that lost lines (a full disk) fails the run
         self._open = False
         self._finished = False
 
@@ -198,6 +199,11 @@ class BatchRunner:
             counters["query_log_drops"] = self.query_log.dropped
         return counters
 
+    def flush_outputs(self) -> None:
+        """Push what the hit outputs hold to their readers now (a pipe's partial batch: the hit is seen at once)."""
+        if self.pipeline is not None:
+            self.pipeline.flush()
+
     def end_source(self) -> None:
         """The current source is done: its pending queries finish (unanswered) and its counters are added."""
         if not self._open:
@@ -258,6 +264,8 @@ class BatchRunner:
                 print(line, file=sys.stderr)
             if made.json_path:
                 write_json(made.json_path, made.json_body)
+        if self.fail_on_lost_lines and lost_lines(self.outputs):
+            self.failed = True
         return self.exit_code()
 
     def abort(self) -> None:
@@ -274,12 +282,12 @@ class BatchRunner:
                 output.close()
 
     def _stop_query_log(self) -> str | None:
-        from sensor.querylog import writer as query_log
-
         if self.query_log_writer is None:
             if self.query_log is not None:
                 self.query_log.close()
             return None
+        from sensor.querylog import writer as query_log
+
         line, died = query_log.stop(self.query_log_writer, self.query_log, self.query_log_drops)
         self.failed = self.failed or died
         return line

@@ -348,8 +348,9 @@ def test_dns_query_topic_reaches_a_real_subscriber(tmp_path, demo_messages):
     assert answered and all("response_code" in e["dns"] for e in answered)
     for response in (m for m in demo_messages if m["response"] and m["answers"]):
         match = [e for e in events if e["source"]["ip"] == response["dst"] and e["source"]["port"] == response["dport"]
-                 and e["dns"]["id"] == response["id"]]
+                 and e["dns"]["id"] == str(response["id"])]
         assert match and set(match[0]["dns"]["resolved_ip"]) == set(response["answers"])
+        assert set(response["answers"]) <= set(match[0]["related"]["ip"])  # pivot from a resolved address
         assert match[0]["event"]["dataset"] == "truesource.query" and "rule" not in match[0]
 
 
@@ -381,13 +382,16 @@ def shipped_captures() -> list:
 
 
 def loop_entries(path) -> list[tuple]:
-    """The query-log entries the loop makes from the capture, in this process (no writer, no store)."""
+    """The query-log entries the loop makes from the capture, in this process (no writer, no store), with the
+    answers the store keeps of each (the writer's caps)."""
     import pcapy
 
-    from sensor.loop import make_loop
+    from sensor.loop import decode_query_log, make_loop
+    from sensor.querylog.writer import MAX_ANSWER_BYTES, MAX_ANSWERS, RESPONSE_ONLY_ANSWERS
 
     reader = pcapy.open_offline(str(path))
     loop = make_loop(reader.datalink(), (53,), {}, query_log=True)
+    caps = (MAX_ANSWERS, MAX_ANSWER_BYTES, RESPONSE_ONLY_ANSWERS)
     entries, frame = [], 1
     while True:
         data, meta = reader.next_batch(4096)
@@ -395,9 +399,9 @@ def loop_entries(path) -> list[tuple]:
             break
         loop.run_batch(data, meta, frame)
         frame += len(meta) // 16
-        entries += loop.take_query_log()
+        entries += decode_query_log(loop.take_query_log_packed(), caps=caps)
     loop.flush_query_log()
-    entries += loop.take_query_log()
+    entries += decode_query_log(loop.take_query_log_packed(), caps=caps)
     return entries
 
 

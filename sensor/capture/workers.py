@@ -249,17 +249,20 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
                 log.error("workers did not stop within %s s; killing them", STOP_GRACE)
                 failed = True
                 break
-            if stop.reload_requested:
+            if stop.reload_requested and reloader.settled():  # the rule files unchanged for 1 s: no writer at work
                 stop.reload_requested = False
                 generation += 1
                 try:
                     sources = read_sources(reloader.paths)
+                    refused = reloader.cut_off(sources)
                 except RuleError as err:
-                    on_reload(ReloadResult(generation, False, 0.0, error=str(err)))
+                    refused = str(err)
+                if refused is not None:
+                    on_reload(ReloadResult(generation, False, 0.0, error=refused))
                 else:
                     reload_started[generation] = time.monotonic()
                     reports[generation] = {}
-                    control.send(encode(Reload(generation, sources, reloader.rules_format)))
+                    control.send(encode(Reload(generation, sources, reloader.rules_format, reloader.build_options())))
             wait_ms = max(0, int((last_housekeeping + HOUSEKEEPING_EVERY - time.monotonic()) * 1000))
             for message in _messages(pull, wait_ms):
                 if isinstance(message, Flows):
@@ -270,6 +273,8 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
                     done = message.generation
                     if len(reports[done]) == workers:
                         errors = [e for e in reports[done].values() if e is not None]
+                        refused = reloader.refusal((message.counts or {}).get("rules", 0)) if not errors else None
+                        errors += [refused] if refused is not None else []
                         if errors:
                             reports.pop(done)
                             control.send(encode(Drop(done)))
@@ -282,6 +287,7 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
                     done = message.generation
                     swapped.setdefault(done, set()).add(message.worker)
                     if len(swapped[done]) == workers:
+                        reloader.accepted((message.counts or {}).get("rules", 0))
                         del swapped[done]
                         reports.pop(done, None)
                         on_reload(ReloadResult(done, True, time.monotonic() - reload_started.pop(done),
@@ -470,7 +476,7 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                 message = None
             if isinstance(message, Reload) and not building:
                 built = swap_at = None
-                building = _start_build(message.sources, message.rules_format, message.generation)
+                building = _start_build(message.sources, message.rules_format, message.generation, message.options)
             elif isinstance(message, Swap) and built is not None and message.generation == built.generation:
                 swap_at = message.at_us
             elif isinstance(message, Drop):
@@ -499,10 +505,12 @@ def _first_at(meta: bytes, when_us: int) -> int:
     return len(meta) // META_RECORD.size
 
 
-def _start_build(sources: list[tuple[str, str, bool]], rules_format: str | None, generation: int) -> list[Any]:
+def _start_build(sources: list[tuple[str, str, bool]], rules_format: str | None, generation: int,
+                 options: dict[str, Any] | None = None) -> list[Any]:
     holder: list[ReloadResult] = []
     compile_for_loop = functools.partial(compile_rules, keep_table=False)
-    thread = threading.Thread(target=lambda: holder.append(build(sources, rules_format, generation, compile_for_loop)),
+    thread = threading.Thread(target=lambda: holder.append(build(sources, rules_format, generation, compile_for_loop,
+                                                                               options)),
                               name=f"rules-reload-{generation}", daemon=True)
     thread.start()
     return [thread, holder]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from sensor.flows.settings import ACTIVE_TIMEOUT, IDLE_TIMEOUT, MAX_FLOWS, FlowS
 from sensor.options import above
 from sensor.outputs import DEFAULT_ENDPOINT
 from sensor.querylog.options import DEFAULT_MAX_MB, SEGMENT_ROWS, QueryLogOptions, Retention
+from sensor.rules import commands as rules_options
 
 DEFAULT_PORTS = (53,)
 RULE_FORMATS = ("native", "hosts", "adblock", "zeek_intel", "rpz")
@@ -59,7 +61,11 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                              "Python object per DNS message)")
     parser.add_argument("--heuristics-config", metavar="PATH",
                         help="TOML file whose [heuristics] table tunes the detectors (docs/heuristics.md)")
+    rules_options.add_options(parser)
     stream.add_server_options(parser)
+    from sensor.outputs.kafka import add_kafka_options
+
+    add_kafka_options(parser)
     add_flow_options(parser)
     add_query_log_options(parser)
 
@@ -98,6 +104,14 @@ def add_query_log_options(parser: argparse.ArgumentParser) -> None:
 
 
 # --- from options to settings -------------------------------------------------------------------------------
+
+def rules_for_run(args: argparse.Namespace) -> Any:
+    """The rules as a run uses them: compiled and cached (sensor/rules/cache.py); a RuleSet or the mapped file."""
+    import sensor.loop  # noqa: F401  the selector: the compiled SuffixSet writes a cached file's table (fast)
+    from sensor.rules.cache import load_rule_set
+
+    return load_rule_set(args.rules, args.rules_format, args.rules_cache, args.allow_empty_rules)
+
 
 def parse_ports(values: Sequence[str] | None) -> tuple[int, ...]:
     """`--ports 53,5353 --ports 5355` to a sorted tuple; StartupError names the bad item."""
@@ -144,12 +158,16 @@ def flow_settings(args: argparse.Namespace) -> FlowSettings | None:
 
 def query_log_options(args: argparse.Namespace) -> QueryLogOptions | None:
     """The query log the options ask for, None without --query-log; StartupError for a bad value."""
-    if args.publish_queries and not args.publish:
-        raise StartupError("--publish-queries needs --publish")
+    if args.publish_queries and not args.publish and not getattr(args, "kafka", None):
+        raise StartupError("--publish-queries needs --publish or --kafka")
     if not args.query_log:
         if args.publish_queries:
             raise StartupError("--publish-queries needs --query-log")
         return None
+    if os.path.isdir(args.query_log):  # sqlite would say only "unable to open database file"
+        from sensor.querylog.options import directory_message
+
+        raise StartupError(directory_message(args.query_log))
     if args.query_log_retention_days < 0 or args.query_log_max_mb < 0:
         raise StartupError("--query-log-retention-days and --query-log-max-mb: must be 0 (no limit) or more")
     if args.query_log_segment_rows < 1:

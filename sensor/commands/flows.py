@@ -197,25 +197,32 @@ def _store_batches(paths: Sequence[str], columns: list[str]):
     import pyarrow.parquet as pq
 
     from sensor.flows.record import FLOW_DTYPE
-    from sensor.flows.store import store_files
+    from sensor.flows.store import skip_unreadable, store_files
 
+    named = [path for path in paths if not os.path.isdir(path)]
     for path in store_files(paths):
         try:
             parquet = pq.ParquetFile(path)
             missing = [name for name in columns if parquet.schema_arrow.get_field_index(name) < 0]
             if missing:
                 raise StartupError(f"{path}: not a flow store file (no column {missing[0]})")
-            for group in range(parquet.num_row_groups):  # the writer's row groups (2**20 records) bound memory
+        except (pa.ArrowException, OSError) as err:  # one bad file does not refuse the store: named, skipped
+            skip_unreadable(path, err, named)
+            continue
+        for group in range(parquet.num_row_groups):  # the writer's row groups bound memory
+            try:
                 batch = parquet.read_row_group(group, columns=columns, use_threads=True)
-                out = {}
-                for name in columns:
-                    column = batch.column(name)
-                    if pa.types.is_timestamp(column.type):
-                        column = column.cast(pa.int64())
-                    out[name] = column.to_numpy().astype(FLOW_DTYPE[name], copy=False)
-                yield out
-        except (pa.ArrowException, OSError) as err:
-            raise StartupError(f"{path}: not a readable flow store file ({err})") from None
+            except (pa.ArrowException, OSError) as err:
+                skip_unreadable(path, err, named)
+                break
+            out = {}
+            for name in columns:
+                column = batch.column(name)
+                if pa.types.is_timestamp(column.type):
+                    column = column.cast(pa.int64())
+                # int64 and int32 columns (the store's types) to the record's: the same bits, the same values
+                out[name] = column.to_numpy().astype(FLOW_DTYPE[name], copy=False)
+            yield out
 
 
 # Output

@@ -11,11 +11,12 @@ import argparse
 from sensor import __version__, config
 from sensor.commands import capture, flows, profile, querylog, replay, rules, stream
 from sensor.commands import config as config_command
+from sensor.options import Parser
 from sensor.service import logs
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(  # one error line and a hint to --help, not a usage block (sensor/options.py)
         prog="truesource",
         description="Names the true client behind a recursive resolver's suspicious DNS queries.",
     )

@@ -1,5 +1,5 @@
-"""`truesource who-asked`, `hunt` and `resolved-ip`: questions to the query log. Registering them is light; the
-store and the searches (sensor/querylog/lookup.py) load when a command runs."""
+"""`truesource who-asked`, `hunt`, `resolved-ip` and `querylog export`: questions to the query log.
+Registering them is light; the store and the searches (sensor/querylog/lookup.py) load when a command runs."""
 
 from __future__ import annotations
 
@@ -41,6 +41,16 @@ def register(commands: Any) -> None:
     hunt.add_argument("--query-log", metavar="PATH", help=f"the store (default: ${QUERY_LOG_ENV})")
     hunt.set_defaults(run=run_hunt)
 
+    querylog = commands.add_parser("querylog", help="the query log as a whole: export it for other engines")
+    actions = querylog.add_subparsers(dest="querylog_action", metavar="ACTION", required=True)
+    export = actions.add_parser("export", help="write the stored queries as Parquet partitioned by date and sensor")
+    export.add_argument("out", metavar="OUT", help="the export directory (OUT/date=.../sensor=.../*.parquet)")
+    export.add_argument("--since", metavar="T", help="from this time (RFC 3339, or relative: -2h)")
+    export.add_argument("--until", metavar="T", help="before this time")
+    export.add_argument("--sensor-name", metavar="NAME", help="the sensor= partition (default: host name)")
+    export.add_argument("--query-log", metavar="PATH", help=f"the store (default: ${QUERY_LOG_ENV})")
+    export.set_defaults(run=run_export)
+
     resolved = commands.add_parser("resolved-ip", help="which names resolved to an address, and who asked them")
     resolved.add_argument("address", metavar="ADDR")
     add_reader_options(resolved)
@@ -79,3 +89,9 @@ def run_resolved_ip(args: argparse.Namespace) -> int:
     from sensor.querylog import lookup
 
     return lookup.run_resolved_ip(args)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from sensor.querylog import export
+
+    return export.run_export(args)

@@ -7,7 +7,8 @@ import logging
 import sys
 from typing import Any
 
-from sensor.commands.common import add_common_options, flow_settings, loop_limits, parse_ports
+from sensor.capture.files import IDLE_FLUSH_MS
+from sensor.commands.common import add_common_options, flow_settings, loop_limits, parse_ports, rules_for_run
 from sensor.errors import StartupError
 from sensor.options import above, at_least
 
@@ -25,16 +26,20 @@ def register(commands: Any) -> None:
     replay.add_argument("--wait-timeout", type=above(0), default=WAIT_SUBSCRIBERS_TIMEOUT, metavar="SECONDS",
                         help="how long --wait-subscribers waits (default %(default)s)")
     replay.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
+    replay.add_argument("--idle-flush-ms", type=at_least(0, float), default=IDLE_FLUSH_MS, metavar="MS",
+                        help="reading a pipe: decode a partial batch once its first frame has waited this long "
+                             "(default %(default)s; 0: wait for a full batch)")
     replay.set_defaults(run=run_replay)
 
 
 def run_replay(args: argparse.Namespace) -> int:
     import time
 
-    from sensor.commands.sinks import attach_sinks
+    from sensor.capture.files import check_readable
+    from sensor.commands.sinks import attach_sinks, open_outputs
     from sensor.loop import compile_rules
+    from sensor.outputs.jsonlines import check_writable
     from sensor.replay import replay, terminal_progress
-    from sensor.rules.loader import load_rules
     from sensor.runner import BatchRunner
     from sensor.summary import Summary, counter_lines
 
@@ -42,23 +47,32 @@ def run_replay(args: argparse.Namespace) -> int:
     settings = flow_settings(args)
     if args.wait_subscribers and not args.publish:
         raise StartupError("--wait-subscribers needs --publish")
+    if args.summary_json:
+        check_writable(args.summary_json, "--summary-json")
     limits = loop_limits(args)
     loading = time.perf_counter()
-    ruleset = load_rules(args.rules, args.rules_format)
+    ruleset = rules_for_run(args)
     load_seconds = time.perf_counter() - loading
     log.info("loaded %d rules from %d files in %.2f s", len(ruleset), len(ruleset.files), load_seconds)
+    for path in args.files:  # a missing capture fails before the flow store or query log is created
+        check_readable(path)
     started = time.perf_counter()
     compiled = compile_rules(ruleset, keep_table=False)
     compile_seconds = time.perf_counter() - started
     runner = BatchRunner(ports, compiled, limits=limits)
+    runner.fail_on_lost_lines = True  # replay waits for a pipe: a lost line is a full disk, and fails the run
     progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
     interrupt = Interrupt()
     try:
-        publisher = attach_sinks(runner, args, ruleset, blocking=True, flows=settings)
-        if publisher is not None and args.wait_subscribers:
-            publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
+
+        def wait(publisher: Any) -> None:  # before any store is created: it may time out
+            if publisher is not None and args.wait_subscribers:
+                publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
+
+        attach_sinks(runner, args, ruleset, blocking=True, flows=settings, before_stores=wait)
         interrupt.install()
-        result = replay(args.files, runner, progress, interrupt)
+        result = replay(args.files, runner, progress, interrupt, idle_flush_ms=args.idle_flush_ms,
+                        ready=lambda: open_outputs(runner.outputs))
     except BaseException:
         runner.abort()
         raise
@@ -117,7 +131,12 @@ def writer_progress(written: int) -> None:
 
 def summary_json(runner: Any, result: Any, rules: int, load_seconds: float) -> dict[str, Any]:
     cut_off = runner.cut_off
-    return {"counters": dict(sorted(runner.totals.items())), "files": result.files,
+    from sensor.summary import output_counters
+
+    counters = dict(runner.totals)
+    for key, value in output_counters(runner.outputs).items():  # what the outputs sent, left undelivered, dropped
+        counters[key] = counters.get(key, 0) + value
+    return {"counters": dict(sorted(counters.items())), "files": result.files,
             "seconds": round(result.seconds, 6), "cut_off": str(cut_off) if cut_off else None,
             "interrupted_after_frame": result.interrupted_after, "failed": runner.failed,
             "rules": {"rules": rules, "load_seconds": round(load_seconds, 3),

@@ -1,4 +1,5 @@
-"""`truesource rules check|test|export`: lint rule files, explain a verdict, write a resolver blocking policy."""
+"""`truesource rules check|test|compile|export`: lint rule files, explain a verdict, compile a memory-mapped rule
+set, write a resolver blocking policy."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from sensor.commands.common import RULE_FORMATS
 from sensor.errors import StartupError
+from sensor.rules import commands as rules_options
 
 
 def register(commands: Any) -> None:
@@ -18,9 +20,13 @@ def register(commands: Any) -> None:
     check.add_argument("--rules-format", choices=RULE_FORMATS, metavar="FORMAT")
     test = rules_commands.add_parser("test", help="which rule decides for each name, and which others match")
     test.add_argument("names", nargs="+", metavar="NAME")
-    test.add_argument("--rules", action="append", required=True, metavar="PATH")
-    test.add_argument("--rules-format", choices=RULE_FORMATS, metavar="FORMAT")
+    test.add_argument("--rules", action="append", required=True, metavar="PATH",
+                      help="rule file or directory, as `replay --rules` takes (repeatable)")
+    test.add_argument("--rules-format", choices=RULE_FORMATS, metavar="FORMAT",
+                      help=f"read every rule file as this format ({', '.join(RULE_FORMATS)}; default: detected)")
     test.add_argument("--json", action="store_true", help="one JSON object a line")
+    rules_options.add_options(test)
+    rules_options.register_compile(rules_commands, RULE_FORMATS)
     export = rules_commands.add_parser("export", help="write the rules as a resolver blocking policy")
     export.add_argument("--rules", action="append", required=True, metavar="PATH")
     export.add_argument("--rules-format", choices=RULE_FORMATS, metavar="FORMAT")
@@ -29,6 +35,8 @@ def register(commands: Any) -> None:
     export.add_argument("--zone", default="rpz.truesource.", metavar="ORIGIN", help="RPZ zone origin")
     export.add_argument("--strict", action="store_true",
                         help="exit 1 when a rule cannot be expressed fully in the format")
+    export.add_argument("--allow-empty-rules", action="store_true",
+                        help="export even when a --rules source yields no rule (default: exit 2 naming it)")
     rules.set_defaults(run=run_rules)
 
 
@@ -39,7 +47,21 @@ def run_rules(args: argparse.Namespace) -> int:
         from sensor.rules.check import run_check
 
         return run_check(args.paths, args.rules_format, sys.stdout)
-    ruleset = load_rules(args.rules, args.rules_format)
+    if args.rules_command == "compile":
+        import sensor.loop  # noqa: F401  the selector: the compiled SuffixSet builds the file's table (fast)
+        from sensor.rules.commands import run_compile
+
+        return run_compile(args)
+    if args.rules_command == "test":
+        from sensor.commands.common import rules_for_run
+
+        ruleset = rules_for_run(args)
+    else:
+        from sensor.rules.cache import check_not_empty, say_skipped
+
+        ruleset = load_rules(args.rules, args.rules_format)
+        check_not_empty(ruleset, args.allow_empty_rules, args.rules)
+        say_skipped(ruleset)
     if args.rules_command == "test":
         from sensor.rules.explain import run_test
 

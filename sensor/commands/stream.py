@@ -10,6 +10,7 @@ from typing import Any
 from sensor.errors import StartupError
 from sensor.options import at_least
 from sensor.outputs import DEFAULT_ENDPOINT
+from sensor.rules import commands as rules_options
 
 
 def register(commands: Any) -> None:
@@ -18,6 +19,7 @@ def register(commands: Any) -> None:
     control.add_argument("control_command", choices=("reload", "stats", "ping"), metavar="COMMAND",
                          help="reload, stats or ping")
     control.add_argument("--connect", required=True, metavar="ENDPOINT")
+    rules_options.add_control_options(control)
     control.set_defaults(run=run_control)
 
     tail = commands.add_parser("tail", help="subscribe to a sensor's events and print them as JSON lines")
@@ -38,13 +40,16 @@ def register(commands: Any) -> None:
 def run_control(args: argparse.Namespace) -> int:
     from sensor.outputs.control import send_command
 
-    print(json.dumps(send_command(args.connect, args.control_command)))
+    command = args.control_command + (" --force" if getattr(args, "force", False) else "")
+    print(json.dumps(send_command(args.connect, command)))
     return 0
 
 
 def run_tail(args: argparse.Namespace) -> int:
+    from sensor.outputs import check_endpoint
     from sensor.outputs.subscriber import tail
 
+    check_endpoint(args.connect, "--connect")
     keys = args.curve_server_key or []
     if len(keys) > 1:
         raise StartupError("--curve-server-key: tail connects to one publisher; give one key")

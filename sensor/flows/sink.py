@@ -16,13 +16,13 @@ class FlowSink:
     then flows are only counted). `table` is the loop's flow table (None in a parent whose workers build flows)."""
 
     def __init__(self, settings: FlowSettings, table=None, store=None, ipfix=None,
-                 publish: Callable[[str, str], None] | None = None, observer: dict | None = None) -> None:
+                 publish: Callable[[str, str], None] | None = None, observer=None) -> None:
         self.settings = settings
         self.table = table
         self.store = store
         self.ipfix = ipfix
         self.publish = publish
-        self.observer = observer or {}
+        self.observer = observer or None  # a schema.Observer
         self.records = 0
         self.packets = 0
 
@@ -69,6 +69,8 @@ class FlowSink:
         parts = [f"flows: {self.records:,} records ({self.packets:,} packets)"]
         if self.store is not None:
             parts.append(f"{len(self.store.files)} store file(s) in {self.store.directory}")
+            if self.store.lost:
+                parts.append(f"{self.store.lost:,} records not stored (flow store errors)")
         if self.ipfix is not None:
             parts.append(f"IPFIX {self.ipfix.messages:,} messages, {self.ipfix.send_errors:,} send errors")
         return ", ".join(parts)

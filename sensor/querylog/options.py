@@ -3,6 +3,7 @@ parser (sensor/commands/querylog.py and sensor/commands/common.py turn options i
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -34,3 +35,8 @@ class QueryLogOptions:
     retention: Retention = Retention()
     segment_rows: int = SEGMENT_ROWS
     publish: bool = False  # --publish-queries: every logged query on topic dns.query too
+
+
+def directory_message(path: str) -> str:
+    """The one line for a --query-log that names a directory."""
+    return f"{path}: is a directory; --query-log takes a file (e.g. {os.path.join(path, 'queries.db')})"

@@ -28,6 +28,9 @@ SIMPLE = (
     ("truesource_hits_total", "counter", "Queries that matched a rule.", "hits"),
     ("truesource_captured_total", "counter", "Frames the capture filter passed (kernel count).", "received"),
     ("truesource_publisher_sent_total", "counter", "Events the ZeroMQ publisher sent.", "publisher_sent"),
+    ("truesource_publisher_undelivered_total", "counter",
+     "Events the publisher sent while no subscription matched their topic (nobody received them).",
+     "publisher_undelivered"),
 )
 
 
@@ -49,7 +52,7 @@ def metrics_address(text: str) -> str:
     return text
 
 
-metrics_address.description = "an address ADDR:PORT"  # what config errors say is valid
+metrics_address.description = "an address ADDR:PORT"  # type: ignore[attr-defined]  # what config errors say is valid
 
 
 def render(snapshot: dict) -> str:
@@ -69,6 +72,7 @@ def render(snapshot: dict) -> str:
         ('{cause="kernel"}', total.get("kernel_drops", 0)),
         ('{cause="interface"}', total.get("interface_drops", 0)),
         ('{cause="publisher"}', total.get("publisher_drops", 0)),
+        ('{cause="out"}', total.get("out_drops", 0)),
     ])
     family("truesource_undecoded_total", "counter", "Frames and DNS messages the loop could not decode, by reason.",
            [(f'{{reason="{reason}"}}', total.get(reason, 0)) for reason in FRAME_REASONS + MESSAGE_REASONS])
@@ -108,7 +112,7 @@ class MetricsServer:
             def log_message(self, *args) -> None:  # one line per scrape would be per-request noise
                 pass
 
-        server_class = ThreadingHTTPServer
+        server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer
         if ":" in host:
             import socket
 
