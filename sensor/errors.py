@@ -33,6 +33,28 @@ class MixedLinkTypes(CaptureCutOff):
     at the first interface of another; what came before it was processed, as for a cut-off file."""
 
 
+class HelperDied(SensorError):
+    """A helper process (the query-log writer, a capture worker) died during the run: the run ends, says what
+    was lost, and exits 1 (docs/decisions/0140-dead-helpers-end-the-run.md)."""
+
+    exit_code = 1
+
+
+def how_it_ended(exitcode: int | None) -> str:
+    """A dead process's ending in words: `killed by signal 9`, `exited with code 1`."""
+    import signal
+
+    if exitcode is None:
+        return "ended"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = str(-exitcode)
+        return f"killed by signal {-exitcode} ({name})"
+    return f"exited with code {exitcode}"
+
+
 class OutputError(SensorError):
     """An output failed part-way (an --out file that cannot be written for a reason other than a full disk)."""
 

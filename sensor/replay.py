@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -9,11 +10,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sensor.capture.files import IDLE_FLUSH_MS, CaptureFile
-from sensor.errors import CaptureCutOff
+from sensor.errors import CaptureCutOff, HelperDied
 from sensor.events import Origin
 from sensor.runner import BatchRunner
 
 PROGRESS_EVERY = 1.0  # seconds between progress lines on a terminal
+
+log = logging.getLogger("truesource")
 
 
 @dataclass(slots=True)
@@ -21,24 +24,30 @@ class ReplayResult:
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0  # from the first file opened to the last frame decoded
     compile_seconds: float = 0.0  # turning the loaded rules into the loop's form
+    wait_seconds: float = 0.0  # after the last frame: the sinks catching up (the query-log writer), then closing
+    interrupted_after: int | None = None  # frames read (all files) when SIGINT/SIGTERM stopped the replay
 
 
 def replay(paths: Sequence[str], runner: BatchRunner,
            progress: Callable[[str, int, float], None] | None = None,
-           idle_flush_ms: float = IDLE_FLUSH_MS, ready: Callable[[], None] | None = None) -> ReplayResult:
+           stop: Callable[[], bool] | None = None, idle_flush_ms: float = IDLE_FLUSH_MS,
+           ready: Callable[[], None] | None = None) -> ReplayResult:
     """Decode every file in order through `runner`; a cut-off file ends the replay after its last good frame
     (`runner.cut_off`, which decides the exit code when the runner finishes).
 
     Missing or unreadable files are found before the first frame is read, so that a typo does not cost a
     long replay's output. The runner's flow table spans files (flows span files); each file's pending
-    query-log entries finish at its end. `idle_flush_ms`: how long a pipe's partial batch waits for more frames
-    (sensor/capture/files.py); after such a batch the outputs are flushed, so a quiet link's hit is seen at once.
-    `ready`: called once every file is open, before the first frame (the outputs open their files then, so a
-    failed start changes no file).
+    query-log entries finish at its end. `stop`: asked after every batch; true (SIGINT/SIGTERM) ends the
+    replay after that batch (`interrupted_after`). A helper that dies (the query-log writer) ends it too: the
+    runner is marked failed and its summary says what was lost. `idle_flush_ms`: how long a pipe's partial
+    batch waits for more frames (sensor/capture/files.py); after such a batch the outputs are flushed, so a
+    quiet link's hit is seen at once. `ready`: called once every file is open, before the first frame (the
+    outputs open their files then, so a failed start changes no file).
     """
     result = ReplayResult()
     started = time.perf_counter()
     captures = [CaptureFile(path, idle_flush_ms) for path in paths]
+    frames_before = 0  # frames of the files already read
     if ready is not None:
         ready()
     for capture in captures:
@@ -51,6 +60,9 @@ def replay(paths: Sequence[str], runner: BatchRunner,
                 runner.feed(batch)
                 if capture.streaming:
                     runner.flush_outputs()
+                if stop is not None and stop():
+                    result.interrupted_after = frames_before + capture.frames_read
+                    break
                 if progress is not None and size:
                     read += len(batch.data) + len(batch.meta)  # frame bytes plus a 16-byte header each
                     now = time.monotonic()
@@ -59,9 +71,15 @@ def replay(paths: Sequence[str], runner: BatchRunner,
                         progress(capture.name, capture.frames_read, min(1.0, read / size))
         except CaptureCutOff as cut:
             runner.cut_off = cut
+        except HelperDied as died:
+            log.error("%s", died)
+            runner.failed = True
+        if progress is not None and size and not runner.failed and result.interrupted_after is None:
+            progress(capture.name, capture.frames_read, 1.0)
+        frames_before += capture.frames_read
         runner.end_source()
         result.files.append(capture.name)
-        if runner.cut_off is not None:
+        if runner.cut_off is not None or runner.failed or result.interrupted_after is not None:
             break
     result.seconds = time.perf_counter() - started
     return result

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sensor.capture.files import BATCH_FRAMES, Batch
-from sensor.errors import CaptureCutOff
+from sensor.errors import CaptureCutOff, HelperDied
 from sensor.events import Origin
 from sensor.loop import make_loop
 from sensor.messages import DnsRecord, records_of
@@ -100,7 +100,8 @@ class BatchRunner:
         self.totals: Counter[str] = Counter()  # counters of the sources already ended
         self.sources = 0
         self.cut_off: CaptureCutOff | None = None
-        self.failed = False  # a part of the run failed (a worker): exit 1
+        self.failed = False  # a part of the run failed (a worker, the query-log writer): exit 1
+        self.notes: list[str] = []  # lines for the end of the summary (a helper that died, what it lost)
         self.fail_on_lost_lines = False  # replay: an --out file that lost lines (a full disk) fails the run
         self._open = False
         self._finished = False
@@ -166,8 +167,16 @@ class BatchRunner:
             arr = self.flow_table.take()
             if len(arr) or self.flows is not None:  # a flow store rotates its file on empty batches too
                 self.on_flows(arr)
-        if self.query_log is not None and self.loop is not None:
-            self.query_log.take(self.loop, self.origin)
+        if self.query_log is not None:
+            if self.loop is not None:
+                self.query_log.take(self.loop, self.origin)
+            self.query_log.watch()
+
+    def watch(self) -> None:
+        """Raise HelperDied if the query-log writer this process started has died (looked at a few times a
+        second at most; a no-op elsewhere)."""
+        if self.query_log is not None:
+            self.query_log.watch()
 
     def idle(self, now_us: int) -> None:
         """No traffic (live capture): idle flows still leave on wall-clock time."""
@@ -177,6 +186,7 @@ class BatchRunner:
                 arr = self.flow_table.take()
                 if len(arr) or self.flows is not None:
                     self.on_flows(arr)
+        self.watch()
 
     def set_rules(self, rules: CompiledRules) -> None:
         """A reload: the new rules decide from the next frame on."""
@@ -202,7 +212,11 @@ class BatchRunner:
             return
         self._open = False
         if self.query_log is not None:
-            self.query_log.flush(self.loop, self.origin)
+            try:
+                self.query_log.flush(self.loop, self.origin)
+            except HelperDied as died:  # noticed only now: the summary says what was lost
+                log.error("%s", died)
+                self.failed = True
         counters = self.loop.counters()
         for gauge in TABLE_GAUGES:  # how full a table is now: not a count to add up over files
             counters.pop(gauge, None)
@@ -247,6 +261,7 @@ class BatchRunner:
                 lines.append(self.flows.summary())
             if log_line:
                 lines.append(log_line)
+            lines.extend(self.notes)
             for line in lines:
                 print(line, file=sys.stderr)
             if made.json_path:
@@ -275,7 +290,9 @@ class BatchRunner:
             return None
         from sensor.querylog import writer as query_log
 
-        return query_log.stop(self.query_log_writer, self.query_log, self.query_log_drops)
+        line, died = query_log.stop(self.query_log_writer, self.query_log, self.query_log_drops)
+        self.failed = self.failed or died
+        return line
 
     def exit_code(self) -> int:
         if self.cut_off is not None:

@@ -160,7 +160,8 @@ def test_writer_limits_are_parameters_a_memory_budget_can_set(small_amplificatio
         loop.run_batch(data, meta, first)
         sink.take(loop)
     sink.flush(loop)
-    line = stop(writer, sink)
+    line, died = stop(writer, sink)
+    assert not died
     assert f"{made['responses']:,} queries written" in line and f"{made['responses']:,} with answers cut" in line
     stored = list(QueryStore.open_reader(str(tmp_path / "q.db")).by_time())
     assert len(stored) == made["responses"] and all(len(e.answers) == 1 for e in stored)

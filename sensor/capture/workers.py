@@ -18,7 +18,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -28,7 +28,7 @@ import zmq
 
 from sensor.capture.files import META as META_RECORD
 from sensor.capture.live import CaptureOptions, LiveCapture, last_packet_time
-from sensor.errors import RuleError
+from sensor.errors import HelperDied, RuleError, how_it_ended
 from sensor.events import Origin
 from sensor.flows.record import FLOW_DTYPE
 from sensor.flows.settings import FlowSettings
@@ -56,6 +56,11 @@ from sensor.stats import StatsBoard
 log = logging.getLogger(__name__)
 
 REPORT_EVERY = 0.05  # seconds: longest a worker holds hits (and its watermark) before telling the parent
+# The parent's housekeeping (workers' liveness, the query-log writer, stats, control, reloads) runs at most this
+# often, not once per message: with N workers the messages are N times as many, and the housekeeping per message
+# was most of what a second worker cost (bench/live.py).
+HOUSEKEEPING_EVERY = 0.1
+MESSAGES_PER_WAKE = 256  # messages read per wake-up before the housekeeping gets a turn
 STATS_EVERY = 1.0  # seconds between a worker's statistics snapshots to the parent
 STOP_GRACE = 10.0  # seconds the parent waits for workers to finish their batch and report after a stop
 SWAP_AHEAD_US = 500_000  # a reload swaps at a packet time this far ahead, so every worker hears of it first
@@ -130,10 +135,15 @@ def run_single(job: CaptureJob, runner: BatchRunner, board: StatsBoard, stop: St
     runner.open(capture.linktype, Origin(interface=job.options.interface))
     try:
         for batch in capture.batches(stop, runner.batch_frames):
-            if batch.frames:
-                runner.feed(batch)
-            else:
-                runner.idle(time.time_ns() // 1000)
+            try:
+                if batch.frames:
+                    runner.feed(batch)
+                else:
+                    runner.idle(time.time_ns() // 1000)
+            except HelperDied as died:  # the query-log writer: the capture ends, exit 1, the summary says the loss
+                log.error("%s", died)
+                runner.failed = True
+                stop.stopped = True
             board.update(0, runner.counters(), _pcap_tuple(capture))
             if stop.reload_requested:
                 stop.reload_requested = False
@@ -214,15 +224,28 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
     origin = Origin(interface=job.options.interface)
     running = set(range(workers))
     exited_at: dict[int, float] = {}
+    statuses: dict[int, int] = {}  # worker -> exit code as multiprocessing says it (-signal when killed)
     failed = False
     stop_sent_at: float | None = None
+    last_housekeeping = 0.0
     try:
         while running:
+            now = time.monotonic()
+            housekeeping = now - last_housekeeping >= HOUSEKEEPING_EVERY
+            if housekeeping:
+                last_housekeeping = now
+            if housekeeping and not failed:
+                try:
+                    runner.watch()  # the query-log writer the workers push to
+                except HelperDied as died:
+                    log.error("%s", died)
+                    failed = True
+                    stop.stopped = True
             if stop() and stop_sent_at is None:
                 for pid in pids:
                     _signal(pid, signal.SIGTERM)
-                stop_sent_at = time.monotonic()
-            if stop_sent_at is not None and time.monotonic() - stop_sent_at > STOP_GRACE:
+                stop_sent_at = now
+            if stop_sent_at is not None and now - stop_sent_at > STOP_GRACE:
                 log.error("workers did not stop within %s s; killing them", STOP_GRACE)
                 failed = True
                 break
@@ -240,8 +263,8 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
                     reload_started[generation] = time.monotonic()
                     reports[generation] = {}
                     control.send(encode(Reload(generation, sources, reloader.rules_format, reloader.build_options())))
-            if pull.poll(100):
-                message = decode_worker_message(pull.recv())
+            wait_ms = max(0, int((last_housekeeping + HOUSEKEEPING_EVERY - time.monotonic()) * 1000))
+            for message in _messages(pull, wait_ms):
                 if isinstance(message, Flows):
                     if runner.flows is not None:
                         runner.flows.deliver(np.frombuffer(message.data, dtype=FLOW_DTYPE).copy())
@@ -284,17 +307,27 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
                     if message.last:
                         merger.finish(worker)
                         running.discard(worker)
-                    for rule, record in merger.ready():
-                        pipeline.hit(record, origin, rule=rule)
+            for rule, record in merger.ready():
+                pipeline.hit(record, origin, rule=rule)
+            if not housekeeping:
+                continue
             for index, pid in enumerate(pids):
-                if index in running and index not in exited_at and _exited(pid):
-                    exited_at[index] = time.monotonic()
-                # a worker's last message may still be in the pipe when it has exited: give it a moment
-                if index in running and index in exited_at and time.monotonic() - exited_at[index] > 2.0:
-                    log.error("capture worker %d exited without reporting", index)
+                if index in running and index not in exited_at:
+                    status = _exited(pid)
+                    if status is not None:
+                        exited_at[index] = time.monotonic()
+                        statuses[index] = status
+                # A worker's last message may still be in the pipe when it has exited: give it a moment, unless it
+                # died (a signal, an error code): then its loss is said at once and the capture ends (exit 1).
+                if index in running and index in exited_at and (
+                        statuses[index] != 0 or time.monotonic() - exited_at[index] > 2.0):
                     running.discard(index)
                     merger.finish(index)
                     failed = True
+                    note = worker_loss(index, statuses[index], board)
+                    log.error("%s; stopping the capture", note)
+                    runner.notes.append(note)
+                    stop.stopped = True
             on_tick()
         for rule, record in merger.ready():
             pipeline.hit(record, origin, rule=rule)
@@ -314,6 +347,17 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
             os.rmdir(pipe_dir)
         except OSError:
             pass
+
+
+def _messages(pull: zmq.Socket, wait_ms: int) -> Iterator[Any]:
+    """The workers' messages waiting now (after up to `wait_ms` for the first), at most MESSAGES_PER_WAKE."""
+    if not pull.poll(wait_ms):
+        return
+    for _ in range(MESSAGES_PER_WAKE):
+        try:
+            yield decode_worker_message(pull.recv(zmq.NOBLOCK))
+        except zmq.Again:
+            return
 
 
 class ParentLink:
@@ -415,14 +459,17 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                 runner.idle(link.watermark)
                 if swap_at is not None and link.watermark >= swap_at:
                     swap()
+            # Hits, the watermark and the parent's messages every REPORT_EVERY, not every batch: with N workers
+            # each batch is 1/N the size, and a report per batch made the parent's work grow with N.
             now = time.monotonic()
-            if link.pending or now - last_report >= REPORT_EVERY:
-                if now - last_stats >= STATS_EVERY:
-                    link.report(runner.counters())
-                    last_stats = now
-                else:
-                    link.report()
-                last_report = now
+            if now - last_report < REPORT_EVERY:
+                continue
+            if now - last_stats >= STATS_EVERY:
+                link.report(runner.counters())
+                last_stats = now
+            else:
+                link.report()
+            last_report = now
             try:
                 message = decode_parent_message(control.recv(zmq.NOBLOCK))
             except zmq.Again:
@@ -510,13 +557,25 @@ def _signal(pid: int, signum: int) -> None:
         pass
 
 
-def _exited(pid: int) -> bool:
+def _exited(pid: int) -> int | None:
+    """None while the worker runs; then its exit code (-N when killed by signal N)."""
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return True
-    return done == pid
+        return -1
+    if done != pid:
+        return None
+    return os.waitstatus_to_exitcode(status)
 
+
+def worker_loss(index: int, status: int, board: StatsBoard) -> str:
+    """What a worker that died took with it, as far as the parent knows: the summary's line."""
+    how = how_it_ended(status) if status != 0 else "exited without its last report"
+    worker = board.workers.get(index)
+    packets = worker.counters.get("packets", 0) if worker is not None else 0
+    return (f"capture worker {index} {how}: lost what it had not reported (up to {STATS_EVERY:.0f} s of counters, "
+            f"{REPORT_EVERY:.2f} s of hits, its pending queries, flows and kernel ring); its last report counted "
+            f"{packets:,} packets")
 
 def _reap(pid: int) -> None:
     try:

@@ -69,6 +69,7 @@ def run_replay(args: argparse.Namespace) -> int:
     runner = BatchRunner(ports, compiled, limits=limits, batch_frames=memory_budget(args).batch_frames)
     runner.fail_on_lost_lines = True  # replay waits for a pipe: a lost line is a full disk, and fails the run
     progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
+    interrupt = Interrupt()
     try:
 
         def wait(publisher: Any) -> None:  # before any store is created: it may time out
@@ -76,24 +77,63 @@ def run_replay(args: argparse.Namespace) -> int:
                 publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
 
         attach_sinks(runner, args, ruleset, blocking=True, flows=settings, before_stores=wait)
-        result = replay(args.files, runner, progress, idle_flush_ms=args.idle_flush_ms,
+        interrupt.install()
+        result = replay(args.files, runner, progress, interrupt, idle_flush_ms=args.idle_flush_ms,
                         ready=lambda: open_outputs(runner.outputs))
     except BaseException:
         runner.abort()
         raise
-    result.seconds += compile_seconds  # from compiling the rules to the last frame, as before
+    decoded = time.perf_counter()
     result.compile_seconds = compile_seconds
     if progress is not None:
-        sys.stderr.write("\n")
+        sys.stderr.write("\n")  # the progress line stays, at 100%, above the summary
+        if runner.query_log_writer is not None:
+            runner.query_log_writer.on_wait = writer_progress
 
     def summary(done: BatchRunner) -> Summary:
-        return Summary(counter_lines(done.totals, result.seconds, f"{len(result.files)} file(s)", done.outputs),
-                       args.summary_json, summary_json(done, result, len(ruleset), load_seconds))
+        # from compiling the rules to the last frame, and the wait for the sinks (the query-log writer) after it
+        result.wait_seconds = time.perf_counter() - decoded
+        result.seconds += compile_seconds + result.wait_seconds
+        if progress is not None and done.query_log_writer is not None:
+            sys.stderr.write("\r\x1b[K")  # the writer's waiting line goes
+        lines = counter_lines(done.totals, result.seconds, f"{len(result.files)} file(s)", done.outputs)
+        if result.interrupted_after is not None:
+            lines.insert(0, f"interrupted after frame {result.interrupted_after:,}")
+        return Summary(lines, args.summary_json, summary_json(done, result, len(ruleset), load_seconds))
 
     code = runner.finish(summary=summary)
     if runner.cut_off is not None:
         log.error("%s", runner.cut_off)
+    if result.interrupted_after is not None and code == 0:
+        return 130
     return code
+
+
+class Interrupt:
+    """SIGINT/SIGTERM end a replay as they end a capture: after the current batch, with the summary (and its
+    JSON) and exit 130. A second signal while the sinks close stops at once (KeyboardInterrupt, exit 130)."""
+
+    def __init__(self) -> None:
+        self.signalled = False
+
+    def install(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.signalled:
+            raise KeyboardInterrupt
+        self.signalled = True
+
+    def __call__(self) -> bool:
+        return self.signalled
+
+
+def writer_progress(written: int) -> None:
+    sys.stderr.write(f"\rwaiting for the query-log writer to store the rest: {written:,} queries stored\x1b[K")
+    sys.stderr.flush()
 
 
 def summary_json(runner: Any, result: Any, rules: int, load_seconds: float) -> dict[str, Any]:
@@ -105,6 +145,8 @@ def summary_json(runner: Any, result: Any, rules: int, load_seconds: float) -> d
         counters[key] = counters.get(key, 0) + value
     return {"counters": dict(sorted(counters.items())), "files": result.files,
             "seconds": round(result.seconds, 6), "cut_off": str(cut_off) if cut_off else None,
+            "interrupted_after_frame": result.interrupted_after, "failed": runner.failed,
             "rules": {"rules": rules, "load_seconds": round(load_seconds, 3),
                       "compile_seconds": round(result.compile_seconds, 3)},
-            "decode_seconds": round(result.seconds - result.compile_seconds, 6)}
+            "decode_seconds": round(result.seconds - result.compile_seconds - result.wait_seconds, 6),
+            "wait_seconds": round(result.wait_seconds, 6)}

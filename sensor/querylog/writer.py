@@ -17,11 +17,13 @@ import signal
 import struct
 import tempfile
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
 
-from sensor.errors import SensorError, StartupError
+from sensor.errors import HelperDied, SensorError, StartupError, how_it_ended
 from sensor.loop import decode_query_log
 from sensor.messages import Entries, PackedEntries, QueryLogMessage, decode_query_log_message, encode
 from sensor.querylog.options import QueryLogOptions, Retention
@@ -45,6 +47,10 @@ WRITE_EVERY = 0.5  # ... or after this many seconds, whichever first: what a rea
 RETENTION_EVERY = 60.0  # seconds between retention passes (and one at start and at stop)
 DRAIN_IDLE = 0.3  # at stop: the writer ends after the pipe has been quiet this long
 START_TIMEOUT = 30.0  # seconds to wait for the writer process to open the store
+# How often the producing process that started the writer looks whether it is still alive (a waitpid), and how
+# long a blocking send waits for room before it looks again: a dead writer is noticed within a second and
+# never waited on (docs/decisions/0140-dead-helpers-end-the-run.md).
+WATCH_EVERY = 0.25
 
 @dataclass(frozen=True, slots=True)
 class WriterLimits:
@@ -109,7 +115,8 @@ def split_packed(data: bytes, limit: int) -> list[bytes]:
 class QueryLogSink:
     """One producing process's end of the pipe to the writer. Not shared across fork: make one per process."""
 
-    def __init__(self, endpoint: str, blocking: bool, on_entries=None, limits: WriterLimits = WriterLimits()) -> None:
+    def __init__(self, endpoint: str, blocking: bool, on_entries=None, limits: WriterLimits = WriterLimits(),
+                 writer: QueryLogWriter | None = None) -> None:
         self.limits = limits
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.PUSH)
@@ -120,6 +127,13 @@ class QueryLogSink:
         self.on_entries = on_entries  # called with each batch's decoded entries and origin (--publish-queries)
         self.sent = 0  # batches
         self.dropped = 0  # entries
+        # In the process that started the writer: watch it. Batches sent and not yet stored (by the writer's
+        # acknowledgements) are kept as (sequence, bytes, entries or -1), so that a death can say what was lost.
+        self.writer = writer
+        self.unacked: deque[tuple[int, int, int]] = deque()
+        self.lost = 0  # entries not stored because the writer died (exact for what came after, estimated before)
+        self.dead: str | None = None  # how the writer ended, once noticed
+        self._watched = time.monotonic()
 
     def take(self, loop, origin=None) -> None:
         """Send the entries the loop finished since the last take (`origin`: where they came from, for
@@ -141,14 +155,49 @@ class QueryLogSink:
         self.take(loop, origin)
 
     def _send(self, message: QueryLogMessage, count: int = 0) -> None:
-        try:
-            self.socket.send(encode(message), flags=0 if self.blocking else zmq.NOBLOCK, copy=False)
-            self.sent += 1
-        except zmq.Again:
-            self.dropped += packed_count(message.data) if isinstance(message, PackedEntries) else count
+        if self.dead is not None:  # the writer is gone: count what it would have stored
+            self.lost += packed_count(message.data) if isinstance(message, PackedEntries) else count
+            return
+        data = encode(message)
+        while True:
+            try:
+                self.socket.send(data, flags=zmq.NOBLOCK, copy=False)
+                break
+            except zmq.Again:
+                if not self.blocking:
+                    self.dropped += packed_count(message.data) if isinstance(message, PackedEntries) else count
+                    return
+            # A replay waits for room, but never on a dead writer (a blocking send with no peer never returns).
+            self.socket.poll(int(WATCH_EVERY * 1000), zmq.POLLOUT)
+            self.watch(now=True)
+        self.sent += 1
+        if self.writer is not None:
+            self.unacked.append((self.sent, len(data), count if isinstance(message, Entries) else -1))
+        self.watch()
+
+    def watch(self, now: bool = False) -> None:
+        """In the process that started the writer: take its acknowledgements and, if it died, raise HelperDied
+        (once; later batches are counted as lost). Looks at most every WATCH_EVERY seconds unless `now`."""
+        if self.writer is None or self.dead is not None:
+            return
+        clock = time.monotonic()
+        if not now and clock - self._watched < WATCH_EVERY:
+            return
+        self._watched = clock
+        death = self.writer.poll()
+        while self.unacked and self.unacked[0][0] <= self.writer.stored_batches:
+            self.unacked.popleft()
+        if death is None:
+            return
+        self.dead = death
+        self.lost += self.writer.entries_in(self.unacked)
+        self.unacked.clear()
+        raise HelperDied(f"{self.writer.options.path}: the query-log writer process {death}; "
+                         f"stopping (about {self.lost:,} queries not stored)")
 
     def close(self) -> None:
-        self.socket.close()
+        # A blocking sink lingers until the writer has every batch; not when the writer is dead (it would wait forever)
+        self.socket.close(linger=0 if self.dead is not None else None)
         self.context.term()
 
 
@@ -169,6 +218,11 @@ class QueryLogWriter:
         self.process.start()
         child.close()
         self.summary: dict = {}
+        self.stored_batches = 0  # batches stored (all producers), from the writer's acknowledgements
+        self.stored_bytes = 0  # their encoded size
+        self.written = 0  # queries stored
+        self.death: str | None = None  # how the process ended, if it died before it was told to stop
+        self.on_wait: Callable[[int], None] | None = None  # at close, while the writer catches up: queries stored
         if not self.control.poll(START_TIMEOUT):
             self._kill()
             raise StartupError(f"{options.path}: the query-log writer did not start within {START_TIMEOUT:.0f} s")
@@ -181,17 +235,55 @@ class QueryLogWriter:
             raise StartupError(message[1])
 
     def sink(self, blocking: bool, on_entries=None) -> QueryLogSink:
-        return QueryLogSink(self.endpoint, blocking, on_entries, self.limits)
+        return QueryLogSink(self.endpoint, blocking, on_entries, self.limits, writer=self)
+
+    def poll(self) -> str | None:
+        """Read the writer's acknowledgements; how it ended if it died (None while it runs, or once it has
+        stopped as told)."""
+        self._read_control(0)
+        if self.death is None and not self.summary and not self.process.is_alive():
+            self._read_control(0)  # its last words, if it ended normally after all
+            if not self.summary:
+                self.death = how_it_ended(self.process.exitcode)
+        return self.death
+
+    def _read_control(self, timeout: float) -> None:
+        try:
+            while self.control.poll(timeout):
+                message = self.control.recv()
+                if isinstance(message, dict):
+                    self.summary = message
+                    return
+                if message[0] == "stored":
+                    _, self.stored_batches, self.stored_bytes, self.written = message
+                timeout = 0
+        except (EOFError, OSError):
+            pass
+
+    def entries_in(self, unacked: deque[tuple[int, int, int]]) -> int:
+        """Queries in batches the writer never stored: exact for unpacked batches, else estimated from the
+        bytes per query it stored so far (at least one a batch: a batch is never empty)."""
+        per_byte = self.written / self.stored_bytes if self.stored_bytes else 1 / (ENTRY_HEADER.size + 64)
+        return sum(count if count >= 0 else max(1, round(size * per_byte)) for _, size, count in unacked)
 
     def close(self) -> dict:
-        """Tell the writer to store what is still in the pipe and stop; its totals."""
-        if self.process.is_alive():
+        """Tell the writer to store what is still in the pipe and stop; its totals (`died`: how it ended, if it
+        died first). `on_wait` hears how many queries are stored while it waits."""
+        if self.death is None and self.poll() is None and not self.summary:
             try:
                 self.control.send(("stop",))
-                if self.control.poll(600):
-                    self.summary = self.control.recv()
+                deadline = time.monotonic() + 600
+                while not self.summary and time.monotonic() < deadline:
+                    self._read_control(0.5)
+                    if not self.summary:
+                        if self.poll() is not None:
+                            break
+                        if self.on_wait is not None:
+                            self.on_wait(self.written)
             except (OSError, EOFError):
                 pass
+        if self.death is not None:
+            self.summary = {"written": self.written, "died": self.death}
         self.process.join(10)
         if self.process.is_alive():
             self._kill()
@@ -226,6 +318,7 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     pull.bind(endpoint)
     control.send(("ready",))
     written = removed = lost = truncated = dropped_answers = 0
+    received = received_bytes = 0  # batches and their bytes, acknowledged once stored
     write_bytes = min(limits.write_bytes, segment_bytes)  # a transaction (and its WAL) within a segment's size
     write_rows = limits.write_rows
     caps = limits.caps
@@ -256,6 +349,8 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
                     message = decode_query_log_message(raw)
                 except zmq.Again:
                     break
+                received += 1
+                received_bytes += len(raw)
                 entries = (decode_query_log(message.data, caps=caps) if isinstance(message, PackedEntries)
                            else message.entries)
                 pending.extend(entries)
@@ -274,6 +369,7 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
             if error is None:
                 try:
                     written += store.insert(pending)
+                    control.send(("stored", received, received_bytes, written))  # the sensor's account of losses
                 except Exception as err:  # a full disk, a broken file: tell the sensor (exit 1), keep draining
                     error = f"{type(err).__name__}: {err}"
             if error is not None:  # the pipe is still read, so that a replay waiting on it can finish
@@ -327,17 +423,29 @@ def publisher(pipeline):
     return publish
 
 
-def stop(writer: QueryLogWriter | None, sink: QueryLogSink | None, dropped: int = 0) -> str | None:
-    """Close the sink, let the writer store the rest; the summary line (None without a query log)."""
+def stop(writer: QueryLogWriter | None, sink: QueryLogSink | None, dropped: int = 0) -> tuple[str | None, bool]:
+    """Close the sink, let the writer store the rest; the summary line (None without a query log) and whether
+    the writer died (the run then exits 1)."""
     if writer is None:
-        return None
+        return None, False
+    lost = 0
     if sink is not None:
         dropped += sink.dropped
+        try:
+            sink.watch(now=True)
+        except HelperDied:
+            pass
+        lost = sink.lost
         sink.close()
     summary = writer.close()
+    if summary.get("died"):
+        if sink is not None and sink.dead is None:  # noticed only now: what was in flight is lost
+            lost += writer.entries_in(sink.unacked)
+        return (f"query log {writer.options.path}: the writer process {summary['died']}: "
+                f"{summary.get('written', 0):,} queries written, about {lost:,} lost, {dropped:,} dropped"), True
     line = (f"query log {writer.options.path}: {summary.get('written', 0):,} queries written, {dropped:,} dropped, "
             f"{summary.get('retention_deleted', 0):,} removed by retention")
     if summary.get("truncated"):
         line += (f", {summary['truncated']:,} with answers cut to the per-entry cap "
                  f"({summary['answers_dropped']:,} answers not stored)")
-    return line
+    return line, False
