@@ -28,6 +28,8 @@ import zmq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from memory import pss_kib, tree  # noqa: E402  the process tree's memory, as the memory-budget tests read it
+
 from wire import Wire, available  # noqa: E402
 
 OUT = ROOT / "build" / "soak"
@@ -48,33 +50,6 @@ def optional_features(tmp: Path) -> list[str]:
     """Flows (kept in memory, written to a Parquet store) and the query log (SQLite), on as in production."""
     return ["--flows", "--flow-store", str(tmp / "flows"), "--internal", "10.0.0.0/8",
             "--query-log", str(tmp / "queries.db")]
-
-
-def tree(pid: int) -> list[int]:
-    """A process and all its descendants (the sensor under `ip netns exec`, its writer and workers)."""
-    pids, queue = [], [pid]
-    while queue:
-        one = queue.pop()
-        pids.append(one)
-        try:
-            for task in Path(f"/proc/{one}/task").iterdir():
-                queue += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return pids
-
-
-def pss_kib(pid: int) -> int:
-    """Proportional set size of the whole process tree, KiB (shared pages counted once, in shares)."""
-    total = 0
-    for one in tree(pid):
-        try:
-            for line in Path(f"/proc/{one}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
 
 
 def rss_kib(pid: int) -> int:
