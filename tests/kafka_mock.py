@@ -27,7 +27,7 @@ def main() -> None:
     client = Producer({"test.mock.num.brokers": brokers, "bootstrap.servers": "unused:9092", "logger": logger})
     while True:  # the cluster lives as long as this client
         client.poll(1.0)
-        time.sleep(0.5)
+        time.sleep(0.5)  # not a wait: the keep-alive loop's pace until the test kills this process
 
 
 if __name__ == "__main__":

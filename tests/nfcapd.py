@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 BIND_TIMEOUT = 10.0  # seconds for nfcapd to bind its port
-SETTLE = 0.5  # seconds for the last datagrams to reach nfcapd before it is stopped
+DRAIN_TIMEOUT = 60.0  # seconds for nfcapd to read the datagrams already queued on its socket
 IPFIX_CHUNK = 200  # records per export call, then IPFIX_PAUSE: loopback UDP drops what a busy collector cannot take
 IPFIX_PAUSE = 0.01
 
@@ -22,6 +22,17 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def udp_receive_queue(port: int) -> int:
+    """Bytes waiting on the 127.0.0.1 UDP socket bound to `port`, not yet read by its owner (/proc/net/udp)."""
+    local = f"0100007F:{port:04X}"
+    with open("/proc/net/udp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local:
+                return int(fields[4].split(":")[1], 16)
+    raise RuntimeError(f"no UDP socket on 127.0.0.1:{port}")
 
 
 def udp_port_taken(port: int) -> bool:
@@ -61,9 +72,15 @@ def nfcapd(directory: str, rotate_seconds: int = 3600) -> Iterator[Collector]:
                 raise RuntimeError(f"nfcapd exited: {process.stdout.read()}")
             if time.monotonic() > deadline:
                 raise RuntimeError("nfcapd did not bind its port")
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval
         yield collector
-        time.sleep(SETTLE)
+        # loopback UDP is queued on nfcapd's socket (or dropped) before sendto returns: once nfcapd has read its
+        # queue it holds every datagram sent, and SIGTERM writes them to its file
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while udp_receive_queue(collector.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nfcapd left datagrams unread for {DRAIN_TIMEOUT} s")
+            time.sleep(0.05)  # poll interval
     finally:
         process.send_signal(signal.SIGTERM)
         collector.log = process.communicate(timeout=60)[0]
@@ -79,7 +96,7 @@ def export_to_nfcapd(records, directory: str, chunk: int = IPFIX_CHUNK, pause: f
         exporter = IpfixExporter(collector.endpoint)
         for start in range(0, len(records), chunk):
             exporter.export(records[start:start + chunk])
-            time.sleep(pause)
+            time.sleep(pause)  # deliberate pacing of the sender (see IPFIX_PAUSE), not a wait
         exporter.close()
         if exporter.send_errors:
             raise RuntimeError(f"IPFIX export: {exporter.send_errors} send errors")

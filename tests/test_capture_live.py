@@ -35,6 +35,43 @@ def wait_started(proc: subprocess.Popen, timeout: float = 20) -> str:
     raise AssertionError("capture did not start: " + "".join(seen))
 
 
+def wait_total(endpoint: str, key: str, value: int, timeout: float = 60) -> None:
+    """Subscribe to the sensor's `sensor.stats` at `endpoint` until its running total `key` reaches `value`: the
+    capture has seen the traffic (the totals are cumulative, so a subscriber that joins late loses nothing)."""
+    import zmq
+
+    socket = zmq.Context.instance().socket(zmq.SUB)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.SUBSCRIBE, b"sensor.stats")
+    socket.connect(endpoint)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if socket.poll(500):
+                _, line = socket.recv_multipart()
+                if json.loads(line)["truesource"]["stats"]["total"].get(key, 0) >= value:
+                    return
+        raise AssertionError(f"sensor.stats total {key} did not reach {value} in {timeout} s")
+    finally:
+        socket.close()
+
+
+def read_lines_until(proc: subprocess.Popen, done, timeout: float = 60) -> list[str]:
+    """Lines of `proc`'s standard output until `done(lines)` is true; fails after `timeout` seconds."""
+    lines: list[str] = []
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while not done(lines):
+        assert time.monotonic() < deadline, f"gave up after {timeout} s with {lines}"
+        if selector.select(0.2):
+            line = proc.stdout.readline()
+            assert line, f"the subscriber ended early: {lines}"
+            lines.append(line)
+    selector.close()
+    return lines
+
+
 def stop(proc: subprocess.Popen) -> tuple[str, str]:
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
@@ -62,22 +99,28 @@ def test_live_hits_equal_replay_hits(wire, tmp_path, pcap):
     and the sensor reports exactly what a replay of the file reports."""
     path = str(PCAPS / pcap)
     rules = str(PCAPS / "pcaps.rules")
-    proc = wire.start_capture("--rules", rules, "--summary-json", str(tmp_path / "s.json"))
+    expected = hit_keys(replay_hits(path, rules))
+    endpoint = f"ipc://{tmp_path}/events"  # statistics, to know when the capture has seen the traffic
+    proc = wire.start_capture("--rules", rules, "--summary-json", str(tmp_path / "s.json"), "--out", "-",
+                              "--publish", endpoint,
+                              "--stats-interval", "0.5")
     wait_started(proc)
     wire.replay(path, pps=2000)
-    time.sleep(0.5)
+    wait_total(endpoint, "hits", len(expected))
     out, _ = stop(proc)
-    assert hit_keys(out.splitlines()) == hit_keys(replay_hits(path, rules))
+    assert hit_keys(out.splitlines()) == expected
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["counters"]["kernel_drops"] == 0
 
 
-def test_attribution_live(wire):
+def test_attribution_live(wire, tmp_path):
     path = str(PCAPS / "demo-resolver.pcap")
-    proc = wire.start_capture("--rules", str(ROOT / "rules" / "demo.rules"))
+    rules = str(ROOT / "rules" / "demo.rules")
+    endpoint = f"ipc://{tmp_path}/events"
+    proc = wire.start_capture("--rules", rules, "--out", "-", "--publish", endpoint, "--stats-interval", "0.5")
     wait_started(proc)
     wire.replay(path, pps=2000)
-    time.sleep(0.5)
+    wait_total(endpoint, "hits", len(replay_hits(path, rules)))
     out, _ = stop(proc)
     events = [json.loads(line) for line in out.splitlines()]
     upstream = [e for e in events if e["source"]["ip"] == "10.1.0.53"]
@@ -97,11 +140,14 @@ def test_statistics_and_clean_stop(wire, tmp_path):
     wait_started(proc)
     tail = subprocess.Popen([sys.executable, "-m", "sensor", "tail", "--connect", endpoint, "--with-topic",
                              "--idle-exit", "5"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    # the first statistics line says tail's subscription has reached the publisher (ZeroMQ slow joiner)
+    seen = read_lines_until(tail, lambda lines: lines)
     wire.replay(str(PCAPS / "vlan.pcap"), pps=1000)
-    time.sleep(1.5)
+    # the six hits, and a second interval's statistics (the final one, after SIGTERM, makes three or more)
+    seen += read_lines_until(tail, lambda lines: sum(line.startswith("dns.hit ") for line in lines) == 6
+                             and sum(line.startswith("sensor.stats ") for line in seen + lines) >= 2)
     _, err = stop(proc)
-    received, _ = tail.communicate(timeout=30)
+    received = "".join(seen) + tail.communicate(timeout=30)[0]
     topics = [line.split(" ", 1) for line in received.splitlines()]
     stats = [json.loads(body) for topic, body in topics if topic == "sensor.stats"]
     hits = [json.loads(body) for topic, body in topics if topic == "dns.hit"]
@@ -140,13 +186,16 @@ def test_two_workers_split_flows_and_agree_with_replay(wire, tmp_path):
     assert made.returncode == 0, made.stderr
     pcap, rules = str(tmp_path / "capture.pcap"), str(tmp_path / "rules.txt")
     trace = tmp_path / "trace.jsonl"
+    offline = hit_keys(replay_hits(pcap, rules))
+    endpoint = f"ipc://{tmp_path}/events"
     proc = wire.start_capture("--rules", rules, "--workers", "2", "--trace-messages", str(trace),
-                              "--summary-json", str(tmp_path / "s.json"))
+                              "--summary-json", str(tmp_path / "s.json"), "--out", "-", "--publish", endpoint,
+                              "--stats-interval", "0.5")
     wait_started(proc)
     wire.replay(pcap, pps=10000)
-    time.sleep(1.0)
+    wait_total(endpoint, "hits", len(offline))
     out, _ = stop(proc)
-    live, offline = hit_keys(out.splitlines()), hit_keys(replay_hits(pcap, rules))
+    live = hit_keys(out.splitlines())
     assert len(offline) > 20 and live == offline
     summary = json.loads(trace.with_name("s.json").read_text())
     packets = [w["packets"] for w in summary["workers"]]

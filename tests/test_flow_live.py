@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
-from test_capture_live import stop, wait_started
+from test_capture_live import stop, wait_started, wait_total
 
 from conftest import PCAPS
 from sensor.flows.build import flows_from_captures
@@ -32,15 +31,17 @@ def test_live_flows_equal_replay_flows(wire, tmp_path, workers: int) -> None:
     """tcpreplay the demo capture into the mirror port with --flows: the store holds the same flows (keys,
     packets, bytes) as a replay of the file. Timeouts long enough that re-timing cannot split a flow."""
     store = tmp_path / "store"
+    offline = flows_from_captures([CAPTURE], idle_timeout=600)
+    endpoint = f"ipc://{tmp_path}/events"  # statistics, to know when the capture has seen the traffic
     proc = wire.start_capture("--rules", str(PCAPS / "pcaps.rules"), "--out", "/dev/null", "--workers", str(workers),
                               "--flow-store", str(store), "--flow-idle-timeout", "600",
-                              "--summary-json", str(tmp_path / "s.json"))
+                              "--summary-json", str(tmp_path / "s.json"), "--publish", endpoint,
+                              "--stats-interval", "0.5")
     wait_started(proc)
     wire.replay(CAPTURE, pps=2000)
-    time.sleep(1.0)
+    wait_total(endpoint, "flows_created", len(offline))
     _, err = stop(proc)
     live = read_flows(str(store))
-    offline = flows_from_captures([CAPTURE], idle_timeout=600)
     assert flow_keys(live) == flow_keys(offline), err
     assert (live["end_reason"] == 4).all()  # all still open at the stop: flushed, reason forced
     summary = json.loads((tmp_path / "s.json").read_text())

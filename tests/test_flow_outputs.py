@@ -59,7 +59,7 @@ def test_store_round_trip_and_rotation(tmp_path: Path) -> None:
 def test_store_rotates_on_time(tmp_path: Path) -> None:
     writer = FlowStoreWriter(str(tmp_path), rotate_seconds=0.2, row_group=1)
     writer.write(generated(10))
-    time.sleep(0.3)
+    time.sleep(0.3)  # deliberate: past rotate_seconds, the time passing is what is tested (not a wait)
     writer.write(generated(0))  # a quiet batch still rotates
     assert len(writer.files) == 1
     writer.write(generated(5))

@@ -233,7 +233,7 @@ def test_store_is_read_by_another_process_while_a_replay_writes_it(tmp_path):
     while time.monotonic() < deadline and seen == 0:
         if os.path.exists(store):
             seen = stored()
-        time.sleep(0.2)
+        time.sleep(0.2)  # poll interval
     assert seen > 0, "nothing readable while the replay was still running"
     assert proc.poll() is None, "the replay must still be running (its input is open)"
     proc.stdin.write(data[half:])
@@ -357,14 +357,15 @@ def test_dns_query_topic_reaches_a_real_subscriber(tmp_path, demo_messages):
 @pytest.mark.netns
 @pytest.mark.parametrize("workers", [1, 2])
 def test_live_capture_writes_the_query_log(wire, tmp_path, workers):
-    from test_capture_live import stop, wait_started
+    from test_capture_live import replay_hits, stop, wait_started, wait_total
 
     path = str(tmp_path / "live.db")
+    endpoint = f"ipc://{tmp_path}/events"  # statistics, to know when the capture has seen the traffic
     proc = wire.start_capture("--rules", DEMO_RULES, "--query-log", path, "--stats-interval", "1",
-                              "--workers", str(workers))
+                              "--workers", str(workers), "--publish", endpoint)
     wait_started(proc)
     wire.replay(DEMO, pps=2000)
-    time.sleep(1.0)
+    wait_total(endpoint, "hits", len(replay_hits(DEMO, DEMO_RULES)))
     out, err = stop(proc)
     assert "queries written, 0 dropped" in err, err
     demo = dns_messages(DEMO)

@@ -72,7 +72,7 @@ class StderrLines:
         deadline = time.monotonic() + timeout
         while self.reloads() < count:
             assert time.monotonic() < deadline, f"no {count} reloads within {timeout} s: {''.join(self.lines)}"
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval
 
 
 def run_reload(wire, tmp_path, rules_count: int, background: str | None, background_pps: int, workers: int,
@@ -87,13 +87,22 @@ def run_reload(wire, tmp_path, rules_count: int, background: str | None, backgro
     # --bpf "": every frame reaches the loop, so frames decoded can be compared with frames sent
     proc = wire.start_capture("--rules", str(rules), "--workers", str(workers), "--summary-json", str(summary),
                               "--publish", events, "--out", str(hits_file), "--bpf", "",
-                              "--control", f"ipc://{tmp_path}/control")
+                              "--control", f"ipc://{tmp_path}/control", "--stats-interval", "0.5")
     wait_started(proc, timeout=60)
     stderr = StderrLines(proc.stderr)
     tail = subprocess.Popen([sys.executable, "-m", "sensor", "tail", "--connect", events, "--topic",
-                             "sensor.reload", "--count", "2", "--idle-exit", "60"],
+                             "sensor.reload", "--topic", "sensor.stats", "--with-topic", "--idle-exit", "120"],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
+    published = StderrLines(tail.stdout)  # tail's lines, read by a thread
+
+    def published_wait(condition, what: str) -> None:
+        deadline = time.monotonic() + 120
+        while not condition(list(published.lines)):
+            assert time.monotonic() < deadline, f"tail: no {what} within 120 s"
+            time.sleep(0.05)  # poll interval
+
+    # ZeroMQ slow joiner: tail's first statistics line says its subscriptions reached the publisher
+    published_wait(lambda lines: any(line.startswith("sensor.stats ") for line in lines), "sensor.stats")
     sent = {}
 
     def replay(name, path, pps):
@@ -105,7 +114,7 @@ def run_reload(wire, tmp_path, rules_count: int, background: str | None, backgro
         threads.append(threading.Thread(target=replay, args=("background", background, background_pps)))
     for thread in threads:
         thread.start()
-    time.sleep(3)
+    time.sleep(3)  # deliberate: markers flow for a while before the reload, so the switch falls mid-run
     rules.write_text(rules.read_text() + "*.example.invalid\n.bad..line\n")  # broken: the old rules stay
     proc.send_signal(signal.SIGHUP)
     stderr.wait_reloads(1)  # the broken file refused (a million rules take a while to read under load)
@@ -124,8 +133,11 @@ def run_reload(wire, tmp_path, rules_count: int, background: str | None, backgro
     err = "".join(stderr.lines)
     assert proc.returncode == 0, err
     out = hits_file.read_text()
-    tail.wait(timeout=120)
-    reloads = [json.loads(line) for line in tail.stdout.read().splitlines()]
+    published_wait(lambda lines: sum(line.startswith("sensor.reload ") for line in lines) >= 2, "two sensor.reload")
+    tail.terminate()
+    tail.wait(timeout=30)
+    published.thread.join(timeout=30)
+    reloads = [json.loads(line.split(" ", 1)[1]) for line in published.lines if line.startswith("sensor.reload ")]
     print("reloads:", [r["truesource"]["reload"] | {"files": None, "by_kind": None} for r in reloads])
     return out, err, json.loads(summary.read_text()), reloads, sent
 

@@ -40,22 +40,27 @@ class LiveSensor:
         events = f"ipc://{tmp_path}/events"
         self.proc = wire.start_capture("--rules", str(rules_path), "--publish", events, "--out", str(self.hits),
                                        "--bpf", "", "--control", self.control, "--rules-cache",
-                                       str(tmp_path / "cache"), "--workers", str(workers))
+                                       str(tmp_path / "cache"), "--workers", str(workers), "--stats-interval", "0.5")
         wait_started(self.proc, timeout=60)
         self.reloads: list[dict] = []
         self.hit_names: list[str] = []
+        self.joined = threading.Event()  # set by the first sensor.stats: the subscriptions reached the publisher
         self.tail = subprocess.Popen([sys.executable, "-m", "sensor", "tail", "--connect", events, "--topic",
-                                      "sensor.reload", "--topic", "dns.hit", "--with-topic", "--idle-exit", "120"],
+                                      "sensor.reload", "--topic", "dns.hit", "--topic", "sensor.stats",
+                                      "--with-topic", "--idle-exit", "120"],
                                      cwd=ROOT, stdout=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        time.sleep(0.5)  # the subscription reaches the publisher (ZeroMQ slow joiner); nothing is asserted on it
+        # ZeroMQ slow joiner: the first statistics event (every 0.5 s) says tail's subscriptions are in place
+        assert self.joined.wait(DEADLINE), "tail never received sensor.stats: not subscribed"
 
     def _read(self) -> None:
         for line in self.tail.stdout:
             topic, _, body = line.partition(" ")
             event = json.loads(body)
-            if topic == "sensor.reload":
+            if topic == "sensor.stats":
+                self.joined.set()
+            elif topic == "sensor.reload":
                 self.reloads.append(event["truesource"]["reload"])
             else:
                 self.hit_names.append(event["dns"]["question"]["name"])
@@ -63,7 +68,7 @@ class LiveSensor:
     def wait_reloads(self, count: int) -> list[dict]:
         deadline = time.monotonic() + DEADLINE
         while len(self.reloads) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval
         assert len(self.reloads) >= count, self.reloads
         return self.reloads
 
@@ -83,7 +88,7 @@ class LiveSensor:
         while time.monotonic() < deadline:
             if name in self.hit_names[seen:]:
                 return True
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval
         return False
 
     def stop(self) -> str:
@@ -107,7 +112,7 @@ def test_reload_waits_for_a_writer_still_writing(wire, tmp_path, workers):
         for i in range(writes):  # a line every 0.3 s: never still for a whole second
             handle.write(f"slow{i}.example\n")
             handle.flush()
-            time.sleep(0.3)
+            time.sleep(0.3)  # deliberate: pacing a slow writer is the fault tested, not a wait
     [reload] = sensor.wait_reloads(1)
     assert reload["ok"], reload
     assert reload["rules"] == 100 + writes

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from test_capture_live import wait_total
 
 from conftest import ROOT
 from netlab import lab_or_skip, zones
@@ -25,10 +26,11 @@ def lab():
         yield lab
 
 
-def start_sensor(lab, rules: str, out: str):
+def start_sensor(lab, rules: str, out: str, publish: str):
     # `any` sees both of the resolver's interfaces, as a SPAN of the resolver's switch port would
     proc = lab.popen(RESOLVER, [sys.executable, "-m", "sensor", "capture", "-i", "any", "--rules", rules,
-                                "--out", out, "--attribution-window", "10"],
+                                "--out", out, "--attribution-window", "10",
+                                "--publish", publish, "--stats-interval", "0.5"],
                      cwd=ROOT, stdout=sys.stderr, stderr=open(out + ".log", "w"))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -36,7 +38,7 @@ def start_sensor(lab, rules: str, out: str):
             return proc
         if proc.poll() is not None:
             break
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval
     raise AssertionError("sensor did not start: " + open(out + ".log").read())
 
 
@@ -44,7 +46,8 @@ def test_true_client_of_every_suspicious_query(lab, tmp_path):
     rules = tmp_path / "lab.rules"
     rules.write_text("".join(f"{zone}\n" for zone in zones.SUSPICIOUS_ZONES))
     out = str(tmp_path / "hits.jsonl")
-    sensor = start_sensor(lab, str(rules), out)
+    events_endpoint = f"ipc://{tmp_path}/events"  # statistics, to know when the sensor has seen the traffic
+    sensor = start_sensor(lab, str(rules), out, events_endpoint)
     asked = []  # (dig result, suspicious?)
     clients = list(zip(lab.clients4, lab.clients6, strict=False))
     for i, (v4, v6) in enumerate(clients):
@@ -57,7 +60,8 @@ def test_true_client_of_every_suspicious_query(lab, tmp_path):
             result = lab.dig(name, src=v4, server=lab.resolver4, tcp=bool(i % 2))
             assert result.status == "NOERROR", result.output
             asked.append((result, False))
-    time.sleep(1.0)
+    # every suspicious client query and at least one upstream query for its (unique) name
+    wait_total(events_endpoint, "hits", 2 * sum(suspicious for _, suspicious in asked))
     sensor.send_signal(signal.SIGTERM)
     assert sensor.wait(timeout=30) == 0, open(out + ".log").read()
     events = [json.loads(line) for line in open(out)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shlex
 import signal
 import socket
@@ -69,8 +70,19 @@ class NotifySocket:
             for index, (_, fields) in enumerate(self.messages[after:], after):
                 if key in fields and (value is None or fields[key] == value):
                     return index
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval
         raise AssertionError(f"no {key}={value} from the sensor; got {self.messages}")
+
+    def wait_hits(self, count: int, timeout: float = 60) -> None:
+        """Until a STATUS= line (sent every statistics interval) counts `count` hits: the traffic was seen."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, fields in list(self.messages):
+                found = re.search(r"([\d,]+) hits,", fields.get("STATUS", ""))  # "N packets, N hits, ..."
+                if found and int(found.group(1).replace(",", "")) >= count:
+                    return
+            time.sleep(0.05)  # poll interval
+        raise AssertionError(f"no STATUS with {count} hits from the sensor; got {self.messages}")
 
     def times(self, key: str) -> list[float]:
         return [when for when, fields in self.messages if key in fields]
@@ -176,7 +188,7 @@ def test_unit_command_line_notify_watchdog_reload_and_stop(wire, workdir):
         assert "capturing on" in notify.messages[ready][1].get("STATUS", "")
         queries_pcap(workdir / "round1.pcap", "r1")
         wire.replay(str(workdir / "round1.pcap"), pps=200)
-        time.sleep(1.5)
+        notify.wait_hits(QUERIES)
         # the rules change (and the configuration: a live key and one that needs a restart), then SIGHUP
         (workdir / "rules.txt").write_text("evil.example\nnewbad.example\n")
         write_config(workdir, wire, f'metrics = "{metrics_address}"\nworkers = 2', stats_interval=0.7)
@@ -186,9 +198,10 @@ def test_unit_command_line_notify_watchdog_reload_and_stop(wire, workdir):
         notify.wait_for("READY", "1", after=reloading)
         queries_pcap(workdir / "round2.pcap", "r2")
         wire.replay(str(workdir / "round2.pcap"), pps=200)
-        time.sleep(1.5)
+        notify.wait_hits(3 * QUERIES)
         scraped = metrics(wire, metrics_address)
-        time.sleep(WATCHDOG_USEC / 1e6)  # one more watchdog period with no traffic
+        # deliberate: one more watchdog period with no traffic, the pings must go on (the duration is the test)
+        time.sleep(WATCHDOG_USEC / 1e6)
     finally:
         err = stop(proc)
         print(err)  # shown with -s: what journald would keep
@@ -242,12 +255,12 @@ def capture_as(wire, workdir, prefix: list[str], extra_args: list[str] = (), wor
         notify.wait_for("READY", "1", timeout=30)
         deadline = time.monotonic() + 20  # READY comes before the fork: wait for the workers
         while len(children(proc.pid)) < workers and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll interval
         pids = [proc.pid, *children(proc.pid)]  # the sensor and its capture workers, if any
         status = [Path(f"/proc/{pid}/status").read_text() for pid in pids]
         queries_pcap(workdir / "q.pcap", "u")
         wire.replay(str(workdir / "q.pcap"), pps=200)
-        time.sleep(1.5)
+        notify.wait_hits(QUERIES)
     finally:
         err = stop(proc)
         notify.close()

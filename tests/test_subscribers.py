@@ -64,6 +64,39 @@ def subscriber(endpoint: str, topic: bytes, rcvhwm: int = 1000) -> zmq.Socket:
     return socket
 
 
+JOIN_TIMEOUT = 60  # seconds for a subscription to reach the publisher on a loaded machine
+
+
+def joined(socket: zmq.Socket, keep_stats: bool = False) -> list[tuple[str, dict]]:
+    """Return once the publisher has sent `socket` something, so its subscriptions are in place (the ZeroMQ slow
+    joiner): the first `sensor.stats` event, due every --stats-interval. A subscription made before it on the same
+    socket reaches the publisher first. Unless `keep_stats`, the socket stops asking for statistics afterwards."""
+    socket.setsockopt(zmq.SUBSCRIBE, b"sensor.stats")
+    assert socket.poll(JOIN_TIMEOUT * 1000), "no sensor.stats event: the subscriber never joined"
+    topic, line = socket.recv_multipart()
+    if not keep_stats:
+        socket.setsockopt(zmq.UNSUBSCRIBE, b"sensor.stats")
+    return [(topic.decode(), json.loads(line))]
+
+
+def wait_total(socket: zmq.Socket, key: str, value: int, timeout: float = 60) -> list[tuple[str, dict]]:
+    """`sensor.stats` events on `socket` until the running total `key` reaches `value` (the capture has seen the
+    traffic); every event received on the way."""
+    events = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if socket.poll(500):
+            topic, line = socket.recv_multipart()
+            events.append((topic.decode(), json.loads(line)))
+            if topic == b"sensor.stats" and events[-1][1]["truesource"]["stats"]["total"].get(key, 0) >= value:
+                return events
+    raise AssertionError(f"sensor.stats total {key} did not reach {value} in {timeout} s")
+
+
+def hits_only(events: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    return [(topic, event) for topic, event in events if topic == "dns.hit"]
+
+
 def receive_all(socket: zmq.Socket, idle: float = 1.5, limit: float = 60) -> list[tuple[str, dict]]:
     """Every event until `idle` seconds pass without one."""
     events = []
@@ -99,11 +132,12 @@ def test_subscriber_that_never_reads_does_not_slow_capture(wire, tmp_path, flood
     stalled = subscriber(endpoint, b"dns.hit", rcvhwm=1)  # never reads
     stats = subscriber(endpoint, b"sensor.stats")
     try:
-        time.sleep(1.0)
+        joined(stalled)  # then never read again
+        events = joined(stats, keep_stats=True)
         wire.replay(flood_pcap, pps=3000)
-        time.sleep(1.0)
+        events += wait_total(stats, "hits", FLOOD)
         _, err = stop(proc)
-        events = receive_all(stats)
+        events += receive_all(stats)
     finally:
         stalled.close()
         stats.close()
@@ -123,9 +157,9 @@ def test_out_pipe_nobody_reads_does_not_block_capture(wire, tmp_path, flood_pcap
     proc = start(wire, tmp_path, "--publish", endpoint, "--out", "-")
     stats = subscriber(endpoint, b"sensor.stats")
     try:
-        time.sleep(1.0)
+        joined(stats, keep_stats=True)
         wire.replay(flood_pcap, pps=3000)
-        time.sleep(1.0)
+        wait_total(stats, "hits", FLOOD)
         live = receive_all(stats, idle=0.8, limit=3)  # statistics keep coming while stdout is full
         out, err = stop(proc)
         events = receive_all(stats)
@@ -146,19 +180,20 @@ def test_subscriber_that_reconnects_receives_again(wire, tmp_path):
     proc = start(wire, tmp_path, "--publish", endpoint, "--out", str(tmp_path / "hits.jsonl"))
     pcap = str(PCAPS / "vlan.pcap")  # 6 hits
     try:
+        stats = subscriber(endpoint, b"sensor.stats")  # the test's own view of the running totals
         first = subscriber(endpoint, b"dns.hit")
-        time.sleep(1.0)
+        joined(first)
         wire.replay(pcap, pps=1000)
-        before = receive_all(first)
+        before = hits_only(receive_all(first))  # statistics sent before the unsubscription arrived are not hits
         first.close()  # the subscriber goes away ...
-        time.sleep(0.5)
         wire.replay(pcap, pps=1000)  # ... events while nobody listens are not kept for it
-        time.sleep(0.5)
+        wait_total(stats, "hits", 12)
         second = subscriber(endpoint, b"dns.hit")  # ... and a new one (a restarted tail) connects
-        time.sleep(1.0)
+        joined(second)
         wire.replay(pcap, pps=1000)
-        after = receive_all(second)
+        after = hits_only(receive_all(second))
         second.close()
+        stats.close()
     finally:
         stop(proc)
     assert len(before) == 6 and len(after) == 6

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import selectors
 import signal
 import subprocess
 import time
@@ -16,7 +18,7 @@ from dnslib import QTYPE, DNSError, DNSRecord
 if TYPE_CHECKING:
     from .lab import NetLab
 
-SETTLE = 0.2  # seconds left for the last packets to reach tcpdump before it is stopped
+DRAIN_TIMEOUT = 30.0  # seconds for tcpdump to write every packet the kernel handed it
 STOP_TIMEOUT = 5
 
 
@@ -35,13 +37,41 @@ def tcpdump(lab: NetLab, ns: str, iface: str, path: Path, bpf: str = "port 53") 
     try:
         yield path
     finally:
-        time.sleep(SETTLE)
+        drained(proc)
         proc.send_signal(signal.SIGINT)
         try:
             proc.communicate(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+
+
+def drained(proc: subprocess.Popen) -> None:
+    """Until tcpdump has written every packet its filter received: SIGUSR1 makes it report both counts on standard
+    error ("N packets captured, M packets received by filter, ..."); equal on a veth (only on `lo`, which these
+    labs do not record, would the kernel's count include outgoing copies libpcap skips)."""
+    report = re.compile(r"(\d+) packets captured, (\d+) packets received by filter")
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stderr, selectors.EVENT_READ)
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    last = None
+    try:
+        while time.monotonic() < deadline:
+            proc.send_signal(signal.SIGUSR1)
+            while time.monotonic() < deadline and selector.select(1.0):
+                line = proc.stderr.readline()
+                if not line:
+                    raise RuntimeError("tcpdump exited before it was stopped")
+                found = report.search(line)
+                if found:
+                    last = (int(found.group(1)), int(found.group(2)))
+                    break
+            if last and last[0] == last[1]:
+                return
+            time.sleep(0.05)  # poll interval
+        raise RuntimeError(f"tcpdump still writing after {DRAIN_TIMEOUT} s: (captured, received) {last}")
+    finally:
+        selector.close()
 
 
 @dataclass(frozen=True)
