@@ -1,0 +1,227 @@
+"""Anomalies that can hide a query, as events (docs/events.md, "Anomaly events"), and the options that shape
+decoding against evasion: --checksums and --mirror-source (docs/decoding.md).
+
+Both loops hand over AnomalyRecord tuples (take_anomalies()); AnomalyLimiter keeps at most one event per client,
+kind and RATE_WINDOW of packet time, in a bounded table; AnomalyEncoder makes the ECS object. Nothing here runs
+per packet: anomalies are rare, and the loops build a record only when one happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+ANOMALY_TOPIC = "dns.anomaly"
+ANOMALY_DATASET = "truesource.anomaly"
+# Each name with what it means; docs/events.md lists the same.
+KINDS = {
+    "tcp_overlap_conflict": "overlapping TCP segments carried different bytes (the resolver kept the first)",
+    "stream_evicted_mid_message": "a TCP stream holding part of a DNS message was pushed out of a full table",
+    "fragment_overlap": "overlapping IP fragments: the datagram was dropped, or a different copy was ignored",
+    "tunnel_untrusted": "a tunnel from a sender that is not a configured mirror carried a query that would hit",
+    "bad_checksum_query": "a query that would hit had a bad checksum: the resolver drops it",
+    "encrypted_dns_bypass": "a client that is not a resolver talked DNS over TLS or to a known DoH resolver",
+}
+RATE_WINDOW = 60.0  # seconds of packet time: one event per client and kind, then counted as suppressed
+MAX_RATE_ENTRIES = 4096  # clients x kinds remembered; the least recently seen goes first
+MAX_PARTIAL_LABELS = 127  # a name has at most 127 labels (255 bytes)
+
+
+class AnomalyRecord(NamedTuple):
+    """What a loop saw: the anomaly's name, the frame, the client side's addresses and the partial name."""
+
+    kind: str
+    frame: int
+    ts_sec: int
+    ts_usec: int
+    vlan_id: int | None
+    src_ip: bytes
+    dst_ip: bytes
+    transport: int  # 6, 17, or 0 (an IP fragment without its transport header)
+    src_port: int
+    dst_port: int
+    qname: str | None  # the query's name, or as much of it as arrived; None when none
+    outer_src: bytes | None = None  # a tunnel's outer addresses (tunnel_untrusted)
+    outer_dst: bytes | None = None
+
+
+def partial_name(message: bytes) -> str | None:
+    """The labels of the first question that are whole in `message` (a DNS message cut anywhere), escaped as in
+    events; None without one whole label. Pointers end the walk: a question name rarely has one."""
+    from sensor.decode.dnsmsg import escape_label
+
+    labels = []
+    position = 12
+    while position < len(message) and len(labels) < MAX_PARTIAL_LABELS:
+        length = message[position]
+        if length == 0 or length > 63 or position + 1 + length > len(message):
+            break
+        labels.append(escape_label(message[position + 1 : position + 1 + length]))
+        position += 1 + length
+    return ".".join(labels) if labels else None
+
+
+def stream_partial_name(pending: bytes) -> str | None:
+    """partial_name of the message a TCP stream's pending bytes start (after its 2-byte length)."""
+    return partial_name(pending[2:]) if len(pending) > 2 else None
+
+
+def ip_text(address: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
+
+
+class MirrorSources:
+    """The senders whose tunnels are decapsulated: CIDRs, or every sender (`any`, unsafe: any host on the mirrored
+    segment can then forge an inner packet and blame any address)."""
+
+    def __init__(self, specs: Iterable[str] = ()) -> None:
+        self.any = False
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for spec in specs:
+            if spec.strip().lower() == "any":
+                self.any = True
+            else:
+                self.networks.append(ipaddress.ip_network(spec.strip(), strict=False))
+
+    def packed(self) -> list[tuple[int, bytes, int]]:
+        """(family 4/6, address bytes, prefix length) for the compiled loop."""
+        return [(n.version, n.network_address.packed, n.prefixlen) for n in self.networks]
+
+    def trusts(self, address: bytes) -> bool:
+        if self.any:
+            return True
+        ip = ipaddress.ip_address(address)
+        return any(ip.version == n.version and ip in n for n in self.networks)
+
+
+def mirror_source(text: str) -> str:
+    """argparse type of --mirror-source: a CIDR (or address), or `any`."""
+    if text.strip().lower() != "any":
+        try:
+            ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a CIDR, an address or 'any'") from None
+    return text
+
+
+def add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    """--checksums and --mirror-source, for every command that decodes traffic (replay, capture)."""
+    parser.add_argument("--checksums", choices=("verify", "off", "auto"), default="auto",
+                        help="verify IPv4 header, UDP and TCP checksums and ignore frames the resolver would drop; "
+                             "auto (default) decides once from the first 1,000 checks: off when more than 1 in 10 "
+                             "are bad (checksum offload on the capturing host), else verify (docs/decoding.md)")
+    parser.add_argument("--mirror-source", action="append", default=[], type=mirror_source, metavar="CIDR",
+                        help="decapsulate GRE, ERSPAN, VXLAN and Geneve only from these senders (repeatable); "
+                             "'any' trusts every sender, which lets any host on the segment forge a client "
+                             "(unsafe). Tunnels from others are counted, and reported when they would hit")
+
+
+def decoding_limits(args: argparse.Namespace) -> dict:
+    """The loop arguments the decoding options set."""
+    from sensor.decode.checksum import CHECKSUM_MODES
+
+    return {"checksums": CHECKSUM_MODES[getattr(args, "checksums", "auto")],
+            "mirror_sources": tuple(getattr(args, "mirror_source", None) or ())}
+
+
+class AnomalyLimiter:
+    """One event per (client address, kind) per RATE_WINDOW of packet time; a bounded table (counted)."""
+
+    def __init__(self, window: float = RATE_WINDOW, capacity: int = MAX_RATE_ENTRIES) -> None:
+        self._window_us = int(window * 1_000_000)
+        self._capacity = capacity
+        self._last: OrderedDict[tuple[bytes, str], int] = OrderedDict()
+        self.suppressed = 0
+        self.evicted = 0
+        self.emitted = 0
+
+    def allow(self, record: AnomalyRecord) -> bool:
+        key = (record.src_ip, record.kind)
+        now = record.ts_sec * 1_000_000 + record.ts_usec
+        last = self._last.get(key)
+        if last is not None and now - last < self._window_us:
+            self.suppressed += 1
+            return False
+        self._last[key] = now
+        self._last.move_to_end(key)
+        if len(self._last) > self._capacity:
+            self._last.popitem(last=False)
+            self.evicted += 1
+        self.emitted += 1
+        return True
+
+    def counters(self) -> dict[str, int]:
+        return {"anomaly_events": self.emitted, "anomaly_suppressed": self.suppressed,
+                "anomaly_rate_evicted": self.evicted, "anomaly_rate_entries": len(self._last)}
+
+
+def anomaly_event(record: AnomalyRecord, observer: dict, capture_file: str | None = None,
+                  interface: str | None = None) -> dict:
+    """The ECS object of one anomaly (docs/events.md)."""
+    from sensor.events import TRANSPORTS, rfc3339
+
+    src, dst = ip_text(record.src_ip), ip_text(record.dst_ip)
+    source: dict = {"ip": src}
+    destination: dict = {"ip": dst}
+    if record.transport in (6, 17):
+        source["port"] = record.src_port
+        destination["port"] = record.dst_port
+    network: dict = {"type": "ipv4" if len(record.src_ip) == 4 else "ipv6", "protocol": "dns"}
+    if record.transport in TRANSPORTS:
+        network["transport"] = TRANSPORTS[record.transport]
+    if record.vlan_id is not None:
+        network["vlan"] = {"id": str(record.vlan_id)}
+    anomaly: dict = {"name": record.kind, "description": KINDS.get(record.kind, record.kind)}
+    if record.qname is not None:
+        anomaly["partial_name"] = record.qname
+    extra: dict = {"anomaly": anomaly}
+    related = [src, dst] if src != dst else [src]
+    if record.outer_src is not None:
+        outer_src, outer_dst = ip_text(record.outer_src), ip_text(record.outer_dst)
+        extra["tunnel"] = {"outer": {"source": {"ip": outer_src}, "destination": {"ip": outer_dst}}}
+        related += [ip for ip in (outer_src, outer_dst) if ip not in related]
+    if capture_file is not None:
+        extra["capture"] = {"file": capture_file, "frame": record.frame}
+    obs = dict(observer)
+    if interface is not None:
+        obs["ingress"] = {"interface": {"name": interface}}
+    return {
+        "@timestamp": rfc3339(record.ts_sec, record.ts_usec),
+        "event": {"kind": "alert", "category": ["network", "intrusion_detection"], "type": ["info"],
+                  "dataset": ANOMALY_DATASET, "module": "truesource", "action": record.kind},
+        "source": source,
+        "destination": destination,
+        "related": {"ip": related},
+        "network": network,
+        "observer": obs,
+        "truesource": extra,
+    }
+
+
+# ---- hit fields for spoofing checks (source.mac, truesource.tunnel.outer, truesource.tcp.handshake) ----------
+
+def mac_text(mac: bytes) -> str:
+    """ECS form: upper-case hex pairs joined by hyphens."""
+    return "-".join(f"{b:02X}" for b in mac)
+
+
+def spoofing_fields(msg: Sequence) -> tuple[dict, dict]:
+    """(extra `source` fields, extra `truesource` fields) of a hit from the record's appended fields: the client's
+    MAC, the tunnel's path and outer addresses, and whether the TCP handshake was seen."""
+    source: dict = {}
+    extra: dict = {}
+    if msg.src_mac is not None:
+        source["mac"] = mac_text(msg.src_mac)
+    if msg.tunnel is not None:
+        tunnel: dict = {"path": msg.tunnel}
+        if msg.tunnel_outer is not None:
+            outer_src, outer_dst = msg.tunnel_outer
+            tunnel["outer"] = {"source": {"ip": ip_text(outer_src)}, "destination": {"ip": ip_text(outer_dst)}}
+        extra["tunnel"] = tunnel
+    if msg.transport == 6:
+        extra["tcp"] = {"handshake": bool(msg.tcp_handshake)}
+    return source, extra
