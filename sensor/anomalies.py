@@ -28,7 +28,6 @@ KINDS = {
 }
 RATE_WINDOW = 60.0  # seconds of packet time: one event per client and kind, then counted as suppressed
 MAX_RATE_ENTRIES = 4096  # clients x kinds remembered; the least recently seen goes first
-MAX_PARTIAL_LABELS = 127  # a name has at most 127 labels (255 bytes)
 
 
 class AnomalyRecord(NamedTuple):
@@ -47,27 +46,6 @@ class AnomalyRecord(NamedTuple):
     qname: str | None  # the query's name, or as much of it as arrived; None when none
     outer_src: bytes | None = None  # a tunnel's outer addresses (tunnel_untrusted)
     outer_dst: bytes | None = None
-
-
-def partial_name(message: bytes) -> str | None:
-    """The labels of the first question that are whole in `message` (a DNS message cut anywhere), escaped as in
-    events; None without one whole label. Pointers end the walk: a question name rarely has one."""
-    from sensor.decode.dnsmsg import escape_label
-
-    labels = []
-    position = 12
-    while position < len(message) and len(labels) < MAX_PARTIAL_LABELS:
-        length = message[position]
-        if length == 0 or length > 63 or position + 1 + length > len(message):
-            break
-        labels.append(escape_label(message[position + 1 : position + 1 + length]))
-        position += 1 + length
-    return ".".join(labels) if labels else None
-
-
-def stream_partial_name(pending: bytes) -> str | None:
-    """partial_name of the message a TCP stream's pending bytes start (after its 2-byte length)."""
-    return partial_name(pending[2:]) if len(pending) > 2 else None
 
 
 def ip_text(address: bytes) -> str:

@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import NamedTuple
 
-from sensor.anomalies import AnomalyRecord, MirrorSources, stream_partial_name
+from sensor.anomalies import AnomalyRecord, MirrorSources
 from sensor.decode.anomaly import Anomaly
 from sensor.decode.checksum import CHECKSUMS_AUTO, ChecksumPolicy, transport_ok
 from sensor.decode.correlate import MAX_PENDING_QUERIES, QUERY_TIMEOUT, Correlator
-from sensor.decode.dnsmsg import decode_message, presentation_name
+from sensor.decode.dnsmsg import decode_message, presentation_name, stream_partial_name
 from sensor.decode.edns import client_subnet
 from sensor.decode.ip import IpPacket, decode_ip, walk_ipv6_extensions
 from sensor.decode.link import DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2, IPV4, PPPOE, decode_ethernet, decode_link
@@ -197,7 +197,7 @@ class ReferenceLoop:
         if question.is_response or self._rule(question) == NO_RULE:
             return
         vlan_id, src, dst, transport, src_port, dst_port, _ = flow
-        outer = state.outer or (None, None)
+        outer = state.outer if state.shadow == TUNNEL_UNTRUSTED else (None, None)
         self._anomalies.append(AnomalyRecord(state.shadow, *self._when, vlan_id, src, dst, transport, src_port,
                                              dst_port, presentation_name(question.labels), *outer))
 

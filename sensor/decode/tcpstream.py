@@ -114,6 +114,7 @@ class TcpStreams:
                 self._reset(stream)
             stream.expected = (segment.seq + 1) % SEQUENCE_MODULUS  # the SYN takes one number
             stream.syn = True
+            stream.synack = False
             if flags & TCP_ACK:  # a SYN-ACK completes the peer's handshake
                 peer = self._streams.get((key[0], key[3], key[4], key[1], key[2]))
                 if peer is not None and peer.syn and not peer.has_data:
@@ -178,15 +179,17 @@ class TcpStreams:
         return take_messages(stream.pending)
 
     def _conflict(self, key: StreamKey, stream: Stream, old: bytes, behind: int) -> None:
+        self._note_conflict(key, stream, self._differs(stream, old, behind))
+
+    @staticmethod
+    def _differs(stream: Stream, old: bytes, behind: int) -> bool:
         """`old` (bytes ending `behind` bytes before the next expected one) against what was delivered, where
         the partial message still holds it: a different copy is an overlap conflict."""
         end = len(stream.pending) - behind + len(old)
         begin = end - len(old)
         if begin < 0 or end > len(stream.pending) or not old:
-            return
-        if stream.pending[begin:end] != old:
-            self._counters["tcp_overlap_conflict"] += 1
-            self._report(OVERLAP_CONFLICT, key, bytes(stream.pending))
+            return False
+        return stream.pending[begin:end] != old
 
     def _queue(self, key: StreamKey, stream: Stream, start: int, payload: bytes) -> None:
         """Linux's tcp_data_queue_ofo: positions relative to the next expected byte."""
@@ -225,7 +228,9 @@ class TcpStreams:
             self._report(OVERLAP_CONFLICT, key, bytes(stream.pending))
 
     def _drain(self, key: StreamKey, stream: Stream) -> None:
-        """Linux's tcp_ofo_queue: queued segments reached by the next expected byte, earlier bytes winning."""
+        """Linux's tcp_ofo_queue: queued segments reached by the next expected byte, earlier bytes winning. Any
+        conflict is reported once, after the drain."""
+        conflict = False
         while stream.ooo:
             seq, data = stream.ooo[0]
             start = signed_difference(seq, stream.expected)
@@ -236,9 +241,10 @@ class TcpStreams:
             if start + len(data) <= 0:
                 continue
             if start < 0:
-                self._conflict(key, stream, data[:-start], -start)
+                conflict |= self._differs(stream, data[:-start], -start)
                 data = data[-start:]
             self._deliver(stream, data)
+        self._note_conflict(key, stream, conflict)
 
     def _deliver(self, stream: Stream, data: bytes) -> None:
         """In-order bytes at stream.expected into the partial message, less the urgent byte."""
