@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import socket
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -26,6 +27,8 @@ KINDS = {
     "bad_checksum_query": "a query that would hit had a bad checksum: the resolver drops it",
     "encrypted_dns_bypass": "a client that is not a resolver talked DNS over TLS or to a known DoH resolver",
 }
+CHECKSUM_MODES = {"off": 0, "verify": 1, "auto": 2}  # as sensor/decode/checksum.py (not imported: the run path
+# never loads the reference decoder)
 RATE_WINDOW = 60.0  # seconds of packet time: one event per client and kind, then counted as suppressed
 MAX_RATE_ENTRIES = 4096  # clients x kinds remembered; the least recently seen goes first
 
@@ -100,8 +103,6 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
 
 def decoding_limits(args: argparse.Namespace) -> dict:
     """The loop arguments the decoding options set."""
-    from sensor.decode.checksum import CHECKSUM_MODES
-
     return {"checksums": CHECKSUM_MODES[getattr(args, "checksums", "auto")],
             "mirror_sources": tuple(getattr(args, "mirror_source", None) or ())}
 
@@ -178,6 +179,26 @@ def anomaly_event(record: AnomalyRecord, observer: dict, capture_file: str | Non
         "observer": obs,
         "truesource": extra,
     }
+
+
+class AnomalySink:
+    """Takes a loop's anomalies after each batch: rate-limited, encoded, and written to every output on
+    ANOMALY_TOPIC. Loops without take_anomalies (none today) are passed over."""
+
+    def __init__(self, observer: dict) -> None:
+        self.observer = observer
+        self.limiter = AnomalyLimiter()
+        self._json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+    def lines(self, loop, capture_file: str | None = None, interface: str | None = None) -> list[str]:
+        take = getattr(loop, "take_anomalies", None)
+        if take is None:
+            return []
+        return [self._json.encode(anomaly_event(AnomalyRecord._make(r), self.observer, capture_file, interface))
+                for r in take() if self.limiter.allow(AnomalyRecord._make(r))]
+
+    def counters(self) -> dict[str, int]:
+        return self.limiter.counters()
 
 
 # ---- hit fields for spoofing checks (source.mac, truesource.tunnel.outer, truesource.tcp.handshake) ----------

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from sensor import __version__, config
+from sensor.anomalies import add_decoding_options, decoding_limits
 from sensor.attribution import DEFAULT_WINDOW
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.errors import SensorError, StartupError
@@ -156,6 +157,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                         help="packet time after which a silent TCP stream is dropped (default 30)")
     parser.add_argument("--ports", action="append", metavar="LIST",
                         help="DNS ports, comma separated (repeatable; default 53)")
+    add_decoding_options(parser)  # --checksums, --mirror-source (sensor/anomalies.py)
     parser.add_argument("--sensor-name", metavar="NAME", help="observer.name in events (default: host name)")
     parser.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
     parser.add_argument("--resolver", action="append", default=[], metavar="ADDR",
@@ -243,6 +245,7 @@ def loop_limits(args: argparse.Namespace) -> dict:
         if args.tcp_idle_timeout <= 0:
             raise StartupError("--tcp-idle-timeout: must be more than 0 seconds")
         limits["tcp_idle_timeout"] = args.tcp_idle_timeout
+    limits.update(decoding_limits(args))
     return limits
 
 

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from sensor import __version__
+from sensor.anomalies import spoofing_fields
 from sensor.attribution import Attribution
 from sensor.community_id import community_id
 from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
@@ -121,8 +122,6 @@ class HitEncoder:
             },
             "rule": rule_detail(rule),
         }
-        if msg.tunnel is not None:
-            extra["tunnel"] = msg.tunnel
         if msg.client_subnet is not None:
             extra["client_subnet"] = msg.client_subnet
         if origin.capture_file is not None:
@@ -137,6 +136,9 @@ class HitEncoder:
                     for c in attribution.clients
                 ],
             }
+        # ---- issue 13: source.mac, truesource.tunnel.{path,outer}, truesource.tcp.handshake (sensor/anomalies.py)
+        source_extra, spoofing = spoofing_fields(msg)
+        extra.update(spoofing)
         return {
             "@timestamp": rfc3339(msg.ts_sec, msg.ts_usec),
             "event": {
@@ -147,7 +149,7 @@ class HitEncoder:
                 "dataset": "truesource.hit",
                 "module": "truesource",
             },
-            "source": {"ip": src, "port": msg.src_port},
+            "source": {"ip": src, "port": msg.src_port, **source_extra},
             "destination": {"ip": dst, "port": msg.dst_port},
             "related": {"ip": [src, dst] if src != dst else [src]},
             "network": network,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from sensor.anomalies import ANOMALY_TOPIC, AnomalySink
 from sensor.attribution import ResolverAttribution
 from sensor.events import HIT_TOPIC, HitEncoder, Origin
 from sensor.records import DnsMessage
@@ -26,6 +27,7 @@ class HitPipeline:
         self.attribution = attribution
         self.heuristics = heuristics  # a HeuristicEngine: then the loop hands over every message, not only hits
         self.hits = 0
+        self.anomaly_sink = AnomalySink(encoder.observer)  # issue 13: anomaly events (sensor/anomalies.py)
 
     @property
     def wants_every_message(self) -> bool:
@@ -54,9 +56,16 @@ class HitPipeline:
         for output in self.outputs:
             output.write(HIT_TOPIC, line)
 
+    def anomalies(self, loop, origin: Origin) -> None:
+        """The anomalies the loop saw since the last call, as events (rate-limited) on every output."""
+        for line in self.anomaly_sink.lines(loop, origin.capture_file, origin.interface):
+            for output in self.outputs:
+                output.write(ANOMALY_TOPIC, line)
+
     def state_counters(self) -> dict[str, int]:
         """Sizes and evictions of the bounded tables behind the loop: attribution, heuristics (docs/limits.md)."""
         out = self.attribution.counters() if self.attribution is not None else {}
+        out.update(self.anomaly_sink.counters())
         if self.heuristics is not None:
             out.update({f"heuristics_{k}": v for k, v in self.heuristics.counters().items()})
         for output in self.outputs:

@@ -64,6 +64,7 @@ def replay(
             for batch in capture.batches():
                 for record in loop.run_batch(batch.data, batch.meta, batch.first_frame):
                     pipeline.record(record, origin)
+                pipeline.anomalies(loop, origin)
                 if flows is not None:
                     flows.drain()
                 if query_log is not None:

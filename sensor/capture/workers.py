@@ -124,6 +124,7 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
                     job.trace(0, records)
                 for record in records:
                     pipeline.record(record, origin)
+                pipeline.anomalies(loop, origin)
                 if flows is not None:
                     flows.drain()
                 if query_log is not None:
