@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 
 from dnslib import QTYPE, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
-from scapy.layers.inet import GRE, IP, TCP, UDP, fragment
+from scapy.layers.inet import GRE, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
