@@ -174,6 +174,7 @@ cdef class FastLoop:
     cdef int shadow              # SHADOW_*: this frame's queries are only looked at (reset per frame)
     cdef int cs_mode
     cdef uint32_t cs_checked, cs_bad
+    cdef bint cs_frame_checked, cs_frame_bad
     cdef bint mirror_any
     cdef int nmirrors
     cdef uint8_t mirror_family[MAX_MIRROR_SOURCES]
@@ -205,6 +206,8 @@ cdef class FastLoop:
         self.cs_mode = checksums
         self.cs_checked = 0
         self.cs_bad = 0
+        self.cs_frame_checked = False
+        self.cs_frame_bad = False
         from sensor.anomalies import MirrorSources
         mirrors = MirrorSources(mirror_sources)
         packed = mirrors.packed()
@@ -246,19 +249,27 @@ cdef class FastLoop:
         self.anomalies = []
         return taken
 
-    cdef bint cs_accept(self, bint good):
-        """Whether a frame with this checksum result goes on; auto decides once, after AUTO_SAMPLE checks."""
+    cdef inline bint cs_accept(self, bint good):
+        """Whether a frame with this checksum result goes on (auto: marks the frame for its sample)."""
         if self.cs_mode == CHECKSUMS_AUTO:
-            self.cs_checked += 1
+            self.cs_frame_checked = True
             if not good:
-                self.cs_bad += 1
-            if self.cs_checked == AUTO_SAMPLE:
-                if self.cs_bad * AUTO_BAD_RATIO > AUTO_SAMPLE:
-                    self.cs_mode = CHECKSUMS_OFF
-                    self.counters_[C_checksums_auto_off] += 1
-                else:
-                    self.cs_mode = CHECKSUMS_VERIFY
+                self.cs_frame_bad = True
         return good
+
+    cdef void cs_end_frame(self):
+        """Auto: one more frame of the sample, if it had a check; decided once, at the AUTO_SAMPLE-th."""
+        self.cs_frame_checked = False
+        self.cs_checked += 1
+        if self.cs_frame_bad:
+            self.cs_bad += 1
+            self.cs_frame_bad = False
+        if self.cs_checked == AUTO_SAMPLE:
+            if self.cs_bad * AUTO_BAD_RATIO > AUTO_SAMPLE:
+                self.cs_mode = CHECKSUMS_OFF
+                self.counters_[C_checksums_auto_off] += 1
+            else:
+                self.cs_mode = CHECKSUMS_VERIFY
 
     cdef void set_shadow(self, int reason, int why):
         """Count the frame under `reason` (once) and only look at it from now on."""
@@ -337,6 +348,8 @@ cdef class FastLoop:
             if <Py_ssize_t>offset + caplen > data.shape[0]:
                 raise ValueError("batch metadata points past its data")
             self.frame(base + offset, caplen, first_frame + i, m[0], m[1])
+            if self.cs_frame_checked:
+                self.cs_end_frame()
         return self.out
 
     cdef int frame(self, const uint8_t* p, uint32_t caplen, int64_t frame_no,

@@ -4,8 +4,8 @@ the checks in ext/loop.pyx.
 A resolver's kernel drops a frame whose IPv4 header, UDP or TCP checksum is wrong, so the sensor must not make a
 hit of it (docs/decoding.md, "Checksums"). A capture taken on a host with checksum offload holds the host's own
 outgoing frames with checksums not yet filled in; `auto` (Suricata's checksum-validation: auto) verifies the
-first AUTO_SAMPLE checks and turns verification off for the rest of the capture only when more than one in
-AUTO_BAD_RATIO of them failed. The decision is made once: a later flood of bad checksums cannot switch it.
+first AUTO_SAMPLE frames that had a checksum checked, and turns verification off for the rest of the capture
+only when more than one in AUTO_BAD_RATIO of them had a bad one. The decision is made once: a later flood of bad checksums cannot switch it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ CHECKSUMS_OFF = 0
 CHECKSUMS_VERIFY = 1
 CHECKSUMS_AUTO = 2
 CHECKSUM_MODES = {"off": CHECKSUMS_OFF, "verify": CHECKSUMS_VERIFY, "auto": CHECKSUMS_AUTO}
-AUTO_SAMPLE = 1000  # checks, from the start of the capture (Suricata samples 1,000 packets)
+AUTO_SAMPLE = 1000  # frames with a checksum checked, from the start of the capture (Suricata samples 1,000)
 AUTO_BAD_RATIO = 10  # more than 1 in 10 bad: offload on the capturing host, not an attack (Suricata's ratio)
 
 
@@ -44,7 +44,7 @@ def transport_ok(protocol: int, src: bytes, dst: bytes, segment: bytes) -> bool:
 
 
 class ChecksumPolicy:
-    """verify, off, or auto (decided once, from the first AUTO_SAMPLE checks); counts into `counters`."""
+    """verify, off, or auto (decided once, from the first AUTO_SAMPLE frames checked); counts into `counters`."""
 
     def __init__(self, mode: int, counters: dict[str, int]) -> None:
         if mode not in CHECKSUM_MODES.values():
@@ -53,6 +53,8 @@ class ChecksumPolicy:
         self._counters = counters
         self._checked = 0
         self._bad = 0
+        self._frame_checked = False  # this frame had a check (auto's sample)
+        self._frame_bad = False
 
     @property
     def active(self) -> bool:
@@ -61,12 +63,21 @@ class ChecksumPolicy:
     def accept(self, good: bool) -> bool:
         """Whether a frame with this checksum result goes on; only called while active."""
         if self.mode == CHECKSUMS_AUTO:
-            self._checked += 1
-            self._bad += not good
-            if self._checked == AUTO_SAMPLE:
-                if self._bad * AUTO_BAD_RATIO > AUTO_SAMPLE:
-                    self.mode = CHECKSUMS_OFF
-                    self._counters["checksums_auto_off"] += 1
-                else:
-                    self.mode = CHECKSUMS_VERIFY
+            self._frame_checked = True
+            self._frame_bad |= not good
         return good
+
+    def end_frame(self) -> None:
+        """Auto: one more frame of the sample, if it had a check; the decision at the AUTO_SAMPLE-th."""
+        if not self._frame_checked:
+            return
+        self._frame_checked = False
+        self._checked += 1
+        self._bad += self._frame_bad
+        self._frame_bad = False
+        if self._checked == AUTO_SAMPLE:
+            if self._bad * AUTO_BAD_RATIO > AUTO_SAMPLE:
+                self.mode = CHECKSUMS_OFF
+                self._counters["checksums_auto_off"] += 1
+            else:
+                self.mode = CHECKSUMS_VERIFY

@@ -172,6 +172,8 @@ class ReferenceLoop:
             if state.shadow is None:  # a shadowed frame was counted once, by its first reason
                 self._counters[anomaly.reason] += 1
             return []
+        finally:
+            self._checksums.end_frame()
         records = []
         for message in messages:
             if state.shadow is not None:

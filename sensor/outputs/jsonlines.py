@@ -25,7 +25,7 @@ CLOSE_WAIT = 2.0  # seconds a closing capture gives a slow reader to take what i
 class JsonLinesWriter:
     """Appends events as lines; `-` is standard output."""
 
-    def __init__(self, path: str = "-", topics: tuple[str, ...] = ("dns.hit",), blocking: bool = True,
+    def __init__(self, path: str = "-", topics: tuple[str, ...] = ("dns.hit", "dns.anomaly"), blocking: bool = True,
                  buffer_limit: int = PIPE_BUFFER_LIMIT) -> None:
         self.path = path
         self.topics = topics
