@@ -5,7 +5,8 @@ A resolver's kernel drops a frame whose IPv4 header, UDP or TCP checksum is wron
 hit of it (docs/decoding.md, "Checksums"). A capture taken on a host with checksum offload holds the host's own
 outgoing frames with checksums not yet filled in; `auto` (Suricata's checksum-validation: auto) verifies the
 first AUTO_SAMPLE frames that had a checksum checked, and turns verification off for the rest of the capture
-only when more than one in AUTO_BAD_RATIO of them had a bad one. The decision is made once: a later flood of bad checksums cannot switch it.
+only when more than one in AUTO_BAD_RATIO of them had a bad one. The decision is made once: a later flood of
+bad checksums cannot switch it.
 """
 
 from __future__ import annotations
