@@ -687,6 +687,20 @@ cdef class FastLoop:
             self.counters_[C_tcp_stream_expired] += 1
             st.remove(s)
             s = -1
+        peer = -1
+        if flags & 0x10 and not flags & 0x04:
+            # The peer's acknowledgement: bytes before it reached the host, seen here or not (a capture gap).
+            memcpy(peer_key, key, 4)
+            memcpy(peer_key + 4, key + 20, 16)
+            memcpy(peer_key + 20, key + 4, 16)
+            memcpy(peer_key + 36, key + 38, 2)
+            memcpy(peer_key + 38, key + 36, 2)
+            for k in range(STREAM_KEY_LEN):
+                ph = hash_step(ph, peer_key[k])
+            peer = st.find(peer_key, ph)
+            if peer >= 0 and (not st.slots[peer].acked_valid or seq_diff(rd32(th + 8), st.slots[peer].acked) > 0):
+                st.slots[peer].acked = rd32(th + 8)
+                st.slots[peer].acked_valid = 1
         if flags & 0x04:
             # RFC 5961 3.2: only a RST at exactly the next expected number ends the stream; its data never counts.
             if s >= 0:
@@ -711,14 +725,7 @@ cdef class FastLoop:
             sp.syn = 1
             sp.synack = 0
             if flags & 0x10:   # a SYN-ACK completes the peer's handshake
-                memcpy(peer_key, key, 4)
-                memcpy(peer_key + 4, key + 20, 16)
-                memcpy(peer_key + 20, key + 4, 16)
-                memcpy(peer_key + 36, key + 38, 2)
-                memcpy(peer_key + 38, key + 36, 2)
-                for k in range(STREAM_KEY_LEN):
-                    ph = hash_step(ph, peer_key[k])
-                peer = st.find(peer_key, ph)
+                peer = st.find(peer_key, ph)   # found again: new_stream may have evicted it
                 if peer >= 0 and st.slots[peer].syn and not st.slots[peer].has_data:
                     st.slots[peer].synack = 1
             data_seq = seq + 1
@@ -760,7 +767,7 @@ cdef class FastLoop:
         already delivered."""
         cdef StreamTable st = self.streams
         cdef Stream* sp = &st.slots[s]
-        cdef int32_t start = seq_diff(seq, sp.expected_seq)
+        cdef int32_t start = seq_diff(seq, sp.expected_seq), skip
         cdef int r
         cdef uint32_t used
         sp.has_data = 1
@@ -782,6 +789,16 @@ cdef class FastLoop:
             st.reset(s)
             sp.expected_seq = seq
             start = 0
+        if start > 0 and sp.acked_valid and seq_diff(sp.acked, sp.expected_seq) > 0:
+            # The peer acknowledged bytes the sensor never saw: a capture gap, not a hole the host waits on.
+            self.counters_[C_tcp_gap] += 1
+            skip = seq_diff(sp.acked, sp.expected_seq)
+            if skip > start:
+                skip = start
+            st.drop_partial(s)
+            sp.urg_valid = 0
+            sp.expected_seq += <uint32_t>skip
+            start -= skip
         if start > 0:
             r = st.queue(s, start, payload, n, self.counters_)
             if r < 0:

@@ -32,8 +32,10 @@ ctypedef struct Stream:
     uint32_t ooo_bytes
     uint32_t urg_seq
     uint32_t fin_seq
+    uint32_t acked               # the highest acknowledgement the peer sent
     uint8_t urg_valid
     uint8_t fin_valid
+    uint8_t acked_valid
     uint8_t has_data
     uint8_t syn
     uint8_t synack
@@ -149,6 +151,7 @@ cdef class StreamTable:
         self.drop_ooo(i)
         self.slots[i].urg_valid = 0
         self.slots[i].fin_valid = 0
+        self.slots[i].acked_valid = 0
 
     cdef void remove(self, int32_t i) noexcept nogil:
         cdef Stream* s = &self.slots[i]
@@ -183,6 +186,7 @@ cdef class StreamTable:
         s.expected_seq = 0
         s.urg_valid = 0
         s.fin_valid = 0
+        s.acked_valid = 0
         s.has_data = 0
         s.syn = 0
         s.synack = 0

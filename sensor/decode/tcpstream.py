@@ -60,6 +60,7 @@ class Stream:
     synack: bool = False  # and the peer's SYN-ACK: the three-way handshake
     urgent: int | None = None  # the sequence number of the urgent byte still to come
     fin: int | None = None  # the sequence number of a FIN that arrived ahead of data
+    acked: int | None = None  # the highest acknowledgement the peer sent: bytes the host received
 
     @property
     def ooo_bytes(self) -> int:
@@ -92,6 +93,11 @@ class TcpStreams:
             self._counters["tcp_stream_expired"] += 1
             stream = None
         flags = segment.flags
+        if flags & TCP_ACK and not flags & TCP_RST:
+            # The peer's acknowledgement: bytes before it reached the host, seen here or not (a capture gap).
+            peer = self._streams.get((key[0], key[3], key[4], key[1], key[2]))
+            if peer is not None and (peer.acked is None or signed_difference(segment.ack, peer.acked) > 0):
+                peer.acked = segment.ack
         if flags & TCP_RST:
             # RFC 5961 3.2: only a RST at exactly the next expected number ends the stream; its data never counts.
             if stream is not None:
@@ -171,6 +177,14 @@ class TcpStreams:
             self._reset(stream)
             stream.expected = seq
             start = 0
+        if start > 0 and stream.acked is not None and signed_difference(stream.acked, stream.expected) > 0:
+            # The peer acknowledged bytes the sensor never saw: a capture gap, not a hole the host waits on.
+            self._counters["tcp_gap"] += 1
+            skip = min(signed_difference(stream.acked, stream.expected), start)
+            stream.pending.clear()
+            stream.urgent = None
+            stream.expected = (stream.expected + skip) % SEQUENCE_MODULUS
+            start -= skip
         if start > 0:
             self._queue(key, stream, start, payload)
             return []
@@ -271,6 +285,7 @@ class TcpStreams:
         stream.ooo = []
         stream.urgent = None
         stream.fin = None
+        stream.acked = None
 
     def _remove(self, key: StreamKey) -> None:
         self._reset(self._streams.pop(key))

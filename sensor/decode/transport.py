@@ -47,6 +47,7 @@ class TcpSegment(NamedTuple):
     flags: int
     payload: bytes
     urgent: int = 0  # the urgent pointer (meaningful with URG)
+    ack: int = 0  # the acknowledgement number (meaningful with ACK)
     fast_open: bool = False  # a SYN carrying a TCP Fast Open cookie: its data counts
     checksum_ok: bool = True
 
@@ -69,7 +70,7 @@ def decode_tcp(packet: bytes, ports: Container[int]) -> TcpSegment:
     """TCP: the data offset must cover the fixed header and stay within the IP payload."""
     if len(packet) < TCP_HEADER.size:
         raise Anomaly("truncated_transport")
-    src_port, dst_port, seq, _, offset_byte, flags, _, _, urgent = TCP_HEADER.unpack_from(packet)
+    src_port, dst_port, seq, ack, offset_byte, flags, _, _, urgent = TCP_HEADER.unpack_from(packet)
     if src_port not in ports and dst_port not in ports:
         raise Anomaly("not_dns_port")
     header_length = (offset_byte >> 4) * 4
@@ -77,7 +78,7 @@ def decode_tcp(packet: bytes, ports: Container[int]) -> TcpSegment:
         raise Anomaly("bad_tcp_header")
     payload = packet[header_length:]
     fast_open = bool(flags & TCP_SYN and payload) and has_fast_open_cookie(packet[TCP_HEADER.size : header_length])
-    return TcpSegment(src_port, dst_port, seq, flags, payload, urgent, fast_open)
+    return TcpSegment(src_port, dst_port, seq, flags, payload, urgent, ack, fast_open)
 
 
 def has_fast_open_cookie(options: bytes) -> bool:
