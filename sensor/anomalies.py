@@ -197,6 +197,13 @@ class AnomalySink:
         return [self._json.encode(anomaly_event(AnomalyRecord._make(r), self.observer, capture_file, interface))
                 for r in take() if self.limiter.allow(AnomalyRecord._make(r))]
 
+    def encode(self, records: list, origin=None) -> list[str]:
+        """Records made outside a loop (flows): rate-limited and encoded like the loop's."""
+        file = origin.capture_file if origin is not None else None
+        interface = origin.interface if origin is not None else None
+        return [self._json.encode(anomaly_event(r, self.observer, file, interface))
+                for r in records if self.limiter.allow(r)]
+
     def counters(self) -> dict[str, int]:
         return self.limiter.counters()
 

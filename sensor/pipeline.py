@@ -62,6 +62,23 @@ class HitPipeline:
             for output in self.outputs:
                 output.write(ANOMALY_TOPIC, line)
 
+    def encrypted_dns_hook(self, resolvers: list[str]):
+        """A flow-record callback: clients that bypass `resolvers` with DoT or DoH (sensor/encrypted_dns.py)."""
+        from sensor.encrypted_dns import EncryptedDnsCheck
+
+        check = EncryptedDnsCheck(resolvers)
+
+        def on_records(arr) -> None:
+            self.anomaly_records(check.check(arr))
+
+        return on_records
+
+    def anomaly_records(self, records: list, origin: Origin | None = None) -> None:
+        """Anomaly records from outside the loop (flows), rate-limited, to every output."""
+        for line in self.anomaly_sink.encode(records, origin):
+            for output in self.outputs:
+                output.write(ANOMALY_TOPIC, line)
+
     def state_counters(self) -> dict[str, int]:
         """Sizes and evictions of the bounded tables behind the loop: attribution, heuristics (docs/limits.md)."""
         out = self.attribution.counters() if self.attribution is not None else {}

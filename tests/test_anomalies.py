@@ -125,3 +125,23 @@ def test_one_client_flooding_one_kind_makes_one_event_a_minute() -> None:
                              b"\x00" * 4, 17, 1, 53, "x.evil.example") for i in range(1200)]  # 120 s of packet time
     assert sum(limiter.allow(r) for r in records) == 2
     assert limiter.counters()["anomaly_suppressed"] == 1198
+
+
+def test_encrypted_dns_bypassing_the_resolver_is_an_anomaly_with_flows(tmp_path: Path) -> None:
+    """With --flows: a client's DoT (853) and its HTTPS to a public DoH resolver are anomalies; the resolver's own
+    DoT upstream and a client's HTTPS to a web server are not."""
+    from scapy.layers.inet import TCP
+
+    def syn(src: str, dst: str, dport: int, sport: int) -> Ether:
+        return Ether(src="02:00:00:00:00:10", dst="02:00:00:00:00:53") / IP(src=src, dst=dst) / TCP(
+            sport=sport, dport=dport, flags="S")
+
+    capture = tmp_path / "bypass.pcap"
+    wrpcap(str(capture), [syn("192.0.2.10", "9.9.9.9", 853, 50001), syn("192.0.2.11", "1.1.1.1", 443, 50002),
+                          syn("192.0.2.53", "8.8.8.8", 853, 50003), syn("192.0.2.12", "93.184.216.34", 443, 50004)])
+    process, events, _ = replay(tmp_path, capture, "--flows", "--resolver", "192.0.2.53")
+    assert process.returncode == 0, process.stderr
+    got = sorted((e["source"]["ip"], e["destination"]["ip"], e["destination"]["port"]) for e in events
+                 if e["event"]["dataset"] == "truesource.anomaly")
+    assert got == [("192.0.2.10", "9.9.9.9", 853), ("192.0.2.11", "1.1.1.1", 443)]
+    assert all(e["truesource"]["anomaly"]["name"] == "encrypted_dns_bypass" for e in events)
