@@ -277,6 +277,9 @@ class ReferenceLoop:
         segment = packet.payload
         if protocol == PROTO_UDP:  # Linux trims the IP payload to the UDP length before checking
             segment = segment[: int.from_bytes(segment[4:6], "big")]
+            # A response's checksum matters only to the query log: no hit comes from a response.
+            if len(segment) >= 11 and segment[10] & 0x80 and self._correlator is None:
+                return
         if not self._checksums.accept(transport_ok(protocol, packet.src, packet.dst, segment)):
             if protocol == PROTO_UDP:
                 self._shadow(state, "bad_udp_checksum", BAD_CHECKSUM_QUERY)
