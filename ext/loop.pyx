@@ -95,8 +95,8 @@ cdef inline uint64_t ones_sum(const uint8_t* p, uint32_t n, uint64_t acc) noexce
 
 
 cdef inline uint32_t fold(uint64_t acc) noexcept nogil:
-    acc = (acc & 0xFFFFFFFF) + (acc >> 32)
-    acc = (acc & 0xFFFFFFFF) + (acc >> 32)
+    acc = ((acc << 32) >> 32) + (acc >> 32)   # the low 32 bits plus the high: Cython reads 0xFFFFFFFF as a Python int
+    acc = ((acc << 32) >> 32) + (acc >> 32)
     acc = (acc & 0xFFFF) + (acc >> 16)
     acc = (acc & 0xFFFF) + (acc >> 16)
     return <uint32_t>acc
