@@ -174,6 +174,8 @@ cdef struct FrameInfo:
     const uint8_t* outer_dst
     int outer_len
     int handshake                # TCP: 1 when this direction's SYN and the peer's SYN-ACK were seen; -1 UDP
+    const uint8_t* ip4hdr        # an IPv4 header whose checksum is still to check (ip_header_bad), else NULL
+    uint32_t ip4ihl
 
 
 include "correlate.pxi"
@@ -307,6 +309,19 @@ cdef class FastLoop:
             else:
                 self.cs_mode = CHECKSUMS_VERIFY
 
+    cdef int ip_header_bad(self, FrameInfo* fi) except -1:
+        """Check the IPv4 header still unchecked: 1 when the frame stops here (already shadowed), else 0 (a bad one
+        shadows the frame)."""
+        cdef const uint8_t* h = fi.ip4hdr
+        fi.ip4hdr = NULL
+        if h == NULL or self.cs_mode == CHECKSUMS_OFF or self.cs_accept(fold(ones_sum(h, fi.ip4ihl, 0)) == 0xFFFF):
+            return 0
+        if self.shadow != SHADOW_NONE:
+            self.reject(C_bad_ip_checksum)   # not counted: the frame was counted by its first reason
+            return 1
+        self.set_shadow(C_bad_ip_checksum, SHADOW_BAD_CHECKSUM)
+        return 0
+
     cdef void set_shadow(self, int reason, int why):
         """Count the frame under `reason` (once) and only look at it from now on."""
         if self.shadow == SHADOW_NONE:
@@ -404,6 +419,7 @@ cdef class FastLoop:
         fi.outer_dst = NULL
         fi.outer_len = 0
         fi.handshake = -1
+        fi.ip4hdr = NULL
         self.shadow = SHADOW_NONE
         self.counters_[C_packets] += 1
         self.counters_[C_bytes] += caplen
@@ -535,10 +551,15 @@ cdef class FastLoop:
             return self.reject(C_ip_length_exceeds_capture)
         frag = rd16(p + 6)
         fi.ip_version = 4
-        if self.cs_mode != CHECKSUMS_OFF and not self.cs_accept(fold(ones_sum(p, ihl, 0)) == 0xFFFF):
-            if frag & 0x3FFF or self.shadow != SHADOW_NONE:
+        # The header checksum is checked once the packet is known to matter (DNS that can hit, a tunnel:
+        # ip_header_bad), so other traffic costs nothing; a fragment's at once, before reassembly.
+        fi.ip4hdr = NULL
+        if frag & 0x3FFF:
+            if self.cs_mode != CHECKSUMS_OFF and not self.cs_accept(fold(ones_sum(p, ihl, 0)) == 0xFFFF):
                 return self.reject(C_bad_ip_checksum)   # Linux drops it before reassembly
-            self.set_shadow(C_bad_ip_checksum, SHADOW_BAD_CHECKSUM)
+        else:
+            fi.ip4hdr = p
+            fi.ip4ihl = ihl
         if frag & 0x3FFF:
             return self.fragment(p[9], p + 12, p + 16, p + 4, 2, (frag & 0x1FFF) * 8, frag & 0x2000,
                                  p + ihl, total - ihl, fi)
@@ -642,6 +663,8 @@ cdef class FastLoop:
                 ulen = rd16(p + 4)
                 if ulen < 8 or ulen > n:
                     return self.reject(C_bad_udp_length)
+                if self.ip_header_bad(fi):
+                    return 0
                 return self.tunnel(TUN_VXLAN if fi.dport == VXLAN_PORT else TUN_GENEVE, p + 8, ulen - 8, fi)
             if not (self.ports[fi.sport] or self.ports[fi.dport]):
                 return self.reject(C_not_dns_port)
@@ -650,10 +673,12 @@ cdef class FastLoop:
                 return self.reject(C_bad_udp_length)
             # A response's checksum matters only to the query log: the client's kernel drops a bad one, but no
             # hit comes from a response (half the frames, the larger half: verified only when the log is on).
-            if (self.shadow == SHADOW_NONE and self.cs_mode != CHECKSUMS_OFF
-                    and (ulen < 11 or not p[10] & 0x80 or self.pending is not None)
-                    and not self.cs_accept(transport_ok(17, fi.src, fi.dst, fi.ip_version, p, ulen))):
-                self.set_shadow(C_bad_udp_checksum, SHADOW_BAD_CHECKSUM)
+            if ulen < 11 or not p[10] & 0x80 or self.pending is not None:
+                if self.ip_header_bad(fi):
+                    return 0
+                if (self.shadow == SHADOW_NONE and self.cs_mode != CHECKSUMS_OFF
+                        and not self.cs_accept(transport_ok(17, fi.src, fi.dst, fi.ip_version, p, ulen))):
+                    self.set_shadow(C_bad_udp_checksum, SHADOW_BAD_CHECKSUM)
             fi.transport = 17
             return self.message(p + 8, ulen - 8, fi)
         if proto == 6:
@@ -666,6 +691,8 @@ cdef class FastLoop:
             doff = (p[12] >> 4) * 4
             if doff < 20 or doff > n:
                 return self.reject(C_bad_tcp_header)
+            if self.ip_header_bad(fi):
+                return 0
             if (self.shadow == SHADOW_NONE and self.cs_mode != CHECKSUMS_OFF
                     and not self.cs_accept(transport_ok(6, fi.src, fi.dst, fi.ip_version, p, n))):
                 self.set_shadow(C_bad_tcp_checksum, SHADOW_BAD_CHECKSUM)
@@ -675,6 +702,8 @@ cdef class FastLoop:
                 return 0
             return self.tcp_segment(p, doff, n, fi)
         if proto == IPPROTO_GRE:
+            if self.ip_header_bad(fi):
+                return 0
             return self.tunnel(TUN_GRE, p, n, fi)
         return self.reject(C_not_udp_tcp)
 

@@ -227,26 +227,30 @@ class ReferenceLoop:
                     accounted = True
                     self.flows.account(protocol, packet_bytes, vlan_id, now_us, self._counters)
                 packet = decode_ip(protocol, packet_bytes, 0)
-                if protocol == IPV4 and self._checksums.active and not self._checksums.accept(packet.header_ok):
-                    if packet.fragment is not None or state.shadow is not None:
-                        raise Anomaly("bad_ip_checksum")  # Linux drops it before reassembly
-                    self._shadow(state, "bad_ip_checksum", BAD_CHECKSUM_QUERY)
+                # An IPv4 header's checksum is checked once the packet is known to matter (DNS that can hit, a
+                # tunnel), so that other traffic costs nothing; a fragment's at once, before reassembly.
+                header = packet.header_ok if protocol == IPV4 else None
                 if packet.fragment is not None:
+                    if header is not None and self._checksums.active and not self._checksums.accept(header):
+                        raise Anomaly("bad_ip_checksum")  # Linux drops it before reassembly
+                    header = None
                     if state.shadow is not None:
                         raise Anomaly("ip_fragment")  # not counted: the frame was counted by its first reason
                     packet = self._reassemble(protocol, vlan_id, packet, now_us)
                 if packet.protocol == PROTO_GRE:
+                    self._check_header(header, state)
                     inner = self._open(tunnels, decode_gre, packet.payload, packet, state)
                 elif packet.protocol == PROTO_UDP:
                     datagram = decode_udp(packet.payload, self.ports)
                     if not datagram.tunnel:
-                        self._check_transport(PROTO_UDP, packet, state)
+                        self._check_transport(PROTO_UDP, packet, state, header)
                         break
+                    self._check_header(header, state)
                     inner = self._open(tunnels, partial(decode_udp_tunnel, datagram.dst_port), datagram.payload,
                                        packet, state)
                 elif packet.protocol == PROTO_TCP:
                     segment = decode_tcp(packet.payload, self.ports)
-                    self._check_transport(PROTO_TCP, packet, state)
+                    self._check_transport(PROTO_TCP, packet, state, header)
                     break
                 else:
                     raise Anomaly("not_udp_tcp")
@@ -270,16 +274,25 @@ class ReferenceLoop:
             raise Anomaly("tcp_no_payload")  # counted after the stream saw its SYN, FIN or RST
         return messages, flow
 
-    def _check_transport(self, protocol: int, packet: IpPacket, state: FrameState) -> None:
-        """The UDP or TCP checksum, once the datagram is known to be DNS: a bad one shadows the frame."""
-        if state.shadow is not None or not self._checksums.active:
+    def _check_header(self, header: bool | None, state: FrameState) -> None:
+        """An IPv4 header checksum still to check (`header`: its verdict; None: none or checked already)."""
+        if header is None or not self._checksums.active or self._checksums.accept(header):
             return
+        if state.shadow is not None:
+            raise Anomaly("bad_ip_checksum")  # not counted: the frame was counted by its first reason
+        self._shadow(state, "bad_ip_checksum", BAD_CHECKSUM_QUERY)
+
+    def _check_transport(self, protocol: int, packet: IpPacket, state: FrameState, header: bool | None) -> None:
+        """The IPv4 header, then the UDP or TCP checksum, once the datagram is known to be DNS: a bad one shadows
+        the frame. A UDP response is checked only with the query log on: no hit comes from a response."""
         segment = packet.payload
         if protocol == PROTO_UDP:  # Linux trims the IP payload to the UDP length before checking
             segment = segment[: int.from_bytes(segment[4:6], "big")]
-            # A response's checksum matters only to the query log: no hit comes from a response.
             if len(segment) >= 11 and segment[10] & 0x80 and self._correlator is None:
                 return
+        self._check_header(header, state)
+        if state.shadow is not None or not self._checksums.active:
+            return
         if not self._checksums.accept(transport_ok(protocol, packet.src, packet.dst, segment)):
             if protocol == PROTO_UDP:
                 self._shadow(state, "bad_udp_checksum", BAD_CHECKSUM_QUERY)
