@@ -49,6 +49,10 @@ class Conversation:
         """SYN, SYN-ACK, ACK; returns the server's next sequence number (its ISN + 1)."""
         raise NotImplementedError
 
+    def finish(self, sport: int, seq: int) -> None:
+        """After the client's FIN: the server's FIN, and the client's ACK of it (the connection fully closed)."""
+        raise NotImplementedError
+
     def ip(self, **fields) -> IP:
         return IP(src=self.client, dst=self.resolver, ttl=64, **fields)
 
@@ -153,6 +157,7 @@ def tcp_port_reuse_after_fin(c: Conversation) -> None:
     first = framed(query("reuse1.evil.example"))
     c.send(c.tcp(47010, 1001, ack, "PA", first))
     c.send(c.tcp(47010, 1001 + len(first), ack, "FA"))
+    c.finish(47010, 1001 + len(first) + 1)
     ack = c.handshake(47010, 90000)
     c.send(c.tcp(47010, 90001, ack, "PA", framed(query("reuse2.evil.example"))))
 

@@ -34,6 +34,12 @@ class LiveConversation(Conversation):
         self.socket6 = conf.L3socket6(iface=iface)
 
     def send(self, packet: Packet) -> None:
+        if TCP in packet and packet[TCP].flags & 0x01:  # the server's FIN follows at once: listen first
+            sport = packet[TCP].sport
+            self.fin_sniffer = AsyncSniffer(iface=self.iface, count=1, lfilter=lambda p: TCP in p
+                                            and p[TCP].sport == 53 and p[TCP].dport == sport and p[TCP].flags & 0x01)
+            self.fin_sniffer.start()
+            time.sleep(0.3)
         (self.socket6 if IPv6 in packet else self.socket4).send(packet)
 
     def handshake(self, sport: int, isn: int, syn_payload: bytes = b"") -> int:
@@ -44,6 +50,16 @@ class LiveConversation(Conversation):
         server = reply[TCP].seq
         self.send(self.tcp(sport, isn + 1, server + 1, "A"))
         return server + 1
+
+
+    def finish(self, sport: int, seq: int) -> None:
+        self.fin_sniffer.join(timeout=3)
+        if self.fin_sniffer.running:
+            self.fin_sniffer.stop()
+        packets = self.fin_sniffer.results or []
+        if not packets:
+            raise SystemExit(f"no FIN from {self.resolver}:53")
+        self.send(self.tcp(sport, seq, packets[0][TCP].seq + 1, "A"))
 
 
 def answered_names(packets: list[Packet]) -> list[str]:

@@ -41,6 +41,12 @@ class CaptureConversation(Conversation):
         self.send(self.tcp(sport, isn + 1, SERVER_ISN + 1, "A"))
         return SERVER_ISN + 1
 
+    def finish(self, sport: int, seq: int) -> None:
+        fin = (IP(src=self.resolver, dst=self.client, ttl=64)
+               / TCP(sport=53, dport=sport, seq=SERVER_ISN + 1, ack=seq, flags="FA", window=65160))
+        self.timeline.add(Ether(src=RESOLVER_MAC, dst=CLIENT_MAC) / fin)
+        self.send(self.tcp(sport, seq, SERVER_ISN + 2, "A"))
+
 
 def main() -> None:
     for index, (name, form) in enumerate(FORMS.items()):
