@@ -6,6 +6,7 @@ emit_all is set). The contract, and the reference it must agree with, is docs/de
 sensor/decode/.
 """
 
+cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, INT64_MAX
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memcmp, memmove, memset
@@ -192,6 +193,7 @@ cdef str lowered_name(DecodedName* name):
     return text.decode("ascii")
 
 
+@cython.final  # no subclass: its cdef methods (checksum policy, shadow, layers) are direct calls, not vtable ones
 cdef class FastLoop:
     """Decode batches for one capture's link type; see docs/decoding.md."""
 
