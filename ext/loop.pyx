@@ -215,6 +215,7 @@ cdef class FastLoop:
     cdef int cs_mode
     cdef uint32_t cs_checked, cs_bad
     cdef bint cs_frame_checked, cs_frame_bad
+    cdef bint cs_active          # this frame's checksums are checked: a mode other than off, and not outgoing
     cdef bint mirror_any
     cdef int nmirrors
     cdef uint8_t mirror_family[MAX_MIRROR_SOURCES]
@@ -316,7 +317,7 @@ cdef class FastLoop:
         shadows the frame)."""
         cdef const uint8_t* h = fi.ip4hdr
         fi.ip4hdr = NULL
-        if h == NULL or self.cs_mode == CHECKSUMS_OFF or self.cs_accept(fold(ones_sum(h, fi.ip4ihl, 0)) == 0xFFFF):
+        if h == NULL or not self.cs_active or self.cs_accept(fold(ones_sum(h, fi.ip4ihl, 0)) == 0xFFFF):
             return 0
         if self.shadow != SHADOW_NONE:
             self.reject(C_bad_ip_checksum)   # not counted: the frame was counted by its first reason
@@ -423,6 +424,11 @@ cdef class FastLoop:
         fi.handshake = -1
         fi.ip4hdr = NULL
         self.shadow = SHADOW_NONE
+        # A cooked capture marks what the capturing host sent (packet type 4): its checksums are not filled in
+        # yet (offload), and the host's own frames are no decoy aimed at it.
+        self.cs_active = self.cs_mode != CHECKSUMS_OFF and not (
+            (lt == DLT_LINUX_SLL and caplen >= 2 and rd16(p) == 4)
+            or (lt == DLT_LINUX_SLL2 and caplen >= 11 and p[10] == 4))
         self.counters_[C_packets] += 1
         self.counters_[C_bytes] += caplen
         if lt == DLT_EN10MB:
@@ -557,7 +563,7 @@ cdef class FastLoop:
         # ip_header_bad), so other traffic costs nothing; a fragment's at once, before reassembly.
         fi.ip4hdr = NULL
         if frag & 0x3FFF:
-            if self.cs_mode != CHECKSUMS_OFF and not self.cs_accept(fold(ones_sum(p, ihl, 0)) == 0xFFFF):
+            if self.cs_active and not self.cs_accept(fold(ones_sum(p, ihl, 0)) == 0xFFFF):
                 return self.reject(C_bad_ip_checksum)   # Linux drops it before reassembly
         else:
             fi.ip4hdr = p
@@ -678,7 +684,7 @@ cdef class FastLoop:
             if ulen < 11 or not p[10] & 0x80 or self.pending is not None:
                 if self.ip_header_bad(fi):
                     return 0
-                if (self.shadow == SHADOW_NONE and self.cs_mode != CHECKSUMS_OFF
+                if (self.shadow == SHADOW_NONE and self.cs_active
                         and not self.cs_accept(transport_ok(17, fi.src, fi.dst, fi.ip_version, p, ulen))):
                     self.set_shadow(C_bad_udp_checksum, SHADOW_BAD_CHECKSUM)
             fi.transport = 17
@@ -695,7 +701,7 @@ cdef class FastLoop:
                 return self.reject(C_bad_tcp_header)
             if self.ip_header_bad(fi):
                 return 0
-            if (self.shadow == SHADOW_NONE and self.cs_mode != CHECKSUMS_OFF
+            if (self.shadow == SHADOW_NONE and self.cs_active
                     and not self.cs_accept(transport_ok(6, fi.src, fi.dst, fi.ip_version, p, n))):
                 self.set_shadow(C_bad_tcp_checksum, SHADOW_BAD_CHECKSUM)
             fi.transport = 6

@@ -54,12 +54,13 @@ class ChecksumPolicy:
         self._counters = counters
         self._checked = 0
         self._bad = 0
+        self.outgoing = False  # this frame was sent by the capturing host (a cooked capture says so): not checked
         self._frame_checked = False  # this frame had a check (auto's sample)
         self._frame_bad = False
 
     @property
     def active(self) -> bool:
-        return self.mode != CHECKSUMS_OFF
+        return self.mode != CHECKSUMS_OFF and not self.outgoing
 
     def accept(self, good: bool) -> bool:
         """Whether a frame with this checksum result goes on; only called while active."""
