@@ -32,20 +32,26 @@ $(VENV)/.system-deps:
 	fi
 	@touch $@
 
+# The set-up steps write their output to $(BUILD_LOG) and show it only when one fails: `make run` prints one line
+# while it sets up, then the demo (compiler errors still show; the log keeps the rest).
+BUILD_LOG := $(VENV)/build.log
+LOGGED = >> $(BUILD_LOG) 2>&1 || { cat $(BUILD_LOG); echo "failed; the whole log is in $(BUILD_LOG)" >&2; exit 1; }
+
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml setup.py
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0,<4"
-	$(PY) -m pip install -q --no-build-isolation --config-settings editable_mode=compat -e '.[test]'
+	@echo "setting up $(VENV) and building ext/ (once, a few minutes; log in $(BUILD_LOG))" >&2
+	@$(PYTHON) -m venv $(VENV) && : > $(BUILD_LOG)
+	@$(PY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0,<4" $(LOGGED)
+	@$(PY) -m pip install -q --no-build-isolation --config-settings editable_mode=compat -e '.[test]' $(LOGGED)
 	@touch $@
 
 build: $(SO_STAMP)
 $(SO_STAMP): $(VENV)/.installed $(EXT) setup.py
-	$(PY) setup.py -q build_ext --inplace
+	@$(PY) setup.py -q build_ext --inplace $(LOGGED)
 	@touch $@
 
 run: build
-	$(VENV)/bin/truesource replay pcaps/demo-resolver.pcap --rules rules/demo.rules
+	@$(VENV)/bin/truesource replay pcaps/demo-resolver.pcap --rules rules/demo.rules
 
 test: build system-deps
 	$(PY) -m pytest -q
@@ -90,8 +96,11 @@ SOAK_SECONDS ?= 600
 soak: build system-deps
 	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
 
+# ruff, and mypy over sensor/ (its settings, and the modules it still skips, in pyproject.toml).
 lint: venv
 	$(PY) -m ruff check sensor tests bench pcaps fuzz
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache  # the layering contracts of pyproject.toml (docs/architecture.md)
 
 clean:
 	rm -rf build $(VENV) sensor/*.so ext/*.c *.egg-info

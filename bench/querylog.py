@@ -33,7 +33,7 @@ ROOT = os.path.dirname(BENCH)
 OUT = os.path.join(BENCH, "out")
 sys.path.insert(0, ROOT)
 
-from sensor.querylog.commands import group_askers  # noqa: E402
+from sensor.querylog.lookup import group_askers  # noqa: E402
 from sensor.querylog.record import QueryLogEntry  # noqa: E402
 from sensor.querylog.store import QueryStore  # noqa: E402
 from sensor.querylog.writer import WRITE_ROWS  # noqa: E402

@@ -29,6 +29,7 @@ ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, ROOT)
 
 from sensor import _loop  # noqa: E402
+from sensor.querylog.record import QueryLogEntry  # noqa: E402
 from sensor.rules.loader import load_rules  # noqa: E402
 
 DEFAULT_CAPTURE = os.path.join(BENCH, "out", "capture.pcap")
@@ -49,7 +50,7 @@ def read_batches(path: str) -> list[tuple[int, bytes, bytes]]:
 
 
 def run(mode: str, batches, table, linktype: int) -> tuple[float, float, int]:
-    loop = _loop.FastLoop(linktype, (53,), table, False, query_log=mode != "off")
+    loop = _loop.FastLoop(linktype, (53,), table, False, query_log=mode != "off", entry_type=QueryLogEntry)
     entries = 0
     started, cpu_started = time.perf_counter(), time.process_time()
     if mode == "off":

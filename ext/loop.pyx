@@ -140,6 +140,34 @@ cdef bint chain_complete(uint8_t nh, const uint8_t* p, uint32_t n) noexcept nogi
         return pos + 8 <= n
     return pos + 1 <= n
 
+
+
+cdef object stream_partial_name(bytes pending):
+    """Twin of sensor/decode/dnsmsg.py stream_partial_name: the whole labels of the first question of the message
+    a TCP stream's pending bytes start (after the 2-byte length prefix); None without one. Runs only on an
+    anomaly, so plain Python speed is enough."""
+    cdef Py_ssize_t position = 2 + 12, end = len(pending), length
+    labels = []
+    if end <= 2:
+        return None
+    while position < end and len(labels) < 127:
+        length = pending[position]
+        if length == 0 or length > 0x3F or position + 1 + length > end:
+            break
+        out = []
+        for byte in pending[position + 1 : position + 1 + length]:
+            if byte == 0x2E:
+                out.append("\\.")
+            elif byte == 0x5C:
+                out.append("\\\\")
+            elif 0x21 <= byte <= 0x7E:
+                out.append(chr(byte))
+            else:
+                out.append(f"\\{byte:03d}")
+        labels.append("".join(out))
+        position += 1 + length
+    return ".".join(labels) if labels else None
+
 include "tunnels.pxi"
 include "edns.pxi"
 include "flows.pxi"
@@ -209,6 +237,7 @@ cdef class FastLoop:
     cdef DecodedName name
     cdef FlowTable flows         # None unless flows are on; may be shared by the loops of several files
     cdef PendingTable pending    # None unless the query log is on
+    cdef object entry_type       # the query-log record class, handed in (ext/ imports nothing from sensor/)
     cdef FragmentTable fragments
     cdef list anomalies
     cdef int shadow              # SHADOW_*: this frame's queries are only looked at (reset per frame)
@@ -227,8 +256,10 @@ cdef class FastLoop:
                   FlowTable flows=None,
                   bint query_log=False, int max_pending_queries=65536, double query_timeout=10.0,
                   int max_fragmented_datagrams=1024, long long max_fragment_bytes=4194304,
-                  double fragment_timeout=30.0, int checksums=CHECKSUMS_AUTO, mirror_sources=()):
+                  double fragment_timeout=30.0, int checksums=CHECKSUMS_AUTO, mirror_sources=(),
+                  entry_type=None):
         self.linktype = linktype
+        self.entry_type = entry_type
         memset(self.ports, 0, sizeof(self.ports))
         for port in ports:
             if not 0 < port < 65536:
@@ -239,6 +270,9 @@ cdef class FastLoop:
         self.emit_all = emit_all
         self.flows = flows
         memset(self.counters_, 0, sizeof(self.counters_))
+        if query_log and entry_type is None:
+            raise ValueError("FastLoop(query_log=True) needs entry_type: the query-log record class "
+                             "(sensor.querylog.record.QueryLogEntry; sensor/loop.py hands it in)")
         self.pending = PendingTable(max_pending_queries, query_timeout) if query_log else None
         self.fragments = FragmentTable(max_fragmented_datagrams, max_fragment_bytes, fragment_timeout)
         self.anomalies = []
@@ -249,12 +283,17 @@ cdef class FastLoop:
         self.cs_bad = 0
         self.cs_frame_checked = False
         self.cs_frame_bad = False
-        from sensor.anomalies import MirrorSources
-        mirrors = MirrorSources(mirror_sources)
-        packed = mirrors.packed()
+        # parsed here as sensor/anomalies.py MirrorSources does (ext/ imports nothing from sensor/)
+        packed = []
+        self.mirror_any = False
+        for spec in mirror_sources:
+            if spec.strip().lower() == "any":
+                self.mirror_any = True
+            else:
+                net = ipaddress.ip_network(spec.strip(), strict=False)
+                packed.append((net.version, net.network_address.packed, net.prefixlen))
         if len(packed) > MAX_MIRROR_SOURCES:
             raise ValueError(f"at most {MAX_MIRROR_SOURCES} mirror sources")
-        self.mirror_any = mirrors.any
         self.nmirrors = len(packed)
         for k, (family, addr, prefix) in enumerate(packed):
             self.mirror_family[k] = family
@@ -364,7 +403,6 @@ cdef class FastLoop:
         """An anomaly about a stream: its key gives the addresses, its partial message the name."""
         cdef Stream* sp = &self.streams.slots[s]
         cdef int alen = 4 if sp.key[2] == 4 else 16
-        from sensor.decode.dnsmsg import stream_partial_name
         pending = PyBytes_FromStringAndSize(<const char*>sp.buf, sp.buf_len) if sp.buf_len else b""
         self.anomaly(kind, fi, sp.key + 4, sp.key + 20, alen, 6, rd16(sp.key + 36), rd16(sp.key + 38),
                      stream_partial_name(pending), ((sp.key[0] << 8) | sp.key[1]) - 1)
@@ -375,9 +413,11 @@ cdef class FastLoop:
         return b"" if self.pending is None else self.pending.take()
 
     def take_query_log(self):
-        """The query-log entries finished since the last take, as QueryLogEntry records, in finishing order."""
-        from sensor.querylog.record import QueryLogEntry
-        return decode_query_log(self.take_query_log_packed(), QueryLogEntry)
+        """The query-log entries finished since the last take, as `entry_type` records (the selector hands in
+        QueryLogEntry), in finishing order."""
+        if self.pending is None:
+            return []
+        return decode_query_log(self.take_query_log_packed(), self.entry_type)
 
     def flush_query_log(self):
         """Finish every pending query as unanswered (end of a capture, or stop); take them with take_*."""

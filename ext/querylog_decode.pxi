@@ -151,18 +151,26 @@ cdef str rdata_str(const uint8_t* msg, uint32_t n, uint16_t rrtype, uint32_t sta
     return generic_rdata(p, length)
 
 
-cdef tuple answer_section(const uint8_t* msg, uint32_t n, DecodedName* scratch):
-    """The answers of a response; a malformed section ends the walk, keeping the records read before it."""
+cdef tuple answer_section(const uint8_t* msg, uint32_t n, DecodedName* scratch, int max_answers,
+                          Py_ssize_t max_bytes, int* dropped):
+    """The answers of a response; a malformed section ends the walk, keeping the records read before it.
+    At most `max_answers` records and `max_bytes` of owner and data text are kept (negative: no cap); when
+    the cap ends the walk, `dropped` is the response's answer count minus those kept."""
     cdef uint32_t pos = 12, start, end
     cdef uint16_t qdcount = rd16(msg + 4), ancount = rd16(msg + 6), rrtype
     cdef uint32_t k, ttl
-    cdef str owner
+    cdef Py_ssize_t text_bytes = 0
+    cdef str owner, data
     cdef list answers = []
+    dropped[0] = 0
     for k in range(qdcount):
         if decode_name(msg, n, pos, scratch):
             return ()
         pos = scratch.end + 4
     for k in range(ancount):
+        if max_answers >= 0 and <int>k >= max_answers:
+            dropped[0] = ancount - k
+            break
         if decode_name(msg, n, pos, scratch):
             break
         owner = name_str(scratch)
@@ -175,13 +183,21 @@ cdef tuple answer_section(const uint8_t* msg, uint32_t n, DecodedName* scratch):
         end = start + rd16(msg + pos + 8)
         if end > n:
             break
-        answers.append((owner, rrtype, ttl, rdata_str(msg, n, rrtype, start, end, scratch)))
+        data = rdata_str(msg, n, rrtype, start, end, scratch)
+        text_bytes += len(owner) + len(data)
+        if max_bytes >= 0 and text_bytes > max_bytes:
+            dropped[0] = ancount - k
+            break
+        answers.append((owner, rrtype, ttl, data))
         pos = end
     return tuple(answers)
 
 
-def decode_query_log(bytes data, entry_type):
-    """Every entry packed in `data` (sensor/querylog/packed.py), as `entry_type` (QueryLogEntry) records."""
+def decode_query_log(bytes data, entry_type, int max_answers=-1, Py_ssize_t max_answer_bytes=-1,
+                     int response_only_answers=-1):
+    """Every entry packed in `data` (sensor/querylog/packed.py), as `entry_type` (QueryLogEntry) records.
+    The caps (negative: none) bound what one entry keeps of its answers: `max_answers` records and
+    `max_answer_bytes` of their text; `response_only_answers` records for a response with no query."""
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
     cdef bint collecting = gc.isenabled()
@@ -189,18 +205,19 @@ def decode_query_log(bytes data, entry_type):
     # that cannot form cycles; it is paused for the decoding.
     gc.disable()
     try:
-        return decode_entries_into(p, size, entry_type)
+        return decode_entries_into(p, size, entry_type, max_answers, max_answer_bytes, response_only_answers)
     finally:
         if collecting:
             gc.enable()
 
 
-cdef list decode_entries_into(const uint8_t* p, Py_ssize_t size, entry_type):
+cdef list decode_entries_into(const uint8_t* p, Py_ssize_t size, entry_type, int max_answers,
+                              Py_ssize_t max_answer_bytes, int response_only_answers):
     cdef Py_ssize_t pos = 0
     cdef EntryHeader hd
     cdef const uint8_t* msg
     cdef DecodedName scratch
-    cdef int alen, k
+    cdef int alen, k, dropped = 0, cap
     cdef uint16_t flags
     cdef list entries = []
     cdef object tunnel, answers, rcode
@@ -212,8 +229,12 @@ cdef list decode_entries_into(const uint8_t* p, Py_ssize_t size, entry_type):
         if hd.message_len >= 12:
             flags = rd16(msg + 2)
             rcode = flags & 0xF
-            answers = answer_section(msg, hd.message_len, &scratch)
+            cap = max_answers
+            if hd.status == STATUS_RESPONSE_ONLY and response_only_answers >= 0 and (cap < 0 or response_only_answers < cap):
+                cap = response_only_answers  # what anyone can send without a query
+            answers = answer_section(msg, hd.message_len, &scratch, cap, max_answer_bytes, &dropped)
         else:
+            dropped = 0
             flags = 0
             rcode = -1
             answers = ()
@@ -228,7 +249,7 @@ cdef list decode_entries_into(const uint8_t* p, Py_ssize_t size, entry_type):
             hd.client_port, hd.server_port, hd.transport, hd.dns_id,
             PyUnicode_DecodeASCII(<const char*>(p + pos + sizeof(EntryHeader)), hd.name_len, NULL),
             hd.qtype, hd.qclass, hd.status, rcode, flags, hd.latency_us, answers, hd.frame, tunnel,
-            hd.retransmissions,
+            hd.retransmissions, dropped,
         )))
         pos += hd.record_len
     if pos != size:

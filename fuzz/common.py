@@ -122,8 +122,9 @@ def differential(linktype: int, ports: Sequence[int], frames: Sequence[bytes], e
     state across batches, so the split must not change anything). `rules`: (table, allow, patterns), else
     the small TABLE above."""
     from sensor.decode import ReferenceLoop
-    from sensor.flows.build import make_flow_table
     from sensor.flows.settings import FlowSettings
+    from sensor.loop import make_flow_table
+    from sensor.querylog.record import QueryLogEntry
 
     limits = {**QUERY_LOG_LIMITS, **(LIMITS if limits is None else limits)}
     table, allow, patterns = rules or (TABLE, ALLOW, None)
@@ -132,7 +133,7 @@ def differential(linktype: int, ports: Sequence[int], frames: Sequence[bytes], e
     reference_loop = ReferenceLoop(linktype, ports, table, emit_all, allow=allow, patterns=patterns,
                                    flows=reference_flows, **limits)
     fast_loop = compiled_loop().FastLoop(linktype, ports, table, emit_all, allow=allow, patterns=patterns,
-                                         flows=fast_flows, **limits)
+                                         flows=fast_flows, entry_type=QueryLogEntry, **limits)
     step = batch_size or max(len(frames), 1)
     reference, fast = [], []
     logged: tuple[list, list] = ([], [])

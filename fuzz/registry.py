@@ -22,6 +22,7 @@ TARGETS: dict[str, str] = {
     "flow_filter": "fuzz.targets.flow_filter",  # nfdump filter expressions: only FilterError, and sound logic
     "tcp_reassembly": "fuzz.targets.tcp_reassembly",  # Linux's TCP reassembly, checksums verified: fast == reference
     "ip_reassembly": "fuzz.targets.ip_reassembly",  # Linux's fragment policy, checksums verified: fast == reference
+    "compiled_rules": "fuzz.targets.compiled_rules",  # compiled rule-set files: only CompiledRulesError; loops agree
 }
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from sensor.cli import main
+from sensor.entry import main
 
 sys.exit(main())

@@ -159,7 +159,7 @@ def anomaly_event(record: AnomalyRecord, observer: dict, capture_file: str | Non
         anomaly["partial_name"] = record.qname
     extra: dict = {"anomaly": anomaly}
     related = [src, dst] if src != dst else [src]
-    if record.outer_src is not None:
+    if record.outer_src is not None and record.outer_dst is not None:
         outer_src, outer_dst = ip_text(record.outer_src), ip_text(record.outer_dst)
         extra["tunnel"] = {"outer": {"source": {"ip": outer_src}, "destination": {"ip": outer_dst}}}
         related += [ip for ip in (outer_src, outer_dst) if ip not in related]
@@ -181,53 +181,31 @@ def anomaly_event(record: AnomalyRecord, observer: dict, capture_file: str | Non
     }
 
 
+def take_anomalies(loop) -> list[AnomalyRecord]:
+    """The anomalies a loop saw since the last take (both loops have take_anomalies; anything else has none)."""
+    take = getattr(loop, "take_anomalies", None)
+    return [] if take is None else [AnomalyRecord._make(r) for r in take()]
+
+
 class AnomalySink:
     """Takes a loop's anomalies after each batch: rate-limited, encoded, and written to every output on
-    ANOMALY_TOPIC. Loops without take_anomalies (none today) are passed over."""
+    ANOMALY_TOPIC."""
 
     def __init__(self, observer: dict) -> None:
         self.observer = observer
         self.limiter = AnomalyLimiter()
         self._json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
-    def lines(self, loop, capture_file: str | None = None, interface: str | None = None) -> list[str]:
-        take = getattr(loop, "take_anomalies", None)
-        if take is None:
-            return []
-        return [self._json.encode(anomaly_event(AnomalyRecord._make(r), self.observer, capture_file, interface))
-                for r in take() if self.limiter.allow(AnomalyRecord._make(r))]
-
-    def encode(self, records: list, origin=None) -> list[str]:
-        """Records made outside a loop (flows): rate-limited and encoded like the loop's."""
+    def encode(self, records: Iterable[Sequence], origin=None) -> list[str]:
+        """Anomaly records (a loop's, a worker's as plain tuples, or the flows'), rate-limited and encoded."""
         file = origin.capture_file if origin is not None else None
         interface = origin.interface if origin is not None else None
-        return [self._json.encode(anomaly_event(r, self.observer, file, interface))
-                for r in records if self.limiter.allow(r)]
+        out = []
+        for r in records:
+            record = r if isinstance(r, AnomalyRecord) else AnomalyRecord._make(r)
+            if self.limiter.allow(record):
+                out.append(self._json.encode(anomaly_event(record, self.observer, file, interface)))
+        return out
 
     def counters(self) -> dict[str, int]:
         return self.limiter.counters()
-
-
-# ---- hit fields for spoofing checks (source.mac, truesource.tunnel.outer, truesource.tcp.handshake) ----------
-
-def mac_text(mac: bytes) -> str:
-    """ECS form: upper-case hex pairs joined by hyphens."""
-    return "-".join(f"{b:02X}" for b in mac)
-
-
-def spoofing_fields(msg: Sequence) -> tuple[dict, dict]:
-    """(extra `source` fields, extra `truesource` fields) of a hit from the record's appended fields: the client's
-    MAC, the tunnel's path and outer addresses, and whether the TCP handshake was seen."""
-    source: dict = {}
-    extra: dict = {}
-    if msg.src_mac is not None:
-        source["mac"] = mac_text(msg.src_mac)
-    if msg.tunnel is not None:
-        tunnel: dict = {"path": msg.tunnel}
-        if msg.tunnel_outer is not None:
-            outer_src, outer_dst = msg.tunnel_outer
-            tunnel["outer"] = {"source": {"ip": ip_text(outer_src)}, "destination": {"ip": ip_text(outer_dst)}}
-        extra["tunnel"] = tunnel
-    if msg.transport == 6:
-        extra["tcp"] = {"handshake": bool(msg.tcp_handshake)}
-    return source, extra

@@ -19,8 +19,12 @@ from __future__ import annotations
 import socket
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sensor.records import DnsMessage
+
+if TYPE_CHECKING:  # a hit from the runner (sensor/messages.py) has the same fields as the loop's tuple
+    from sensor.messages import DnsRecord
 
 DEFAULT_WINDOW = 5.0  # seconds: a resolver's upstream queries follow the client's within ms; retries take seconds
 MAX_RECENT_CLIENT_HITS = 100_000  # bound on remembered client queries, whatever the window holds
@@ -75,11 +79,11 @@ class ResolverAttribution:
         self.learned_evicted = 0  # learned resolver addresses forgotten at max_learned
         self.linked = 0
 
-    def is_resolver_query(self, msg: DnsMessage) -> bool:
+    def is_resolver_query(self, msg: DnsMessage | DnsRecord) -> bool:
         """A configured or learned resolver's query, or any iterative one (RD clear): stub clients ask with RD."""
         return msg.src_ip in self.group_of or msg.src_ip in self.learned or not msg.flags & RD
 
-    def link(self, msg: DnsMessage) -> Attribution | None:
+    def link(self, msg: DnsMessage | DnsRecord) -> Attribution | None:
         """None for a client query (remembered); for a resolver's query, the client queries that caused it."""
         now = msg.ts_sec * 1_000_000 + msg.ts_usec
         self._expire(now)

@@ -12,9 +12,9 @@ key, its validation and its line in `config check` by itself.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -125,8 +125,8 @@ def _describe(action: argparse.Action) -> str:
         return "true or false"
     if isinstance(action, argparse._CountAction):
         return "an integer >= 0"
-    base = getattr(action.type, "description", None) or {int: "an integer", float: "a number"}.get(action.type,
-                                                                                                    "a string")
+    names: dict[Any, str] = {int: "an integer", float: "a number"}
+    base = getattr(action.type, "description", None) or names.get(action.type, "a string")
     if action.choices:
         base = "one of " + ", ".join(json.dumps(c) for c in action.choices)
     if isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*") or isinstance(action.nargs, int):
@@ -139,7 +139,7 @@ def _describe(action: argparse.Action) -> str:
 
 def _scalar(item: Any, action: argparse.Action, where: str) -> Any:
     """One item as the parser would have made it from the command line; ConfigError otherwise."""
-    kind = action.type
+    kind: Any = action.type
     base = getattr(kind, "base", kind)  # a Bounded number type (sensor/options.py) checks int or float first
     if base is int:
         ok = isinstance(item, int) and not isinstance(item, bool)
@@ -204,6 +204,8 @@ def load(path: str | None, parser: argparse.ArgumentParser) -> Config:
         if not os.path.exists(DEFAULT_CONFIG):
             return Config(None)
         path = DEFAULT_CONFIG
+    import tomllib  # only when there is a file: start-up without one is 20 ms shorter
+
     try:
         with open(path, "rb") as handle:
             document = tomllib.load(handle)
@@ -229,7 +231,7 @@ def _flatten(document: Mapping[str, Any], keys: dict, prefix: str = "") -> dict[
 
 def validate(document: Mapping[str, Any], parser: argparse.ArgumentParser, path: str = "<config>") -> Config:
     keys = schema(parser)
-    tables: dict[str, dict[str, Any]] = {}
+    tables: dict[str, Mapping[str, Any]] = {}
     heuristics = None
     for table, values in _flatten(document, keys).items():
         if table == HEURISTICS:
@@ -263,7 +265,8 @@ def validate(document: Mapping[str, Any], parser: argparse.ArgumentParser, path:
 
 def _chosen(parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> tuple[str, list]:
     """The command's table name and the parsers on its path (top-level first)."""
-    path, parsers = [], [parser]
+    path: list[str] = []
+    parsers = [parser]
     current = parser
     while True:
         subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
@@ -288,11 +291,17 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
             if action.option_strings and action.dest not in NOT_KEYS[:2]:
                 saved.append((action, action.default, action.required))
                 action.default, action.required = argparse.SUPPRESS, False
+        # --help is printed during parsing: its %(default)s must read the real default, not SUPPRESS
+        saved.append((sub, sub.formatter_class, None))
+        sub.formatter_class = _real_defaults_formatter(sub.formatter_class, saved)
     try:
         namespace = parser.parse_args(argv)
     finally:
-        for action, default, required in saved:
-            action.default, action.required = default, required
+        for item, default, required in reversed(saved):
+            if isinstance(item, argparse.ArgumentParser):
+                item.formatter_class = default
+            else:
+                item.default, item.required = default, required
     table, parsers = _chosen(parser, namespace)
     if table == "config.check":  # it checks a file of its choice: a broken default must not stop it
         config = Config(getattr(namespace, "config", None))
@@ -323,6 +332,21 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     namespace.config_heuristics = config.heuristics
     namespace.config_table = table
     return namespace
+
+
+def _real_defaults_formatter(base: type, saved: list) -> type:
+    """A help formatter that expands an option's help with the default it had before parse_args suppressed it."""
+    real = {id(item): default for item, default, _ in saved}
+
+    class RealDefaults(base):
+        def _expand_help(self, action: argparse.Action) -> str:
+            if action.default is argparse.SUPPRESS and id(action) in real:
+                default = real[id(action)]
+                action = copy.copy(action)
+                action.default = default
+            return super()._expand_help(action)
+
+    return RealDefaults
 
 
 def _all_parsers(parser: argparse.ArgumentParser):
@@ -379,24 +403,8 @@ def toml_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def run_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """`truesource config check [PATH]`: validate, then print the effective configuration."""
-    import sys
-
-    config = load(args.path or args.config, parser)
-    sys.stdout.write(render_toml(parser, config))
-    return 0
-
-
-def register(commands) -> None:
-    """The `config` command."""
-    config = commands.add_parser("config", help="check the configuration file and print the effective values")
-    sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
-    check = sub.add_parser("check", help="validate a configuration file and print every key's effective value")
-    check.add_argument("path", nargs="?", metavar="PATH", help=f"the file (default: --config, else {DEFAULT_CONFIG})")
-
-
-DOC_BEGIN = "<!-- keys: generated by `python -m sensor.config docs/config.md`; tests/test_config.py checks it -->"
+DOC_BEGIN = ("<!-- keys: generated by `python -m sensor.commands.configdoc docs/config.md`; tests/test_config.py "
+             "checks it -->")
 DOC_END = "<!-- end of keys -->"
 
 
@@ -414,16 +422,3 @@ def markdown(parser: argparse.ArgumentParser) -> str:
                         f"{meaning} |")
     return "\n".join(rows + ["", DOC_END])
 
-
-if __name__ == "__main__":
-    import sys
-
-    from sensor.cli import build_parser
-
-    target = sys.argv[1]
-    with open(target, encoding="utf-8") as handle:
-        text = handle.read()
-    head, rest = text.split(DOC_BEGIN, 1)
-    tail = rest.split(DOC_END, 1)[1]
-    with open(target, "w", encoding="utf-8") as handle:
-        handle.write(head + markdown(build_parser()) + tail)

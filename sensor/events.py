@@ -6,14 +6,18 @@ import json
 import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sensor import __version__
-from sensor.anomalies import spoofing_fields
 from sensor.attribution import Attribution
 from sensor.community_id import community_id
 from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
 from sensor.records import DnsMessage
 from sensor.rules.model import NAME_KINDS, SUFFIX, Rule, RuleSet
+from sensor.spoofing import spoofing_fields
+
+if TYPE_CHECKING:  # a hit from the runner (sensor/messages.py) has the same fields as the loop's tuple
+    from sensor.messages import DnsRecord
 
 HIT_TOPIC = "dns.hit"
 HEURISTIC_RULE = Rule(SUFFIX, "", False, "heuristic", "heuristics", 0)  # placeholder: heuristic hits have no rule
@@ -92,7 +96,7 @@ class HitEncoder:
         """After a reload: rule indices in records decoded from now on refer to this set."""
         self._rules = ruleset
 
-    def event(self, msg: DnsMessage, origin: Origin, attribution: Attribution | None = None,
+    def event(self, msg: DnsMessage | DnsRecord, origin: Origin, attribution: Attribution | None = None,
               rule: Rule | None = None) -> dict:
         """The ECS object of one hit; `attribution` when the query was a resolver's, linked to its clients;
         `rule` when the caller has it (a worker sent it), else it is read from the current rule set."""
@@ -100,7 +104,7 @@ class HitEncoder:
         src = socket.inet_ntop(socket.AF_INET if len(msg.src_ip) == 4 else socket.AF_INET6, msg.src_ip)
         dst = socket.inet_ntop(socket.AF_INET if len(msg.dst_ip) == 4 else socket.AF_INET6, msg.dst_ip)
         transport = TRANSPORTS[msg.transport]
-        network = {
+        network: dict[str, Any] = {
             "transport": transport,
             "protocol": "dns",
             "type": "ipv4" if len(msg.src_ip) == 4 else "ipv6",
@@ -109,11 +113,11 @@ class HitEncoder:
         }
         if msg.vlan_id is not None:
             network["vlan"] = {"id": str(msg.vlan_id)}
-        observer = dict(self._observer)
+        observer: dict[str, Any] = dict(self._observer)
         if origin.interface is not None:
             observer["ingress"] = {"interface": {"name": origin.interface}}
         opcode = msg.opcode
-        extra = {
+        extra: dict[str, Any] = {
             "dns": {
                 "op_code": opcode,
                 "question": {"type": msg.qtype, "class": msg.qclass},
@@ -136,7 +140,7 @@ class HitEncoder:
                     for c in attribution.clients
                 ],
             }
-        # ---- issue 13: source.mac, truesource.tunnel.{path,outer}, truesource.tcp.handshake (sensor/anomalies.py)
+        # ---- issue 13: source.mac, truesource.tunnel.{path,outer}, truesource.tcp.handshake (sensor/spoofing.py)
         source_extra, spoofing = spoofing_fields(msg)
         extra.update(spoofing)
         return {
@@ -169,7 +173,7 @@ class HitEncoder:
             "truesource": extra,
         }
 
-    def heuristic_event(self, msg: DnsMessage, origin: Origin, found) -> dict:
+    def heuristic_event(self, msg: DnsMessage | DnsRecord, origin: Origin, found) -> dict:
         """A hit by a heuristic detector: the same event, the detector in place of a rule."""
         event = self.event(msg, origin, rule=HEURISTIC_RULE)
         event["rule"] = {"name": f"heuristic:{found.detector}", "ruleset": "heuristics",

@@ -1,51 +1,76 @@
-"""Selects the decode loop: the compiled fast path, or the pure-Python reference when asked.
+"""The one selector of compiled vs reference code: the fast path (sensor/_loop, built from ext/) or its
+pure-Python twin, for the decode loop, the rule table, the flow table and the query-log decoder.
 
-TRUESOURCE_PURE=1 forces the reference path (tests, and platforms without a compiler).
+TRUESOURCE_PURE=1 forces the reference twins everywhere (tests, and platforms without a compiler); nothing else
+in sensor/ imports sensor._loop. Each compiled name and its twin (TWINS below; docs/architecture.md):
+
+    ext/loop.pyx  FastLoop          <-> sensor/decode/loop.py       ReferenceLoop
+    ext/          SuffixSet         <-> sensor/rules/model.py       RuleSet.table (a dict)
+    ext/          FlowTable         <-> sensor/flows/reference.py   ReferenceFlowTable
+    ext/          decode_query_log  <-> sensor/querylog/packed.py   decode_entries_reference
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
+from sensor.querylog.record import QueryLogEntry
+from sensor.rules import compiled as rule_file
+from sensor.rules.compiled import CompiledRules
 from sensor.rules.model import RuleSet
 from sensor.rules.patterns import PatternMatcher
 
+if TYPE_CHECKING:  # numpy (the flow record's dtype) loads only when flows are on
+    from sensor.flows.settings import FlowSettings
+
 log = logging.getLogger(__name__)
 
+compiled: ModuleType | None
 try:
-    from sensor import _loop as compiled
+    import sensor._loop
+
+    compiled = sensor._loop
 except ImportError:  # not built: the reference path still gives the same records, slower
     compiled = None
+# a compiled rule-set file's table is built by the C SuffixSet when there is one (sensor/rules/compiled.py)
+rule_file.NATIVE_SUFFIX_SET = compiled.SuffixSet if compiled is not None else None
+
+# compiled name in sensor._loop -> "module:name" of its pure-Python twin (tests/test_layering.py checks both exist)
+TWINS = {
+    "FastLoop": "sensor.decode.loop:ReferenceLoop",
+    "SuffixSet": "sensor.rules.model:RuleSet",
+    "FlowTable": "sensor.flows.reference:ReferenceFlowTable",
+    "decode_query_log": "sensor.querylog.packed:decode_entries_reference",
+}
+
+__all__ = ["TWINS", "CompiledRules", "compile_rules", "compiled", "decode_query_log", "make_flow_table",
+           "make_loop", "pure_requested", "use_compiled"]
 
 
 def pure_requested() -> bool:
     return os.environ.get("TRUESOURCE_PURE", "") not in ("", "0")
 
 
-@dataclass(frozen=True, slots=True)
-class CompiledRules:
-    """A rule set in the form the loops take: built once, shared by the loops of every file or worker."""
-
-    table: object  # a compiled SuffixSet, or the RuleSet's table for the reference loop
-    allow: bytes
-    patterns: Callable[[str], int] | None
-    count: int
-
-    def loop_args(self) -> dict:
-        return {"allow": self.allow, "patterns": self.patterns}
+def use_compiled(pure: bool | None = None) -> bool:
+    """True when the compiled twin runs: built, and neither `pure` nor TRUESOURCE_PURE asks for the reference."""
+    if pure is None:
+        pure = pure_requested()
+    return not pure and compiled is not None
 
 
 def compile_rules(ruleset: RuleSet, pure: bool | None = None, keep_table: bool = True) -> CompiledRules:
     """The loops' form of a rule set; `keep_table=False` frees the RuleSet's name table once compiled."""
-    if pure is None:
-        pure = pure_requested()
     matcher = PatternMatcher(ruleset)
-    if pure or compiled is None:
-        table = ruleset.table
+    if not use_compiled(pure):
+        table: object = ruleset.table
+    elif hasattr(ruleset, "suffix_set"):  # a compiled rule-set file (sensor/rules/compiled.py): read in place
+        table = ruleset.suffix_set(compiled.SuffixSet)
     else:
+        assert compiled is not None
         table = compiled.SuffixSet(ruleset.table)
         if not keep_table:
             ruleset.drop_table()
@@ -53,18 +78,44 @@ def compile_rules(ruleset: RuleSet, pure: bool | None = None, keep_table: bool =
 
 
 def make_loop(linktype: int, ports: Sequence[int], rules: CompiledRules | dict, emit_all: bool = False,
-              pure: bool | None = None, **limits):
+              pure: bool | None = None, **limits: Any) -> Any:
     """A loop for one capture's link type; `rules` from compile_rules(), or a bare table (no allow, no patterns)."""
-    if pure is None:
-        pure = pure_requested()
     if isinstance(rules, dict):
         rules = CompiledRules(rules, b"", None, 0)
-    if not pure and compiled is not None:
-        return compiled.FastLoop(linktype, ports, rules.table, emit_all, **limits, **rules.loop_args())
-    if not pure:
+    if use_compiled(pure):
+        assert compiled is not None
+        return compiled.FastLoop(linktype, ports, rules.table, emit_all, **limits, **rules.loop_args(),
+                                 entry_type=QueryLogEntry)
+    if not (pure if pure is not None else pure_requested()):
         log.warning("compiled fast path not built; using the pure-Python reference decoder")
     from sensor.decode.loop import ReferenceLoop
 
-    if not isinstance(rules.table, dict):
-        raise TypeError("the reference loop needs the rule table as a dict")
+    if not hasattr(rules.table, "get"):
+        raise TypeError("the reference loop needs the rule table as a mapping")
     return ReferenceLoop(linktype, ports, rules.table, emit_all, **limits, **rules.loop_args())
+
+
+def make_flow_table(settings: FlowSettings, pure: bool | None = None) -> Any:
+    """The fast path's flow table, or the reference one (TRUESOURCE_PURE=1, or no compiled module)."""
+    if use_compiled(pure) and hasattr(compiled, "FlowTable"):
+        from sensor.flows.record import FLOW_DTYPE
+
+
+        assert compiled is not None
+        return compiled.FlowTable(FLOW_DTYPE, settings.idle_timeout, settings.active_timeout, settings.max_flows)
+    from sensor.flows.reference import ReferenceFlowTable
+
+    return ReferenceFlowTable(settings)
+
+
+def decode_query_log(data: bytes, pure: bool | None = None,
+                     caps: tuple[int, int, int] = (-1, -1, -1)) -> list[QueryLogEntry]:
+    """The packed query-log entries of a loop (sensor/querylog/packed.py), decoded by the compiled twin when used.
+    `caps`: what an entry keeps of its answers (records, bytes of text, records of a response without a query;
+    negative: no cap), as the store asks."""
+    if use_compiled(pure):
+        assert compiled is not None
+        return compiled.decode_query_log(bytes(data), QueryLogEntry, *caps)  # type: ignore[no-any-return]
+    from sensor.querylog.packed import decode_entries_reference
+
+    return decode_entries_reference(data, caps)

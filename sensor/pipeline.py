@@ -8,7 +8,7 @@ from typing import Protocol
 from sensor.anomalies import ANOMALY_TOPIC, AnomalySink
 from sensor.attribution import ResolverAttribution
 from sensor.events import HIT_TOPIC, HitEncoder, Origin
-from sensor.records import DnsMessage
+from sensor.messages import DnsRecord
 from sensor.rules.model import Rule
 
 
@@ -17,11 +17,16 @@ class Output(Protocol):
     def close(self) -> None: ...
 
 
+class Heuristics(Protocol):
+    def observe(self, msg: DnsRecord) -> list: ...
+    def counters(self) -> dict[str, int]: ...
+
+
 class HitPipeline:
     """Records in packet-time order in; one JSON event per hit out, to every output."""
 
     def __init__(self, encoder: HitEncoder, outputs: Sequence[Output],
-                 attribution: ResolverAttribution | None = None, heuristics=None) -> None:
+                 attribution: ResolverAttribution | None = None, heuristics: Heuristics | None = None) -> None:
         self.encoder = encoder
         self.outputs = outputs
         self.attribution = attribution
@@ -33,34 +38,32 @@ class HitPipeline:
     def wants_every_message(self) -> bool:
         return self.heuristics is not None
 
-    def record(self, record: tuple, origin: Origin, rule: Rule | None = None) -> None:
+    def record(self, record: DnsRecord, origin: Origin, rule: Rule | None = None) -> None:
         """One record from the loop: a rule hit, and (with heuristics on) a query the detectors judge."""
-        if record[15] >= 0:
+        if record.rule >= 0:
             self.hit(record, origin, rule)
-        if self.heuristics is not None and not record[10] & 0x8000:
+        if self.heuristics is not None and not record.is_response:
             self.judge(record, origin)
 
-    def judge(self, record: tuple, origin: Origin) -> None:
-        msg = DnsMessage._make(record)
+    def judge(self, msg: DnsRecord, origin: Origin) -> None:
+        if self.heuristics is None:
+            return
         for found in self.heuristics.observe(msg):
             line = self.encoder.encode(self.encoder.heuristic_event(msg, origin, found))
             for output in self.outputs:
                 output.write(HIT_TOPIC, line)
 
-    def hit(self, record: tuple, origin: Origin, rule: Rule | None = None) -> None:
+    def hit(self, msg: DnsRecord, origin: Origin, rule: Rule | None = None) -> None:
         """`rule`: the record's rule when it came from a worker (else it is read from the encoder's rule set)."""
-        msg = DnsMessage._make(record)
         attribution = self.attribution.link(msg) if self.attribution is not None else None
         line = self.encoder.encode(self.encoder.event(msg, origin, attribution, rule))
         self.hits += 1
         for output in self.outputs:
             output.write(HIT_TOPIC, line)
 
-    def anomalies(self, loop, origin: Origin) -> None:
-        """The anomalies the loop saw since the last call, as events (rate-limited) on every output."""
-        for line in self.anomaly_sink.lines(loop, origin.capture_file, origin.interface):
-            for output in self.outputs:
-                output.write(ANOMALY_TOPIC, line)
+    def anomalies(self, records: Sequence[Sequence], origin: Origin) -> None:
+        """Anomalies a loop saw (this process's, or a worker's), as events (rate-limited) on every output."""
+        self.anomaly_records(records, origin)
 
     def encrypted_dns_hook(self, resolvers: list[str]):
         """A flow-record callback: clients that bypass `resolvers` with DoT or DoH (sensor/encrypted_dns.py)."""
@@ -73,7 +76,7 @@ class HitPipeline:
 
         return on_records
 
-    def anomaly_records(self, records: list, origin: Origin | None = None) -> None:
+    def anomaly_records(self, records: Sequence[Sequence], origin: Origin | None = None) -> None:
         """Anomaly records from outside the loop (flows), rate-limited, to every output."""
         for line in self.anomaly_sink.encode(records, origin):
             for output in self.outputs:
@@ -89,6 +92,13 @@ class HitPipeline:
             if hasattr(output, "state_counters"):
                 out.update(output.state_counters())
         return out
+
+    def flush(self) -> None:
+        """Hand what the outputs buffered to their readers now (a pipe's input arrives slowly: its hits go out
+        batch by batch, not when a buffer fills)."""
+        for output in self.outputs:
+            if hasattr(output, "flush"):
+                output.flush()
 
     def publish(self, topic: str, line: str) -> None:
         """A non-hit event (statistics, reloads) to every output that takes it."""

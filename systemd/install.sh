@@ -39,6 +39,13 @@ if [ $build_venv = 1 ]; then
     fi
     "$destdir$prefix/bin/python" -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0,<4"
     "$destdir$prefix/bin/python" -m pip install -q --no-build-isolation "$source_dir"
+    # Under a staging root the venv names its staging path (scripts' #! lines, activate, pyvenv.cfg): make it
+    # name $prefix, where the tree is copied to, or every script fails there with "bad interpreter".
+    if [ -n "$destdir" ]; then
+        grep -rlI --exclude-dir=__pycache__ -e "$destdir$prefix" "$destdir$prefix" | while read -r file; do
+            sed -i "s|$destdir$prefix|$prefix|g" "$file"
+        done
+    fi
 fi
 if [ ! -x "$destdir$prefix/bin/truesource" ]; then
     echo "install.sh: $destdir$prefix/bin/truesource is missing (drop --no-venv to build it)" >&2

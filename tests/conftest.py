@@ -44,6 +44,14 @@ def _compiled_in_ci():
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _rules_cache(tmp_path_factory):
+    """Compiled rule sets of the commands the tests run go to a directory of this session, not ~/.cache."""
+    if "CACHE_DIRECTORY" not in os.environ:
+        os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+
+
 def make_batch(frames: list[bytes], start_sec: int = 1_700_000_000, step_usec: int = 1000) -> tuple[bytes, bytes]:
     """Frames as one next_batch() result: the data blob and its 16-byte metadata records."""
     import struct

@@ -9,6 +9,7 @@ import pcapy
 import pytest
 
 from sensor.decode import ReferenceLoop
+from sensor.querylog.record import QueryLogEntry
 
 try:
     from sensor import _loop
@@ -34,7 +35,7 @@ def make(kind: str, linktype: int, ports=(53,), table=None, emit_all: bool = Fal
     if kind == "fast":
         if _loop is None:
             pytest.skip("sensor._loop is not built")
-        return _loop.FastLoop(linktype, ports, table, emit_all, query_log=True, **options)
+        return _loop.FastLoop(linktype, ports, table, emit_all, query_log=True, entry_type=QueryLogEntry, **options)
     return ReferenceLoop(linktype, ports, table, emit_all, query_log=True, **options)
 
 

@@ -164,3 +164,16 @@ def test_two_workers_split_flows_and_agree_with_replay(wire, tmp_path):
     assert len(workers) > 1000
     split = [key for key, seen in workers.items() if len(seen) > 1]
     assert split == []
+
+
+def test_forged_vxlan_seen_by_a_worker_reaches_the_parent_as_an_anomaly(wire):
+    """--workers 2 without a mirror source: a VXLAN from an unknown sender carrying a query that would hit is an
+    anomaly event, sent by the worker that decoded it in its Report and published by the parent; never a hit."""
+    proc = wire.start_capture("--rules", str(PCAPS / "pcaps.rules"), "--workers", "2")
+    wait_started(proc)
+    wire.replay(str(PCAPS / "attacks" / "vxlan-untrusted.pcap"), pps=100)
+    out, _ = stop(proc)  # a worker's last Report (sent when it stops) carries what it still held
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    kinds = [e["truesource"]["anomaly"]["name"] for e in events if e["event"]["dataset"] == "truesource.anomaly"]
+    assert kinds == ["tunnel_untrusted"]
+    assert hit_keys(out.splitlines()) == []

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import run_cli
 from sensor import config
-from sensor.cli import build_parser
+from sensor.commands.config import run_config
+from sensor.commands.parser import build_parser
 from sensor.options import Bounded
 
 CANDIDATE_TEXTS = ("7", "2.5", "127.0.0.1:9100", "tcp://127.0.0.1:5599", "10.0.0.0/8", "x")
@@ -125,11 +126,13 @@ def test_every_key_is_documented_in_the_example():
 
 
 def test_config_doc_lists_every_key():
-    """docs/config.md's key table is the one the parser gives (regenerate: python -m sensor.config docs/config.md)."""
+    """docs/config.md's key table is the one the parser gives (regenerate:
+    python -m sensor.commands.configdoc docs/config.md)."""
     from conftest import ROOT
 
     text = (ROOT / "docs" / "config.md").read_text()
-    assert config.markdown(PARSER) in text, "docs/config.md is stale: run python -m sensor.config docs/config.md"
+    assert config.markdown(PARSER) in text, \
+        "docs/config.md is stale: run python -m sensor.commands.configdoc docs/config.md"
 
 
 def test_command_line_wins_over_the_file(tmp_path):
@@ -231,10 +234,10 @@ def test_config_check_of_a_file_is_not_stopped_by_a_broken_default(tmp_path, mon
     good = tmp_path / "good.toml"
     good.write_text("[tail]\ncount = 3\n")
     args = config.parse_args(PARSER, ["config", "check", str(good)])
-    assert config.run_config(args, PARSER) == 0
+    assert run_config(args, PARSER) == 0
     assert tomllib.loads(capsys.readouterr().out)["tail"]["count"] == 3
     with pytest.raises(config.ConfigError, match="capture.workers"):
-        config.run_config(config.parse_args(PARSER, ["config", "check"]), PARSER)  # the default itself: checked
+        run_config(config.parse_args(PARSER, ["config", "check"]), PARSER)  # the default itself: checked
 
 
 def test_heuristics_table_of_the_config_file_turns_the_detectors_on(tmp_path):

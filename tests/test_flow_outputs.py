@@ -50,7 +50,7 @@ def test_store_round_trip_and_rotation(tmp_path: Path) -> None:
     writer.close()
     assert len(writer.files) == 3  # 10,000 + 10,000 + 5,000
     assert [pq.ParquetFile(f).metadata.num_rows for f in writer.files] == [10_000, 10_000, 5_000]
-    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+    assert not [name for _, _, names in os.walk(tmp_path) for name in names if name.endswith(".tmp")]
     back = read_flows(str(tmp_path))
     assert back.tolist() == arr.tolist()
     assert read_flows(writer.files[1:2]).tolist() == arr[10_000:20_000].tolist()
@@ -73,7 +73,7 @@ def test_store_is_readable_by_duckdb_with_text_addresses(tmp_path: Path) -> None
     writer = FlowStoreWriter(str(tmp_path))
     writer.write(arr)
     writer.close()
-    rows = duckdb.sql(f"SELECT src_addr, sum(packets) AS p, sum(bytes) AS b FROM '{tmp_path}/*.parquet' "
+    rows = duckdb.sql(f"SELECT src_addr, sum(packets) AS p, sum(bytes) AS b FROM '{tmp_path}/**/*.parquet' "
                       "WHERE proto = 17 GROUP BY src_addr ORDER BY src_addr").fetchall()
     want: dict[str, list[int]] = {}
     for flow in EXPECTED["flows"]:
@@ -82,19 +82,137 @@ def test_store_is_readable_by_duckdb_with_text_addresses(tmp_path: Path) -> None
             total[0] += flow["packets"]
             total[1] += flow["bytes"]
     assert [(a, int(p), int(b)) for a, p, b in rows] == [(a, *want[a]) for a in sorted(want)]
-    year = duckdb.sql(f"SELECT year(min(start_us)) FROM '{tmp_path}/*.parquet'").fetchall()[0][0]
+    year = duckdb.sql(f"SELECT year(min(start_us)) FROM '{tmp_path}/**/*.parquet'").fetchall()[0][0]
     assert year == 2026  # times are real timestamps in SQL
 
 
-def test_read_flows_names_a_missing_or_corrupt_file(tmp_path: Path) -> None:
+def test_read_flows_names_a_missing_file_and_skips_a_corrupt_one(tmp_path: Path, capsys) -> None:
     from sensor.flows.store import FlowStoreError
 
     with pytest.raises(FlowStoreError, match="nosuch"):
         read_flows(str(tmp_path / "nosuch"))
-    bad = tmp_path / "flows-bad.parquet"
-    bad.write_bytes(b"not parquet")
-    with pytest.raises(FlowStoreError, match="flows-bad.parquet"):
-        read_flows(str(tmp_path))
+    arr = generated(500)
+    writer = FlowStoreWriter(str(tmp_path), sensor="s1")
+    writer.write(arr)
+    writer.close()
+    bad = Path(writer.files[0]).with_name("flows-bad.parquet")
+    bad.write_bytes(b"PAR1 cut short by a crash")
+    assert read_flows(str(tmp_path)).tolist() == arr.tolist()
+    assert "flows-bad.parquet: skipped" in capsys.readouterr().err
+
+
+def test_flows_command_skips_a_corrupt_store_file_and_names_it(tmp_path: Path) -> None:
+    """A damaged file (a disk that filled under an older version) no longer refuses the whole store."""
+    arr = generated(300)
+    writer = FlowStoreWriter(str(tmp_path), sensor="s1")
+    writer.write(arr)
+    writer.close()
+    good = Path(writer.files[0])
+    (good.parent / "flows-20260101000000-1-0001.parquet").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    done = run_cli("flows", str(tmp_path), "--aggregate", "proto", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "flows-20260101000000-1-0001.parquet: skipped" in done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sum(r["flows"] for r in rows) == len(arr)
+
+
+FULL_DISK_SCRIPT = """
+import os, sys, numpy as np
+sys.path.insert(0, {root!r})
+from sensor.flows.record import FLOW_DTYPE
+from sensor.flows.store import FlowStoreWriter
+rng = np.random.default_rng(7)
+writer = FlowStoreWriter(sys.argv[1], max_records=2_000, row_group=1_000, sensor="s1")
+for _ in range(200):  # ~20 MB of records with unique addresses into a 600 KiB file system
+    arr = np.zeros(1_000, FLOW_DTYPE)
+    arr["start_us"] = arr["end_us"] = 1_780_000_000_000_000 + rng.integers(0, 10**9, 1_000)
+    arr["ip_version"] = 6
+    for name in ("src_hi", "src_lo", "dst_hi", "dst_lo", "packets", "bytes"):
+        arr[name] = rng.integers(0, 2**63, 1_000)
+    writer.write(arr)
+writer.close()
+print(writer.records, writer.lost, len(writer.files))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root to mount a small tmpfs")
+def test_flow_store_on_a_full_disk_leaves_no_corrupt_file(tmp_path: Path) -> None:
+    """The store on a 600 KiB tmpfs: files that could not be completed are removed and their records counted;
+    every file left is whole, and the store reads back exactly the records not counted as lost."""
+    small = tmp_path / "small"
+    small.mkdir()
+    script = tmp_path / "fill.py"
+    script.write_text(FULL_DISK_SCRIPT.format(root=str(ROOT)))
+    check = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from sensor.flows.store import read_flows; "
+             f"print(len(read_flows({str(small / 'store')!r})))")
+    shell = (f"mount -t tmpfs -o size=600k none {small} && {sys.executable} {script} {small / 'store'} && "
+             f"find {small} -name '*.tmp' && {sys.executable} -c \"{check}\"")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split()
+    records, lost, files, read_back = (int(x) for x in lines)  # no .tmp file was listed by find
+    assert records == 200_000 and lost > 0 and files > 0
+    assert read_back == records - lost
+    assert "not stored" in result.stderr and "skipped" not in result.stderr
+    assert result.stderr.count("No space left") == 1  # said once, not once per batch
+
+
+def test_a_killed_writers_tmp_file_is_removed_at_start_and_a_live_ones_kept(tmp_path: Path) -> None:
+    """SIGKILL mid-file leaves `flows-...-PID-SEQ.parquet.tmp`: never read, and removed by the next writer
+    once that pid no longer runs."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folder = tmp_path / "date=2026-01-01" / "sensor=s1"
+    folder.mkdir(parents=True)
+    stale = folder / f"flows-20260101000000-{dead.stdout.strip()}-0001.parquet.tmp"
+    live = folder / f"flows-20260101000000-{os.getpid()}-0001.parquet.tmp"
+    stale.write_bytes(b"PAR1 half")
+    live.write_bytes(b"PAR1 being written")
+    assert len(read_flows(str(tmp_path))) == 0  # neither is read
+    writer = FlowStoreWriter(str(tmp_path), sensor="s1")
+    assert writer.stale_removed == [str(stale)] and not stale.exists() and live.exists()
+
+
+def test_flow_store_buffer_stays_bounded_under_a_flood(tmp_path: Path) -> None:
+    """The store held up to 1,048,576 records in memory (~885 MB RSS): now at most `row_group`, written out
+    as a row group when reached."""
+    writer = FlowStoreWriter(str(tmp_path), row_group=5_000, sensor="s1")
+    arr = generated(1_700)
+    peak = 0
+    for _ in range(30):
+        writer.write(arr)
+        peak = max(peak, writer.buffered)
+        assert writer.buffered < writer.row_group
+    writer.close()
+    assert peak > 0 and writer.buffered == 0
+    groups = [pq.ParquetFile(f).metadata.num_row_groups for f in writer.files]
+    assert sum(groups) >= 30 * 1_700 // 5_000 and len(read_flows(str(tmp_path))) == 30 * 1_700
+
+
+def test_flow_store_is_hive_partitioned_and_read_back_by_duckdb(tmp_path: Path) -> None:
+    """date= (the flows' start day, UTC) and sensor= in the path only; a sensor named `100` stays a string
+    with explicit hive types; no unsigned column, which Spark would turn into a decimal."""
+    duckdb = pytest.importorskip("duckdb")
+    arr = generated(2_000)
+    arr["start_us"][1_000:] += 86_400 * 1_000_000  # half of them a day later
+    arr["src_hi"][:5] = np.uint64(2**64 - 1)  # the top bit set: stored as a negative int64, read back the same
+    writer = FlowStoreWriter(str(tmp_path), sensor="100")
+    writer.write(arr)
+    writer.close()
+    days = sorted({time.strftime("%Y-%m-%d", time.gmtime(int(t) // 10**6)) for t in arr["start_us"]})
+    folders = sorted(os.path.relpath(os.path.dirname(f), tmp_path) for f in writer.files)
+    assert folders == [f"date={day}/sensor=100" for day in days]
+    source = (f"read_parquet('{tmp_path}/**/*.parquet', hive_partitioning = true, "
+              "hive_types = {'date': DATE, 'sensor': VARCHAR})")
+    rows = duckdb.sql(f"SELECT sensor, CAST(date AS VARCHAR), count(*), sum(packets) FROM {source} "
+                      "GROUP BY ALL ORDER BY 2").fetchall()
+    assert [(s, d) for s, d, _, _ in rows] == [("100", day) for day in days]
+    assert sum(n for _, _, n, _ in rows) == len(arr) and sum(p for *_, p in rows) == int(arr["packets"].sum())
+    types = dict(duckdb.sql(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {source})").fetchall())
+    assert types["sensor"] == "VARCHAR" and types["date"] == "DATE"
+    assert not [name for name, kind in types.items() if kind.startswith("U")], types
+    assert "date" not in pq.ParquetFile(writer.files[0]).schema_arrow.names  # the keys only in the path
+    assert read_flows(str(tmp_path)).tolist() == arr[np.argsort(arr["start_us"] // 86_400_000_000,
+                                                                kind="stable")].tolist()
 
 
 def test_replay_writes_the_store(tmp_path: Path) -> None:

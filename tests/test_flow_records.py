@@ -17,7 +17,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from conftest import PCAPS, PEERS
-from sensor.flows.build import flows_from_captures, make_flow_table
+from sensor.flows.build import flows_from_captures
 from sensor.flows.record import (
     DIRECTIONS,
     END_EVICTED,
@@ -30,7 +30,7 @@ from sensor.flows.record import (
     make_records,
 )
 from sensor.flows.settings import FlowSettings
-from sensor.loop import compiled, make_loop
+from sensor.loop import compiled, make_flow_table, make_loop
 
 FLOW_PCAPS = PCAPS / "flows"
 MODES = [pytest.param(True, id="reference"), pytest.param(False, id="fast")]

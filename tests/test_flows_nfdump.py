@@ -153,7 +153,7 @@ def test_bins_same_as_nfdump_statistics(collected, field, expression):
     """Every bin's flows, packets and bytes against `nfdump -s FIELD/packets -n 0` (all bins)."""
     import ipaddress
 
-    from sensor.flows.commands import bin_rows
+    from sensor.commands.flows import bin_rows
     from sensor.flows.stats import aggregate
 
     records, path = collected

@@ -61,7 +61,7 @@ def expected_bins(rows, fields):
 
 
 def got_bins(bins) -> dict:
-    from sensor.flows.commands import bin_rows
+    from sensor.commands.flows import bin_rows
 
     return {tuple(row[f] for f in bins.fields): (row["flows"], row["packets"], row["bytes"])
             for row in bin_rows(bins)}
@@ -103,7 +103,7 @@ def test_sort_top_and_percentages(sort):
     metric = counters[sort]
     total = sum(metric.values())
     ranked_values = sorted(metric.values(), reverse=True)[:5]
-    from sensor.flows.commands import bin_rows
+    from sensor.commands.flows import bin_rows
 
     out = bin_rows(bins)
     assert [row[sort] for row in out] == ranked_values  # largest first (equal values: any key order)

@@ -21,7 +21,7 @@ import zmq
 from scapy.all import IP, TCP, UDP, IPv6, rdpcap
 
 from conftest import PCAPS, ROOT, free_tcp_endpoint, run_cli
-from sensor.querylog.commands import parse_duration, parse_time
+from sensor.querylog.lookup import parse_duration, parse_time
 from sensor.querylog.record import QueryLogEntry
 from sensor.querylog.store import QueryStore, Retention, name_range, reversed_name
 
@@ -381,13 +381,16 @@ def shipped_captures() -> list:
 
 
 def loop_entries(path) -> list[tuple]:
-    """The query-log entries the loop makes from the capture, in this process (no writer, no store)."""
+    """The query-log entries the loop makes from the capture, in this process (no writer, no store), with the
+    answers the store keeps of each (the writer's caps)."""
     import pcapy
 
-    from sensor.loop import make_loop
+    from sensor.loop import decode_query_log, make_loop
+    from sensor.querylog.writer import MAX_ANSWER_BYTES, MAX_ANSWERS, RESPONSE_ONLY_ANSWERS
 
     reader = pcapy.open_offline(str(path))
     loop = make_loop(reader.datalink(), (53,), {}, query_log=True)
+    caps = (MAX_ANSWERS, MAX_ANSWER_BYTES, RESPONSE_ONLY_ANSWERS)
     entries, frame = [], 1
     while True:
         data, meta = reader.next_batch(4096)
@@ -395,9 +398,9 @@ def loop_entries(path) -> list[tuple]:
             break
         loop.run_batch(data, meta, frame)
         frame += len(meta) // 16
-        entries += loop.take_query_log()
+        entries += decode_query_log(loop.take_query_log_packed(), caps=caps)
     loop.flush_query_log()
-    entries += loop.take_query_log()
+    entries += decode_query_log(loop.take_query_log_packed(), caps=caps)
     return entries
 
 

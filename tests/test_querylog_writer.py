@@ -63,12 +63,12 @@ def test_capture_sink_never_waits_and_counts_drops(batch):
     assert sink.dropped > 0 and sink.dropped % 200 == 0
     assert sink.sent + sink.dropped // 200 == rounds
     assert elapsed < 30, "the sink waited for the writer"
-    from sensor.querylog.packed import decode_entries
+    from sensor.loop import decode_query_log
+    from sensor.messages import decode_query_log_message
 
     received = 0
     while pull.poll(1000):
-        kind, payload = pull.recv_multipart()
-        received += len(decode_entries(payload))
+        received += len(decode_query_log(decode_query_log_message(pull.recv()).data))
     assert received == sink.sent * 200
     sink.close()
     pull.close()

@@ -392,7 +392,7 @@ print(refused(lambda: open("/etc/truesource-probe", "w")),  # EROFS: ProtectSyst
 """
 
 
-def test_captures_inside_the_units_sandbox_rebuilt_without_systemd(wire, statedir):
+def test_captures_inside_the_units_sandbox_rebuilt_without_systemd(wire, statedir, monkeypatch):
     if subprocess.run(["/usr/bin/python3", "-c", "import seccomp"], capture_output=True).returncode != 0:
         pytest.fail("python3-seccomp is missing (make system-deps installs it)")
     probe = subprocess.run([*sandboxed(statedir), sys.executable, "-c", PROBE], capture_output=True, text=True,
@@ -404,8 +404,14 @@ def test_captures_inside_the_units_sandbox_rebuilt_without_systemd(wire, statedi
     # the sandbox is really in force: each restriction refuses what it should
     assert probe.stdout.split() == [str(errno.EROFS), str(errno.EACCES), str(errno.EPERM), str(errno.EPERM), "True",
                                     "False", str(nobody)], probe.stdout
+    # CacheDirectory=: systemd makes it writable and says where in $CACHE_DIRECTORY; the rules folder is read-only
+    cache = statedir / "cache"
+    cache.mkdir(mode=0o777)
+    cache.chmod(0o777)
+    monkeypatch.setenv("CACHE_DIRECTORY", str(cache))
     # two workers: the fanout group, the fork, and the workers' pipe in the private /tmp; metrics over TCP
     statuses, err, names = capture_as(wire, statedir, sandboxed(statedir),
                                       ["--workers", "2", "--metrics", "127.0.0.1:9156"], 2)
     assert len(statuses) == 3
     assert sum(n.endswith(".evil.example") for n in names) == QUERIES, err
+    assert len(list(cache.glob("*.tsrules"))) == 1, err  # the compiled rules, kept where the unit lets it write

@@ -115,7 +115,7 @@ def test_units_command_line_and_example_config_are_valid(installed, tmp_path):
     effective = tomllib.loads(check.stdout)
     assert effective["capture"]["interface"] and effective["capture"]["rules"]
     from sensor import config as config_module
-    from sensor.cli import build_parser
+    from sensor.commands.parser import build_parser
 
     for unit, interface in (("truesource.service", "eth1"), ("truesource@.service", "eth7")):
         argv = exec_start((SYSTEMD / unit).read_text().replace("%i", interface))[1:]

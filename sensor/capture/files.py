@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pcapy
 
@@ -16,6 +18,9 @@ from sensor.errors import CaptureCutOff, CaptureError, MixedLinkTypes
 MIXED_LINKTYPES = "different from the type of the first interface"
 BATCH_FRAMES = 4096  # frames per next_batch(): large enough to amortise the call, small enough for the cache
 META = struct.Struct("=IIII")  # next_batch's per-frame record: sec, usec, offset, caplen (native order)
+# A pipe (`tcpdump -U -w - | truesource replay -`) may go quiet with a batch half full: its frames wait at most
+# this long for more before they are decoded, so a hit on a quiet link shows at once, not after 4,096 frames.
+IDLE_FLUSH_MS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,37 +54,117 @@ def _open(path: str):
         raise CaptureError(f"{path}: not a readable pcap or pcapng capture ({err})") from None
 
 
-class CaptureFile:
-    """One capture file; `batches()` yields its frames and raises CaptureCutOff at a cut-off end."""
+def is_stream(path: str) -> bool:
+    """A pipe or terminal (frames come when the writer sends them), not a file that can be read to its end."""
+    try:
+        mode = os.fstat(0).st_mode if path == "-" else os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode)
 
-    def __init__(self, path: str) -> None:
+
+@dataclass(slots=True)
+class _Pending:
+    """Frames a reader thread took from a stream and the batch loop has not yet: guarded by `ready`."""
+
+    ready: threading.Condition = field(default_factory=threading.Condition)
+    chunks: list[bytes] = field(default_factory=list)
+    metas: list[bytes] = field(default_factory=list)
+    size: int = 0  # bytes in chunks
+    since: float = 0.0  # monotonic time the oldest pending frame arrived
+    ended: bool = False
+    error: pcapy.PcapError | None = None
+
+
+class CaptureFile:
+    """One capture file; `batches()` yields its frames and raises CaptureCutOff at a cut-off end.
+
+    `idle_flush_ms`: for a pipe, how long a partial batch waits for more frames (0: until the batch is full).
+    """
+
+    def __init__(self, path: str, idle_flush_ms: float = IDLE_FLUSH_MS) -> None:
         self.path = path
         self.name = "<stdin>" if path == "-" else path
+        self.streaming = idle_flush_ms > 0 and is_stream(path)
+        self.idle_flush = idle_flush_ms / 1000
         self._reader = _open(path)
         self.linktype: int = self._reader.datalink()
         self.frames_read = 0
 
     def batches(self, size: int = BATCH_FRAMES) -> Iterator[Batch]:
+        if self.streaming:
+            yield from self._stream_batches(size)
+            return
         reader = self._reader
         while True:
             try:
                 data, meta = reader.next_batch(size)
             except pcapy.PcapError as err:
                 yield from self._salvage(size)
-                if MIXED_LINKTYPES in str(err):
-                    raise MixedLinkTypes(
-                        f"{self.name}: stopped after frame {self.frames_read}: its interfaces have different link "
-                        f"types, and libpcap reads one per file ({err}); split it by interface first, e.g. "
-                        f"`tshark -r FILE -Y frame.interface_id==N -w PART`"
-                    ) from None
-                raise CaptureCutOff(
-                    f"{self.name}: capture cut off after frame {self.frames_read} ({err})"
-                ) from None
+                raise self._stopped(err) from None
             if not meta:
                 return
             batch = Batch(data, meta, self.frames_read + 1)
             self.frames_read += batch.frames
             yield batch
+
+    def _stopped(self, err: pcapy.PcapError) -> CaptureCutOff:
+        if MIXED_LINKTYPES in str(err):
+            return MixedLinkTypes(
+                f"{self.name}: stopped after frame {self.frames_read}: its interfaces have different link "
+                f"types, and libpcap reads one per file ({err}); split it by interface first, e.g. "
+                f"`tshark -r FILE -Y frame.interface_id==N -w PART`"
+            )
+        return CaptureCutOff(f"{self.name}: capture cut off after frame {self.frames_read} ({err})")
+
+    def _stream_batches(self, size: int) -> Iterator[Batch]:
+        """A pipe's frames: a thread reads them one by one (pcapy releases the GIL while it waits); a batch goes
+        out when full, or when its oldest frame has waited idle_flush for more."""
+        pending = _Pending()
+        threading.Thread(target=self._pump, args=(pending, size), name="capture-stream", daemon=True).start()
+        ready = pending.ready
+        while True:
+            with ready:
+                while not (pending.ended or len(pending.metas) >= size or
+                           (pending.metas and time.monotonic() - pending.since >= self.idle_flush)):
+                    ready.wait(pending.since + self.idle_flush - time.monotonic() if pending.metas else None)
+                chunks, metas, error, ended = pending.chunks, pending.metas, pending.error, pending.ended
+                pending.chunks, pending.metas, pending.size = [], [], 0
+                ready.notify_all()  # the reader waits while a full batch is pending
+            if metas:
+                batch = Batch(b"".join(chunks), b"".join(metas), self.frames_read + 1)
+                self.frames_read += batch.frames
+                yield batch
+            if error is not None:
+                raise self._stopped(error)
+            if ended:
+                return
+
+    def _pump(self, pending: _Pending, size: int) -> None:
+        reader, ready = self._reader, pending.ready
+        try:
+            while True:
+                header, packet = reader.next()
+                if header is None:
+                    break
+                sec, usec = header.getts()
+                with ready:
+                    if not pending.metas:
+                        pending.since = time.monotonic()
+                    pending.metas.append(META.pack(sec & 0xFFFFFFFF, usec & 0xFFFFFFFF, pending.size, len(packet)))
+                    pending.chunks.append(packet)
+                    pending.size += len(packet)
+                    if len(pending.metas) == 1 or len(pending.metas) >= size:
+                        ready.notify_all()  # the first frame starts the idle clock; a full batch goes at once
+                    while len(pending.metas) >= size:
+                        ready.wait()
+        except pcapy.PcapError as err:
+            with ready:
+                pending.error = err
+        finally:
+            with ready:
+                pending.ended = True
+                ready.notify_all()
 
     def _salvage(self, size: int) -> Iterator[Batch]:
         """next_batch drops the whole batch when it meets a cut-off frame: reread up to the cut one frame at a time.

@@ -10,16 +10,18 @@ client's query before the resolver's upstream query whichever workers decoded th
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import os
-import pickle
 import signal
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 import numpy as np
 import zmq
@@ -28,12 +30,27 @@ from sensor.capture.files import META as META_RECORD
 from sensor.capture.live import CaptureOptions, LiveCapture, last_packet_time
 from sensor.errors import RuleError
 from sensor.events import Origin
-from sensor.flows.build import make_flow_table
 from sensor.flows.record import FLOW_DTYPE
-from sensor.loop import make_loop
-from sensor.pipeline import HitPipeline
+from sensor.flows.settings import FlowSettings
+from sensor.loop import compile_rules, make_flow_table
+from sensor.messages import (
+    Built,
+    DnsRecord,
+    Drop,
+    Flows,
+    Reload,
+    Report,
+    Swap,
+    Swapped,
+    decode_parent_message,
+    decode_worker_message,
+    encode,
+)
+from sensor.rules.compiled import CompiledRules
 from sensor.rules.loader import read_sources
+from sensor.rules.model import Rule, RuleSet
 from sensor.rules.reload import ReloadResult, RulesReloader, build
+from sensor.runner import BatchRunner
 from sensor.stats import StatsBoard
 
 log = logging.getLogger(__name__)
@@ -58,12 +75,12 @@ class CaptureJob:
 
     options: CaptureOptions
     ports: tuple[int, ...]
-    rules: object  # CompiledRules (its SuffixSet shared copy-on-write after fork)
-    ruleset: object  # the RuleSet the rule indices refer to (its columns), until a reload
-    trace: Callable[[int, list], None] | None = None  # debug: every decoded DNS message, per worker
-    limits: dict | None = None  # the loop's table limits (max_tcp_streams, tcp_idle_timeout)
+    rules: CompiledRules  # its SuffixSet shared copy-on-write after fork
+    ruleset: RuleSet  # the RuleSet the rule indices refer to (its columns), until a reload
+    trace: Callable[[int, list[DnsRecord]], None] | None = None  # debug: every decoded DNS message, per worker
+    limits: dict[str, Any] | None = None  # the loop's table limits (max_tcp_streams, tcp_idle_timeout)
     heuristics: bool = False  # the detectors judge every query: the loop hands over every message
-    flows: object = None  # FlowSettings when flows are on: each worker builds the flows of its share of traffic
+    flows: FlowSettings | None = None  # flows on: each worker builds the flows of its share of traffic
     query_log: str | None = None  # the query-log writer's endpoint: each worker pushes its entries there
 
     @property
@@ -85,25 +102,23 @@ class Stopper:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGHUP, self._reload)
 
-    def _stop(self, signum, frame) -> None:
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopped = True
 
-    def _reload(self, signum, frame) -> None:
+    def _reload(self, signum: int, frame: FrameType | None) -> None:
         self.hangup = True
 
     def __call__(self) -> bool:
         return self.stopped
 
 
-def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: Stopper,
+def run_single(job: CaptureJob, runner: BatchRunner, board: StatsBoard, stop: Stopper,
                on_tick: Callable[[], None], reloader: RulesReloader,
-               on_reload: Callable[[ReloadResult], None], on_open: Callable[[], None] | None = None,
-               flows=None, query_log=None) -> None:
+               on_reload: Callable[[ReloadResult], None], on_open: Callable[[], None] | None = None) -> None:
     """One worker, in this process: records come in packet order, no merge needed. A reload built in the
     background is swapped in between two batches, for the loop and the encoder at once. `on_open`: called once
-    the capture is open, before the first frame (privilege drop, readiness). `flows`: a FlowSink whose table the
-    loop fills; drained after each batch. `query_log`: a QueryLogSink that takes each batch's finished entries
-    (never waiting)."""
+    the capture is open, before the first frame (privilege drop, readiness). The runner's sinks (flows, query
+    log) take each batch's output; the caller finishes the runner."""
     capture = LiveCapture(job.options)
     if on_open is not None:
         try:
@@ -112,49 +127,28 @@ def run_single(job: CaptureJob, pipeline: HitPipeline, board: StatsBoard, stop: 
             capture.close()
             raise
     log.info("capturing on %s (link type %d), 1 worker", job.options.interface, capture.linktype)
-    flow_table = {"flows": flows.table} if flows is not None else {}
-    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message, **(job.limits or {}),
-                     query_log=query_log is not None, **flow_table)
-    origin = Origin(interface=job.options.interface)
+    runner.open(capture.linktype, Origin(interface=job.options.interface))
     try:
         for batch in capture.batches(stop):
             if batch.frames:
-                records = loop.run_batch(batch.data, batch.meta, batch.first_frame)
-                if job.trace is not None:
-                    job.trace(0, records)
-                for record in records:
-                    pipeline.record(record, origin)
-                pipeline.anomalies(loop, origin)
-                if flows is not None:
-                    flows.drain()
-                if query_log is not None:
-                    query_log.take(loop, origin)
-            elif flows is not None:
-                flows.expire_idle(time.time_ns() // 1000)
-            board.update(0, _counters(loop, query_log), _pcap_tuple(capture))
+                runner.feed(batch)
+            else:
+                runner.idle(time.time_ns() // 1000)
+            board.update(0, runner.counters(), _pcap_tuple(capture))
             if stop.reload_requested:
                 stop.reload_requested = False
                 reloader.request()
             result = reloader.poll()
             if result is not None:
-                if result.ok:
-                    loop.set_rules(result.compiled.table, **result.compiled.loop_args())
-                    pipeline.encoder.ruleset = result.ruleset
+                if result.ok and result.compiled is not None and result.ruleset is not None and runner.pipeline:
+                    runner.set_rules(result.compiled)
+                    runner.pipeline.encoder.ruleset = result.ruleset
                 on_reload(result)
             on_tick()
     finally:
-        if query_log is not None:
-            query_log.flush(loop, origin)
-        board.update(0, _counters(loop, query_log), _pcap_tuple(capture))
+        runner.end_source()
+        board.update(0, runner.counters(), _pcap_tuple(capture))
         capture.close()
-
-
-def _counters(loop, query_log) -> dict:
-    """The loop's counters, with the query-log entries dropped because the writer was behind."""
-    counters = loop.counters()
-    if query_log is not None:
-        counters["query_log_drops"] = query_log.dropped
-    return counters
 
 
 def _pcap_tuple(capture: LiveCapture) -> tuple[int, int, int]:
@@ -162,13 +156,13 @@ def _pcap_tuple(capture: LiveCapture) -> tuple[int, int, int]:
     return stats.received, stats.kernel_drops, stats.interface_drops
 
 
-def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: StatsBoard, stop: Stopper,
+def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: StatsBoard, stop: Stopper,
                 on_tick: Callable[[], None], reloader: RulesReloader,
-                on_reload: Callable[[ReloadResult], None], on_open: Callable[[], None] | None = None,
-                flows=None) -> int:
-    """N forked workers on one fanout group; returns 0, or 1 if a worker failed. With `flows` (a FlowSink
-    without a table), each worker builds the flows of its share (the fanout hash keeps a flow on one worker)
-    and sends them up as FLOW_DTYPE bytes; the parent hands them to the sink.
+                on_reload: Callable[[ReloadResult], None], on_open: Callable[[], None] | None = None) -> None:
+    """N forked workers on one fanout group; a worker that fails marks the runner failed (exit 1). The parent's
+    `runner` has no loop: it takes the workers' hits (merged in packet-time order) to its pipeline and, with
+    flows on, the flows each worker builds of its share (the fanout hash keeps a flow on one worker) to its
+    FlowSink.
 
     A reload: the parent snapshots the rule files and sends the snapshot to every worker, which builds its
     rules in the background. When all have built, the parent names a packet time a little ahead; every worker
@@ -176,6 +170,8 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
     the verdicts switch at one point whichever worker decodes a flow. Workers send each hit with its Rule, so the
     parent needs no rule set of its own; it reports the reload when every worker has swapped.
     """
+    pipeline = runner.pipeline
+    assert pipeline is not None
     group = (os.getpid() ^ int(time.time())) & 0xFFFF
     captures = [LiveCapture(job.options, fanout_group=group) for _ in range(workers)]
     if on_open is not None:  # before the fork: the workers inherit the dropped privileges
@@ -230,64 +226,68 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
                 log.error("workers did not stop within %s s; killing them", STOP_GRACE)
                 failed = True
                 break
-            if stop.reload_requested:
+            if stop.reload_requested and reloader.settled():  # the rule files unchanged for 1 s: no writer at work
                 stop.reload_requested = False
                 generation += 1
                 try:
                     sources = read_sources(reloader.paths)
+                    refused = reloader.cut_off(sources)
                 except RuleError as err:
-                    on_reload(ReloadResult(generation, False, 0.0, error=str(err)))
+                    refused = str(err)
+                if refused is not None:
+                    on_reload(ReloadResult(generation, False, 0.0, error=refused))
                 else:
                     reload_started[generation] = time.monotonic()
                     reports[generation] = {}
-                    control.send(pickle.dumps(("reload", generation, sources, reloader.rules_format)))
+                    control.send(encode(Reload(generation, sources, reloader.rules_format, reloader.build_options())))
             if pull.poll(100):
-                message = pickle.loads(pull.recv())
-                if message[0] == "flows":
-                    if flows is not None:
-                        flows.deliver(np.frombuffer(message[2], dtype=FLOW_DTYPE).copy())
-                    continue
-                if message[0] == "built":  # every worker built it: all swap at one packet time, a bit ahead
-                    _, worker, done_generation, error, summary = message
-                    reports[done_generation][worker] = error
-                    if len(reports[done_generation]) == workers:
-                        errors = [e for e in reports[done_generation].values() if e is not None]
+                message = decode_worker_message(pull.recv())
+                if isinstance(message, Flows):
+                    if runner.flows is not None:
+                        runner.flows.deliver(np.frombuffer(message.data, dtype=FLOW_DTYPE).copy())
+                elif isinstance(message, Built):  # every worker built it: all swap at one packet time, a bit ahead
+                    reports[message.generation][message.worker] = message.error
+                    done = message.generation
+                    if len(reports[done]) == workers:
+                        errors = [e for e in reports[done].values() if e is not None]
+                        refused = reloader.refusal((message.counts or {}).get("rules", 0)) if not errors else None
+                        errors += [refused] if refused is not None else []
                         if errors:
-                            reports.pop(done_generation)
-                            control.send(pickle.dumps(("drop", done_generation)))
-                            on_reload(ReloadResult(done_generation, False,
-                                                   time.monotonic() - reload_started.pop(done_generation),
+                            reports.pop(done)
+                            control.send(encode(Drop(done)))
+                            on_reload(ReloadResult(done, False, time.monotonic() - reload_started.pop(done),
                                                    error=errors[0]))
                         else:
-                            swapped[done_generation] = set()
-                            control.send(pickle.dumps(("swap", done_generation,
-                                                       time.time_ns() // 1000 + SWAP_AHEAD_US)))
-                    continue
-                if message[0] == "reloaded":
-                    _, worker, done_generation, _, summary = message
-                    swapped.setdefault(done_generation, set()).add(worker)
-                    if len(swapped[done_generation]) == workers:
-                        del swapped[done_generation]
-                        reports.pop(done_generation, None)
-                        on_reload(ReloadResult(done_generation, True,
-                                               time.monotonic() - reload_started.pop(done_generation),
-                                               counts=summary))
-                    continue
-                kind, worker, watermark, records, counters, pcap, rules = message
-                if counters is not None:
-                    board.update(worker, counters, pcap)
-                if job.trace is not None and records:
-                    job.trace(worker, records)
-                merger.add(worker, watermark, [(rules[r[15]], r) for r in records if r[15] >= 0])
-                if pipeline.heuristics is not None:  # judged as they come: per-key windows, not cross-worker order
-                    for record in records:
-                        if not record[10] & 0x8000:
-                            pipeline.judge(record, origin)
-                if kind == "done":
-                    merger.finish(worker)
-                    running.discard(worker)
-                for rule, record in merger.ready():
-                    pipeline.hit(record, origin, rule=rule)
+                            swapped[done] = set()
+                            control.send(encode(Swap(done, time.time_ns() // 1000 + SWAP_AHEAD_US)))
+                elif isinstance(message, Swapped):
+                    done = message.generation
+                    swapped.setdefault(done, set()).add(message.worker)
+                    if len(swapped[done]) == workers:
+                        reloader.accepted((message.counts or {}).get("rules", 0))
+                        del swapped[done]
+                        reports.pop(done, None)
+                        on_reload(ReloadResult(done, True, time.monotonic() - reload_started.pop(done),
+                                               counts=message.counts))
+                else:
+                    worker = message.worker
+                    if message.counters is not None:
+                        board.update(worker, message.counters, message.pcap)
+                    if job.trace is not None and message.records:
+                        job.trace(worker, message.records)
+                    merger.add(worker, message.watermark,
+                               [(message.rules[r.rule], r) for r in message.records if r.rule >= 0])
+                    if pipeline.heuristics is not None:  # judged as they come: per-key windows, not cross-worker order
+                        for record in message.records:
+                            if not record.is_response:
+                                pipeline.judge(record, origin)
+                    if message.anomalies:  # issue 13: not merged in packet order; rate-limited here
+                        pipeline.anomalies(message.anomalies, origin)
+                    if message.last:
+                        merger.finish(worker)
+                        running.discard(worker)
+                    for rule, record in merger.ready():
+                        pipeline.hit(record, origin, rule=rule)
             for index, pid in enumerate(pids):
                 if index in running and index not in exited_at and _exited(pid):
                     exited_at[index] = time.monotonic()
@@ -301,6 +301,7 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
         for rule, record in merger.ready():
             pipeline.hit(record, origin, rule=rule)
     finally:
+        runner.failed = runner.failed or failed
         for index, pid in enumerate(pids):
             if index not in exited_at:
                 if failed:
@@ -315,7 +316,60 @@ def run_workers(job: CaptureJob, workers: int, pipeline: HitPipeline, board: Sta
             os.rmdir(pipe_dir)
         except OSError:
             pass
-    return 1 if failed else 0
+
+
+class ParentLink:
+    """A worker's end of the pipe to the parent (the BatchRunner's WorkerLink): records held until the next
+    report, each hit sent with its Rule; when the parent's queue is full, the worker waits (counted) rather than
+    drop hits."""
+
+    def __init__(self, context: zmq.Context, endpoint: str, worker: int, capture: LiveCapture,
+                 ruleset: RuleSet) -> None:
+        self.push = context.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, 5000)
+        self.push.setsockopt(zmq.SNDHWM, WORKER_PIPE_HWM)
+        self.push.connect(endpoint)
+        self.worker = worker
+        self.capture = capture
+        self.ruleset = ruleset  # the rule set the hits' indices refer to (swapped at a reload)
+        self.pending: list[DnsRecord] = []
+        self.pending_anomalies: list[tuple[Any, ...]] = []
+        self.watermark = 0
+        self.pipe_waits = 0
+
+    def send(self, message: Report | Flows | Built | Swapped) -> None:
+        data = encode(message)
+        try:
+            self.push.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            self.pipe_waits += 1
+            self.push.send(data)
+
+    def records(self, records: list[DnsRecord]) -> None:
+        self.pending.extend(records)
+
+    def anomalies(self, records: Sequence[tuple[Any, ...]]) -> None:
+        self.pending_anomalies.extend(tuple(r) for r in records)
+
+    def flows(self, data: np.ndarray) -> None:
+        if len(data):
+            self.send(Flows(self.worker, data.tobytes()))
+
+    def report(self, counters: dict[str, int] | None = None, last: bool = False) -> None:
+        """The records held so far (with their rules) and the watermark; with `counters`, the statistics too."""
+        rules: dict[int, Rule] = {r.rule: self.ruleset.rule(r.rule) for r in self.pending if r.rule >= 0}
+        stats = None if counters is None else {**counters, "worker_pipe_waits": self.pipe_waits}
+        self.send(Report(self.worker, self.watermark, self.pending, rules, stats,
+                         _pcap_tuple(self.capture) if counters is not None else None, last,
+                         self.pending_anomalies))
+        self.pending = []
+        self.pending_anomalies = []
+
+    def finish(self, counters: dict[str, int]) -> None:
+        self.report(counters, last=True)
+
+    def close(self) -> None:
+        self.push.close()
 
 
 def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: str, control_endpoint: str) -> int:
@@ -324,124 +378,82 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent hears Ctrl-C and tells the workers
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads come from the parent, with the files it read
     context = zmq.Context()  # never the parent's: a ZeroMQ context does not survive fork
-    push = context.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 5000)
-    push.setsockopt(zmq.SNDHWM, WORKER_PIPE_HWM)
-    push.connect(endpoint)
+    link = ParentLink(context, endpoint, worker, capture, job.ruleset)
     control = context.socket(zmq.SUB)
     control.setsockopt(zmq.LINGER, 0)
     control.setsockopt(zmq.SUBSCRIBE, b"")
     control.connect(control_endpoint)
-    flow_table = make_flow_table(job.flows) if job.flows is not None else None
-    loop = make_loop(capture.linktype, job.ports, job.rules, emit_all=job.every_message, **(job.limits or {}),
-                     query_log=job.query_log is not None,
-                     **({"flows": flow_table} if flow_table is not None else {}))
     query_log = None
     if job.query_log is not None:
         from sensor.querylog.writer import QueryLogSink
 
         query_log = QueryLogSink(job.query_log, blocking=False)
-    ruleset = job.ruleset
-    building: list = []  # [thread, holder] while a reload builds
-    built = None  # a built reload waiting for the parent's swap time
+    flow_table = make_flow_table(job.flows) if job.flows is not None else None
+    runner = BatchRunner(job.ports, job.rules, flow_table=flow_table, on_flows=link.flows, query_log=query_log,
+                         limits=job.limits, emit_all=job.every_message, link=link, worker=worker)
+    building: list[Any] = []  # [thread, holder] while a reload builds
+    built: ReloadResult | None = None  # a built reload waiting for the parent's swap time
     swap_at: int | None = None  # packet time (us) from which the built rules decide
-    pending: list = []
-    watermark = 0
     last_report = last_stats = time.monotonic()
-
-    pipe_waits = 0
-
-    def send(message: tuple) -> None:
-        """To the parent; when its queue is full, wait (counted) rather than drop hits."""
-        nonlocal pipe_waits
-        data = pickle.dumps(message)
-        try:
-            push.send(data, zmq.NOBLOCK)
-        except zmq.Again:
-            pipe_waits += 1
-            push.send(data)
-
-    def counted(counters: dict | None) -> dict | None:
-        return None if counters is None else {**counters, "worker_pipe_waits": pipe_waits}
-
-    def flush(counters=None, pcap=None) -> None:
-        nonlocal pending
-        send(("batch", worker, watermark, pending, counted(counters), pcap, _rules_of(ruleset, pending)))
-        pending = []
-
-    def send_flows() -> None:
-        if flow_table is not None:
-            arr = flow_table.take()
-            if len(arr):
-                send(("flows", worker, arr.tobytes()))
 
     def swap() -> None:
         """Hits decoded so far go out with their rules; then the new rules decide."""
-        nonlocal built, swap_at, ruleset
-        flush()
-        loop.set_rules(built.compiled.table, **built.compiled.loop_args())
-        ruleset = built.ruleset
-        send(("reloaded", worker, built.generation, None, built.counts))
+        nonlocal built, swap_at
+        assert built is not None and built.compiled is not None and built.ruleset is not None
+        link.report()
+        runner.set_rules(built.compiled)
+        link.ruleset = built.ruleset
+        link.send(Swapped(worker, built.generation, built.counts))
         built = swap_at = None
 
     try:
+        runner.open(capture.linktype, Origin(interface=job.options.interface))
         for batch in capture.batches(stopper):
             if batch.frames:
                 split = _first_at(batch.meta, swap_at) if swap_at is not None else batch.frames
                 if split:
-                    pending.extend(loop.run_batch(batch.data, batch.meta[:split * 16], batch.first_frame))
-                watermark = last_packet_time(batch)
+                    runner.feed(batch, 0, split)
+                link.watermark = last_packet_time(batch) or link.watermark
                 if split < batch.frames:  # the swap time falls in this batch: the rest with the new rules
                     swap()
-                    pending.extend(loop.run_batch(batch.data, batch.meta[split * 16:], batch.first_frame + split))
-                if query_log is not None:
-                    query_log.take(loop)
+                    runner.feed(batch, split, batch.frames)
+                runner.drain()
             else:
-                watermark = max(watermark, time.time_ns() // 1000)  # nothing queued: read up to now
-                if flow_table is not None:
-                    flow_table.expire_idle(watermark)
-                if swap_at is not None and watermark >= swap_at:
+                link.watermark = max(link.watermark, time.time_ns() // 1000)  # nothing queued: read up to now
+                runner.idle(link.watermark)
+                if swap_at is not None and link.watermark >= swap_at:
                     swap()
-            send_flows()
             now = time.monotonic()
-            if pending or now - last_report >= REPORT_EVERY:
-                counters = pcap = None
+            if link.pending or now - last_report >= REPORT_EVERY:
                 if now - last_stats >= STATS_EVERY:
-                    counters, pcap, last_stats = _counters(loop, query_log), _pcap_tuple(capture), now
-                flush(counters, pcap)
+                    link.report(runner.counters())
+                    last_stats = now
+                else:
+                    link.report()
                 last_report = now
             try:
-                message = pickle.loads(control.recv(zmq.NOBLOCK))
+                message = decode_parent_message(control.recv(zmq.NOBLOCK))
             except zmq.Again:
                 message = None
-            if message is not None and message[0] == "reload" and not building:
-                _, new_generation, sources, rules_format = message
+            if isinstance(message, Reload) and not building:
                 built = swap_at = None
-                building = _start_build(sources, rules_format, new_generation)
-            elif message is not None and message[0] == "swap" and built is not None and message[1] == built.generation:
-                swap_at = message[2]
-            elif message is not None and message[0] == "drop":
+                building = _start_build(message.sources, message.rules_format, message.generation, message.options)
+            elif isinstance(message, Swap) and built is not None and message.generation == built.generation:
+                swap_at = message.at_us
+            elif isinstance(message, Drop):
                 built = swap_at = None
             if building and not building[0].is_alive():
                 result = building[1][0]
                 building = []
                 if result.ok:
                     built = result
-                    send(("built", worker, result.generation, None, result.counts))
+                    link.send(Built(worker, result.generation, None, result.counts))
                 else:
-                    send(("built", worker, result.generation, result.error, None))
-        if flow_table is not None:
-            flow_table.flush()
-            send_flows()
-        if query_log is not None:
-            query_log.flush(loop)
-        send(("done", worker, watermark, pending, counted(_counters(loop, query_log)), _pcap_tuple(capture),
-              _rules_of(ruleset, pending)))
-        return 0
+                    link.send(Built(worker, result.generation, result.error, None))
+        return runner.finish()  # the flows and pending queries out, then the last report
     finally:
-        if query_log is not None:
-            query_log.close()
-        push.close()
+        runner.abort()
+        link.close()
         control.close()
         context.term()
 
@@ -454,15 +466,12 @@ def _first_at(meta: bytes, when_us: int) -> int:
     return len(meta) // META_RECORD.size
 
 
-def _rules_of(ruleset, records: list) -> dict:
-    """The Rule of every hit in `records`: hits are few, and sending the rule with them spares the parent a
-    copy of the rule set (and a rebuild of its own on every reload)."""
-    return {r[15]: ruleset.rule(r[15]) for r in records if r[15] >= 0}
-
-
-def _start_build(sources, rules_format, generation) -> list:
-    holder: list = []
-    thread = threading.Thread(target=lambda: holder.append(build(sources, rules_format, generation)),
+def _start_build(sources: list[tuple[str, str, bool]], rules_format: str | None, generation: int,
+                 options: dict[str, Any] | None = None) -> list[Any]:
+    holder: list[ReloadResult] = []
+    compile_for_loop = functools.partial(compile_rules, keep_table=False)
+    thread = threading.Thread(target=lambda: holder.append(build(sources, rules_format, generation, compile_for_loop,
+                                                                               options)),
                               name=f"rules-reload-{generation}", daemon=True)
     thread.start()
     return [thread, holder]
@@ -472,24 +481,24 @@ class WatermarkMerge:
     """Holds hits until every worker has read past their packet time, then releases them in time order."""
 
     def __init__(self, workers: int, max_pending: int = MAX_MERGE_PENDING) -> None:
-        self.watermarks = dict.fromkeys(range(workers), 0)
+        self.watermarks: dict[int, float] = dict.fromkeys(range(workers), 0.0)
         self.heap: list = []
         self.sequence = 0
         self.max_pending = max_pending
         self.released_early = 0  # hits let out past max_pending before every worker had read past them
 
-    def add(self, worker: int, watermark: int, entries: Sequence[tuple[object, tuple]]) -> None:
+    def add(self, worker: int, watermark: int, entries: Sequence[tuple[Rule, DnsRecord]]) -> None:
         """`entries`: (rule, record) pairs of one worker, in its packet order."""
         self.watermarks[worker] = max(self.watermarks[worker], watermark)
         for entry in entries:
-            record = entry[1]
             self.sequence += 1
-            heapq.heappush(self.heap, (record[1] * 1_000_000 + record[2], self.sequence, entry))
+            record = entry[1]
+            heapq.heappush(self.heap, (record.ts_sec * 1_000_000 + record.ts_usec, self.sequence, entry))
 
     def finish(self, worker: int) -> None:
         self.watermarks[worker] = float("inf")
 
-    def ready(self) -> list[tuple[object, tuple]]:
+    def ready(self) -> list[tuple[Rule, DnsRecord]]:
         limit = min(self.watermarks.values())
         out = []
         while self.heap and (self.heap[0][0] <= limit or len(self.heap) > self.max_pending):

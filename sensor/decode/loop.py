@@ -307,6 +307,7 @@ class ReferenceLoop:
         """A fragment: held (counted ip_fragment or ip_fragment_not_first), or the one completing its
         datagram, which this frame then carries on from the transport layer."""
         fragment = packet.fragment
+        assert fragment is not None  # only fragments are passed here
         key = (vlan_id, version, fragment.key_protocol, packet.src, packet.dst, fragment.ident)
         whole = self._fragments.add(key, now_us, fragment.offset, fragment.more, fragment.protocol, packet.payload)
         if whole is None:
@@ -371,11 +372,11 @@ class ReferenceLoop:
             except Anomaly as anomaly:
                 self._counters[anomaly.reason] += 1
         *layers, tunnel = flow
-        return DnsMessage(
+        return DnsMessage._make((
             *when, *layers, question.dns_id, question.flags, question.qdcount,
             presentation_name(question.labels), question.qtype, question.qclass, rule, tunnel, subnet,
             state.mac, state.outer, state.handshake,
-        )
+        ))
 
 
 def source_mac(linktype: int, frame: bytes) -> bytes | None:

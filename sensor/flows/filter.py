@@ -96,7 +96,7 @@ def tokenize(expression: str) -> list[Token]:
         if found is None:
             raise FilterError(f"unexpected character {expression[position]!r}", expression, position)
         if found.lastgroup != "space":
-            tokens.append(Token(found.lastgroup, found.group(), position))
+            tokens.append(Token(str(found.lastgroup), found.group(), position))
         position = found.end()
     tokens.append(Token("end", "", len(expression)))
     return tokens
@@ -493,10 +493,10 @@ def _in_networks(side: str, networks: list) -> Predicate:
 
 def _prefix_test(hi_field: str, lo_field: str, network) -> Predicate:
     prefix = network.prefixlen + (96 if network.version == 4 else 0)
-    value_hi, value_lo = _halves(network.network_address)
+    high, low = _halves(network.network_address)
     mask = ((1 << 128) - 1) ^ ((1 << (128 - prefix)) - 1)
     mask_hi, mask_lo = np.uint64(mask >> 64), np.uint64(mask & _LOW64)
-    value_hi, value_lo = np.uint64(value_hi), np.uint64(value_lo)
+    value_hi, value_lo = np.uint64(high), np.uint64(low)
 
     def test(columns, n):
         return _masked_equal(columns[hi_field], columns[lo_field], prefix, mask_hi, mask_lo, value_hi, value_lo)

@@ -97,15 +97,15 @@ def encode_records(arr: np.ndarray, template_id: int) -> np.ndarray:
 
 def parse_endpoint(text: str) -> tuple[str, int]:
     """HOST:PORT, [IPv6]:PORT, or HOST alone (port 4739)."""
-    host, port = text, DEFAULT_PORT
+    host, port_text = text, str(DEFAULT_PORT)
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         if rest:
-            port = rest.removeprefix(":")
+            port_text = rest.removeprefix(":")
     elif text.count(":") == 1:
-        host, port = text.split(":")
+        host, port_text = text.split(":")
     try:
-        port = int(port)
+        port = int(port_text)
         if not 0 < port < 65536:
             raise ValueError
     except ValueError:

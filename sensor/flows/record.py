@@ -24,6 +24,7 @@ FLOW_DTYPE = np.dtype([
     ("vlan", "<i4"),  # -1 untagged
     ("packets", "<u8"), ("bytes", "<u8"),  # bytes = sum of IP total lengths
 ])
+FLOW_FIELDS: tuple[str, ...] = FLOW_DTYPE.names or ()  # the field names, in order
 
 # Why a flow record was emitted (IPFIX flowEndReason 136 uses 1..5 in the same order).
 END_IDLE, END_ACTIVE, END_END, END_FORCED, END_EVICTED = 1, 2, 3, 4, 5
@@ -174,7 +175,7 @@ def make_records(rows: Iterable[dict]) -> np.ndarray:
         version = ipaddress.ip_address(row["src"]).version
         arr[i]["src_hi"], arr[i]["src_lo"], arr[i]["dst_hi"], arr[i]["dst_lo"] = src_hi, src_lo, dst_hi, dst_lo
         arr[i]["ip_version"] = version
-        for name in FLOW_DTYPE.names:
+        for name in FLOW_FIELDS:
             if name in row:
                 arr[i][name] = row[name]
     return arr

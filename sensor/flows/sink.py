@@ -72,6 +72,8 @@ class FlowSink:
         parts = [f"flows: {self.records:,} records ({self.packets:,} packets)"]
         if self.store is not None:
             parts.append(f"{len(self.store.files)} store file(s) in {self.store.directory}")
+            if self.store.lost:
+                parts.append(f"{self.store.lost:,} records not stored (flow store errors)")
         if self.ipfix is not None:
             parts.append(f"IPFIX {self.ipfix.messages:,} messages, {self.ipfix.send_errors:,} send errors")
         return ", ".join(parts)

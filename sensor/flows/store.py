@@ -1,37 +1,61 @@
-"""The local flow store: a directory of Parquet files, rotated like nfcapd's, readable by DuckDB and pandas.
+"""The local flow store: Parquet files partitioned by date and sensor (hive style), rotated like nfcapd's.
 
-Columns (docs/flows.md, "Store"): the FLOW_DTYPE integer fields as they are (addresses as two uint64 halves, so
-the sensor reads them back with no parsing), times as UTC microsecond timestamps, and the addresses again as
-text (`src_addr`, `dst_addr`) dictionary-encoded for SQL: each distinct address is formatted and stored once.
-A file is written as `.parquet.tmp` and renamed when complete, so a reader never sees half a file.
+Layout (docs/flows.md, "Store"): `DIR/date=YYYY-MM-DD/sensor=NAME/flows-YYYYmmddHHMMSS-PID-SEQ.parquet`, the
+date being the flows' start day (UTC, packet time) and the keys only in the path (decision 0120). Columns: the
+FLOW_DTYPE fields as signed types every engine reads the same (no uint64, which Spark turns into a decimal:
+address halves and counters are int64 holding the same 64 bits, ports and small codes int32), times as UTC
+microsecond timestamps, and the addresses again as text (`src_addr`, `dst_addr`) dictionary-encoded for SQL.
+
+A file is written as `.parquet.tmp`, fsynced and renamed when complete, so a reader never sees half a file,
+even after a full disk or a power cut; a file that cannot be completed is removed and its records counted
+as lost (`lost`), and the store goes on with the next file. Readers skip, and name, a file they cannot read.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import sys
 import time
 from collections.abc import Iterable, Sequence
+from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sensor.errors import StartupError
-from sensor.flows.record import FLOW_DTYPE, format_addresses
+from sensor.flows.record import FLOW_DTYPE, FLOW_FIELDS, format_addresses
+
+log = logging.getLogger(__name__)
 
 ROTATE_SECONDS = 300.0  # nfcapd's default rotation: one file per 5 minutes
 MAX_FILE_RECORDS = 10_000_000  # and a size bound, so a flood does not make one enormous file (~300 MB)
-ROW_GROUP_RECORDS = 1 << 20  # records buffered before a row group is written: large groups read fastest
+# Records buffered before a row group is written: the store's whole buffer (77 bytes a record, plus the Arrow
+# table made from it while it is written: ~25 MB at the default). Larger groups read a little faster, but
+# 1 Mi records cost ~885 MB RSS under a flood of unique addresses (issue 14).
+ROW_GROUP_RECORDS = 1 << 17
 SUFFIX = ".parquet"
+TMP = ".tmp"
 # LZ4 over zstd: files ~30% larger, reads twice as fast (bench/flows.py), and the scan rate is the goal.
 COMPRESSION = "lz4"
 TIME_COLUMNS = ("start_us", "end_us")
-INT_COLUMNS = tuple(name for name in FLOW_DTYPE.names if name not in TIME_COLUMNS)
+INT_COLUMNS = tuple(name for name in FLOW_FIELDS if name not in TIME_COLUMNS)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+DAY_US = 86_400 * 1_000_000
+# What each integer field is stored as: the same bits in a type without surprises in Spark, Trino, ClickHouse.
+STORED = {name: (np.int64 if FLOW_DTYPE[name].itemsize == 8 else np.int32) for name in INT_COLUMNS}
 
 
 class FlowStoreError(StartupError):
     """A flow store that cannot be written or read: the message names the path."""
+
+
+def partition_value(text: str) -> str:
+    """A hive partition value as a path component: percent-encoded like Hive and Spark do, so a sensor named
+    `a/b` cannot leave its directory."""
+    return quote(text, safe="-_.~ ") or "%00"
 
 
 def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray) -> pa.DictionaryArray:
@@ -60,92 +84,215 @@ def to_table(arr: np.ndarray) -> pa.Table:
     """Flow records as an Arrow table in the store's columns."""
     columns = {name: pa.array(arr[name].astype(np.int64)).cast(TIMESTAMP) for name in TIME_COLUMNS}
     for name in INT_COLUMNS:
-        columns[name] = pa.array(np.ascontiguousarray(arr[name]))
+        field = np.ascontiguousarray(arr[name])
+        stored = STORED[name]
+        # uint64 -> int64 is a view (the same bits; read back as uint64 they are the same value)
+        columns[name] = pa.array(field.view(stored) if field.dtype.itemsize == 8 else field.astype(stored))
     columns["src_addr"] = _address_column(arr["src_hi"], arr["src_lo"], arr["ip_version"])
     columns["dst_addr"] = _address_column(arr["dst_hi"], arr["dst_lo"], arr["ip_version"])
     return pa.table(columns)
 
 
+SCHEMA = to_table(np.zeros(0, FLOW_DTYPE)).schema
+
+
+class _File:
+    """One store file being written (as PATH.tmp) for one partition."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.writer = pq.ParquetWriter(path + TMP, SCHEMA, compression=COMPRESSION)
+        self.records = 0
+
+
+def remove_stale_tmp(directory: str) -> list[str]:
+    """`.tmp` files left by a writer that was killed (its pid, in the name, no longer runs): never complete,
+    never read; removed so that they do not fill the disk. A live writer's files are left alone."""
+    removed = []
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            if not (name.startswith("flows-") and name.endswith(SUFFIX + TMP)):
+                continue
+            try:
+                pid = int(name.split("-")[2])
+                os.kill(pid, 0)
+                continue  # still running (or not ours to signal: then leave it)
+            except ProcessLookupError:
+                pass
+            except (ValueError, IndexError, PermissionError):
+                continue
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed.append(os.path.join(folder, name))
+            except OSError:
+                pass
+    return removed
+
+
 class FlowStoreWriter:
-    """Appends flow records to a store directory; a new file every `rotate_seconds` or `max_records`."""
+    """Appends flow records to a store directory, one open file per date partition; every file is rotated
+    after `rotate_seconds` or `max_records`. At most `row_group` records are buffered (`buffered`)."""
 
     def __init__(self, directory: str, rotate_seconds: float = ROTATE_SECONDS,
-                 max_records: int = MAX_FILE_RECORDS, row_group: int = ROW_GROUP_RECORDS) -> None:
+                 max_records: int = MAX_FILE_RECORDS, row_group: int = ROW_GROUP_RECORDS,
+                 sensor: str | None = None) -> None:
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as err:
             raise FlowStoreError(f"{directory}: cannot create the flow store: {err.strerror}") from None
         if not os.access(directory, os.W_OK):
             raise FlowStoreError(f"{directory}: cannot write to the flow store: permission denied")
+        if row_group < 1 or max_records < 1:
+            raise FlowStoreError(f"{directory}: row group and file size must be at least one record")
         self.directory = directory
+        self.sensor = sensor or socket.gethostname()
         self.rotate_seconds = rotate_seconds
         self.max_records = max_records
         self.row_group = row_group
         self.files: list[str] = []  # completed files, in order
         self.records = 0
+        self.lost = 0  # records of files that could not be completed (a full disk): removed, counted
+        self.errors: list[str] = []  # the first error of each kind, said once
         self._pending: list[np.ndarray] = []
-        self._pending_count = 0
-        self._writer: pq.ParquetWriter | None = None
-        self._path = ""
+        self.buffered = 0  # records held in memory (gauge): at most row_group
+        self._open: dict[int, _File] = {}  # day number -> its file
         self._opened = 0.0
-        self._in_file = 0
         self._sequence = 0
+        self.stale_removed = remove_stale_tmp(directory)
 
     def write(self, arr: np.ndarray) -> None:
-        """Buffer records; write a row group when enough are buffered; rotate when the file is old or full.
+        """Buffer records; write row groups when `row_group` are buffered; rotate when the files are old.
         Called once per batch, even with no records, so that a quiet live capture still rotates."""
         if len(arr):
             self._pending.append(arr)
-            self._pending_count += len(arr)
+            self.buffered += len(arr)
             self.records += len(arr)
-        if self._pending_count >= self.row_group:
+        if self.buffered >= self.row_group:
             self._write_pending()
-        if self._writer is not None and time.monotonic() - self._opened >= self.rotate_seconds:
+        if self._open and time.monotonic() - self._opened >= self.rotate_seconds:
             self._write_pending()
-            self._close_file()
+            self._close_files()
 
     def close(self) -> None:
         self._write_pending()
-        self._close_file()
+        self._close_files()
 
     def _write_pending(self) -> None:
-        while self._pending_count:
-            arr = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-            self._pending, self._pending_count = [], 0
-            if self._writer is None:
-                self._open_file()
-            room = self.max_records - self._in_file
-            head, rest = arr[:room], arr[room:]
-            self._writer.write_table(to_table(head), row_group_size=len(head))
-            self._in_file += len(head)
-            if len(rest):
-                self._close_file()
-                self._pending, self._pending_count = [rest], len(rest)
-
-    def _open_file(self) -> None:
-        self._sequence += 1
-        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-        self._path = os.path.join(self.directory, f"flows-{stamp}-{os.getpid()}-{self._sequence:04d}{SUFFIX}")
-        self._writer = pq.ParquetWriter(self._path + ".tmp", to_table(np.zeros(0, FLOW_DTYPE)).schema,
-                                        compression=COMPRESSION)
-        self._opened = time.monotonic()
-        self._in_file = 0
-
-    def _close_file(self) -> None:
-        if self._writer is None:
+        if not self.buffered:
             return
-        self._writer.close()
-        os.replace(self._path + ".tmp", self._path)
-        self.files.append(self._path)
-        self._writer = None
+        arr = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending, self.buffered = [], 0
+        days = arr["start_us"] // DAY_US
+        first = int(days[0])
+        if (days == first).all():
+            self._write_day(first, arr)
+            return
+        order = np.argsort(days, kind="stable")
+        arr, days = arr[order], days[order]
+        cuts = np.flatnonzero(np.diff(days)) + 1
+        for part in np.split(arr, cuts):
+            self._write_day(int(part["start_us"][0] // DAY_US), part)
+
+    def _write_day(self, day: int, arr: np.ndarray) -> None:
+        while len(arr):
+            file = self._open.get(day) or self._open_file(day)
+            if file is None:
+                self.lost += len(arr)
+                return
+            room = self.max_records - file.records
+            head, arr = arr[:room], arr[room:]
+            try:
+                file.writer.write_table(to_table(head), row_group_size=len(head))
+                file.records += len(head)
+            except OSError as err:
+                self.lost += len(head)
+                self._abandon(day, err)
+                continue
+            if file.records >= self.max_records:
+                self._close_file(day)
+
+    def _open_file(self, day: int) -> _File | None:
+        self._sequence += 1
+        date = time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
+        folder = os.path.join(self.directory, f"date={date}", f"sensor={partition_value(self.sensor)}")
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        path = os.path.join(folder, f"flows-{stamp}-{os.getpid()}-{self._sequence:04d}{SUFFIX}")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            file = _File(path)
+        except OSError as err:
+            self._say(f"{path}: cannot create: {err}")
+            return None
+        if not self._open:
+            self._opened = time.monotonic()
+        self._open[day] = file
+        return file
+
+    def _close_files(self) -> None:
+        for day in list(self._open):
+            self._close_file(day)
+
+    def _close_file(self, day: int) -> None:
+        """Complete a file: footer written, data on disk (fsync), then the rename makes it visible."""
+        file = self._open.pop(day)
+        try:
+            file.writer.close()
+            descriptor = os.open(file.path + TMP, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(file.path + TMP, file.path)
+            _fsync_directory(os.path.dirname(file.path))
+        except OSError as err:
+            self.lost += file.records
+            self._remove(file, err)
+            return
+        self.files.append(file.path)
+
+    def _abandon(self, day: int, err: OSError) -> None:
+        file = self._open.pop(day)
+        self.lost += file.records  # the row groups already in it go with it
+        try:
+            file.writer.close()
+        except OSError:
+            pass
+        self._remove(file, err)
+
+    def _remove(self, file: _File, err: OSError) -> None:
+        try:
+            os.unlink(file.path + TMP)
+        except OSError:
+            pass
+        self._say(f"{file.path}: not stored ({err}); its records are counted as lost")
+
+    def _say(self, message: str) -> None:
+        """Log an error once per kind (a full disk would otherwise log every batch)."""
+        kind = message.split("(")[-1][:40]
+        if kind not in self.errors:
+            self.errors.append(kind)
+            log.error("flow store: %s", message)
+
+
+def _fsync_directory(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def store_files(paths: Iterable[str]) -> list[str]:
-    """The Parquet files named, or held by the directories named (sorted: their names start with the time)."""
+    """The Parquet files named, or held by the directories named and their partitions (sorted by path: the
+    partitions by date, then the names, which start with the time). `.tmp` files being written are not."""
     files: list[str] = []
     for path in paths:
         if os.path.isdir(path):
-            files += sorted(os.path.join(path, name) for name in os.listdir(path) if name.endswith(SUFFIX))
+            found = []
+            for folder, subfolders, names in os.walk(path):
+                subfolders.sort()
+                found += [os.path.join(folder, name) for name in names if name.endswith(SUFFIX)]
+            files += sorted(found)
         elif os.path.exists(path):
             files.append(path)
         else:
@@ -153,35 +300,48 @@ def store_files(paths: Iterable[str]) -> list[str]:
     return files
 
 
-def read_flows(paths: str | Sequence[str]) -> np.ndarray:
+def skip_unreadable(path: str, err: Exception, named: Iterable[str] = ()) -> None:
+    """A file of a store directory that cannot be read (cut short by a crash of an older version, damaged):
+    named on standard error and skipped, so that one bad file does not refuse the whole store. A file named
+    on its own is an error (FlowStoreError): there is nothing else to read."""
+    if path in named:
+        raise FlowStoreError(f"{path}: not a readable flow store file ({err})")
+    print(f"truesource: {path}: skipped, not a readable flow store file ({err})", file=sys.stderr)
+
+
+def read_flows(paths: str | Sequence[str], on_skip=skip_unreadable) -> np.ndarray:
     """Every flow record of the store directories or Parquet files named, as one FLOW_DTYPE array.
 
     Vectorized, a row group at a time (so Arrow holds one group, not the whole store, beside the result): each
     column is decoded by Arrow and copied into the record array in one step; the text address columns are not
-    read.
+    read. An unreadable file is skipped and passed to `on_skip`.
     """
     if isinstance(paths, str):
         paths = [paths]
+    named = [path for path in paths if not os.path.isdir(path)]
     files = []
     for path in store_files(paths):
         try:
             files.append((path, pq.ParquetFile(path)))
         except (pa.ArrowException, OSError) as err:
-            raise FlowStoreError(f"{path}: not a readable flow store file ({err})") from None
+            on_skip(path, err, named)
     out = np.empty(sum(parquet.metadata.num_rows for _, parquet in files), FLOW_DTYPE)
     position = 0
     for path, parquet in files:
-        for group in range(parquet.num_row_groups):
-            try:
-                table = parquet.read_row_group(group, columns=list(FLOW_DTYPE.names))
-            except (pa.ArrowException, OSError, KeyError) as err:
-                raise FlowStoreError(f"{path}: not a readable flow store file ({err})") from None
-            for name in FLOW_DTYPE.names:
-                at = position
-                for chunk in table.column(name).chunks:
-                    if name in TIME_COLUMNS:
-                        chunk = chunk.view(pa.int64())  # zero-copy: a timestamp is an int64
-                    out[name][at:at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
-                    at += len(chunk)
-            position += table.num_rows
-    return out
+        start = position
+        try:
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group, columns=list(FLOW_FIELDS))
+                for name in FLOW_FIELDS:
+                    at = position
+                    for chunk in table.column(name).chunks:
+                        if name in TIME_COLUMNS:
+                            chunk = chunk.view(pa.int64())  # zero-copy: a timestamp is an int64
+                        # an int64 column into a uint64 field keeps the bits: the value written
+                        out[name][at:at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+                        at += len(chunk)
+                position += table.num_rows
+        except (pa.ArrowException, OSError, KeyError) as err:
+            on_skip(path, err, named)
+            position = start
+    return out[:position]

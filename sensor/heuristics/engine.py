@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from sensor.heuristics.config import HeuristicsConfig
 from sensor.heuristics.dga import DgaDetector
@@ -10,6 +11,9 @@ from sensor.heuristics.domains import DomainSplitter
 from sensor.heuristics.hit import HeuristicHit
 from sensor.heuristics.tunnel import TunnelDetector
 from sensor.records import DnsMessage
+
+if TYPE_CHECKING:  # a hit from the runner (sensor/messages.py) has the same fields as the loop's tuple
+    from sensor.messages import DnsRecord
 
 
 class HeuristicEngine:
@@ -21,7 +25,7 @@ class HeuristicEngine:
         self.tunnel = TunnelDetector(self.config) if "tunnel" in self.config.detectors else None
         self._counters = Counter({"queries": 0, "responses_ignored": 0, "no_registered_domain": 0, "exempt": 0})
 
-    def observe(self, msg: DnsMessage) -> list[HeuristicHit]:
+    def observe(self, msg: DnsMessage | DnsRecord) -> list[HeuristicHit]:
         """Hits for one decoded message; responses are ignored (the detectors judge what clients ask)."""
         if msg.flags & 0x8000:
             self._counters["responses_ignored"] += 1

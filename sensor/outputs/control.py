@@ -21,7 +21,7 @@ class ControlServer:
     def __init__(self, endpoint: str, handlers: dict[str, Callable[[], dict]]) -> None:
         self.endpoint = endpoint
         self.handlers = handlers
-        self._socket = zmq.Context.instance().socket(zmq.REP)
+        self._socket: zmq.Socket = zmq.Context.instance().socket(zmq.REP)
         self._socket.setsockopt(zmq.LINGER, 0)
         try:
             self._socket.bind(endpoint)
@@ -45,7 +45,7 @@ class ControlServer:
 
 
 def send_command(endpoint: str, command: str) -> dict:
-    socket = zmq.Context.instance().socket(zmq.REQ)
+    socket: zmq.Socket = zmq.Context.instance().socket(zmq.REQ)
     socket.setsockopt(zmq.LINGER, 0)
     socket.connect(endpoint)
     try:

@@ -259,7 +259,7 @@ def server_from_args(endpoint: str, secret_file: str | None, allow_dir: str | No
     if bool(secret_file) != bool(allow_dir):
         raise StartupError("CURVE needs both --curve-secret-key (the server's key pair) and --curve-allow "
                            "(the directory of subscriber public keys)")
-    if secret_file:
+    if secret_file and allow_dir:
         return CurveServer(secret_file, allow_dir)
     if not is_local(endpoint):
         if not allow_plaintext:

@@ -56,6 +56,10 @@ class JsonLinesWriter:
         self._handle.write("\n")
         self.lines += 1
 
+    def flush(self) -> None:
+        if self._pipe is None:  # a non-blocking pipe writes what it can at once
+            self._handle.flush()
+
     def state_counters(self) -> dict[str, int]:
         if self._pipe is None:
             return {}

@@ -33,7 +33,7 @@ class Publisher:
         self.sent = 0
         self.dropped = 0
         self.subscriptions = 0
-        self._context = zmq.Context.instance()
+        self._context: zmq.Context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.XPUB)
         self._socket.setsockopt(zmq.SNDHWM, hwm)
         self._socket.setsockopt(zmq.XPUB_NODROP, 1)

@@ -31,7 +31,7 @@ def run_relay(args: argparse.Namespace) -> int:
     if server_keys and not args.curve_client_key:
         raise StartupError("--curve-server-key needs --curve-client-key (the relay's key pair as a client)")
     curve = server_from_args(args.bind, args.curve_secret_key, args.curve_allow, args.allow_plaintext)
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     upstream = context.socket(zmq.XSUB)
     downstream = context.socket(zmq.XPUB)
     for sock in (upstream, downstream):

@@ -12,7 +12,7 @@ from sensor.errors import StartupError
 def tail(endpoint: str, topics: list[str], count: int = 0, idle_exit: float = 0, with_topic: bool = False,
          server_key: str | None = None, client_key: str | None = None) -> int:
     """`server_key`, `client_key`: CURVE (the publisher's public key file, this subscriber's key pair file)."""
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.LINGER, 0)
     if server_key or client_key:

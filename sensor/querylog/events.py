@@ -53,6 +53,8 @@ def add_response(event: dict, entry: QueryLogEntry) -> dict:
     query = {"status": STATUS_NAMES.get(entry.status, str(entry.status)), "rcode": entry.rcode,
              "response_flags": entry.response_flags, "latency_us": entry.latency_us,
              "retransmissions": entry.retransmissions, "truncated": bool(entry.response_flags & 0x0200)}
+    if entry.answers_dropped:  # the store's per-entry cap (docs/querylog.md): dns.answers is not all there was
+        query["answers_dropped"] = entry.answers_dropped
     event["truesource"]["query"] = query
     return event
 

@@ -52,6 +52,7 @@ class QueryLogEntry(NamedTuple):
     frame: int  # frame number of the query (of the response when response-only)
     tunnel: str | None = None
     retransmissions: int = 0  # identical queries seen again before the answer
+    answers_dropped: int = 0  # answers not kept by the store's per-entry caps (the response's count minus those kept)
 
     @property
     def truncated(self) -> bool:

@@ -35,6 +35,21 @@ BUSY_TIMEOUT_MS = 10_000  # how long a reader or writer waits for the other's lo
 CACHE_KIB = 65_536  # 64 MiB page cache for the writer
 JOURNAL_LIMIT = 64 << 20  # the WAL file is cut back to this after a checkpoint
 A, AAAA = 1, 28
+MAX_SEGMENT_BYTES = 64 << 20  # a segment closes at this many bytes of rows if not at its row count first
+MIN_SEGMENT_BYTES = 256 << 10
+ROW_OVERHEAD = 40  # bytes a row costs beside its entry and name (id, ts, client, record header; measured ~35)
+RESOLVED_OVERHEAD = 24  # an address row of r_<n>
+# Retention keeps the used pages under the limit minus room for the open segment (this many times the largest
+# segment measured on disk, indexes included) and for the WAL (cut back to one segment after a checkpoint).
+SIZE_HEADROOM = 1.25
+
+
+def segment_bytes_for(max_bytes: int) -> int:
+    """A segment's byte size for a store limit: a twentieth of it (so retention, which drops whole segments,
+    holds the limit within a few percent), between 256 KiB and 64 MiB; 64 MiB without a limit."""
+    if not max_bytes:
+        return MAX_SEGMENT_BYTES
+    return int(min(max(max_bytes // 20, MIN_SEGMENT_BYTES), MAX_SEGMENT_BYTES))
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -147,15 +162,24 @@ class Segment:
 class QueryStore:
     """The SQLite query log. `QueryStore.open_writer(path)` creates it; `QueryStore.open_reader(path)` only reads."""
 
-    def __init__(self, connection: sqlite3.Connection, path: str, segment_rows: int = SEGMENT_ROWS) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: str, segment_rows: int = SEGMENT_ROWS,
+                 segment_bytes: int = MAX_SEGMENT_BYTES) -> None:
         self.db = connection
         self.path = path
         self.segment_rows = segment_rows
+        self.segment_bytes = segment_bytes  # a segment also closes when its rows hold this many bytes
+        self.segments_closed = 0  # writer: segments filled and indexed
+        # writer: called after each segment closes (the writer applies retention: one batch may fill several)
+        self.on_segment_closed = None
         self._open: Segment | None = None  # writer: the segment being filled
+        self._open_bytes = 0  # writer: bytes in the open segment's rows (estimated as they are inserted)
+        self._used_at_open = 0  # writer: the file's used bytes when the open segment was made
+        self.largest_segment = 0  # writer: the most a closed segment took on disk, indexes included
         self._lock = None  # writer: the open lock file that keeps a second writer out
 
     @classmethod
-    def open_writer(cls, path: str, segment_rows: int = SEGMENT_ROWS) -> QueryStore:
+    def open_writer(cls, path: str, segment_rows: int = SEGMENT_ROWS, segment_bytes: int = MAX_SEGMENT_BYTES,
+                    cache_kib: int = CACHE_KIB) -> QueryStore:
         if segment_rows < 1:
             raise StartupError("--query-log-segment-rows: must be at least 1")
         lock = _writer_lock(path)
@@ -167,13 +191,16 @@ class QueryStore:
             if mode.lower() != "wal":
                 raise StartupError(f"{path}: the query log needs WAL mode (got {mode}; a network file system?)")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: a power cut can lose the last batches, never corrupt
-            db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            db.execute(f"PRAGMA journal_size_limit={JOURNAL_LIMIT}")
+            db.execute(f"PRAGMA cache_size=-{cache_kib}")
+            # the WAL is cut back to a segment's size after a checkpoint: it counts towards --query-log-max-mb
+            db.execute(f"PRAGMA journal_size_limit={min(JOURNAL_LIMIT, segment_bytes)}")
+            # and checkpointed at half a segment, or SQLite's default 1,000 pages (4 MB) if less
+            db.execute(f"PRAGMA wal_autocheckpoint={min(max(segment_bytes // 2 // 4096, 16), 1000)}")
             db.executescript(SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         except sqlite3.DatabaseError as err:
             raise StartupError(f"{path}: cannot open query log: {err}") from None
-        store = cls(db, path, segment_rows)
+        store = cls(db, path, segment_rows, segment_bytes)
         store._lock = lock
         store.check_schema()
         for segment in store.segments()[:-1]:  # a writer that stopped between filling and indexing
@@ -186,6 +213,10 @@ class QueryStore:
         """Read-only; a missing file or one that is not a query log is a StartupError (exit 2), never created."""
         if not os.path.exists(path):
             raise StartupError(f"{path}: no query log here (write one with --query-log on replay or capture)")
+        if os.path.isdir(path):
+            from sensor.querylog.options import directory_message
+
+            raise StartupError(directory_message(path))
         if not os.access(path, os.R_OK):
             raise StartupError(f"{path}: cannot read query log: permission denied")
         try:
@@ -220,39 +251,51 @@ class QueryStore:
     # --- writing -------------------------------------------------------------------------------------------
 
     def insert(self, entries: Sequence[QueryLogEntry]) -> int:
-        """Store a batch: one transaction per segment it falls in; a segment that fills gets its indexes."""
+        """Store a batch: one transaction per segment it falls in; a segment that fills (by rows or by bytes)
+        gets its indexes."""
         done = 0
         while done < len(entries):
             segment = self._open or self._current_segment()
             room = self.segment_rows - segment.rows
-            part = entries[done:done + room]
-            self._insert_into(segment, part)
-            done += len(part)
+            done += self._insert_into(segment, entries[done:done + room])
+            if self._open is None and self.on_segment_closed is not None:
+                self.on_segment_closed()
         return done
 
     def _current_segment(self) -> Segment:
         segments = self.segments()
         if segments and not segments[-1].indexed and segments[-1].rows < self.segment_rows:
             self._open = segments[-1]
+            self._open_bytes = self.db.execute(
+                f"SELECT coalesce(sum(length(entry) + length(rname)), 0) + count(*) * {ROW_OVERHEAD} "
+                f"FROM q_{self._open.id}").fetchone()[0]
             return self._open
+        self._open_bytes = 0
+        self._used_at_open = self.used_bytes()
         db = self.db
         with _transaction(db):
             cursor = db.execute("INSERT INTO segments(rows, indexed, created) VALUES (0, 0, ?)", (time.time(),))
-            n = cursor.lastrowid
+            n = int(cursor.lastrowid or 0)  # set by the INSERT just made
             for statement in SEGMENT_SCHEMA.format(n=n).split(";"):
                 if statement.strip():
                     db.execute(statement)
         self._open = Segment(n, None, None, 0, False)
         return self._open
 
-    def _insert_into(self, segment: Segment, entries: Sequence[QueryLogEntry]) -> None:
+    def _insert_into(self, segment: Segment, entries: Sequence[QueryLogEntry]) -> int:
+        """Insert the entries that fit the open segment (its rows and bytes); how many."""
         rows = []
         resolved = []
         encode = _encode
         inet_pton = socket.inet_pton
         next_id = segment.rows + 1
-        first = last = None
+        first: int | None = None
+        last: int | None = None
+        size = self._open_bytes
+        room = self.segment_bytes
         for e in entries:
+            if size >= room and rows:  # full by bytes: the rest goes into the next segment
+                break
             ts = e.ts_sec * 1_000_000 + e.ts_usec
             if first is None or ts < first:
                 first = ts
@@ -264,13 +307,21 @@ class QueryStore:
             else:
                 name = name.lower().strip(".")
                 rname = ".".join(name.split(".")[::-1]) + "." if name else ""
-            rows.append((next_id, ts, rname, e.client_ip, encode(e)))
+            blob = encode(e)
+            size += len(blob) + len(rname) + ROW_OVERHEAD
+            rows.append((next_id, ts, rname, e.client_ip, blob))
             for answer in e.answers:
                 if answer[1] == A:
                     resolved.append((next_id, inet_pton(socket.AF_INET, answer[3])))
+                    size += RESOLVED_OVERHEAD
                 elif answer[1] == AAAA:
                     resolved.append((next_id, inet_pton(socket.AF_INET6, answer[3])))
+                    size += RESOLVED_OVERHEAD
             next_id += 1
+        if not rows:
+            self._close_segment(segment)
+            self._open = None
+            return 0
         first = first if segment.first_ts is None else min(first, segment.first_ts)
         last = last if segment.last_ts is None else max(last, segment.last_ts)
         n = segment.id
@@ -282,9 +333,11 @@ class QueryStore:
             db.execute("UPDATE segments SET rows = ?, first_ts = ?, last_ts = ? WHERE id = ?",
                        (next_id - 1, first, last, n))
         self._open = Segment(n, first, last, next_id - 1, False)
-        if self._open.rows >= self.segment_rows:
+        self._open_bytes = size
+        if self._open.rows >= self.segment_rows or size >= room:
             self._close_segment(self._open)
             self._open = None
+        return len(rows)
 
     def _close_segment(self, segment: Segment) -> None:
         """Build a full segment's indexes in one sorted pass; readers use them from the commit on."""
@@ -294,6 +347,10 @@ class QueryStore:
                 if statement.strip():
                     db.execute(statement)
             db.execute("UPDATE segments SET indexed = 1 WHERE id = ?", (segment.id,))
+        self.segments_closed += 1
+        if self._used_at_open:  # measured on disk: rows of a few KB leave pages part empty, beyond the estimate
+            self.largest_segment = max(self.largest_segment, self.used_bytes() - self._used_at_open)
+            self._used_at_open = 0
 
     def used_bytes(self) -> int:
         """Bytes of the file in use (free pages excluded)."""
@@ -314,8 +371,13 @@ class QueryStore:
                     result.segments_by_age += 1
                     result.queries_deleted += segment.rows
         if retention.max_bytes:
+            # room is left for the open segment to fill and be indexed, and for the WAL: so the files stay
+            # within the limit between two passes (a pass runs on every segment the writer closes)
+            segment = self.largest_segment or self.segment_bytes  # as measured once one has closed
+            wal = min(segment, self.segment_bytes)  # checkpointed at half a segment, cut back to one
+            target = max(retention.max_bytes - SIZE_HEADROOM * segment - wal, 0)
             for segment in self.segments():
-                if self.used_bytes() <= retention.max_bytes or not segment.indexed:
+                if self.used_bytes() <= target or not segment.indexed:
                     break
                 self._drop(segment)
                 self._vacuum()
@@ -388,7 +450,8 @@ class QueryStore:
 
     def _segments_in(self, since_us: int | None, until_us: int | None) -> list[Segment]:
         return [s for s in self.segments() if s.rows
-                and (since_us is None or s.last_ts >= since_us) and (until_us is None or s.first_ts < until_us)]
+                and (since_us is None or (s.last_ts or 0) >= since_us)
+                and (until_us is None or (s.first_ts or 0) < until_us)]  # a segment with rows has both times
 
     def _rows(self, sql: str, params: list) -> Iterator[tuple]:
         try:

@@ -1,6 +1,2 @@
-"""Suspicious-domain rules: load files into a RuleSet; match names against it."""
-
-from sensor.rules.loader import Rule, RuleSet, load_rules
-from sensor.rules.matcher import match_labels
-
-__all__ = ["Rule", "RuleSet", "load_rules", "match_labels"]
+"""Suspicious-domain rules: formats (formats/, native.py), the rule model, loading (loader.py), the compiled
+rule-set file and its cache (compiled.py, cache.py), matching (matcher.py, patterns.py), reload (reload.py)."""

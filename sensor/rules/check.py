@@ -16,7 +16,7 @@ from typing import TextIO
 from sensor.errors import RuleError
 from sensor.rules.formats.registry import loaders
 from sensor.rules.formats.tally import OnError, rule_kinds, skipped_lines
-from sensor.rules.loader import detect_format, read_text, rule_files
+from sensor.rules.loader import detect_format, read_text, rule_files, why_empty
 from sensor.rules.model import RuleSet
 
 MAX_ERRORS_PER_FILE = 1000  # a file in the wrong format has an error a line: its first thousand say enough
@@ -53,12 +53,18 @@ def run_check(paths: list[str], rules_format: str | None, out: TextIO) -> int:
                 continue
             fmt = "native"
         rules_before, skipped_before = len(ruleset), sum(skipped_lines(ruleset.report).values())
+        duplicates_before, skipped_by_why = len(ruleset.report.duplicates), dict(skipped_lines(ruleset.report))
         load_collecting(formats[fmt], ruleset, text, filename, file_errors)
         files += 1
         skipped = sum(skipped_lines(ruleset.report).values()) - skipped_before
+        duplicates = len(ruleset.report.duplicates) - duplicates_before
         print(f"{filename}: {fmt}, {_count(len(ruleset) - rules_before, 'rule')}"
+              + (f", {_count(duplicates, 'duplicate')}" if duplicates else "")
               + (f", {_count(skipped, 'line')} skipped" if skipped else "")
               + (f", {_count(len(file_errors), 'error')}" if file_errors else ""), file=out)
+        if len(ruleset) == rules_before and not file_errors:  # the sensor refuses such a file (exit 2)
+            why = why_empty(text, fmt, ruleset.report, duplicates_before, skipped_by_why)
+            file_errors.append(f"{filename}: no rule ({why}); the sensor refuses it without --allow-empty-rules")
         errors.extend(file_errors)
     _summary(ruleset, files, errors, out)
     return 1 if errors else 0
@@ -105,12 +111,12 @@ def _load_resuming(loader: Callable[[RuleSet, str, str], None], ruleset: RuleSet
                 duplicates[i] = (file, line + shift, why)
         if failed is None:
             return
-        line = _line_of(failed, filename)
-        if line is None or line <= len(headers):
+        found = _line_of(failed, filename)
+        if found is None or found <= len(headers):
             on_error(failed)
             return
-        at = line + shift  # the bad line, in the file
-        on_error(RuleError(f"{filename}:{at}:{str(failed)[len(filename) + len(str(line)) + 2:]}"))
+        at = found + shift  # the bad line, in the file
+        on_error(RuleError(f"{filename}:{at}:{str(failed)[len(filename) + len(str(found)) + 2:]}"))
         for passed in range(at - base, 0, -1):  # the lines up to the bad one, keeping their headers
             end = text.find("\n", offset)
             end = len(text) if end == -1 else end + 1
@@ -144,7 +150,8 @@ def _files(paths: list[str]) -> list[tuple[str, bool]]:
 
 def _summary(ruleset: RuleSet, files: int, errors: list[str], out: TextIO) -> None:
     report = ruleset.report
-    print(f"\n{_count(len(ruleset), 'rule')} from {_count(files, 'file')}", file=out)
+    duplicates = f", {_count(len(report.duplicates), 'duplicate')}" if report.duplicates else ""
+    print(f"\n{_count(len(ruleset), 'rule')}{duplicates} from {_count(files, 'file')}", file=out)
     if len(ruleset):
         print("  by kind:   " + _listing(rule_kinds(report)), file=out)
         print("  by format: " + _listing(report.by_format), file=out)
@@ -168,6 +175,8 @@ def _summary(ruleset: RuleSet, files: int, errors: list[str], out: TextIO) -> No
         print(f"{_count(len(errors), 'error')}:", file=out)
         for error in errors:
             print(f"  {error}", file=out)
+    elif skipped or report.skipped_files:
+        print("no errors, but lines or files were skipped (above): the sensor loads without them", file=out)
     else:
         print("no errors", file=out)
 

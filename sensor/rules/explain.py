@@ -6,6 +6,8 @@ import json
 import re
 from typing import TextIO
 
+from sensor.errors import StartupError
+from sensor.idn import NameError_, to_ascii
 from sensor.rules.matcher import all_matches, decide
 from sensor.rules.model import RuleSet
 from sensor.rules.patterns import PatternMatcher
@@ -14,8 +16,14 @@ _UNESCAPED_DOT = re.compile(r"(?<!\\)\.")
 
 
 def labels_of(name: str) -> list[str]:
-    """Presentation form (as in events: `\\.` and `\\DDD` escapes allowed) to labels; the root is []."""
+    """Presentation form (as in events: `\\.` and `\\DDD` escapes allowed) to labels; the root is []. A Unicode
+    name is converted as rules are (`müller.de` -> `xn--mller-kva.de`, sensor/idn.py); StartupError if it cannot."""
     name = name.strip()
+    if not name.isascii():
+        try:
+            name = to_ascii(name)
+        except NameError_ as err:
+            raise StartupError(f"{name!r} is not a domain name ({err})") from None
     if name in ("", "."):
         return []
     if name.endswith(".") and not name.endswith("\\."):

@@ -7,6 +7,7 @@ import os
 from sensor.errors import RuleError
 from sensor.rules.formats import LOADERS
 from sensor.rules.formats.detect import detect
+from sensor.rules.formats.tally import skipped_lines
 from sensor.rules.model import Rule, RuleSet
 from sensor.rules.native import load_native, parse_rule
 
@@ -34,9 +35,9 @@ def parse_rule_line(text: str, ruleset: str, line: int) -> Rule | None:
     return parse_rule(body, ruleset, line)
 
 
-def read_text(filename: str) -> str:
+def read_bytes(filename: str) -> bytes:
     try:
-        with open(filename, encoding="utf-8") as handle:
+        with open(filename, "rb") as handle:
             return handle.read()
     except FileNotFoundError:
         raise RuleError(f"{filename}: cannot read rules: no such file") from None
@@ -44,8 +45,22 @@ def read_text(filename: str) -> str:
         raise RuleError(f"{filename}: cannot read rules: is a directory") from None
     except OSError as err:
         raise RuleError(f"{filename}: cannot read rules: {err.strerror}") from None
+
+
+def decode(filename: str, data: bytes) -> str:
+    """UTF-8 text without its byte-order mark (Windows editors write one; every format reads the same)."""
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise RuleError(f"{filename}: not UTF-8 text ({err.reason})") from None
+        raise RuleError(f"{filename}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def read_text(filename: str) -> str:
+    return decode(filename, read_bytes(filename))
+
+
+def decode_sources(sources: list[tuple[str, bytes, bool]]) -> list[tuple[str, str, bool]]:
+    return [(filename, decode(filename, data), in_directory) for filename, data, in_directory in sources]
 
 
 def read_sources(paths: list[str]) -> list[tuple[str, str, bool]]:
@@ -63,20 +78,37 @@ def read_sources(paths: list[str]) -> list[tuple[str, str, bool]]:
 
 
 def build_ruleset(sources: list[tuple[str, str, bool]], rules_format: str | None = None) -> RuleSet:
-    """Parse read sources into one RuleSet; the first bad line raises RuleError with its file and line."""
+    """Parse read sources into one RuleSet; the first bad line raises RuleError with its file and line. A file
+    that yields no rule is noted in the report's `empty_files` with why (cache.check_not_empty decides)."""
     ruleset = RuleSet()
+    report = ruleset.report
     for filename, text, in_directory in sources:
         fmt = rules_format or detect_format(text, filename)
         if fmt is None:
             if in_directory:
-                ruleset.report.skipped_files.append((filename, "format not recognised"))
+                report.skipped_files.append((filename, "format not recognised"))
+                report.empty_files.append((filename, "format not recognised", True))
                 continue
             fmt = "native"
         loader = FORMAT_LOADERS.get(fmt)
         if loader is None:
             raise RuleError(f"--rules-format: {fmt!r} is not one of {', '.join(sorted(FORMAT_LOADERS))}")
+        rules, duplicates, skipped = len(ruleset), len(report.duplicates), dict(skipped_lines(report))
         loader(ruleset, text, filename)
+        if len(ruleset) == rules:
+            report.empty_files.append((filename, why_empty(text, fmt, report, duplicates, skipped), in_directory))
     return ruleset
+
+
+def why_empty(text: str, fmt: str, report, duplicates: int, skipped: dict[str, int]) -> str:
+    if not text.strip():
+        return "the file is empty"
+    lines = {why: n - skipped.get(why, 0) for why, n in skipped_lines(report).items() if n > skipped.get(why, 0)}
+    if lines:
+        return f"{fmt}, every line skipped: " + "; ".join(f"{n} {why}" for why, n in lines.items())
+    if len(report.duplicates) > duplicates:
+        return f"{fmt}, every rule repeats an earlier one"
+    return f"{fmt}, only comments and blank lines"
 
 
 def load_rules(paths: list[str], rules_format: str | None = None) -> RuleSet:

@@ -96,6 +96,7 @@ class LoadReport:
     by_format: dict[str, int] = field(default_factory=dict)
     duplicates: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, why)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+    empty_files: list[tuple[str, str, bool]] = field(default_factory=list)  # (file, why, came from a directory)
 
 
 class RuleSet:

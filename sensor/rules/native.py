@@ -18,8 +18,10 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable
+from typing import Any
 
 from sensor.errors import RuleError
+from sensor.idn import NameError_, to_ascii
 from sensor.rules.model import BELOW, EXACT, NO_META, REGEX, SUFFIX, WILDCARD, Rule, RuleMeta, RuleSet
 
 MAX_NAME_TEXT = 253  # RFC 1035 2.3.4: 255 wire bytes is 253 characters of text without the trailing dot
@@ -44,11 +46,18 @@ def check_name(name: str, where: str, body: str) -> None:
             raise RuleError(f"{where}: label {label[:20]!r}... is {len(label)} characters, over {MAX_LABEL}")
         if not LABEL_RE.match(label):
             raise RuleError(f"{where}: {body!r} is not a domain name (labels are letters, digits, '-' and '_'; "
-                            "'*.' only as the first label, or write a wildcard or '~regex')")
+                            f"'*.' only as the first label, or write a wildcard or '~regex'){_other_format(body)}")
+
+
+def _other_format(body: str) -> str:
+    """A hint when a line that does not fit looks like another format's: one file holds one format."""
+    if body.startswith(("||", "@@")) or body.endswith("^"):
+        return "; it looks like an Adblock filter: a file holds one format (split it, or --rules-format adblock)"
+    return ""
 
 
 def parse_meta(words: list[str], where: str) -> RuleMeta:
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or key not in META_KEYS:
@@ -97,6 +106,11 @@ def parse_rule(body: str, filename: str, line: int, meta: RuleMeta = NO_META) ->
         return Rule(kind, "", allow, text, filename, line, "native", meta)
     if name.endswith("."):
         name = name[:-1]
+    if not name.isascii():  # `müller.de`: the A-label form a query carries, as every format converts it
+        try:
+            name = to_ascii(name)
+        except NameError_ as err:
+            raise RuleError(f"{where}: {head!r} is not a domain name ({err})") from None
     if kind in (SUFFIX, EXACT) and ("*" in name or "?" in name):
         if kind == EXACT:
             raise RuleError(f"{where}: '=' takes a name, not a wildcard")

@@ -49,7 +49,7 @@ def metrics_address(text: str) -> str:
     return text
 
 
-metrics_address.description = "an address ADDR:PORT"  # what config errors say is valid
+metrics_address.description = "an address ADDR:PORT"  # type: ignore[attr-defined]  # what config errors say is valid
 
 
 def render(snapshot: dict) -> str:
@@ -108,7 +108,7 @@ class MetricsServer:
             def log_message(self, *args) -> None:  # one line per scrape would be per-request noise
                 pass
 
-        server_class = ThreadingHTTPServer
+        server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer
         if ":" in host:
             import socket
 

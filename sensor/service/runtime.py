@@ -26,9 +26,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 class Service:
-    def __init__(self, args: argparse.Namespace, snapshot: Callable[[], dict]) -> None:
+    def __init__(self, args: argparse.Namespace, snapshot: Callable[[], dict],
+                 reparse: Callable[[list[str]], argparse.Namespace] | None = None) -> None:
+        """`reparse`: the command line read again with the configuration file (SIGHUP); handed in by the
+        command, so that the service never imports the parser (sensor/commands/parser.py)."""
         check_identity(args.user, args.group)
         self.args = args
+        self.reparse = reparse
         self.notifier = Notifier()
         self.metrics = MetricsServer(args.metrics, snapshot) if args.metrics else None
         self.stopping = False
@@ -58,12 +62,10 @@ class Service:
         self.reloading = True
         self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}", "STATUS=reloading")
         argv = getattr(self.args, "argv", None)
-        if argv is None or self.args.config is None:
+        if argv is None or self.args.config is None or self.reparse is None:
             return self.args
-        from sensor.cli import build_parser
-
         try:
-            fresh = config.parse_args(build_parser(), argv)
+            fresh = self.reparse(argv)
         except config.ConfigError as err:
             log.error("configuration reload failed, old settings kept: %s", err,
                       extra={"fields": {"event": "config_reload", "outcome": "failure"}})

@@ -20,6 +20,7 @@ Errors (`file:line: why`): a `||...^` filter whose name is not a domain name (`|
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from sensor.errors import RuleError
 from sensor.rules.formats.hosts import is_address
@@ -122,4 +123,5 @@ def _comment_meta(body: str) -> RuleMeta | None:
     field = HEADER_META.get(key.strip().lower())
     if not sep or field is None or not value.strip():
         return None
-    return RuleMeta(**{field: value.strip()})
+    fields: dict[str, Any] = {field: value.strip()}
+    return RuleMeta(**fields)

@@ -1,11 +1,11 @@
 """Which format a rule file is in, from its first meaningful lines; the file name is only a hint.
 
 Markers that settle it at once: `#fields` naming `indicator` (Zeek Intel), `$TTL`/`$ORIGIN` or an SOA record
-(RPZ), an `[Adblock Plus 2.0]`-style header or a `||`/`@@` filter (Adblock). Otherwise each line votes: an
-address then names (hosts), `owner [ttl] [class] TYPE data` (RPZ), a tab-separated `Intel::` row (Zeek Intel),
-a line the native format reads (native); `!` comments lean Adblock, `;` comments RPZ. The format with most
-votes wins if it has at least as many as the lines no format reads; else the name's hint, else None: not a
-rule file (a README, a CSV of something else, a binary), which a directory load skips.
+(RPZ), an `[Adblock Plus 2.0]`-style header (Adblock). Otherwise each line votes: an address then names
+(hosts), `owner [ttl] [class] TYPE data` (RPZ), a tab-separated `Intel::` row (Zeek Intel), a `||`/`@@`
+filter (Adblock), a line the native format reads (native); `!` comments lean Adblock, `;` comments RPZ. The
+format with most votes wins if it has at least as many as the lines no format reads; else the name's hint, else
+None: not a rule file (a README, a CSV of something else, a binary), which a directory load skips.
 """
 
 from __future__ import annotations
@@ -99,7 +99,9 @@ def _line_format(body: str, line: str) -> tuple[str, float] | None:
     elif first == "$" and body.split(None, 1)[0].upper() in ("$TTL", "$ORIGIN"):
         return "rpz", 0
     elif body.startswith(("||", "@@")):
-        return "adblock", 0
+        # A vote, not a marker: one Adblock-looking line in a native file must not make the file Adblock (its
+        # native lines would all be skipped); the native loader then stops at that line and names it.
+        return "adblock", 1
     if "\t" in body and "Intel::" in body:
         return "zeek_intel", 1
     words = body.split()

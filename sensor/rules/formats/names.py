@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sensor.errors import RuleError
+from sensor.idn import NameError_, to_ascii
 from sensor.rules.native import MAX_LABEL, MAX_NAME_TEXT, check_name
 
 # Deletes every character a plain name may hold: what is left after translate() is what is wrong with it.
@@ -35,8 +36,8 @@ def to_name(raw: str, filename: str, line: int, body: str) -> str:
 
 
 def to_alabels(name: str, where: str, body: str) -> str:
-    """Unicode labels to `xn--` A-labels (IDNA 2003, Python's codec: what most feeds' tools used)."""
+    """Unicode labels to `xn--` A-labels: UTS 46 non-transitional, the one conversion (sensor/idn.py)."""
     try:
-        return name.encode("idna").decode("ascii")
-    except UnicodeError as err:
+        return to_ascii(name)
+    except NameError_ as err:
         raise RuleError(f"{where}: {body!r} is not a domain name ({err})") from None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import re
+from typing import Any
 
 from sensor.errors import RuleError
 from sensor.rules.formats.names import to_name
@@ -115,7 +116,7 @@ def load_zeek_intel(ruleset: RuleSet, text: str, filename: str, on_error: OnErro
 
 
 def _row_meta(columns: _Columns, values: list[str]) -> RuleMeta:
-    fields: dict[str, str] = {}
+    fields: dict[str, Any] = {}
     extra: list[tuple[str, str]] = []
     for index, key in columns.meta:
         value = columns.value(values[index])

@@ -127,6 +127,7 @@ def group_askers(entries: Iterable[tuple[int, QueryLogEntry]]) -> list[Asker]:
 
 
 def run_who_asked(args: argparse.Namespace) -> int:
+    args.name = wire_name(args.name)
     since = parse_time(args.since, "--since") if args.since else None
     until = parse_time(args.until, "--until") if args.until else None
     if args.around and args.resolver_query:
@@ -162,6 +163,16 @@ def run_who_asked(args: argparse.Namespace) -> int:
         out.write(f"{a.client_ip:<39} {a.count:>7}  {time_text(a.first_seen):<27} {time_text(a.last_seen):<27} "
                   f"{a.name} -> {codes} {answers}\n")
     return 0
+
+
+def wire_name(name: str) -> str:
+    """NAME as queries carry it: a Unicode name as its A-labels (sensor/idn.py, as rules are converted)."""
+    from sensor.idn import NameError_, to_ascii
+
+    try:
+        return to_ascii(name) if not name.isascii() else name
+    except NameError_ as err:
+        raise StartupError(f"NAME: {name!r} is not a domain name ({err})") from None
 
 
 def resolver_query(args: argparse.Namespace, store: QueryStore) -> int:

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sensor.errors import StartupError
 
@@ -23,7 +24,7 @@ SORT_KEYS = ("flows", "packets", "bytes")
 IPSET_OPERATIONS = ("union", "intersect", "difference")
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     """Add the `flows` and `ipset` commands; each sets `run`, the function main() calls with the arguments."""
     flows = subparsers.add_parser(
         "flows", help="filter, list and aggregate flow records (nfdump filters, rwstats-style statistics)")
@@ -97,7 +98,7 @@ def _run_flows(args: argparse.Namespace) -> int:
     if fields is not None:
         wanted = columns_for(fields)
     else:
-        wanted = set(FLOW_DTYPE.names)
+        wanted = set(FLOW_DTYPE.names or ())
     cut_offs: list = []  # a capture cut off mid-frame: its flows before the cut are shown, then exit 1
     columns, scanned = scan(args.sources, flow_filter, wanted, args.internal, cut_offs)
     done = 1 if cut_offs else 0
@@ -111,7 +112,8 @@ def _run_flows(args: argparse.Namespace) -> int:
         else:
             write_bins_table(out, bins, rows, scanned)
         if args.ipset_out:
-            _write_ipset_from(*bins.keys[ipset_field], args.ipset_out)
+            hi, lo = bins.keys[ipset_field]
+            _write_ipset_from(hi, lo, args.ipset_out)
         return done
     records = order_records(columns, args.sort, args.top)
     if args.json:
@@ -127,7 +129,7 @@ def _run_flows(args: argparse.Namespace) -> int:
     return done
 
 
-def _write_ipset_from(hi, lo, path: str) -> None:
+def _write_ipset_from(hi: Any, lo: Any, path: str) -> None:
     from sensor.flows.ipset import IPSet, write_ipset
 
     write_ipset(IPSet.from_halves(hi, lo), path)
@@ -195,25 +197,32 @@ def _store_batches(paths: Sequence[str], columns: list[str]):
     import pyarrow.parquet as pq
 
     from sensor.flows.record import FLOW_DTYPE
-    from sensor.flows.store import store_files
+    from sensor.flows.store import skip_unreadable, store_files
 
+    named = [path for path in paths if not os.path.isdir(path)]
     for path in store_files(paths):
         try:
             parquet = pq.ParquetFile(path)
             missing = [name for name in columns if parquet.schema_arrow.get_field_index(name) < 0]
             if missing:
                 raise StartupError(f"{path}: not a flow store file (no column {missing[0]})")
-            for group in range(parquet.num_row_groups):  # the writer's row groups (2**20 records) bound memory
+        except (pa.ArrowException, OSError) as err:  # one bad file does not refuse the store: named, skipped
+            skip_unreadable(path, err, named)
+            continue
+        for group in range(parquet.num_row_groups):  # the writer's row groups bound memory
+            try:
                 batch = parquet.read_row_group(group, columns=columns, use_threads=True)
-                out = {}
-                for name in columns:
-                    column = batch.column(name)
-                    if pa.types.is_timestamp(column.type):
-                        column = column.cast(pa.int64())
-                    out[name] = column.to_numpy().astype(FLOW_DTYPE[name], copy=False)
-                yield out
-        except (pa.ArrowException, OSError) as err:
-            raise StartupError(f"{path}: not a readable flow store file ({err})") from None
+            except (pa.ArrowException, OSError) as err:
+                skip_unreadable(path, err, named)
+                break
+            out = {}
+            for name in columns:
+                column = batch.column(name)
+                if pa.types.is_timestamp(column.type):
+                    column = column.cast(pa.int64())
+                # int64 and int32 columns (the store's types) to the record's: the same bits, the same values
+                out[name] = column.to_numpy().astype(FLOW_DTYPE[name], copy=False)
+            yield out
 
 
 # Output
@@ -289,7 +298,7 @@ def order_records(columns: dict, sort: str | None, top: int | None):
     if top is not None:
         order = order[:top]
     records = np.empty(len(order), dtype=FLOW_DTYPE)
-    for name in FLOW_DTYPE.names:
+    for name in FLOW_DTYPE.names or ():
         records[name] = columns[name][order]
     return records
 
@@ -305,9 +314,9 @@ def write_flow_table(out, records, scanned: int, matched: int) -> None:
     header = (f"{'Date first seen (UTC)':<23} {'Duration':>9} {'Proto':<5} {'Src IP Addr:Port':>30}    "
               f"{'Dst IP Addr:Port':<30} {'Packets':>8} {'Bytes':>10} {'Flows':>5}\n")
     out.write(header)
-    for i, rec in enumerate(records.tolist()):
-        start, end, sport, dport, proto, packets, nbytes = (rec[0], rec[1], rec[6], rec[7], rec[8], rec[14],
-                                                            rec[15])
+    named = zip(*(records[name].tolist() for name in ("start_us", "end_us", "src_port", "dst_port", "proto",
+                                                       "packets", "bytes")), strict=True)
+    for i, (start, end, sport, dport, proto, packets, nbytes) in enumerate(named):
         seconds, micros = divmod(start, 1_000_000)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{micros // 1000:03d}"
         duration = (end // 1000 - start // 1000) / 1000

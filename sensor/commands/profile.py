@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sensor.errors import StartupError
 from sensor.flows.settings import DEFAULT_THRESHOLD, TOP_DESTINATIONS
@@ -25,7 +25,7 @@ PROFILE_FIELDS = ("src_hi", "src_lo", "dst_hi", "dst_lo", "src_port", "dst_port"
 PROTOCOL_NAMES = {6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah"}
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     """Add the `profile` command; it sets `run`, the function main() calls with the arguments."""
     parser = subparsers.add_parser(
         "profile", help="profile a network from flows: DNS servers and clients, anomalies, VPN and mail assets")
@@ -73,7 +73,7 @@ def load_records(sources: Sequence[str], internal: Sequence, cut_offs: list | No
     """
     import numpy as np
 
-    from sensor.flows.commands import scan
+    from sensor.commands.flows import scan
     from sensor.flows.filter import compile_filter
     from sensor.flows.record import FLOW_DTYPE
 
@@ -96,7 +96,7 @@ def _protocols(protocols: Sequence[int]) -> str:
     return ",".join(str(p) for p in protocols)
 
 
-def _table(out: TextIO, title: str, header: Sequence[str], rows: list[Sequence[str]], right: set[int]) -> None:
+def _table(out: TextIO, title: str, header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> None:
     """A titled table with columns as wide as their widest cell; `right` columns (numbers) right-aligned."""
     out.write(f"\n{title}\n")
     if not rows:

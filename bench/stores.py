@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""What the stores cost a whole replay (issue 15): CPU seconds (user+sys, summed over the process tree: the
+sensor and the query-log writer) and wall time of `truesource replay` of the bench capture without a store,
+with --query-log and with --flow-store, interleaved --repeat times; medians and ratios to the plain replay.
+
+    python bench/stores.py [--capture bench/out/capture.pcap] [--rules bench/out/rules.txt] [--repeat 3]
+
+Goals: --query-log <= 1.5x and --flow-store <= 1.3x the plain replay's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+GOALS = {"query-log": 1.5, "flow-store": 1.3}
+
+
+def run(args: list[str]) -> tuple[float, float]:
+    """(CPU seconds of the process tree, wall seconds) of one command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    subprocess.run(args, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--capture", default=os.path.join(BENCH, "out", "capture.pcap"))
+    parser.add_argument("--rules", default=os.path.join(BENCH, "out", "rules.txt"))
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    if not os.path.exists(args.capture):
+        subprocess.run([sys.executable, os.path.join(BENCH, "make_capture.py")], check=True)
+    base = [sys.executable, "-m", "sensor", "replay", args.capture, "--rules", args.rules, "--no-progress",
+            "--out", "/dev/null"]
+    results: dict[str, list[tuple[float, float]]] = {"plain": [], "query-log": [], "flow-store": []}
+    with tempfile.TemporaryDirectory(prefix="truesource-stores-") as tmp:
+        for _ in range(args.repeat):
+            for mode in results:
+                extra = []
+                if mode == "query-log":
+                    extra = ["--query-log", os.path.join(tmp, "q.db")]
+                elif mode == "flow-store":
+                    extra = ["--flow-store", os.path.join(tmp, "flows")]
+                results[mode].append(run(base + extra))
+                for name in os.listdir(tmp):  # each run starts from an empty store
+                    path = os.path.join(tmp, name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    plain = statistics.median(c for c, _ in results["plain"])
+    print(f"{'run':<12}{'CPU s':>8}{'wall s':>8}{'CPU vs plain':>14}  goal")
+    for mode, runs in results.items():
+        cpu = statistics.median(c for c, _ in runs)
+        wall = statistics.median(w for _, w in runs)
+        goal = GOALS.get(mode)
+        verdict = "" if goal is None else f"<= {goal}x: {'met' if cpu / plain <= goal else 'missed'}"
+        print(f"{mode:<12}{cpu:>8.2f}{wall:>8.2f}{cpu / plain:>13.2f}x  {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

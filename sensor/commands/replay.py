@@ -1,0 +1,87 @@
+"""`truesource replay FILE...`: capture files through the sensor, in order; the summary on standard error."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from sensor.capture.files import IDLE_FLUSH_MS
+from sensor.commands.common import add_common_options, flow_settings, loop_limits, parse_ports, rules_for_run
+from sensor.errors import StartupError
+from sensor.options import above, at_least
+
+WAIT_SUBSCRIBERS_TIMEOUT = 10.0
+
+log = logging.getLogger("truesource")
+
+
+def register(commands: Any) -> None:
+    replay = commands.add_parser("replay", help="replay capture files through the sensor")
+    replay.add_argument("files", nargs="+", metavar="FILE", help="pcap or pcapng files, in order; - is stdin")
+    add_common_options(replay)
+    replay.add_argument("--wait-subscribers", type=at_least(0), default=0, metavar="N",
+                        help="with --publish: wait for N subscribers before reading, then never drop")
+    replay.add_argument("--wait-timeout", type=above(0), default=WAIT_SUBSCRIBERS_TIMEOUT, metavar="SECONDS",
+                        help="how long --wait-subscribers waits (default %(default)s)")
+    replay.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
+    replay.add_argument("--idle-flush-ms", type=at_least(0, float), default=IDLE_FLUSH_MS, metavar="MS",
+                        help="reading a pipe: decode a partial batch once its first frame has waited this long "
+                             "(default %(default)s; 0: wait for a full batch)")
+    replay.set_defaults(run=run_replay)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    import time
+
+    from sensor.commands.sinks import attach_sinks
+    from sensor.loop import compile_rules
+    from sensor.replay import replay, terminal_progress
+    from sensor.runner import BatchRunner
+    from sensor.summary import Summary, counter_lines
+
+    ports = parse_ports(args.ports)
+    settings = flow_settings(args)
+    if args.wait_subscribers and not args.publish:
+        raise StartupError("--wait-subscribers needs --publish")
+    limits = loop_limits(args)
+    loading = time.perf_counter()
+    ruleset = rules_for_run(args)
+    load_seconds = time.perf_counter() - loading
+    log.info("loaded %d rules from %d files in %.2f s", len(ruleset), len(ruleset.files), load_seconds)
+    started = time.perf_counter()
+    compiled = compile_rules(ruleset, keep_table=False)
+    compile_seconds = time.perf_counter() - started
+    runner = BatchRunner(ports, compiled, limits=limits)
+    progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
+    try:
+        publisher = attach_sinks(runner, args, ruleset, blocking=True, flows=settings)
+        if publisher is not None and args.wait_subscribers:
+            publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
+        result = replay(args.files, runner, progress, idle_flush_ms=args.idle_flush_ms)
+    except BaseException:
+        runner.abort()
+        raise
+    result.seconds += compile_seconds  # from compiling the rules to the last frame, as before
+    result.compile_seconds = compile_seconds
+    if progress is not None:
+        sys.stderr.write("\n")
+
+    def summary(done: BatchRunner) -> Summary:
+        return Summary(counter_lines(done.totals, result.seconds, f"{len(result.files)} file(s)", done.outputs),
+                       args.summary_json, summary_json(done, result, len(ruleset), load_seconds))
+
+    code = runner.finish(summary=summary)
+    if runner.cut_off is not None:
+        log.error("%s", runner.cut_off)
+    return code
+
+
+def summary_json(runner: Any, result: Any, rules: int, load_seconds: float) -> dict[str, Any]:
+    cut_off = runner.cut_off
+    return {"counters": dict(sorted(runner.totals.items())), "files": result.files,
+            "seconds": round(result.seconds, 6), "cut_off": str(cut_off) if cut_off else None,
+            "rules": {"rules": rules, "load_seconds": round(load_seconds, 3),
+                      "compile_seconds": round(result.compile_seconds, 3)},
+            "decode_seconds": round(result.seconds - result.compile_seconds, 6)}

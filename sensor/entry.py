@@ -1,0 +1,19 @@
+"""The `truesource` command's entry point: `--version` answered before the command line's imports (a
+packaging script or a health check asks it often; the full parser costs 100 ms to import)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:
+        from sensor import __version__
+
+        print(f"truesource {__version__}")
+        return 0
+    from sensor.cli import main as run
+
+    return run(argv)
