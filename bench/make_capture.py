@@ -415,8 +415,9 @@ class Generator:
     """Appends whole transactions of frames; each frame is template bytes patched with struct."""
 
     def __init__(self, rnd: random.Random, clients: list[Client], dns: list[DnsTemplate], dns_weights: list[float],
-                 rule_area: list[DnsTemplate]) -> None:
+                 rule_area: list[DnsTemplate], rule_area_share: float = RULE_AREA_SHARE) -> None:
         self.rnd = rnd
+        self.rule_area_share = rule_area_share
         self.clients = clients
         # busy clients ask much more than quiet ones
         self.client_cum = self._cumulative([1.0 / (i + 1) ** 0.6 for i in range(len(clients))])
@@ -732,8 +733,7 @@ def build(out_dir: str, packets: int, rule_count: int, seed: int, rule_area_shar
         raise SystemExit(f"make_capture: {accidental} benign names fall under rules; the name generators overlap")
     rule_area = rule_area_templates(rnd, active, exact, below)
     clients = make_clients(rnd)
-    generator = Generator(rnd, clients, dns, weights, rule_area)
-    generator.rule_area_share = rule_area_share
+    generator = Generator(rnd, clients, dns, weights, rule_area, rule_area_share)
     prepared = time.perf_counter() - started
 
     paths = {name: os.path.join(out_dir, name) for name in

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import socket
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 ANOMALY_TOPIC = "dns.anomaly"
 ANOMALY_DATASET = "truesource.anomaly"
@@ -138,47 +137,39 @@ class AnomalyLimiter:
                 "anomaly_rate_evicted": self.evicted, "anomaly_rate_entries": len(self._last)}
 
 
-def anomaly_event(record: AnomalyRecord, observer: dict, capture_file: str | None = None,
-                  interface: str | None = None) -> dict:
-    """The ECS object of one anomaly (docs/events.md)."""
+def anomaly_event(record: AnomalyRecord, observer: Any, capture_file: str | None = None) -> Any:
+    """The ECS record of one anomaly (sensor/schema.py AnomalyEvent; docs/events.md). `observer`: the
+    schema.Observer of the interface it came in on."""
+    from sensor import schema
     from sensor.events import TRANSPORTS, rfc3339
 
     src, dst = ip_text(record.src_ip), ip_text(record.dst_ip)
-    source: dict = {"ip": src}
-    destination: dict = {"ip": dst}
-    if record.transport in (6, 17):
-        source["port"] = record.src_port
-        destination["port"] = record.dst_port
-    network: dict = {"type": "ipv4" if len(record.src_ip) == 4 else "ipv6", "protocol": "dns"}
-    if record.transport in TRANSPORTS:
-        network["transport"] = TRANSPORTS[record.transport]
-    if record.vlan_id is not None:
-        network["vlan"] = {"id": str(record.vlan_id)}
+    ported = record.transport in (6, 17)
+    vlan = schema.Vlan(id=str(record.vlan_id)) if record.vlan_id is not None else None
+    network = schema.Network(type="ipv4" if len(record.src_ip) == 4 else "ipv6", protocol="dns",
+                             iana_number=str(record.transport), transport=TRANSPORTS.get(record.transport), vlan=vlan)
     anomaly: dict = {"name": record.kind, "description": KINDS.get(record.kind, record.kind)}
     if record.qname is not None:
         anomaly["partial_name"] = record.qname
-    extra: dict = {"anomaly": anomaly}
     related = [src, dst] if src != dst else [src]
+    tunnel = None
     if record.outer_src is not None and record.outer_dst is not None:
         outer_src, outer_dst = ip_text(record.outer_src), ip_text(record.outer_dst)
-        extra["tunnel"] = {"outer": {"source": {"ip": outer_src}, "destination": {"ip": outer_dst}}}
+        tunnel = {"outer": {"source": {"ip": outer_src}, "destination": {"ip": outer_dst}}}
         related += [ip for ip in (outer_src, outer_dst) if ip not in related]
-    if capture_file is not None:
-        extra["capture"] = {"file": capture_file, "frame": record.frame}
-    obs = dict(observer)
-    if interface is not None:
-        obs["ingress"] = {"interface": {"name": interface}}
-    return {
-        "@timestamp": rfc3339(record.ts_sec, record.ts_usec),
-        "event": {"kind": "alert", "category": ["network", "intrusion_detection"], "type": ["info"],
-                  "dataset": ANOMALY_DATASET, "module": "truesource", "action": record.kind},
-        "source": source,
-        "destination": destination,
-        "related": {"ip": related},
-        "network": network,
-        "observer": obs,
-        "truesource": extra,
-    }
+    capture = schema.Capture(file=capture_file, frame=record.frame) if capture_file is not None else None
+    return schema.AnomalyEvent(
+        timestamp=rfc3339(record.ts_sec, record.ts_usec),
+        ecs=schema.ECS,
+        event=schema.Event(kind="alert", category=["network", "intrusion_detection"], type=["info"],
+                           dataset=ANOMALY_DATASET, module="truesource", action=record.kind),
+        source=schema.Endpoint(ip=src, port=record.src_port if ported else None),
+        destination=schema.Endpoint(ip=dst, port=record.dst_port if ported else None),
+        related=schema.Related(ip=related),
+        network=network,
+        observer=observer,
+        truesource=schema.AnomalyTruesource(anomaly=anomaly, tunnel=tunnel, capture=capture),
+    )
 
 
 def take_anomalies(loop) -> list[AnomalyRecord]:
@@ -191,20 +182,22 @@ class AnomalySink:
     """Takes a loop's anomalies after each batch: rate-limited, encoded, and written to every output on
     ANOMALY_TOPIC."""
 
-    def __init__(self, observer: dict) -> None:
-        self.observer = observer
+    def __init__(self, observer_for: Callable[[str | None], Any]) -> None:
+        """`observer_for`: the schema.Observer of an interface (HitEncoder.observer_for)."""
+        self.observer_for = observer_for
         self.limiter = AnomalyLimiter()
-        self._json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
     def encode(self, records: Iterable[Sequence], origin=None) -> list[str]:
         """Anomaly records (a loop's, a worker's as plain tuples, or the flows'), rate-limited and encoded."""
+        from sensor import schema
+
         file = origin.capture_file if origin is not None else None
         interface = origin.interface if origin is not None else None
         out = []
         for r in records:
             record = r if isinstance(r, AnomalyRecord) else AnomalyRecord._make(r)
             if self.limiter.allow(record):
-                out.append(self._json.encode(anomaly_event(record, self.observer, file, interface)))
+                out.append(schema.encode(anomaly_event(record, self.observer_for(interface), file)))
         return out
 
     def counters(self) -> dict[str, int]:

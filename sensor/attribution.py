@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import socket
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sensor.records import DnsMessage
 
@@ -34,8 +35,9 @@ MAX_LEARNED_RESOLVERS = 4_096  # bound on learned resolver addresses (least rece
 RD = 0x0100  # header flag: recursion desired
 
 
-@dataclass(frozen=True, slots=True)
-class ClientQuery:
+class ClientQuery(NamedTuple):
+    """A client query that hit (a tuple: one is made per client hit)."""
+
     ip: str
     port: int
     time_us: int
@@ -74,7 +76,11 @@ class ResolverAttribution:
         self.max_recent = max_recent
         self.max_learned = max_learned
         self.learned: OrderedDict[bytes, None] = OrderedDict()
-        self.recent: deque[tuple[int, bytes, ClientQuery]] = deque()  # (time, resolver address, query)
+        # Client queries in time order, each also filed under its bucket (its last two labels, the registered
+        # domain's usual depth): a resolver's query for a name looks in that name's bucket only, where every name
+        # at or below it is. Only a query for a TLD or the root (one label) goes through the whole window.
+        self.recent: deque[tuple[int, str, tuple[bytes, ClientQuery]]] = deque()  # (time, bucket, entry)
+        self.by_bucket: dict[str, deque[tuple[bytes, ClientQuery]]] = {}
         self.evicted = 0  # client queries dropped from `recent` at max_recent, before their window ended
         self.learned_evicted = 0  # learned resolver addresses forgotten at max_learned
         self.linked = 0
@@ -89,19 +95,26 @@ class ResolverAttribution:
         self._expire(now)
         if self.is_resolver_query(msg):
             self._learn(msg.src_ip)
-            name = msg.qname.lower()
-            below = "." + name if name != "." else ""
-            candidates = [(resolver, query) for _, resolver, query in self.recent
-                          if query.name == name or query.name.endswith(below)]
-            same = [query for resolver, query in candidates if self._same_resolver(resolver, msg.src_ip)]
-            self.linked += bool(candidates)
+            found = self._find(msg.qname.lower())
+            if not found:
+                return Attribution("name_and_time", [])
+            self.linked += 1
+            src = msg.src_ip
+            same = [query for resolver, query in found if self._same_resolver(resolver, src)]
             if same:
                 return Attribution("resolver_address", same)
-            return Attribution("name_and_time", [query for _, query in candidates])
-        self.recent.append((now, msg.dst_ip, ClientQuery(_text(msg.src_ip), msg.src_port, now,
-                                                         msg.qname.lower(), msg.transport)))
+            return Attribution("name_and_time", [query for _, query in found])
+        name = msg.qname.lower()
+        bucket = _bucket(name)
+        entry = (msg.dst_ip, ClientQuery(_text(msg.src_ip), msg.src_port, now, name, msg.transport))
+        queue = self.by_bucket.get(bucket)
+        if queue is None:
+            self.by_bucket[bucket] = deque((entry,))
+        else:
+            queue.append(entry)
+        self.recent.append((now, bucket, entry))
         if len(self.recent) > self.max_recent:
-            self.recent.popleft()
+            self._forget()
             self.evicted += 1
         self._learn(msg.dst_ip)
         return None
@@ -131,4 +144,33 @@ class ResolverAttribution:
         horizon = now - self.window_us
         recent = self.recent
         while recent and recent[0][0] < horizon:
-            recent.popleft()
+            self._forget()
+
+    def _forget(self) -> None:
+        """Drop the oldest client query: it is also the oldest of its bucket."""
+        _, bucket, _ = self.recent.popleft()
+        queue = self.by_bucket[bucket]
+        queue.popleft()
+        if not queue:
+            del self.by_bucket[bucket]
+
+    def _find(self, name: str) -> list[tuple[bytes, ClientQuery]]:
+        """The remembered client queries for `name` or a name below it, in time order."""
+        if name == ".":
+            return [entry for _, _, entry in self.recent]
+        below = "." + name
+        entries: Iterable[tuple[bytes, ClientQuery]]
+        if "." in name:
+            entries = self.by_bucket.get(_bucket(name), ())
+        else:  # a TLD: its names are in many buckets
+            entries = (entry for _, _, entry in self.recent)
+        return [entry for entry in entries if entry[1].name == name or entry[1].name.endswith(below)]
+
+
+def _bucket(name: str) -> str:
+    """The last two labels of a name (the name itself when it has fewer)."""
+    dot = name.rfind(".")
+    if dot <= 0:
+        return name
+    second = name.rfind(".", 0, dot)
+    return name if second < 0 else name[second + 1:]

@@ -31,3 +31,9 @@ class CaptureCutOff(SensorError):
 class MixedLinkTypes(CaptureCutOff):
     """A pcapng file whose interfaces have different link types: libpcap reads one link type per file and stops
     at the first interface of another; what came before it was processed, as for a cut-off file."""
+
+
+class OutputError(SensorError):
+    """An output failed part-way (an --out file that cannot be written for a reason other than a full disk)."""
+
+    exit_code = 1

@@ -68,6 +68,7 @@ def compile_rules(ruleset: RuleSet, pure: bool | None = None, keep_table: bool =
     if not use_compiled(pure):
         table: object = ruleset.table
     elif hasattr(ruleset, "suffix_set"):  # a compiled rule-set file (sensor/rules/compiled.py): read in place
+        assert compiled is not None
         table = ruleset.suffix_set(compiled.SuffixSet)
     else:
         assert compiled is not None
@@ -92,7 +93,7 @@ def make_loop(linktype: int, ports: Sequence[int], rules: CompiledRules | dict, 
 
     if not hasattr(rules.table, "get"):
         raise TypeError("the reference loop needs the rule table as a mapping")
-    return ReferenceLoop(linktype, ports, rules.table, emit_all, **limits, **rules.loop_args())
+    return ReferenceLoop(linktype, ports, rules.table, emit_all, **limits, **rules.loop_args())  # type: ignore[arg-type]
 
 
 def make_flow_table(settings: FlowSettings, pure: bool | None = None) -> Any:
@@ -115,7 +116,7 @@ def decode_query_log(data: bytes, pure: bool | None = None,
     negative: no cap), as the store asks."""
     if use_compiled(pure):
         assert compiled is not None
-        return compiled.decode_query_log(bytes(data), QueryLogEntry, *caps)  # type: ignore[no-any-return]
+        return compiled.decode_query_log(bytes(data), QueryLogEntry, *caps)
     from sensor.querylog.packed import decode_entries_reference
 
     return decode_entries_reference(data, caps)

@@ -144,6 +144,6 @@ class Entries(msgspec.Struct, tag="entries", array_like=True):
 QueryLogMessage = PackedEntries | Entries
 
 encode = msgspec.msgpack.Encoder().encode
-decode_worker_message = msgspec.msgpack.Decoder(WorkerMessage).decode  # type: ignore[arg-type]
-decode_parent_message = msgspec.msgpack.Decoder(ParentMessage).decode  # type: ignore[arg-type]
-decode_query_log_message = msgspec.msgpack.Decoder(QueryLogMessage).decode  # type: ignore[arg-type]
+decode_worker_message = msgspec.msgpack.Decoder(WorkerMessage).decode
+decode_parent_message = msgspec.msgpack.Decoder(ParentMessage).decode
+decode_query_log_message = msgspec.msgpack.Decoder(QueryLogMessage).decode

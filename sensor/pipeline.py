@@ -32,7 +32,7 @@ class HitPipeline:
         self.attribution = attribution
         self.heuristics = heuristics  # a HeuristicEngine: then the loop hands over every message, not only hits
         self.hits = 0
-        self.anomaly_sink = AnomalySink(encoder.observer)  # issue 13: anomaly events (sensor/anomalies.py)
+        self.anomaly_sink = AnomalySink(encoder.observer_for)  # issue 13: anomaly events (sensor/anomalies.py)
 
     @property
     def wants_every_message(self) -> bool:
@@ -90,7 +90,8 @@ class HitPipeline:
             out.update({f"heuristics_{k}": v for k, v in self.heuristics.counters().items()})
         for output in self.outputs:
             if hasattr(output, "state_counters"):
-                out.update(output.state_counters())
+                for key, value in output.state_counters().items():  # two --out files: their drops add up
+                    out[key] = out.get(key, 0) + value
         return out
 
     def flush(self) -> None:

@@ -25,7 +25,7 @@ class ReplayResult:
 
 def replay(paths: Sequence[str], runner: BatchRunner,
            progress: Callable[[str, int, float], None] | None = None,
-           idle_flush_ms: float = IDLE_FLUSH_MS) -> ReplayResult:
+           idle_flush_ms: float = IDLE_FLUSH_MS, ready: Callable[[], None] | None = None) -> ReplayResult:
     """Decode every file in order through `runner`; a cut-off file ends the replay after its last good frame
     (`runner.cut_off`, which decides the exit code when the runner finishes).
 
@@ -33,10 +33,14 @@ def replay(paths: Sequence[str], runner: BatchRunner,
     long replay's output. The runner's flow table spans files (flows span files); each file's pending
     query-log entries finish at its end. `idle_flush_ms`: how long a pipe's partial batch waits for more frames
     (sensor/capture/files.py); after such a batch the outputs are flushed, so a quiet link's hit is seen at once.
+    `ready`: called once every file is open, before the first frame (the outputs open their files then, so a
+    failed start changes no file).
     """
     result = ReplayResult()
     started = time.perf_counter()
     captures = [CaptureFile(path, idle_flush_ms) for path in paths]
+    if ready is not None:
+        ready()
     for capture in captures:
         runner.open(capture.linktype, Origin(capture_file=capture.name))
         size = os.path.getsize(capture.path) if capture.path != "-" else 0

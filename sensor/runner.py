@@ -32,7 +32,7 @@ from sensor.messages import DnsRecord, records_of
 from sensor.pipeline import HitPipeline, Output
 from sensor.records import TABLE_GAUGES
 from sensor.rules.compiled import CompiledRules
-from sensor.summary import Summary, write_json
+from sensor.summary import Summary, lost_lines, write_json
 
 if TYPE_CHECKING:  # numpy loads only when flows are on
     import numpy as np
@@ -101,6 +101,7 @@ class BatchRunner:
         self.sources = 0
         self.cut_off: CaptureCutOff | None = None
         self.failed = False  # a part of the run failed (a worker): exit 1
+        self.fail_on_lost_lines = False  # replay: an --out file that lost lines (a full disk) fails the run
         self._open = False
         self._finished = False
 
@@ -256,6 +257,8 @@ class BatchRunner:
                 print(line, file=sys.stderr)
             if made.json_path:
                 write_json(made.json_path, made.json_body)
+        if self.fail_on_lost_lines and lost_lines(self.outputs):
+            self.failed = True
         return self.exit_code()
 
     def abort(self) -> None:

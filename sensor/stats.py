@@ -7,8 +7,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sensor.events import rfc3339
-
 STATS_TOPIC = "sensor.stats"
 DEFAULT_STATS_INTERVAL = 5.0  # seconds between `sensor.stats` events
 
@@ -77,24 +75,23 @@ class StatsBoard:
             "last_packet": self.last_packet,
         }
 
-    def event(self, observer: dict, interface: str, publisher_sent: int, publisher_dropped: int,
-              final: bool = False) -> dict:
+    def event(self, observer, interface: str, publisher_sent: int, publisher_dropped: int, final: bool = False):
+        """The `sensor.stats` record (sensor/schema.py, imported here: the command line starts without it)."""
+        import msgspec
+
+        from sensor.events import rfc3339
+        from sensor.schema import ECS, Event, Ingress, Interface, StatsDetail, StatsEvent, StatsTruesource
+
         snap = self.snapshot(publisher_sent, publisher_dropped)
         now, total = snap["now"], snap["total"]
         last = snap["last_packet"]
-        return {
-            "@timestamp": rfc3339(int(now), int(now % 1 * 1_000_000)),
-            "event": {"kind": "metric", "dataset": "truesource.stats", "module": "truesource"},
-            "observer": {**observer, "ingress": {"interface": {"name": interface}}},
-            "truesource": {
-                "stats": {
-                    "final": final,
-                    "uptime": snap["uptime"],
-                    "total": total,
-                    "drops": snap["drops"],
-                    "rules": snap["rules"],
-                    "last_packet": rfc3339(int(last), int(last % 1 * 1_000_000)) if last else None,
-                    "workers": [s.as_dict() for s in self.workers.values()],
-                }
-            },
-        }
+        return StatsEvent(
+            timestamp=rfc3339(int(now), int(now % 1 * 1_000_000)),
+            ecs=ECS,
+            event=Event(kind="metric", dataset="truesource.stats", module="truesource"),
+            observer=msgspec.structs.replace(observer, ingress=Ingress(interface=Interface(name=interface))),
+            truesource=StatsTruesource(stats=StatsDetail(
+                final=final, uptime=snap["uptime"], total=total, drops=snap["drops"], rules=snap["rules"],
+                last_packet=rfc3339(int(last), int(last % 1 * 1_000_000)) if last else None,
+                workers=[s.as_dict() for s in self.workers.values()])),
+        )

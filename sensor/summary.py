@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sensor.errors import SensorError
 from sensor.records import FRAME_REASONS, MESSAGE_REASONS, TCP_EVENTS
+
+log = logging.getLogger("truesource")
 
 
 @dataclass(slots=True)
@@ -33,13 +36,37 @@ def counter_lines(c: Mapping[str, int], seconds: float, title: str, outputs: Seq
         if parts:
             lines.append(f"{heading}: " + ", ".join(parts))
     for output in outputs:
-        if hasattr(output, "dropped"):
-            lines.append(f"publisher {getattr(output, 'endpoint', '')}: {getattr(output, 'sent', 0):,} sent, "
-                         f"{output.dropped:,} dropped")
+        if hasattr(output, "summary"):  # the publisher: sent, undelivered (no subscriber), dropped
+            lines.append(output.summary())
         if getattr(output, "lines_dropped", 0):
             lines.append(f"--out {getattr(output, 'path', '')}: {getattr(output, 'lines', 0):,} written, "
-                         f"{getattr(output, 'lines_dropped', 0):,} dropped (the reader did not keep up)")
+                         f"{getattr(output, 'lines_dropped', 0):,} dropped ({getattr(output, 'drop_reason', '')})")
+        summary_line = getattr(output, "summary_line", None)
+        if summary_line is not None:  # the Kafka output: sent, failed, dropped
+            lines.append(summary_line())
     return lines
+
+
+def output_counters(outputs: Sequence[object]) -> dict[str, int]:
+    """What the outputs sent, left undelivered or dropped, for --summary-json: every loss there too."""
+    totals: dict[str, int] = {}
+    for output in outputs:
+        state = getattr(output, "state_counters", None)
+        if state is not None:
+            for key, value in state().items():
+                totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def lost_lines(outputs: Sequence[object]) -> bool:
+    """Say, as the run's last line, which --out file lost lines; True if one did."""
+    lost = False
+    for output in outputs:
+        if getattr(output, "lines_dropped", 0):  # replay waits for a pipe: only a full disk drops
+            log.error("--out %s: %d event lines lost (%s)", getattr(output, "path", ""),
+                      getattr(output, "lines_dropped", 0), getattr(output, "drop_reason", ""))
+            lost = True
+    return lost
 
 
 def write_json(path: str, summary: Mapping[str, Any]) -> None:

@@ -78,3 +78,26 @@ def wire():
         pytest.skip(reason)
     with Wire() as w:
         yield w
+
+
+# Every event any sensor process encodes during the run is appended to one session file (sensor/schema.py reads
+# the variable at import), and tests/test_zz_events_ecs.py, collected last, checks them all against ECS.
+def pytest_configure(config) -> None:
+    import tempfile
+
+    from sensor import schema
+
+    if not os.environ.get(schema.EVENT_LOG_ENV):
+        folder = tempfile.mkdtemp(prefix="truesource-events-")
+        os.environ[schema.EVENT_LOG_ENV] = os.path.join(folder, "events.jsonl")
+        schema._open_log()
+        config.event_log_folder = folder
+    config.event_log = os.environ[schema.EVENT_LOG_ENV]
+
+
+def pytest_unconfigure(config) -> None:
+    import shutil
+
+    folder = getattr(config, "event_log_folder", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -62,3 +62,25 @@ def test_client_query_flood_stays_bounded():
         a.link(query(f"10.1.{i // 250}.{i % 250}", f"10.2.0.{i % 50}", f"n{i}.evil.example", i / 1000))
     assert len(a.recent) == 100 and a.evicted == 900
     assert len(a.learned) == 10
+
+
+def test_indexed_lookup_finds_what_a_scan_of_the_window_finds():
+    """The bucket index (last two labels) against the plain scan it replaced, for parents, TLDs and the root."""
+    import random
+
+    from sensor.attribution import ResolverAttribution
+    from sensor.records import DnsMessage
+
+    rnd = random.Random(7)
+    labels = ["evil", "co", "uk", "com", "a", "b", "x-1", "login"]
+    attribution = ResolverAttribution(window=1000.0)
+    names = []
+    for i in range(400):
+        name = ".".join(rnd.choice(labels) for _ in range(rnd.randint(1, 5)))
+        names.append(name.lower())
+        attribution.link(DnsMessage(i, 100, i, None, bytes([10, 1, 0, i % 250]), bytes([10, 0, 0, 53]), 17,
+                                    1000 + i, 53, i, 0x0100, 1, name.upper() if i % 3 else name, 1, 1, 0))
+    for query in [".", "com", "uk", "co.uk", "evil.co.uk", "a.evil.com", "login", "b.a.evil.co.uk"]:
+        below = "." + query if query != "." else ""
+        expected = [n for n in names if n == query or n.endswith(below)]
+        assert [q.name for _, q in attribution._find(query)] == expected, query

@@ -31,12 +31,22 @@ ADDED_SINCE_SNAPSHOT: set[str] = {
     "rules compile",
     "rules export: --allow-empty-rules",
     "control: --force",
+    "profile: --html",  # issue 14: the profile as one self-contained HTML page
+    # issue 15: the Kafka output (sensor/outputs/kafka.py), on both commands that run the loop
+    *(f"{command}: {option}" for command in ("replay", "capture") for option in (
+        "--kafka", "--kafka-topic-prefix", "--kafka-queue-mb", "--kafka-security-protocol", "--kafka-ca",
+        "--kafka-cert", "--kafka-key", "--kafka-sasl-mechanism", "--kafka-sasl-username",
+        "--kafka-sasl-password-file", "--kafka-option")),
     # issue 13: evasion-proof decoding
     "replay: --checksums",
     "replay: --mirror-source",
     "capture: --checksums",
     "capture: --mirror-source",
 }
+
+# the [common] configuration keys of options added to several commands (their option strings, as keys)
+ADDED_COMMON_KEYS = {entry.split(": ", 1)[1].lstrip("-").replace("-", "_") for entry in ADDED_SINCE_SNAPSHOT
+                     if ": " in entry}
 
 
 def _plain(value: Any) -> Any:

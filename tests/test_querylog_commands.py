@@ -348,8 +348,9 @@ def test_dns_query_topic_reaches_a_real_subscriber(tmp_path, demo_messages):
     assert answered and all("response_code" in e["dns"] for e in answered)
     for response in (m for m in demo_messages if m["response"] and m["answers"]):
         match = [e for e in events if e["source"]["ip"] == response["dst"] and e["source"]["port"] == response["dport"]
-                 and e["dns"]["id"] == response["id"]]
+                 and e["dns"]["id"] == str(response["id"])]
         assert match and set(match[0]["dns"]["resolved_ip"]) == set(response["answers"])
+        assert set(response["answers"]) <= set(match[0]["related"]["ip"])  # pivot from a resolved address
         assert match[0]["event"]["dataset"] == "truesource.query" and "rule" not in match[0]
 
 

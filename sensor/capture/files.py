@@ -54,6 +54,13 @@ def _open(path: str):
         raise CaptureError(f"{path}: not a readable pcap or pcapng capture ({err})") from None
 
 
+def check_readable(path: str) -> None:
+    """CaptureError unless `path` opens as a capture (standard input is not opened twice): for a command that
+    must fail before it creates any output."""
+    if path != "-" and not is_stream(path):  # a named pipe's header must be left for the real reader
+        _open(path)
+
+
 def is_stream(path: str) -> bool:
     """A pipe or terminal (frames come when the writer sends them), not a file that can be read to its end."""
     try:

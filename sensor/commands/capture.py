@@ -7,7 +7,7 @@ import argparse
 import json
 import logging
 import time
-from typing import IO, Any
+from typing import Any
 
 from sensor.capture.live import DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN
 from sensor.commands.common import (
@@ -55,9 +55,10 @@ def run_capture(args: argparse.Namespace) -> int:
 
     from sensor.capture.live import CaptureOptions
     from sensor.capture.workers import CaptureJob, Stopper, run_single, run_workers
-    from sensor.commands.sinks import attach_sinks
-    from sensor.events import rfc3339
+    from sensor.commands.sinks import attach_sinks, open_outputs
+    from sensor.events import reload_event
     from sensor.loop import compile_rules
+    from sensor.outputs.jsonlines import LateFile, check_writable
     from sensor.querylog import writer  # noqa: F401  before the privilege drop, as everything the run may need
     from sensor.rules.cache import preload_readers
     from sensor.rules.reload import RELOAD_TOPIC, ReloadResult, RulesReloader
@@ -67,6 +68,8 @@ def run_capture(args: argparse.Namespace) -> int:
     from sensor.summary import Summary
 
     ports = parse_ports(args.ports)
+    if args.summary_json:
+        check_writable(args.summary_json, "--summary-json")
     if args.workers < 1:
         raise StartupError("--workers: must be at least 1")
     if args.snaplen < 64 or args.buffer_mb < 1:
@@ -80,7 +83,8 @@ def run_capture(args: argparse.Namespace) -> int:
     log_options = query_log_options(args)
     if log_options is not None and log_options.publish and args.workers > 1:
         raise StartupError("--publish-queries needs --workers 1 (workers send only hits to the publishing parent)")
-    trace_file: IO[str] | None = None
+    trace_file: LateFile | None = None
+    outputs_to_open: list[Any] = []  # besides the outputs: files opened once the interface is
     control = None
     service = None
     board = StatsBoard(args.workers)
@@ -93,7 +97,8 @@ def run_capture(args: argparse.Namespace) -> int:
         pipeline = runner.pipeline
         assert pipeline is not None
         if args.trace_messages:
-            trace_file = open(args.trace_messages, "w", encoding="ascii")
+            trace_file = LateFile(args.trace_messages, "--trace-messages")  # opened with the outputs
+            outputs_to_open.append(trace_file)
             runner.trace = message_tracer(trace_file)
         job = CaptureJob(options, ports, compiled, ruleset, runner.trace, runner.limits,
                          heuristics=pipeline.heuristics is not None, flows=settings,
@@ -135,8 +140,14 @@ def run_capture(args: argparse.Namespace) -> int:
             if control is not None:
                 control.serve_pending()
             service.tick(stop.stopped)
-            if stop.hangup:  # SIGHUP: the configuration again (its live keys), then the rules
+            for output in runner.outputs:  # a log shipper sees lines within a tick
+                if hasattr(output, "flush"):
+                    output.flush()
+            if stop.hangup:  # SIGHUP: --out files reopened (logrotate), the configuration again, then the rules
                 stop.hangup = False
+                for output in runner.outputs:
+                    if hasattr(output, "reopen"):
+                        output.reopen()
                 if service.reload_config() is not None:
                     reloader.paths, reloader.rules_format = args.rules, args.rules_format
                 stop.reload_requested = True
@@ -152,10 +163,7 @@ def run_capture(args: argparse.Namespace) -> int:
                                  cache=args.rules_cache, allow_empty=args.allow_empty_rules, loaded=len(ruleset))
 
         def on_reload(result: ReloadResult) -> None:
-            event = {"@timestamp": rfc3339(*divmod(time.time_ns() // 1000, 1_000_000)),
-                     "event": {"kind": "event", "dataset": "truesource.reload", "module": "truesource",
-                               "outcome": "success" if result.ok else "failure"},
-                     "observer": pipeline.encoder.observer, "truesource": {"reload": result.summary()}}
+            event = reload_event(result, pipeline.encoder.observer)
             pipeline.publish(RELOAD_TOPIC, pipeline.encoder.encode(event))
             if result.ok:
                 board.reloads += 1
@@ -168,6 +176,7 @@ def run_capture(args: argparse.Namespace) -> int:
             service.reloaded()
 
         def on_open() -> None:
+            open_outputs(runner.outputs + outputs_to_open)
             service.opened(args.interface)
 
         if args.workers == 1:
@@ -205,7 +214,7 @@ def reparse_with(args: argparse.Namespace) -> Any:
     return reparse
 
 
-def _close(trace_file: IO[str] | None, control: Any, service: Any) -> None:
+def _close(trace_file: Any, control: Any, service: Any) -> None:
     if trace_file is not None:
         trace_file.close()
     if control is not None:
@@ -214,7 +223,7 @@ def _close(trace_file: IO[str] | None, control: Any, service: Any) -> None:
         service.close()
 
 
-def message_tracer(handle: IO[str]) -> Any:
+def message_tracer(handle: Any) -> Any:
     import socket
 
     def trace(worker: int, records: list[Any]) -> None:

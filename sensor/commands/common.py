@@ -65,6 +65,9 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                         help="TOML file whose [heuristics] table tunes the detectors (docs/heuristics.md)")
     rules_options.add_options(parser)
     stream.add_server_options(parser)
+    from sensor.outputs.kafka import add_kafka_options
+
+    add_kafka_options(parser)
     add_flow_options(parser)
     add_query_log_options(parser)
 
@@ -158,8 +161,8 @@ def flow_settings(args: argparse.Namespace) -> FlowSettings | None:
 
 def query_log_options(args: argparse.Namespace) -> QueryLogOptions | None:
     """The query log the options ask for, None without --query-log; StartupError for a bad value."""
-    if args.publish_queries and not args.publish:
-        raise StartupError("--publish-queries needs --publish")
+    if args.publish_queries and not args.publish and not getattr(args, "kafka", None):
+        raise StartupError("--publish-queries needs --publish or --kafka")
     if not args.query_log:
         if args.publish_queries:
             raise StartupError("--publish-queries needs --query-log")

@@ -35,8 +35,10 @@ def register(commands: Any) -> None:
 def run_replay(args: argparse.Namespace) -> int:
     import time
 
-    from sensor.commands.sinks import attach_sinks
+    from sensor.capture.files import check_readable
+    from sensor.commands.sinks import attach_sinks, open_outputs
     from sensor.loop import compile_rules
+    from sensor.outputs.jsonlines import check_writable
     from sensor.replay import replay, terminal_progress
     from sensor.runner import BatchRunner
     from sensor.summary import Summary, counter_lines
@@ -45,21 +47,30 @@ def run_replay(args: argparse.Namespace) -> int:
     settings = flow_settings(args)
     if args.wait_subscribers and not args.publish:
         raise StartupError("--wait-subscribers needs --publish")
+    if args.summary_json:
+        check_writable(args.summary_json, "--summary-json")
     limits = loop_limits(args)
     loading = time.perf_counter()
     ruleset = rules_for_run(args)
     load_seconds = time.perf_counter() - loading
     log.info("loaded %d rules from %d files in %.2f s", len(ruleset), len(ruleset.files), load_seconds)
+    for path in args.files:  # a missing capture fails before the flow store or query log is created
+        check_readable(path)
     started = time.perf_counter()
     compiled = compile_rules(ruleset, keep_table=False)
     compile_seconds = time.perf_counter() - started
     runner = BatchRunner(ports, compiled, limits=limits)
+    runner.fail_on_lost_lines = True  # replay waits for a pipe: a lost line is a full disk, and fails the run
     progress = terminal_progress if sys.stderr.isatty() and not args.no_progress else None
     try:
-        publisher = attach_sinks(runner, args, ruleset, blocking=True, flows=settings)
-        if publisher is not None and args.wait_subscribers:
-            publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
-        result = replay(args.files, runner, progress, idle_flush_ms=args.idle_flush_ms)
+
+        def wait(publisher: Any) -> None:  # before any store is created: it may time out
+            if publisher is not None and args.wait_subscribers:
+                publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout)
+
+        attach_sinks(runner, args, ruleset, blocking=True, flows=settings, before_stores=wait)
+        result = replay(args.files, runner, progress, idle_flush_ms=args.idle_flush_ms,
+                        ready=lambda: open_outputs(runner.outputs))
     except BaseException:
         runner.abort()
         raise
@@ -80,7 +91,12 @@ def run_replay(args: argparse.Namespace) -> int:
 
 def summary_json(runner: Any, result: Any, rules: int, load_seconds: float) -> dict[str, Any]:
     cut_off = runner.cut_off
-    return {"counters": dict(sorted(runner.totals.items())), "files": result.files,
+    from sensor.summary import output_counters
+
+    counters = dict(runner.totals)
+    for key, value in output_counters(runner.outputs).items():  # what the outputs sent, left undelivered, dropped
+        counters[key] = counters.get(key, 0) + value
+    return {"counters": dict(sorted(counters.items())), "files": result.files,
             "seconds": round(result.seconds, 6), "cut_off": str(cut_off) if cut_off else None,
             "rules": {"rules": rules, "load_seconds": round(load_seconds, 3),
                       "compile_seconds": round(result.compile_seconds, 3)},

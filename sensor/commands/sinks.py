@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sensor.commands.common import query_log_options
@@ -16,14 +17,18 @@ from sensor.runner import BatchRunner
 
 
 def attach_sinks(runner: BatchRunner, args: argparse.Namespace, ruleset: RuleSet, blocking: bool,
-                 flows: FlowSettings | None, flow_table: bool = True) -> Any:
+                 flows: FlowSettings | None, flow_table: bool = True,
+                 before_stores: Callable[[Any], None] | None = None) -> Any:
     """Outputs, pipeline, flow sink and query log as the options ask, attached to `runner` one by one (a
     failure part-way leaves what was opened to `runner.abort()`). Returns the ZeroMQ publisher, or None.
     `blocking`: replay waits for slow readers, capture never does. `flow_table`: False in a parent whose workers
-    build the flows."""
+    build the flows. `before_stores`: called with the publisher (or None) before the flow store and query log
+    are created (--wait-subscribers, which may time out: a failed start changes no file)."""
     log_options = query_log_options(args)
     pipeline, publisher = build_pipeline(args, ruleset, runner.outputs, blocking)
     runner.attach(pipeline=pipeline)
+    if before_stores is not None:
+        before_stores(publisher)
     if flows is not None:
         runner.attach(flows=flow_sink(args, flows, pipeline, with_table=flow_table))
     if log_options is not None:  # imported only when asked: zmq and multiprocessing are 30 ms of every start-up
@@ -51,20 +56,36 @@ def build_pipeline(args: argparse.Namespace, ruleset: RuleSet, outputs: list[Any
         raise StartupError("--attribution-window: must be more than 0 seconds")
     publisher = None
     for path in args.out or ([] if args.publish else ["-"]):
-        outputs.append(JsonLinesWriter(path, blocking=blocking))  # capture: never waits on a pipe
+        # capture: never waits on a pipe, and appends (a restart keeps what a shipper has not read)
+        outputs.append(JsonLinesWriter(path, blocking=blocking, append=not blocking))
     if args.publish:
+        from sensor.outputs import check_endpoint
         from sensor.outputs.curve import server_from_args
         from sensor.outputs.publisher import Publisher
 
+        check_endpoint(args.publish)  # before the CURVE check, whose message would call garbage "not loopback"
         if args.publish_hwm is not None and args.publish_hwm < 1:
             raise StartupError("--publish-hwm: must be at least 1")
         limits = {"hwm": args.publish_hwm} if args.publish_hwm else {}
         security = server_from_args(args.publish, args.curve_secret_key, args.curve_allow, args.allow_plaintext)
         publisher = Publisher(args.publish, blocking=blocking, curve=security, **limits)
         outputs.append(publisher)
+    from sensor.outputs.kafka import kafka_output
+
+    kafka = kafka_output(args)  # --kafka: every event to Kafka (docs/deployment.md#kafka)
+    if kafka is not None:
+        outputs.append(kafka)
     attribution = ResolverAttribution(args.resolver, args.attribution_window, not args.no_learn_resolvers)
     encoder = HitEncoder(ruleset, Observer.local(args.sensor_name))
     return HitPipeline(encoder, outputs, attribution, heuristic_engine(args)), publisher
+
+
+def open_outputs(outputs: Sequence[Any]) -> None:
+    """Open the --out files (and --trace-messages): only once every check of the run has passed (a failed
+    start changes no file)."""
+    for output in outputs:
+        if hasattr(output, "open"):
+            output.open()
 
 
 def heuristic_engine(args: argparse.Namespace) -> Any:
@@ -105,12 +126,12 @@ def flow_sink(args: argparse.Namespace, settings: FlowSettings, pipeline: HitPip
     if args.flow_store:  # imported only when used: pyarrow alone takes ~0.3 s to import
         from sensor.flows.store import FlowStoreWriter
 
-        store = FlowStoreWriter(args.flow_store, sensor=pipeline.encoder.observer.get("name"))
+        store = FlowStoreWriter(args.flow_store, sensor=pipeline.encoder.observer.name)
     if args.ipfix:
         from sensor.flows.ipfix import IpfixExporter
 
         ipfix = IpfixExporter(args.ipfix)
-    publish = pipeline.publish if args.publish else None
+    publish = pipeline.publish if args.publish or getattr(args, "kafka", None) else None  # ZeroMQ, Kafka
     table = make_flow_table(settings) if with_table else None
     sink = FlowSink(settings, table, store, ipfix, publish, pipeline.encoder.observer)
     sink.on_records = pipeline.encrypted_dns_hook(args.resolver)  # issue 13: DoT/DoH bypassing the resolvers

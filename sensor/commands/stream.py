@@ -46,8 +46,10 @@ def run_control(args: argparse.Namespace) -> int:
 
 
 def run_tail(args: argparse.Namespace) -> int:
+    from sensor.outputs import check_endpoint
     from sensor.outputs.subscriber import tail
 
+    check_endpoint(args.connect, "--connect")
     keys = args.curve_server_key or []
     if len(keys) > 1:
         raise StartupError("--curve-server-key: tail connects to one publisher; give one key")

@@ -16,13 +16,13 @@ class FlowSink:
     then flows are only counted). `table` is the loop's flow table (None in a parent whose workers build flows)."""
 
     def __init__(self, settings: FlowSettings, table=None, store=None, ipfix=None,
-                 publish: Callable[[str, str], None] | None = None, observer: dict | None = None) -> None:
+                 publish: Callable[[str, str], None] | None = None, observer=None) -> None:
         self.settings = settings
         self.table = table
         self.store = store
         self.ipfix = ipfix
         self.publish = publish
-        self.observer = observer or {}
+        self.observer = observer or None  # a schema.Observer
         self.records = 0
         self.packets = 0
         self.on_records: Callable[[np.ndarray], None] | None = None  # issue 13: the encrypted-DNS check

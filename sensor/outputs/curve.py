@@ -163,11 +163,14 @@ class HandshakeMonitor:
 
     EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 
-    def __init__(self, socket: zmq.Socket, endpoint: str) -> None:
+    def __init__(self, socket: zmq.Socket, endpoint: str, on_peer=None) -> None:
+        """`on_peer(event, fd)`: also told of accepted connections and disconnections (one monitor a socket)."""
         self.endpoint = endpoint
         self.refusals = RefusalLog()
         self._socket = socket
-        self._monitor = socket.get_monitor_socket(self.EVENTS)
+        self._on_peer = on_peer
+        peer_events = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED if on_peer else 0
+        self._monitor = socket.get_monitor_socket(self.EVENTS | peer_events)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="handshake-monitor", daemon=True)
         self._thread.start()
@@ -180,6 +183,9 @@ class HandshakeMonitor:
                 event = recv_monitor_message(self._monitor)
                 if event["event"] == zmq.EVENT_MONITOR_STOPPED:
                     return
+                if event["event"] in (zmq.EVENT_ACCEPTED, zmq.EVENT_DISCONNECTED):
+                    self._on_peer(event["event"], event["value"])
+                    continue
                 if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # the value is an errno
                     # whichever side sees the mismatch first closes: the peer may hang up before we do
                     why = (f"the subscriber broke off ({os.strerror(event['value'])}): no CURVE, or not this "
@@ -207,13 +213,13 @@ class CurveServer:
         self._zap: ZapHandler | None = None
         self._monitor: HandshakeMonitor | None = None
 
-    def apply(self, socket: zmq.Socket, context: zmq.Context, endpoint: str) -> None:
+    def apply(self, socket: zmq.Socket, context: zmq.Context, endpoint: str, on_peer=None) -> None:
         self._zap = ZapHandler(context, self.allow_dir, endpoint)
         socket.curve_server = True
         socket.curve_publickey = self.public
         socket.curve_secretkey = self.secret
         socket.zap_domain = ZAP_DOMAIN.encode()
-        self._monitor = HandshakeMonitor(socket, endpoint)
+        self._monitor = HandshakeMonitor(socket, endpoint, on_peer)
 
     @property
     def refused(self) -> int:

@@ -10,20 +10,39 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sys
 import threading
 
 import zmq
 
 from sensor.errors import StartupError
+from sensor.outputs import check_endpoint
 from sensor.outputs.curve import secure_client, server_from_args
 
 log = logging.getLogger("truesource.relay")
 
 RELAY_HWM = 100_000  # events queued per subscriber (and from each sensor) before the proxy drops
+STOP_DEADLINE = 4.0  # seconds from SIGTERM to exit, whatever is still winding down (systemd and tests allow 5)
+
+
+def _exit_now() -> None:
+    """The last resort of a stop: a thread that does not end (or a context that cannot terminate) must not keep
+    the relay running after SIGTERM."""
+    log.error("relay: not stopped %g s after the signal; exiting without waiting", STOP_DEADLINE,
+              extra={"fields": {"event": "relay_stop_forced"}})
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def run_relay(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # first: a signal during start-up still stops it cleanly
+        signal.signal(signum, lambda *_: stop.set())
+    check_endpoint(args.bind, "--bind")
+    for endpoint in args.connect:
+        check_endpoint(endpoint, "--connect")
     server_keys = args.curve_server_key or []
     if server_keys and len(server_keys) not in (1, len(args.connect)):
         raise StartupError(f"--curve-server-key: give one, or one per --connect ({len(args.connect)}), "
@@ -31,7 +50,7 @@ def run_relay(args: argparse.Namespace) -> int:
     if server_keys and not args.curve_client_key:
         raise StartupError("--curve-server-key needs --curve-client-key (the relay's key pair as a client)")
     curve = server_from_args(args.bind, args.curve_secret_key, args.curve_allow, args.allow_plaintext)
-    context: zmq.Context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context()  # its own, terminated at stop: no socket of another thread can hold it at exit
     upstream = context.socket(zmq.XSUB)
     downstream = context.socket(zmq.XPUB)
     for sock in (upstream, downstream):
@@ -66,18 +85,25 @@ def run_relay(args: argparse.Namespace) -> int:
 
     thread = threading.Thread(target=proxy, name="relay-proxy", daemon=True)
     thread.start()
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     try:
         while not stop.wait(0.2) and thread.is_alive():
             pass
     finally:
-        control.send(b"TERMINATE")
-        thread.join(5)
+        watchdog = threading.Timer(STOP_DEADLINE, _exit_now)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            control.send(b"TERMINATE", zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        thread.join(STOP_DEADLINE)
+        if thread.is_alive():  # closing sockets the proxy still uses would be worse than not closing them
+            _exit_now()
         if curve is not None:
             curve.close(downstream)
         for sock in (control, steer, upstream, downstream):
             sock.close(linger=0)
+        context.term()
+        watchdog.cancel()
     log.info("relay stopped", extra={"fields": {"event": "relay_stop"}})
     return 0

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from functools import cache
 
+from sensor import schema
 from sensor.events import HitEncoder, Origin
 from sensor.querylog.record import STATUS_ANSWERED, STATUS_NAMES, QueryLogEntry
 from sensor.records import DnsMessage
-from sensor.rules.model import Rule
 
 QUERY_TOPIC = "dns.query"
 QUERY_COPIED_FLAGS = 0x7800 | 0x0100 | 0x0010  # opcode, RD, CD: the response repeats the query's
@@ -38,52 +38,57 @@ def entry_message(entry: QueryLogEntry, rule: int = -1) -> DnsMessage:
                       entry.qtype, entry.qclass, rule, entry.tunnel)
 
 
-def add_response(event: dict, entry: QueryLogEntry) -> dict:
-    """ECS `dns.response_code`, `dns.answers`, `dns.resolved_ip`, and the correlation under `truesource.`."""
-    from sensor.dnscodes import qtype_name
+def add_response(event: schema.DnsEvent, entry: QueryLogEntry) -> schema.DnsEvent:
+    """ECS `dns.response_code`, `dns.answers`, `dns.resolved_ip` (also in `related.ip`), the response's header
+    flags, and the correlation under `truesource.`."""
+    from sensor.dnscodes import header_flags, qtype_name
 
-    dns = event["dns"]
-    if entry.status == STATUS_ANSWERED or entry.rcode >= 0:
-        dns["response_code"] = rcode_name(entry.rcode)
-        dns["answers"] = [{"name": owner, "type": qtype_name(rrtype), "ttl": ttl, "data": data}
-                          for owner, rrtype, ttl, data in entry.answers]
+    dns = event.dns
+    answered = entry.status == STATUS_ANSWERED
+    dns.type = "answer" if answered else "query"
+    if answered:
+        dns.header_flags = header_flags(entry.response_flags)  # with the response's own AA and RA
+    if answered or entry.rcode >= 0:
+        dns.response_code = rcode_name(entry.rcode)
+        dns.answers = [schema.Answer(name=owner, type=qtype_name(rrtype), ttl=ttl, data=data)
+                       for owner, rrtype, ttl, data in entry.answers]
         resolved = [data for _, rrtype, _, data in entry.answers if rrtype in (A, AAAA)]
         if resolved:
-            dns["resolved_ip"] = resolved
-    query = {"status": STATUS_NAMES.get(entry.status, str(entry.status)), "rcode": entry.rcode,
-             "response_flags": entry.response_flags, "latency_us": entry.latency_us,
-             "retransmissions": entry.retransmissions, "truncated": bool(entry.response_flags & 0x0200)}
-    if entry.answers_dropped:  # the store's per-entry cap (docs/querylog.md): dns.answers is not all there was
-        query["answers_dropped"] = entry.answers_dropped
-    event["truesource"]["query"] = query
+            dns.resolved_ip = resolved
+            event.related = schema.Related(ip=list(dict.fromkeys([*event.related.ip, *resolved])))
+    event.truesource.query = schema.QueryDetail(
+        status=STATUS_NAMES.get(entry.status, str(entry.status)), rcode=entry.rcode,
+        response_flags=entry.response_flags, latency_us=entry.latency_us, retransmissions=entry.retransmissions,
+        truncated=bool(entry.response_flags & 0x0200),
+        answers_dropped=entry.answers_dropped)  # the store's per-entry cap (docs/querylog.md); 0 is not written
     return event
+
+
+EVENT_QUERY = schema.Event(kind="event", category=["network"], type=["protocol", "info"],
+                           dataset="truesource.query", module="truesource")
 
 
 class QueryEventEncoder:
     """`dns.query` events, with the hit encoder's observer and network fields."""
 
-    PLACEHOLDER = Rule(1, "", False, "", "", 0)
-
     def __init__(self, encoder: HitEncoder) -> None:
         self.encoder = encoder
 
-    def event(self, entry: QueryLogEntry, origin: Origin) -> dict:
-        event = self.encoder.event(entry_message(entry), origin, rule=self.PLACEHOLDER)
-        del event["rule"]
-        del event["truesource"]["rule"]
-        event["event"] = {"kind": "event", "category": ["network"], "type": ["protocol", "info"],
-                          "dataset": "truesource.query", "module": "truesource"}
-        event["dns"]["type"] = "answer" if entry.status == STATUS_ANSWERED else "query"
+    def event(self, entry: QueryLogEntry, origin: Origin) -> schema.DnsEvent:
+        event = self.encoder.message(entry_message(entry), origin, None)
+        event.event = EVENT_QUERY
         return add_response(event, entry)
 
     def encode(self, entry: QueryLogEntry, origin: Origin) -> str:
-        return self.encoder.encode(self.event(entry, origin))
+        return schema.encode(self.event(entry, origin))
 
 
-def retrospective_hit(encoder: HitEncoder, entry: QueryLogEntry, rule_index: int, origin: Origin) -> dict:
-    """A stored query that matches a rule today: the live hit's JSON, marked retrospective, with its response."""
+def retrospective_hit(encoder: HitEncoder, entry: QueryLogEntry, rule_index: int, origin: Origin) \
+        -> schema.DnsEvent:
+    """A stored query that matches a rule today: the live hit's record, marked retrospective, with its response."""
     event = encoder.event(entry_message(entry, rule_index), origin)
-    event["event"]["type"] = ["indicator"]
-    event["event"]["dataset"] = "truesource.hunt"
-    event["truesource"]["retrospective"] = True
+    hit = encoder.rule_parts(rule_index).event
+    event.event = schema.Event(kind=hit.kind, severity=hit.severity, category=hit.category, type=["indicator"],
+                               dataset="truesource.hunt", module=hit.module)
+    event.truesource.retrospective = True
     return add_response(event, entry)

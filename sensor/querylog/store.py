@@ -19,7 +19,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -170,7 +170,7 @@ class QueryStore:
         self.segment_bytes = segment_bytes  # a segment also closes when its rows hold this many bytes
         self.segments_closed = 0  # writer: segments filled and indexed
         # writer: called after each segment closes (the writer applies retention: one batch may fill several)
-        self.on_segment_closed = None
+        self.on_segment_closed: Callable[[], None] | None = None
         self._open: Segment | None = None  # writer: the segment being filled
         self._open_bytes = 0  # writer: bytes in the open segment's rows (estimated as they are inserted)
         self._used_at_open = 0  # writer: the file's used bytes when the open segment was made
@@ -284,8 +284,8 @@ class QueryStore:
 
     def _insert_into(self, segment: Segment, entries: Sequence[QueryLogEntry]) -> int:
         """Insert the entries that fit the open segment (its rows and bytes); how many."""
-        rows = []
-        resolved = []
+        rows: list[tuple] = []
+        resolved: list[tuple[int, bytes]] = []
         encode = _encode
         inet_pton = socket.inet_pton
         next_id = segment.rows + 1
@@ -322,6 +322,7 @@ class QueryStore:
             self._close_segment(segment)
             self._open = None
             return 0
+        assert first is not None and last is not None  # rows were made, so both were set
         first = first if segment.first_ts is None else min(first, segment.first_ts)
         last = last if segment.last_ts is None else max(last, segment.last_ts)
         n = segment.id
@@ -373,9 +374,9 @@ class QueryStore:
         if retention.max_bytes:
             # room is left for the open segment to fill and be indexed, and for the WAL: so the files stay
             # within the limit between two passes (a pass runs on every segment the writer closes)
-            segment = self.largest_segment or self.segment_bytes  # as measured once one has closed
-            wal = min(segment, self.segment_bytes)  # checkpointed at half a segment, cut back to one
-            target = max(retention.max_bytes - SIZE_HEADROOM * segment - wal, 0)
+            segment_size = self.largest_segment or self.segment_bytes  # as measured once one has closed
+            wal = min(segment_size, self.segment_bytes)  # checkpointed at half a segment, cut back to one
+            target = max(retention.max_bytes - SIZE_HEADROOM * segment_size - wal, 0)
             for segment in self.segments():
                 if self.used_bytes() <= target or not segment.indexed:
                     break

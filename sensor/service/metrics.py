@@ -28,6 +28,9 @@ SIMPLE = (
     ("truesource_hits_total", "counter", "Queries that matched a rule.", "hits"),
     ("truesource_captured_total", "counter", "Frames the capture filter passed (kernel count).", "received"),
     ("truesource_publisher_sent_total", "counter", "Events the ZeroMQ publisher sent.", "publisher_sent"),
+    ("truesource_publisher_undelivered_total", "counter",
+     "Events the publisher sent while no subscription matched their topic (nobody received them).",
+     "publisher_undelivered"),
 )
 
 
@@ -69,6 +72,7 @@ def render(snapshot: dict) -> str:
         ('{cause="kernel"}', total.get("kernel_drops", 0)),
         ('{cause="interface"}', total.get("interface_drops", 0)),
         ('{cause="publisher"}', total.get("publisher_drops", 0)),
+        ('{cause="out"}', total.get("out_drops", 0)),
     ])
     family("truesource_undecoded_total", "counter", "Frames and DNS messages the loop could not decode, by reason.",
            [(f'{{reason="{reason}"}}', total.get(reason, 0)) for reason in FRAME_REASONS + MESSAGE_REASONS])

@@ -1,0 +1,125 @@
+"""A name's registered domain, subdomain and public suffix, by the Public Suffix List bundled with publicsuffixlist.
+
+The list file is read here into three sets (rules, wildcard parents, exceptions) rather than through the library's
+PublicSuffixList object: that takes ~50 ms to build and ~4 us a lookup, and the events need only the public suffix;
+this reads the file in ~15 ms (rules in Unicode are put in their punycode form only when a name has an `xn--`
+label) and answers from a cache keyed by the labels that can matter. tests/test_events.py checks both agree on
+every rule of the list.
+"""
+
+from __future__ import annotations
+
+# Imported here, not on first use: by the first hit capture has dropped root and may no longer read the standard
+# library's folder (tests/test_service.py runs the sensor as nobody).
+import encodings.idna  # noqa: F401  the codec of the list's Unicode rules, used on the first xn-- name
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+MAX_CACHED = 65_536  # distinct name tails remembered (a tail is the last 2-5 labels: few per registered domain)
+
+
+class _Rules:
+    def __init__(self) -> None:
+        self.exact: set[str] = set()
+        self.wild: set[str] = set()  # "ck" for the rule "*.ck"
+        self.exceptions: set[str] = set()
+        self.depth: dict[str, int] = {}  # last two labels -> labels of the deepest rule under them
+        self.wild_tlds: set[str] = set()  # TLDs with a wildcard right below (`*.ck`): any second label matters
+        self.unicode: list[str] = []  # rules in Unicode, added in punycode on the first `xn--` name
+        path = _list_file()
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rule = line.strip()
+            if not rule or rule.startswith("//"):
+                continue
+            if rule.isascii():
+                self.add(rule.lower())
+            else:
+                self.unicode.append(rule)
+
+    def add(self, rule: str) -> None:
+        if rule.startswith("!"):
+            rule = rule[1:]
+            self.exceptions.add(rule)
+        elif rule.startswith("*."):
+            self.wild.add(rule[2:])
+        else:
+            self.exact.add(rule)
+        labels = rule.split(".")
+        if rule.startswith("*.") and len(labels) == 2:
+            self.wild_tlds.add(labels[1])
+        elif len(labels) >= 2:
+            key = labels[-2] + "." + labels[-1]
+            self.depth[key] = max(self.depth.get(key, 0), len(labels))
+
+    def add_unicode(self) -> None:
+        rules, self.unicode = self.unicode, []
+        for rule in rules:
+            bang = rule.startswith("!")
+            try:
+                ascii_rule = ".".join(label if label == "*" else label.encode("idna").decode("ascii")
+                                      for label in rule.lstrip("!").split("."))
+            except UnicodeError:
+                continue
+            self.add(("!" if bang else "") + ascii_rule.lower())
+
+    def public_suffix(self, name: str) -> str:
+        """The longest matching rule (an exception: that rule less its first label); the TLD when none does."""
+        start = 0
+        while True:
+            candidate = name[start:]
+            if candidate in self.exceptions:
+                return candidate.split(".", 1)[1]
+            if candidate in self.exact:
+                return candidate
+            dot = candidate.find(".")
+            if dot < 0:
+                return candidate
+            if candidate[dot + 1:] in self.wild:
+                return candidate
+            start += dot + 1
+
+
+def _list_file() -> Path:
+    """The list the publicsuffixlist package bundles, found without importing the package (~30 ms)."""
+    spec = importlib.util.find_spec("publicsuffixlist")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("publicsuffixlist is not installed (a runtime dependency)")
+    return Path(next(iter(spec.submodule_search_locations))) / "public_suffix_list.dat"
+
+
+@lru_cache(maxsize=1)
+def _rules() -> _Rules:
+    return _Rules()
+
+
+@lru_cache(maxsize=MAX_CACHED)
+def _public_suffix(tail: str) -> str:
+    return _rules().public_suffix(tail)
+
+
+def domain_parts(lower: str) -> tuple[str | None, str | None, str | None]:
+    """(registered_domain, subdomain, top_level_domain) of a lower-case name without trailing dot. A rule reads
+    only as many labels from the right as it has, so the lookup is cached on the name's last labels, as many as the
+    deepest rule under its last two: random labels in front (DGA, tunnels) cost a dict lookup, not a new search."""
+    if not lower or lower == "." or "\\" in lower or lower.startswith(".") or ".." in lower:
+        return None, None, None  # the root, escaped bytes, empty labels: no domain parts
+    rules = _rules()
+    if rules.unicode and "xn--" in lower:
+        rules.add_unicode()
+        _public_suffix.cache_clear()
+    labels = lower.rsplit(".", 2)
+    if len(labels) < 3 or labels[-1] in rules.wild_tlds:
+        tail = lower
+    else:
+        depth = rules.depth.get(labels[-2] + "." + labels[-1], 2)
+        cut = lower.rsplit(".", depth) if depth > 2 else labels
+        tail = lower[len(cut[0]) + 1:] if len(cut) > depth else lower
+    suffix = _public_suffix(tail)
+    depth = suffix.count(".") + 2  # labels of the registered domain
+    parts = lower.rsplit(".", depth)
+    if len(parts) < depth:  # the name is the public suffix itself
+        return None, None, suffix
+    if len(parts) == depth:
+        return lower, None, suffix
+    return lower[len(parts[0]) + 1:], parts[0], suffix
