@@ -131,7 +131,7 @@ def presentation_name(labels: list[str]) -> str:
 def partial_name(message: bytes) -> str | None:
     """The labels of the first question that are whole in `message` (a DNS message cut anywhere), escaped as in
     events; None without one whole label. A pointer ends the walk: a question name rarely has one."""
-    labels = []
+    labels: list[str] = []
     position = HEADER_LENGTH
     while position < len(message) and len(labels) < MAX_PARTIAL_LABELS:
         length = message[position]

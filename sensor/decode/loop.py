@@ -203,9 +203,12 @@ class ReferenceLoop:
         if question.is_response or self._rule(question) == NO_RULE:
             return
         vlan_id, src, dst, transport, src_port, dst_port, _ = flow
-        outer = state.outer if state.shadow == TUNNEL_UNTRUSTED else (None, None)
-        self._anomalies.append(AnomalyRecord(state.shadow, *self._when, vlan_id, src, dst, transport, src_port,
-                                             dst_port, presentation_name(question.labels), *outer))
+        outer_src, outer_dst = (None, None) if state.shadow != TUNNEL_UNTRUSTED or state.outer is None \
+            else state.outer
+        frame, ts_sec, ts_usec = self._when
+        self._anomalies.append(AnomalyRecord(state.shadow or "", frame, ts_sec, ts_usec, vlan_id, src, dst, transport,
+                                             src_port, dst_port, presentation_name(question.labels), outer_src,
+                                             outer_dst))
 
     def _rule(self, question) -> int:
         rule = match_table(self.table, question.labels)
@@ -328,7 +331,7 @@ class ReferenceLoop:
         tunnels.append(inner.name)
         if len(tunnels) == 1:
             self._counters["tunneled"] += 1
-        if carrier is not None and state.outer is None:
+        if carrier is not None and state is not None and state.outer is None:
             state.outer = (carrier.src, carrier.dst)
             if not self._mirrors.trusts(carrier.src):
                 self._shadow(state, "tunnel_untrusted", TUNNEL_UNTRUSTED)
