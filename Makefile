@@ -14,15 +14,16 @@ SO_STAMP := $(VENV)/.built-ext
 # systemd: systemd-analyze (verify, security) and systemd-sysusers for the unit tests and the install step;
 # python3-seccomp: the unit's system call filter rebuilt for tests/test_service.py (system Python's libseccomp).
 # clang, llvm and libclang-rt-dev: atheris (the fuzzer) builds with them, and `make fuzz` instruments ext/ with them.
+# ethtool: the live attack test turns TX checksum offload off on its veths (tests/test_attacks_live.py).
 # chromium: renders `profile --html` headless in tests; prometheus: its promtool checks the Grafana dashboard's
 # queries and lints /metrics (the daemon is not started: policy-rc.d below).
 SYSTEM_PACKAGES := tcpdump tcpreplay unbound bind9 bind9utils dnsutils iproute2 nfdump systemd python3-seccomp \
-	clang llvm libclang-rt-dev chromium prometheus
+	clang llvm libclang-rt-dev chromium prometheus ethtool
 system-deps: $(VENV)/.system-deps
 $(VENV)/.system-deps:
 	@mkdir -p $(VENV)
 	@missing=0; for tool in tcpdump tcpreplay unbound named named-checkzone dig ip nfcapd nfdump systemd-analyze \
-		systemd-sysusers setpriv clang llvm-symbolizer chromium promtool; do \
+		systemd-sysusers setpriv clang llvm-symbolizer chromium promtool ethtool; do \
 		command -v $$tool >/dev/null || missing=1; done; /usr/bin/python3 -c 'import seccomp' 2>/dev/null || missing=1; \
 	if [ $$missing = 1 ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		created=0; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \

@@ -11,8 +11,8 @@ Speed: scapy takes about 0.7 ms to build one DNS frame, which is over ten minute
 builds each kind of header once (a template), dnslib builds a few tens of thousands of DNS messages once,
 and the frames are written by copying those bytes and patching them with struct: MAC and IP address, ports,
 IP id, lengths, IPv4 header checksum, TCP sequence numbers and flags, DNS id, the random subdomain label.
-The UDP-over-IPv4 and TCP checksums are left 0 (nothing in the benchmark verifies them; IPv4 allows 0 for
-UDP); the ICMP and UDP-over-IPv6 ones are computed, since 0 is illegal there and tshark would flag it.
+Every UDP, TCP, ICMP and ICMPv6 checksum is computed: the sensor verifies them (--checksums, default auto), as
+the resolver's kernel does, and a frame with a bad one would make no hit.
 
 Everything is drawn from one seeded random generator, so the same options give the same bytes.
 
@@ -504,16 +504,14 @@ class Generator:
         else:  # ICMP echo: sport is the identifier, dport the sequence number, seq the type
             buf[l4] = seq
             struct.pack_into("!HH", buf, l4 + 4, sport, dport)
-        if tpl.proto == 17 and tpl.family == 4:
-            self.frames.append(bytes(buf) + payload)
-            return
         buf += payload
-        if tpl.proto != 6:  # ICMP, ICMPv6, UDP over IPv6; ICMPv6 and UDP cover an IPv6 pseudo-header
-            pseudo = b""
-            if tpl.proto != 1:
-                pseudo = bytes(buf[ip + 8:ip + 40]) + struct.pack("!IxxxB", len(buf) - l4, tpl.proto)
-            value = internet_checksum(pseudo + bytes(buf[l4:]))
-            struct.pack_into("!H", buf, l4 + (6 if tpl.proto == 17 else 2), value or 0xFFFF)
+        pseudo = b""  # ICMP has none; UDP, TCP and ICMPv6 cover a pseudo-header
+        if tpl.family == 6 and tpl.proto != 1:
+            pseudo = bytes(buf[ip + 8:ip + 40]) + struct.pack("!IxxxB", len(buf) - l4, tpl.proto)
+        elif tpl.family == 4 and tpl.proto in (6, 17):
+            pseudo = bytes(buf[ip + 12:ip + 20]) + struct.pack("!xBH", tpl.proto, len(buf) - l4)
+        value = internet_checksum(pseudo + bytes(buf[l4:]))
+        struct.pack_into("!H", buf, l4 + {17: 6, 6: 16}.get(tpl.proto, 2), value or (0xFFFF if tpl.proto != 6 else 0))
         self.frames.append(bytes(buf))
 
     def dns_message(self, template: DnsTemplate, response: bool, dns_id: int, label: bytes) -> bytes:

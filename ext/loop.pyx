@@ -6,6 +6,7 @@ emit_all is set). The contract, and the reference it must agree with, is docs/de
 sensor/decode/.
 """
 
+cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, INT64_MAX
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memcmp, memmove, memset
@@ -29,9 +30,24 @@ cdef enum:
     DLT_LINUX_SLL = 113
     DLT_LINUX_SLL2 = 276
     MAX_VLAN_TAGS = 8            # QinQ needs two; more is a parser-exhaustion trick, not a network
-    MAX_IPV6_EXT_HEADERS = 8     # same reason: legitimate packets carry one or two
     ETH_IPV4 = 0x0800
     ETH_IPV6 = 0x86DD
+    # --checksums (sensor/decode/checksum.py): the policy and auto's sample
+    CHECKSUMS_OFF = 0
+    CHECKSUMS_VERIFY = 1
+    CHECKSUMS_AUTO = 2
+    AUTO_SAMPLE = 1000
+    AUTO_BAD_RATIO = 10
+    # Why a frame is only looked at (FastLoop.shadow): the anomaly its would-be hits become
+    SHADOW_NONE = 0
+    SHADOW_BAD_CHECKSUM = 1
+    SHADOW_TUNNEL_UNTRUSTED = 2
+    MAX_MIRROR_SOURCES = 64
+
+SHADOW_NAMES = (None, "bad_checksum_query", "tunnel_untrusted")
+ANOMALY_OVERLAP_CONFLICT = "tcp_overlap_conflict"
+ANOMALY_EVICTED = "stream_evicted_mid_message"
+ANOMALY_FRAGMENT_OVERLAP = "fragment_overlap"
 
 cdef inline uint16_t rd16(const uint8_t* p) noexcept nogil:
     return (p[0] << 8) | p[1]
@@ -41,6 +57,116 @@ cdef inline uint32_t rd32(const uint8_t* p) noexcept nogil:
 
 cdef inline bint is_vlan_type(uint16_t t) noexcept nogil:
     return t == 0x8100 or t == 0x88A8 or t == 0x9100
+
+
+cdef inline uint64_t ones_sum(const uint8_t* p, uint32_t n, uint64_t acc) noexcept nogil:
+    """RFC 1071 sum, unfolded, in the host's byte order (RFC 1071 2(B): the folded sum of byte-swapped words is
+    the byte-swapped sum, and a valid checksum folds to 0xFFFF either way), four bytes a step; an odd last byte
+    is padded with zero after it, as the wire order pads it. Eight bytes a step with the end-around carry: 2**64 - 1
+    is a multiple of 0xFFFF, so the 64-bit one's complement sum folds to the 16-bit one."""
+    cdef uint64_t q
+    cdef uint32_t w
+    cdef uint16_t h
+    cdef uint8_t last[2]
+    while n >= 8:
+        memcpy(&q, p, 8)
+        acc += q
+        acc += acc < q
+        p += 8
+        n -= 8
+    if n >= 4:
+        memcpy(&w, p, 4)
+        acc += w
+        acc += acc < w
+        p += 4
+        n -= 4
+    if n >= 2:
+        memcpy(&h, p, 2)
+        acc += h
+        acc += acc < h
+        p += 2
+        n -= 2
+    if n:
+        last[0] = p[0]
+        last[1] = 0
+        memcpy(&h, last, 2)
+        acc += h
+        acc += acc < h
+    return acc
+
+
+cdef inline uint32_t fold(uint64_t acc) noexcept nogil:
+    acc = ((acc << 32) >> 32) + (acc >> 32)   # the low 32 bits plus the high: Cython reads 0xFFFFFFFF as a Python int
+    acc = ((acc << 32) >> 32) + (acc >> 32)
+    acc = (acc & 0xFFFF) + (acc >> 16)
+    acc = (acc & 0xFFFF) + (acc >> 16)
+    return <uint32_t>acc
+
+
+cdef inline bint transport_ok(uint8_t proto, const uint8_t* src, const uint8_t* dst, int ip_version,
+                              const uint8_t* p, uint32_t n) noexcept nogil:
+    """UDP or TCP checksum over the pseudo-header; a UDP checksum of 0 is none over IPv4, refused over IPv6."""
+    cdef int alen = 4 if ip_version == 4 else 16
+    cdef uint64_t acc
+    cdef uint8_t tail[8]         # the pseudo-header's length and protocol, in wire order
+    if proto == 17 and p[6] == 0 and p[7] == 0:
+        return ip_version == 4
+    acc = ones_sum(src, alen, 0)
+    acc = ones_sum(dst, alen, acc)
+    tail[0] = n >> 24
+    tail[1] = (n >> 16) & 0xFF
+    tail[2] = (n >> 8) & 0xFF
+    tail[3] = n & 0xFF
+    tail[4] = 0
+    tail[5] = 0
+    tail[6] = 0
+    tail[7] = proto
+    acc = ones_sum(tail, 8, acc)   # (0, 0, len, len, 0, 0, 0, proto) sums as IPv4's (0, proto, len) too
+    return fold(ones_sum(p, n, acc)) == 0xFFFF
+
+
+cdef bint chain_complete(uint8_t nh, const uint8_t* p, uint32_t n) noexcept nogil:
+    """A first IPv6 fragment holds its whole header chain and the upper-layer header (RFC 7112)."""
+    cdef uint32_t pos = 0
+    while nh == 0 or nh == 43 or nh == 60:
+        if pos + 2 > n:
+            return False
+        nh, pos = p[pos], pos + (<uint32_t>p[pos + 1] + 1) * 8
+    if nh == 44:
+        return True
+    if nh == 6:
+        return pos + 20 <= n
+    if nh == 17 or nh == 58:
+        return pos + 8 <= n
+    return pos + 1 <= n
+
+
+
+cdef object stream_partial_name(bytes pending):
+    """Twin of sensor/decode/dnsmsg.py stream_partial_name: the whole labels of the first question of the message
+    a TCP stream's pending bytes start (after the 2-byte length prefix); None without one. Runs only on an
+    anomaly, so plain Python speed is enough."""
+    cdef Py_ssize_t position = 2 + 12, end = len(pending), length
+    labels = []
+    if end <= 2:
+        return None
+    while position < end and len(labels) < 127:
+        length = pending[position]
+        if length == 0 or length > 0x3F or position + 1 + length > end:
+            break
+        out = []
+        for byte in pending[position + 1 : position + 1 + length]:
+            if byte == 0x2E:
+                out.append("\\.")
+            elif byte == 0x5C:
+                out.append("\\\\")
+            elif 0x21 <= byte <= 0x7E:
+                out.append(chr(byte))
+            else:
+                out.append(f"\\{byte:03d}")
+        labels.append("".join(out))
+        position += 1 + length
+    return ".".join(labels) if labels else None
 
 include "tunnels.pxi"
 include "edns.pxi"
@@ -72,6 +198,13 @@ cdef struct FrameInfo:
     int transport
     uint16_t sport, dport
     bint flow_seen               # the frame's first IP header went to the flow table
+    const uint8_t* mac           # the innermost link sender's 6-byte address, NULL without one
+    const uint8_t* outer_src     # the first mirror tunnel's outer addresses, NULL when not tunneled
+    const uint8_t* outer_dst
+    int outer_len
+    int handshake                # TCP: 1 when this direction's SYN and the peer's SYN-ACK were seen; -1 UDP
+    const uint8_t* ip4hdr        # an IPv4 header whose checksum is still to check (ip_header_bad), else NULL
+    uint32_t ip4ihl
 
 
 include "correlate.pxi"
@@ -88,6 +221,7 @@ cdef str lowered_name(DecodedName* name):
     return text.decode("ascii")
 
 
+@cython.final  # no subclass: its cdef methods (checksum policy, shadow, layers) are direct calls, not vtable ones
 cdef class FastLoop:
     """Decode batches for one capture's link type; see docs/decoding.md."""
 
@@ -105,6 +239,17 @@ cdef class FastLoop:
     cdef PendingTable pending    # None unless the query log is on
     cdef object entry_type       # the query-log record class, handed in (ext/ imports nothing from sensor/)
     cdef FragmentTable fragments
+    cdef list anomalies
+    cdef int shadow              # SHADOW_*: this frame's queries are only looked at (reset per frame)
+    cdef int cs_mode
+    cdef uint32_t cs_checked, cs_bad
+    cdef bint cs_frame_checked, cs_frame_bad
+    cdef bint cs_active          # this frame's checksums are checked: a mode other than off, and not outgoing
+    cdef bint mirror_any
+    cdef int nmirrors
+    cdef uint8_t mirror_family[MAX_MIRROR_SOURCES]
+    cdef uint8_t mirror_addr[MAX_MIRROR_SOURCES][16]
+    cdef uint8_t mirror_prefix[MAX_MIRROR_SOURCES]
 
     def __cinit__(self, int linktype, ports, table, bint emit_all=False,
                   int max_tcp_streams=4096, double tcp_idle_timeout=30.0, allow=b"", patterns=None,
@@ -112,7 +257,8 @@ cdef class FastLoop:
                   FlowTable flows=None,
                   bint query_log=False, int max_pending_queries=65536, double query_timeout=10.0,
                   int max_fragmented_datagrams=1024, long long max_fragment_bytes=4194304,
-                  double fragment_timeout=30.0, entry_type=None):
+                  double fragment_timeout=30.0, int checksums=CHECKSUMS_AUTO, mirror_sources=(),
+                  entry_type=None):
         self.linktype = linktype
         self.entry_type = entry_type
         memset(self.ports, 0, sizeof(self.ports))
@@ -131,6 +277,31 @@ cdef class FastLoop:
                              "(sensor.querylog.record.QueryLogEntry; sensor/loop.py hands it in)")
         self.pending = PendingTable(max_pending_queries, query_timeout) if query_log else None
         self.fragments = FragmentTable(max_fragmented_datagrams, max_fragment_bytes, fragment_timeout)
+        self.anomalies = []
+        if checksums not in (CHECKSUMS_OFF, CHECKSUMS_VERIFY, CHECKSUMS_AUTO):
+            raise ValueError(f"checksums mode {checksums} is not one of off (0), verify (1), auto (2)")
+        self.cs_mode = checksums
+        self.cs_checked = 0
+        self.cs_bad = 0
+        self.cs_frame_checked = False
+        self.cs_frame_bad = False
+        # parsed here as sensor/anomalies.py MirrorSources does (ext/ imports nothing from sensor/)
+        packed = []
+        self.mirror_any = False
+        for spec in mirror_sources:
+            if spec.strip().lower() == "any":
+                self.mirror_any = True
+            else:
+                net = ipaddress.ip_network(spec.strip(), strict=False)
+                packed.append((net.version, net.network_address.packed, net.prefixlen))
+        if len(packed) > MAX_MIRROR_SOURCES:
+            raise ValueError(f"at most {MAX_MIRROR_SOURCES} mirror sources")
+        self.nmirrors = len(packed)
+        for k, (family, addr, prefix) in enumerate(packed):
+            self.mirror_family[k] = family
+            memset(self.mirror_addr[k], 0, 16)
+            memcpy(self.mirror_addr[k], <const char*>addr, len(addr))
+            self.mirror_prefix[k] = prefix
 
     def set_rules(self, table, allow=b"", patterns=None):
         """Use another rule set from the next batch on (hot reload swaps rules between two batches).
@@ -154,6 +325,90 @@ cdef class FastLoop:
         return {"tcp_streams": self.streams.count, "fragmented_datagrams": self.fragments.count,
                 "pending_queries": self.pending.count if self.pending is not None else 0,
                 "tcp_buffered_bytes": self.streams.buffered}
+
+    def take_anomalies(self):
+        """Anomalies seen since the last take, as tuples in sensor.anomalies.AnomalyRecord order."""
+        taken = self.anomalies
+        self.anomalies = []
+        return taken
+
+    cdef inline bint cs_accept(self, bint good):
+        """Whether a frame with this checksum result goes on (auto: marks the frame for its sample)."""
+        if self.cs_mode == CHECKSUMS_AUTO:
+            self.cs_frame_checked = True
+            if not good:
+                self.cs_frame_bad = True
+        return good
+
+    cdef void cs_end_frame(self):
+        """Auto: one more frame of the sample, if it had a check; decided once, at the AUTO_SAMPLE-th."""
+        self.cs_frame_checked = False
+        self.cs_checked += 1
+        if self.cs_frame_bad:
+            self.cs_bad += 1
+            self.cs_frame_bad = False
+        if self.cs_checked == AUTO_SAMPLE:
+            if self.cs_bad * AUTO_BAD_RATIO > AUTO_SAMPLE:
+                self.cs_mode = CHECKSUMS_OFF
+                self.counters_[C_checksums_auto_off] += 1
+            else:
+                self.cs_mode = CHECKSUMS_VERIFY
+
+    cdef int ip_header_bad(self, FrameInfo* fi) except -1:
+        """Check the IPv4 header still unchecked: 1 when the frame stops here (already shadowed), else 0 (a bad one
+        shadows the frame)."""
+        cdef const uint8_t* h = fi.ip4hdr
+        fi.ip4hdr = NULL
+        if h == NULL or not self.cs_active or self.cs_accept(fold(ones_sum(h, fi.ip4ihl, 0)) == 0xFFFF):
+            return 0
+        if self.shadow != SHADOW_NONE:
+            self.reject(C_bad_ip_checksum)   # not counted: the frame was counted by its first reason
+            return 1
+        self.set_shadow(C_bad_ip_checksum, SHADOW_BAD_CHECKSUM)
+        return 0
+
+    cdef void set_shadow(self, int reason, int why):
+        """Count the frame under `reason` (once) and only look at it from now on."""
+        if self.shadow == SHADOW_NONE:
+            self.counters_[reason] += 1
+            self.shadow = why
+
+    cdef bint trusts(self, const uint8_t* addr, int version):
+        cdef int k, bits, full, rest
+        if self.mirror_any:
+            return True
+        for k in range(self.nmirrors):
+            if self.mirror_family[k] != version:
+                continue
+            bits = self.mirror_prefix[k]
+            full = bits // 8
+            rest = bits % 8
+            if memcmp(addr, self.mirror_addr[k], full) != 0:
+                continue
+            if rest and (addr[full] ^ self.mirror_addr[k][full]) & (0xFF << (8 - rest)) & 0xFF:
+                continue
+            return True
+        return False
+
+    cdef object anomaly(self, str kind, FrameInfo* fi, const uint8_t* src, const uint8_t* dst, int alen,
+                        int transport, int sport, int dport, object qname, int vlan):
+        self.anomalies.append((
+            kind, fi.frame, fi.sec, fi.usec, None if vlan < 0 else vlan,
+            PyBytes_FromStringAndSize(<const char*>src, alen), PyBytes_FromStringAndSize(<const char*>dst, alen),
+            transport, sport, dport, qname,
+            None if fi.outer_src == NULL or kind != "tunnel_untrusted"
+            else PyBytes_FromStringAndSize(<const char*>fi.outer_src, fi.outer_len),
+            None if fi.outer_src == NULL or kind != "tunnel_untrusted"
+            else PyBytes_FromStringAndSize(<const char*>fi.outer_dst, fi.outer_len),
+        ))
+
+    cdef object stream_anomaly(self, str kind, int32_t s, FrameInfo* fi):
+        """An anomaly about a stream: its key gives the addresses, its partial message the name."""
+        cdef Stream* sp = &self.streams.slots[s]
+        cdef int alen = 4 if sp.key[2] == 4 else 16
+        pending = PyBytes_FromStringAndSize(<const char*>sp.buf, sp.buf_len) if sp.buf_len else b""
+        self.anomaly(kind, fi, sp.key + 4, sp.key + 20, alen, 6, rd16(sp.key + 36), rd16(sp.key + 38),
+                     stream_partial_name(pending), ((sp.key[0] << 8) | sp.key[1]) - 1)
 
     def take_query_log_packed(self):
         """The query-log entries finished since the last take, packed (sensor/querylog/packed.py); b"" when
@@ -190,6 +445,8 @@ cdef class FastLoop:
             if <Py_ssize_t>offset + caplen > data.shape[0]:
                 raise ValueError("batch metadata points past its data")
             self.frame(base + offset, caplen, first_frame + i, m[0], m[1])
+            if self.cs_frame_checked:
+                self.cs_end_frame()
         return self.out
 
     cdef int frame(self, const uint8_t* p, uint32_t caplen, int64_t frame_no,
@@ -203,6 +460,18 @@ cdef class FastLoop:
         fi.vlan = -1
         fi.ntunnels = 0
         fi.flow_seen = self.flows is None
+        fi.mac = NULL
+        fi.outer_src = NULL
+        fi.outer_dst = NULL
+        fi.outer_len = 0
+        fi.handshake = -1
+        fi.ip4hdr = NULL
+        self.shadow = SHADOW_NONE
+        # A cooked capture marks what the capturing host sent (packet type 4): its checksums are not filled in
+        # yet (offload), and the host's own frames are no decoy aimed at it.
+        self.cs_active = self.cs_mode != CHECKSUMS_OFF and not (
+            (lt == DLT_LINUX_SLL and caplen >= 2 and rd16(p) == 4)
+            or (lt == DLT_LINUX_SLL2 and caplen >= 11 and p[10] == 4))
         self.counters_[C_packets] += 1
         self.counters_[C_bytes] += caplen
         if lt == DLT_EN10MB:
@@ -210,10 +479,14 @@ cdef class FastLoop:
         if lt == DLT_LINUX_SLL:
             if caplen < 16:
                 return self.reject(C_truncated_link)
+            if p[4] == 0 and p[5] == 6:
+                fi.mac = p + 6
             return self.after_ethertype(p, caplen, 16, rd16(p + 14), &fi)
         if lt == DLT_LINUX_SLL2:
             if caplen < 20:
                 return self.reject(C_truncated_link)
+            if p[11] == 6:
+                fi.mac = p + 12
             return self.after_ethertype(p, caplen, 20, rd16(p), &fi)
         if lt == DLT_RAW or lt == DLT_RAW_A or lt == DLT_RAW_B:
             if caplen < 1:
@@ -238,12 +511,14 @@ cdef class FastLoop:
         return self.reject(C_unsupported_linktype)
 
     cdef inline int reject(self, int reason) except -1:
-        self.counters_[reason] += 1
+        if self.shadow == SHADOW_NONE:   # a shadowed frame was counted once, by its first reason
+            self.counters_[reason] += 1
         return 0
 
     cdef int ethernet(self, const uint8_t* p, uint32_t n, FrameInfo* fi) except -1:
         if n < 14:
             return self.reject(C_truncated_link)
+        fi.mac = p + 6
         return self.after_ethertype(p, n, 14, rd16(p + 12), fi)
 
     cdef int after_ethertype(self, const uint8_t* p, uint32_t n, uint32_t off, uint16_t et,
@@ -290,6 +565,13 @@ cdef class FastLoop:
         fi.ntunnels += 1
         if fi.ntunnels == 1:
             self.counters_[C_tunneled] += 1
+        if which != TUN_PPPOE and fi.outer_src == NULL:
+            # A mirror's tunnel: the sender is trusted only when it is a configured mirror source.
+            fi.outer_src = fi.src
+            fi.outer_dst = fi.dst
+            fi.outer_len = 4 if fi.ip_version == 4 else 16
+            if not self.trusts(fi.src, fi.ip_version):
+                self.set_shadow(C_tunnel_untrusted, SHADOW_TUNNEL_UNTRUSTED)
         p += inner.offset
         n -= inner.offset
         if inner.kind == INNER_ETHERNET:
@@ -320,6 +602,15 @@ cdef class FastLoop:
             return self.reject(C_ip_length_exceeds_capture)
         frag = rd16(p + 6)
         fi.ip_version = 4
+        # The header checksum is checked once the packet is known to matter (DNS that can hit, a tunnel:
+        # ip_header_bad), so other traffic costs nothing; a fragment's at once, before reassembly.
+        fi.ip4hdr = NULL
+        if frag & 0x3FFF:
+            if self.cs_active and not self.cs_accept(fold(ones_sum(p, ihl, 0)) == 0xFFFF):
+                return self.reject(C_bad_ip_checksum)   # Linux drops it before reassembly
+        else:
+            fi.ip4hdr = p
+            fi.ip4ihl = ihl
         if frag & 0x3FFF:
             return self.fragment(p[9], p + 12, p + 16, p + 4, 2, (frag & 0x1FFF) * 8, frag & 0x2000,
                                  p + ihl, total - ihl, fi)
@@ -352,11 +643,8 @@ cdef class FastLoop:
         (inside a reassembled datagram, a second one is refused)."""
         cdef uint32_t hl
         cdef uint16_t fragword
-        cdef int count = 0
+        # No count limit: Linux walks to the end of the payload; each header is 8 bytes or more.
         while nh == 0 or nh == 43 or nh == 60 or nh == 44:
-            if count == MAX_IPV6_EXT_HEADERS:
-                return self.reject(C_bad_ipv6_extension)
-            count += 1
             if nh == 44:
                 if pos + 8 > end:
                     return self.reject(C_bad_ipv6_extension)
@@ -364,6 +652,8 @@ cdef class FastLoop:
                 if fragword & 0xFFF9:
                     if reassembled:
                         return self.reject(C_bad_ipv6_extension)
+                    if not fragword & 0xFFF8 and not chain_complete(p[pos], p + pos + 8, end - pos - 8):
+                        return self.reject(C_ipv6_fragment_incomplete_chain)
                     return self.fragment(p[pos], fi.src, fi.dst, p + pos + 4, 4, fragword & 0xFFF8,
                                          fragword & 1, p + pos + 8, end - pos - 8, fi)
                 nh = p[pos]
@@ -386,6 +676,8 @@ cdef class FastLoop:
         cdef uint8_t key[FRAG_KEY_LEN]
         cdef Reassembled whole
         cdef int alen = 4 if fi.ip_version == 4 else 16
+        if self.shadow != SHADOW_NONE:
+            return self.reject(C_ip_fragment)   # not counted: the frame was counted by its first reason
         memset(key, 0, FRAG_KEY_LEN)
         key[0] = (fi.vlan + 1) >> 8
         key[1] = (fi.vlan + 1) & 0xFF
@@ -396,6 +688,8 @@ cdef class FastLoop:
         memcpy(key + 36, ident, ident_len)
         if not self.fragments.add(key, <int64_t>fi.sec * 1000000 + fi.usec, offset, more, protocol, data, n,
                                   self.counters_, &whole):
+            if whole.overlap:
+                self.anomaly(ANOMALY_FRAGMENT_OVERLAP, fi, src, dst, alen, 0, 0, 0, None, fi.vlan)
             return self.reject(C_ip_fragment if offset == 0 else C_ip_fragment_not_first)
         fi.src = whole.src
         fi.dst = whole.dst
@@ -420,12 +714,22 @@ cdef class FastLoop:
                 ulen = rd16(p + 4)
                 if ulen < 8 or ulen > n:
                     return self.reject(C_bad_udp_length)
+                if self.ip_header_bad(fi):
+                    return 0
                 return self.tunnel(TUN_VXLAN if fi.dport == VXLAN_PORT else TUN_GENEVE, p + 8, ulen - 8, fi)
             if not (self.ports[fi.sport] or self.ports[fi.dport]):
                 return self.reject(C_not_dns_port)
             ulen = rd16(p + 4)
             if ulen < 8 or ulen > n:
                 return self.reject(C_bad_udp_length)
+            # A response's checksum matters only to the query log: the client's kernel drops a bad one, but no
+            # hit comes from a response (half the frames, the larger half: verified only when the log is on).
+            if ulen < 11 or not p[10] & 0x80 or self.pending is not None:
+                if self.ip_header_bad(fi):
+                    return 0
+                if (self.shadow == SHADOW_NONE and self.cs_active
+                        and not self.cs_accept(transport_ok(17, fi.src, fi.dst, fi.ip_version, p, ulen))):
+                    self.set_shadow(C_bad_udp_checksum, SHADOW_BAD_CHECKSUM)
             fi.transport = 17
             return self.message(p + 8, ulen - 8, fi)
         if proto == 6:
@@ -438,21 +742,51 @@ cdef class FastLoop:
             doff = (p[12] >> 4) * 4
             if doff < 20 or doff > n:
                 return self.reject(C_bad_tcp_header)
+            if self.ip_header_bad(fi):
+                return 0
+            if (self.shadow == SHADOW_NONE and self.cs_active
+                    and not self.cs_accept(transport_ok(6, fi.src, fi.dst, fi.ip_version, p, n))):
+                self.set_shadow(C_bad_tcp_checksum, SHADOW_BAD_CHECKSUM)
             fi.transport = 6
-            return self.tcp_segment(p[13], rd32(p + 4), p + doff, n - doff, fi)
+            if self.shadow != SHADOW_NONE:
+                self.tcp_messages(p + doff, n - doff, fi)   # this segment alone: no stream state
+                return 0
+            return self.tcp_segment(p, doff, n, fi)
         if proto == IPPROTO_GRE:
+            if self.ip_header_bad(fi):
+                return 0
             return self.tunnel(TUN_GRE, p, n, fi)
         return self.reject(C_not_udp_tcp)
 
-    cdef int tcp_segment(self, uint8_t flags, uint32_t seq, const uint8_t* payload, uint32_t n,
-                         FrameInfo* fi) except -1:
+    cdef int32_t new_stream(self, const uint8_t* key, uint64_t h, int64_t now_us, FrameInfo* fi) except -2:
+        """A slot for a new stream; a full table evicts the least recently used one, reported when it held part
+        of a message (a flood of streams is how a query is hidden from a sensor)."""
+        cdef StreamTable st = self.streams
+        cdef int32_t old
+        if st.free_head == -1:
+            old = st.lru_tail
+            if st.is_idle(&st.slots[old], now_us):
+                self.counters_[C_tcp_stream_expired] += 1
+            else:
+                self.counters_[C_tcp_stream_evicted] += 1
+                if st.slots[old].buf_len or st.slots[old].nooo:
+                    self.counters_[C_tcp_evicted_mid_message] += 1
+                    self.stream_anomaly(ANOMALY_EVICTED, old, fi)
+            st.remove(old)
+        return st.create(key, h, now_us)
+
+    cdef int tcp_segment(self, const uint8_t* th, uint32_t doff, uint32_t n, FrameInfo* fi) except -1:
+        """One segment of one direction (the steps of sensor/decode/tcpstream.py, TcpStreams.segment)."""
         cdef uint8_t key[STREAM_KEY_LEN]
-        cdef uint64_t h = FNV_OFFSET
+        cdef uint8_t peer_key[STREAM_KEY_LEN]
+        cdef uint64_t h = FNV_OFFSET, ph = FNV_OFFSET
         cdef int k, alen = 4 if fi.ip_version == 4 else 16
         cdef int64_t now_us = <int64_t>fi.sec * 1000000 + fi.usec
-        cdef bint syn = flags & 0x02, fin_or_rst = flags & 0x05
-        cdef uint32_t data_seq, used
-        cdef int32_t d, s
+        cdef uint8_t flags = th[13]
+        cdef uint32_t seq = rd32(th + 4), data_seq, fin, ptr
+        cdef const uint8_t* payload = th + doff
+        cdef uint32_t plen = n - doff, given = n - doff
+        cdef int32_t s, peer
         cdef StreamTable st = self.streams
         cdef Stream* sp
         memset(key, 0, STREAM_KEY_LEN)
@@ -472,50 +806,152 @@ cdef class FastLoop:
             self.counters_[C_tcp_stream_expired] += 1
             st.remove(s)
             s = -1
-        if n == 0:
-            if syn:
-                if s < 0:
-                    s = st.create(key, h, now_us, self.counters_)
-                st.drop_partial(s)
-                st.slots[s].expected_seq = seq + 1
-                st.touch(s, now_us)
-            elif fin_or_rst and s >= 0:
-                st.remove(s)
-            return self.reject(C_tcp_no_payload)
-        data_seq = seq + 1 if syn else seq
-        if s < 0:
-            s = st.create(key, h, now_us, self.counters_)
-            st.slots[s].expected_seq = data_seq
-        else:
-            d = <int32_t>(data_seq - st.slots[s].expected_seq)
-            if d < 0 and <int32_t>(data_seq + n - st.slots[s].expected_seq) <= 0:
-                self.counters_[C_tcp_retransmission] += 1
-                st.touch(s, now_us)
-                if fin_or_rst:
+        peer = -1
+        if flags & 0x10 and not flags & 0x04:
+            # The peer's acknowledgement: bytes before it reached the host, seen here or not (a capture gap).
+            memcpy(peer_key, key, 4)
+            memcpy(peer_key + 4, key + 20, 16)
+            memcpy(peer_key + 20, key + 4, 16)
+            memcpy(peer_key + 36, key + 38, 2)
+            memcpy(peer_key + 38, key + 36, 2)
+            for k in range(STREAM_KEY_LEN):
+                ph = hash_step(ph, peer_key[k])
+            peer = st.find(peer_key, ph)
+            if peer >= 0 and (not st.slots[peer].acked_valid or seq_diff(rd32(th + 8), st.slots[peer].acked) > 0):
+                st.slots[peer].acked = rd32(th + 8)
+                st.slots[peer].acked_valid = 1
+        if flags & 0x04:
+            # RFC 5961 3.2: only a RST at exactly the next expected number ends the stream; its data never counts.
+            if s >= 0:
+                if seq == st.slots[s].expected_seq:
                     st.remove(s)
-                return 0
-            if d != 0:
-                self.counters_[C_tcp_gap] += 1
-                st.drop_partial(s)
-                st.slots[s].expected_seq = data_seq
-        st.touch(s, now_us)
-        sp = &st.slots[s]
-        if sp.buf_len > 0:
-            if st.append(s, payload, n) < 0:
-                raise MemoryError()
-            used = self.tcp_messages(sp.buf, sp.buf_len, fi)
-            if used == sp.buf_len:
-                st.drop_partial(s)
-            elif used > 0:
-                memmove(sp.buf, sp.buf + used, sp.buf_len - used)
-                sp.buf_len -= used
+                else:
+                    self.counters_[C_tcp_rst_ignored] += 1
+            return self.reject(C_tcp_no_payload) if given == 0 else 0
+        if flags & 0x02:
+            if s >= 0 and st.slots[s].has_data:
+                self.counters_[C_tcp_syn_ignored] += 1   # RFC 5961 4.2: a SYN inside a live stream
+                return self.reject(C_tcp_no_payload) if given == 0 else 0
+            if plen and not has_fast_open_cookie(th + 20, doff - 20):
+                self.counters_[C_tcp_syn_data_ignored] += 1
+                plen = 0
+            if s < 0:
+                s = self.new_stream(key, h, now_us, fi)
+            else:
+                st.reset(s)
+            sp = &st.slots[s]
+            sp.expected_seq = seq + 1
+            sp.syn = 1
+            sp.synack = 0
+            if flags & 0x10:   # a SYN-ACK completes the peer's handshake
+                peer = st.find(peer_key, ph)   # found again: new_stream may have evicted it
+                if peer >= 0 and st.slots[peer].syn and not st.slots[peer].has_data:
+                    st.slots[peer].synack = 1
+            data_seq = seq + 1
         else:
+            data_seq = seq
+            if s < 0:
+                if plen == 0:
+                    return self.reject(C_tcp_no_payload)
+                s = self.new_stream(key, h, now_us, fi)
+                st.slots[s].expected_seq = seq
+        sp = &st.slots[s]
+        if plen or flags & 0x02:   # a bare ACK or FIN does not keep a stream alive
+            st.touch(s, now_us)
+        if flags & 0x20:
+            # Linux's tcp_check_urg: the byte before the pointer is urgent, unless passed or superseded.
+            ptr = rd16(th + 18)
+            ptr = data_seq + ptr - 1 if ptr else data_seq
+            if seq_diff(ptr, sp.expected_seq) >= 0 and not (sp.urg_valid and seq_diff(ptr, sp.urg_seq) <= 0):
+                sp.urg_seq = ptr
+                sp.urg_valid = 1
+        fi.handshake = sp.syn and sp.synack
+        if plen:
+            self.tcp_accept(s, data_seq, payload, plen, fi)
+            sp = &st.slots[s]
+        if flags & 0x01:
+            fin = data_seq + plen
+            if seq_diff(fin, sp.expected_seq) >= 0:
+                sp.fin_seq = fin    # ends the stream now, or once the data before it has arrived
+                sp.fin_valid = 1
+        if sp.fin_valid and sp.fin_seq == sp.expected_seq:
+            st.remove(s)
+        if given == 0:
+            return self.reject(C_tcp_no_payload)
+        return 0
+
+    cdef int tcp_accept(self, int32_t s, uint32_t seq, const uint8_t* payload, uint32_t n,
+                        FrameInfo* fi) except -1:
+        """Bytes at `seq`: delivered (and the messages they complete decoded), queued out of order, or dropped as
+        already delivered."""
+        cdef StreamTable st = self.streams
+        cdef Stream* sp = &st.slots[s]
+        cdef int32_t start = seq_diff(seq, sp.expected_seq), skip
+        cdef int r
+        cdef uint32_t used
+        sp.has_data = 1
+        if <int64_t>start + n <= 0:
+            self.counters_[C_tcp_retransmission] += 1
+            if st.conflicts(s, payload, n, -start):
+                self.conflict(s, fi)
+            return 0
+        if start < 0:
+            # Bytes already delivered win (Linux reads from rcv_nxt); the rest is new.
+            self.counters_[C_tcp_overlap] += 1
+            if st.conflicts(s, payload, -start, -start):
+                self.conflict(s, fi)
+            payload -= start
+            n += start
+            start = 0
+        if start >= OOO_WINDOW:
+            self.counters_[C_tcp_gap] += 1   # a capture gap: what was pending cannot complete
+            st.reset(s)
+            sp.expected_seq = seq
+            start = 0
+        if start > 0 and sp.acked_valid and seq_diff(sp.acked, sp.expected_seq) > 0:
+            # The peer acknowledged bytes the sensor never saw: a capture gap, not a hole the host waits on.
+            self.counters_[C_tcp_gap] += 1
+            skip = seq_diff(sp.acked, sp.expected_seq)
+            if skip > start:
+                skip = start
+            st.drop_partial(s)
+            sp.urg_valid = 0
+            sp.expected_seq += <uint32_t>skip
+            start -= skip
+        if start > 0:
+            r = st.queue(s, start, payload, n, self.counters_)
+            if r < 0:
+                raise MemoryError()
+            if r:
+                self.conflict(s, fi)
+            return 0
+        if sp.buf_len == 0 and sp.nooo == 0 and not (sp.urg_valid and <uint32_t>seq_diff(sp.urg_seq, sp.expected_seq) < n):
+            # The common case: a whole message in one segment, decoded where it lies.
+            sp.expected_seq += n
             used = self.tcp_messages(payload, n, fi)
+            sp = &st.slots[s]
             if used < n and st.append(s, payload + used, n - used) < 0:
                 raise MemoryError()
-        sp.expected_seq = data_seq + n
-        if fin_or_rst:
-            st.remove(s)
+            return 0
+        if st.deliver(s, payload, n, self.counters_) < 0:
+            raise MemoryError()
+        r = st.drain(s, self.counters_)
+        if r < 0:
+            raise MemoryError()
+        if r:
+            self.conflict(s, fi)
+        used = self.tcp_messages(sp.buf, sp.buf_len, fi)
+        sp = &st.slots[s]
+        if used == sp.buf_len:
+            st.drop_partial(s)
+        elif used > 0:
+            memmove(sp.buf, sp.buf + used, sp.buf_len - used)
+            sp.buf_len -= used
+        return 0
+
+    cdef int conflict(self, int32_t s, FrameInfo* fi) except -1:
+        self.counters_[C_tcp_overlap_conflict] += 1
+        self.stream_anomaly(ANOMALY_OVERLAP_CONFLICT, s, fi)
         return 0
 
     cdef uint32_t tcp_messages(self, const uint8_t* p, uint32_t n, FrameInfo* fi) except? 0xFFFFFFFF:
@@ -524,7 +960,8 @@ cdef class FastLoop:
         while n - pos >= 2:
             mlen = rd16(p + pos)
             if mlen == 0:
-                self.counters_[C_dns_too_short] += 1
+                if self.shadow == SHADOW_NONE:
+                    self.counters_[C_dns_too_short] += 1
                 pos += 2
                 continue
             if n - pos - 2 < mlen:
@@ -541,6 +978,8 @@ cdef class FastLoop:
         cdef DecodedName* name = &self.name
         cdef Subnet subnet
         cdef object subnet_str = None, tunnel = None
+        if self.shadow != SHADOW_NONE:
+            return self.shadow_message(msg, n, fi)
         if n < 12:
             return self.reject(C_dns_too_short)
         qdcount = rd16(msg + 4)
@@ -588,5 +1027,27 @@ cdef class FastLoop:
             fi.transport, fi.sport, fi.dport, rd16(msg), flags, qdcount,
             PyUnicode_DecodeASCII(<const char*>name.text, name.text_len, NULL),
             qtype, qclass, rule, tunnel, subnet_str,
+            None if fi.mac == NULL else PyBytes_FromStringAndSize(<const char*>fi.mac, 6),
+            None if fi.outer_src == NULL else (PyBytes_FromStringAndSize(<const char*>fi.outer_src, fi.outer_len),
+                                               PyBytes_FromStringAndSize(<const char*>fi.outer_dst, fi.outer_len)),
+            None if fi.handshake < 0 else bool(fi.handshake),
         ))
+        return 0
+
+    cdef int shadow_message(self, const uint8_t* msg, uint32_t n, FrameInfo* fi) except -1:
+        """A query the resolver never sees: an anomaly when it would hit; nothing counted."""
+        cdef DecodedName* name = &self.name
+        cdef int32_t rule
+        cdef int alen = 4 if fi.ip_version == 4 else 16
+        if n < 12 or rd16(msg + 4) == 0 or decode_name(msg, n, 12, name) or name.end + 4 > n:
+            return 0
+        if rd16(msg + 2) & 0x8000:
+            return 0
+        rule = self.rules.match(name.text, name.text_len, name.label_starts, name.nlabels)
+        if rule < 0 and self.patterns is not None:
+            rule = self.patterns(lowered_name(name))
+        if rule < 0 or (rule < len(self.allow) and self.allow[rule]):
+            return 0
+        self.anomaly(SHADOW_NAMES[self.shadow], fi, fi.src, fi.dst, alen, fi.transport, fi.sport, fi.dport,
+                     PyUnicode_DecodeASCII(<const char*>name.text, name.text_len, NULL), fi.vlan)
         return 0

@@ -1,10 +1,10 @@
-# IP fragment reassembly, IPv4 (RFC 791) and IPv6 (RFC 8200 4.5), bounded (docs/querylog.md, "Reassembly").
-# Included by loop.pyx; the reference is sensor/decode/reassembly.py.
+# IP fragment reassembly, IPv4 (RFC 791) and IPv6 (RFC 8200 4.5), bounded, as Linux does it (docs/decoding.md,
+# "IP fragments"). Included by loop.pyx; the reference is sensor/decode/reassembly.py.
 #
-# A datagram in progress holds its fragments' bytes at their offsets and the list of ranges received. Any
-# overlap that is not an exact duplicate abandons the datagram (RFC 5722's rule, applied to IPv4 too):
-# overlapping fragments are how an evader shows the sensor one payload and the host another. An abandoned
-# datagram keeps its slot, empty, until its timeout, so its remaining fragments do not start a new one.
+# A datagram in progress holds its fragments' bytes at their offsets and the list of ranges received. As in
+# Linux's inet_frag_queue_insert: a fragment wholly inside data held is dropped and the queue kept (the first
+# copy wins); any other overlap, two different ends, or a datagram too big drops the queue, and a later
+# fragment with the same identification starts a new one (a resend of the whole datagram is accepted).
 
 cdef enum:
     FRAG_KEY_LEN = 40            # vlan+1 (2), ip version (1), IPv4 protocol (1), src (16), dst (16), id (4)
@@ -25,7 +25,6 @@ ctypedef struct Datagram:
     uint32_t starts[MAX_FRAGMENTS]
     uint32_t ends[MAX_FRAGMENTS]
     int nranges
-    bint abandoned               # overlapping or too big: absorbs the rest of its fragments until expiry
 
 ctypedef struct Reassembled:
     uint8_t* buf                 # the whole datagram's payload, owned by the caller (free it)
@@ -33,6 +32,7 @@ ctypedef struct Reassembled:
     int protocol
     uint8_t src[16]
     uint8_t dst[16]
+    bint overlap                 # set (with 0 returned) when the fragment overlapped: an anomaly to report
 
 
 cdef class FragmentTable:
@@ -121,10 +121,6 @@ cdef class FragmentTable:
         self.free_head = i
         self.count -= 1
 
-    cdef void abandon(self, int32_t i) noexcept nogil:
-        self.drop_data(i)
-        self.slots[i].abandoned = True
-
     cdef int32_t create(self, const uint8_t* key, uint64_t h, int64_t now_us) noexcept nogil:
         cdef int32_t i = self.free_head
         cdef Datagram* d = &self.slots[i]
@@ -140,7 +136,6 @@ cdef class FragmentTable:
         d.total = -1
         d.protocol = -1
         d.nranges = 0
-        d.abandoned = False
         d.newer = -1
         d.older = self.newest
         if self.newest != -1:
@@ -153,51 +148,56 @@ cdef class FragmentTable:
 
     cdef int add(self, const uint8_t* key, int64_t now_us, uint32_t offset, bint more, int protocol,
                  const uint8_t* data, uint32_t n, uint64_t* counters, Reassembled* out) except -1:
-        """Take one fragment; return 1 with `out` filled when it completes its datagram, else 0."""
+        """Take one fragment; return 1 with `out` filled when it completes its datagram, else 0 (with
+        out.overlap set when it overlapped data held: an anomaly)."""
         cdef uint64_t h = FNV_OFFSET
         cdef int k
         cdef int32_t i, j
         cdef Datagram* d
-        cdef uint32_t end = offset + n, cap, covered = 0
+        cdef uint32_t end = offset + n, cap, covered = 0, inside = 0, lo, hi
         cdef uint8_t* grown
+        out.overlap = False
         for k in range(FRAG_KEY_LEN):
             h = (h ^ key[k]) * FNV_PRIME
         while self.oldest != -1 and now_us - self.slots[self.oldest].first_us > self.timeout_us:
-            if not self.slots[self.oldest].abandoned:
-                counters[C_ip_fragment_expired] += 1
+            counters[C_ip_fragment_expired] += 1
             self.remove(self.oldest)
         i = self.find(key, h)
         if i < 0:
             if self.free_head == -1:
-                if not self.slots[self.oldest].abandoned:
-                    counters[C_ip_fragment_evicted] += 1
+                counters[C_ip_fragment_evicted] += 1
                 self.remove(self.oldest)
             i = self.create(key, h, now_us)
         d = &self.slots[i]
-        if d.abandoned:
-            return 0
         if end > MAX_DATAGRAM or (d.nranges == MAX_FRAGMENTS):
             counters[C_ip_reassembly_too_big] += 1
-            self.abandon(i)
+            self.remove(i)
             return 0
-        for k in range(d.nranges):
-            if offset < d.ends[k] and d.starts[k] < end:
-                if d.starts[k] == offset and d.ends[k] == end and memcmp(d.buf + offset, data, n) == 0:
-                    return 0     # an exact duplicate (a retransmitted fragment): harmless, dropped
-                counters[C_ip_fragment_overlap] += 1
-                self.abandon(i)
-                return 0
         if (not more and ((d.total >= 0 and d.total != <int32_t>end) or (d.nranges and self.max_end(d) > end))) \
                 or (more and d.total >= 0 and <int32_t>end > d.total):
             counters[C_ip_fragment_overlap] += 1   # two different ends: the same trick as an overlap
-            self.abandon(i)
+            out.overlap = True
+            self.remove(i)
+            return 0
+        for k in range(d.nranges):
+            lo = offset if offset > d.starts[k] else d.starts[k]
+            hi = end if end < d.ends[k] else d.ends[k]
+            if lo < hi:
+                inside += hi - lo
+        if n and inside == n:
+            counters[C_ip_fragment_duplicate] += 1   # wholly inside data held: dropped, the first copy wins
+            out.overlap = memcmp(d.buf + offset, data, n) != 0
+            return 0
+        if inside:
+            counters[C_ip_fragment_overlap] += 1
+            out.overlap = True
+            self.remove(i)
             return 0
         # Room in the table's byte budget: the oldest other datagrams go first. There always are enough, since
         # one datagram holds at most MAX_DATAGRAM bytes and max_bytes is at least that.
         while self.bytes_held + n > self.max_bytes:
             j = self.oldest if self.oldest != i else self.slots[i].newer
-            if not self.slots[j].abandoned:
-                counters[C_ip_fragment_evicted] += 1
+            counters[C_ip_fragment_evicted] += 1
             self.remove(j)
         if end > d.buf_cap:
             cap = d.buf_cap if d.buf_cap else 2048

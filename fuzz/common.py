@@ -24,8 +24,10 @@ PORT_SETS = ((53,), (53, 5353, 5355, 1053, 8053))
 # Rules whose names generated and shipped traffic uses, so that hits, allow rules and EDNS reads are reached.
 TABLE = {"com": [0, 0], "evil.com": [1, 1], "example": [-1, 2], "": [3, 3], "a": [4, 4], "google.com": [5, 5]}
 ALLOW = bytes([0, 0, 0, 0, 1, 0])
-# Small stream table and idle time: the fuzzer reaches eviction and expiry within a few frames.
-LIMITS = {"max_tcp_streams": 3, "tcp_idle_timeout": 0.05}
+# Small stream table and idle time: the fuzzer reaches eviction and expiry within a few frames. Checksums are not
+# checked and every tunnel sender is a mirror here (frames are built with zero checksums); the reassembly targets
+# verify checksums they compute (fuzz/targets/tcp_reassembly.py, ip_reassembly.py).
+LIMITS = {"max_tcp_streams": 3, "tcp_idle_timeout": 0.05, "checksums": 0, "mirror_sources": ("any",)}
 # The other tables the loops keep, small, so that fuzzed traffic reaches their eviction and expiry paths: the
 # query log's pending queries, IP reassembly, the flow table.
 QUERY_LOG_LIMITS = {"query_log": True, "max_pending_queries": 4, "query_timeout": 0.05,
@@ -150,6 +152,9 @@ def differential(linktype: int, ports: Sequence[int], frames: Sequence[bytes], e
         flows[side].append(flow_table.take())
     if [tuple(r) for r in fast] != [tuple(r) for r in reference]:
         raise Disagreement(f"link type {linktype}, ports {tuple(ports)}: {describe(reference, fast)}")
+    anomalies = ([tuple(a) for a in reference_loop.take_anomalies()], [tuple(a) for a in fast_loop.take_anomalies()])
+    if anomalies[0] != anomalies[1]:
+        raise Disagreement(f"link type {linktype}: anomalies (reference, fast): {anomalies[0]!r} != {anomalies[1]!r}")
     if logged[0] != logged[1]:
         raise Disagreement(f"link type {linktype}: query log (reference, fast): {logged[0]!r} != {logged[1]!r}")
     reference_records, fast_records = (b"".join(a.tobytes() for a in side) for side in flows)
@@ -238,3 +243,33 @@ def udp_datagram(payload: bytes, sport: int = 40000, dport: int = 53) -> bytes:
 
 def tcp_segment(payload: bytes, seq: int, flags: int, sport: int = 40000, dport: int = 53) -> bytes:
     return struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, 0, 5 << 4, flags, 65535, 0, 0) + payload
+
+
+def with_checksums(packet: bytes) -> bytes:
+    """A RAW IPv4 or IPv6 packet from ip_packet with its IPv4 header, UDP or TCP checksum filled in (a fragment:
+    only the header's)."""
+    from sensor.decode.checksum import ones_sum
+
+    data = bytearray(packet)
+    if data[0] >> 4 == 4:
+        ihl = (data[0] & 0x0F) * 4
+        data[10:12] = b"\x00\x00"
+        data[10:12] = (0xFFFF - ones_sum(bytes(data[:ihl]))).to_bytes(2, "big")
+        src, dst, protocol, start = bytes(data[12:16]), bytes(data[16:20]), data[9], ihl
+        if int.from_bytes(data[6:8], "big") & 0x3FFF:
+            return bytes(data)
+    else:
+        src, dst, protocol, start = bytes(data[8:24]), bytes(data[24:40]), data[6], 40
+    at = start + (6 if protocol == 17 else 16)
+    if protocol not in (6, 17) or len(data) < at + 2:
+        return bytes(data)
+    data[at:at + 2] = b"\x00\x00"
+    segment = bytes(data[start:])
+    length = len(segment)
+    if len(src) == 16:
+        pseudo = src + dst + length.to_bytes(4, "big") + bytes([0, 0, 0, protocol])
+    else:
+        pseudo = src + dst + bytes([0, protocol]) + length.to_bytes(2, "big")
+    value = 0xFFFF - ones_sum(segment, ones_sum(pseudo))
+    data[at:at + 2] = (value or (0xFFFF if protocol == 17 else 0)).to_bytes(2, "big")
+    return bytes(data)

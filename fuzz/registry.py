@@ -20,6 +20,8 @@ TARGETS: dict[str, str] = {
     "capture_file": "fuzz.targets.capture_file",  # pcap/pcapng bytes read by sensor/capture/files.py
     "rule_parsers": "fuzz.targets.rule_parsers",  # each rule format, format detection, the compiled rule set
     "flow_filter": "fuzz.targets.flow_filter",  # nfdump filter expressions: only FilterError, and sound logic
+    "tcp_reassembly": "fuzz.targets.tcp_reassembly",  # Linux's TCP reassembly, checksums verified: fast == reference
+    "ip_reassembly": "fuzz.targets.ip_reassembly",  # Linux's fragment policy, checksums verified: fast == reference
     "compiled_rules": "fuzz.targets.compiled_rules",  # compiled rule-set files: only CompiledRulesError; loops agree
 }
 

@@ -215,15 +215,15 @@ def fragments_capture() -> Timeline:
     other = bytes(payload[296:304]).replace(b"\x00", b"X") + payload[304:]
     second = IP(src=CLIENT4, dst=RESOLVER4, id=0x5003, proto=17, ttl=64, frag=296 // 8) / Raw(other)
     t.add(ether() / first)  # 10 held
-    t.add(ether() / second)  # 11 overlaps 296-304: ip_fragment_overlap, datagram abandoned
+    t.add(ether() / second)  # 11 overlaps 296-304 and runs past: ip_fragment_overlap, the queue dropped
     t.add(ether() / IP(src=CLIENT4, dst=RESOLVER4, id=0x5003, proto=17, ttl=64, frag=304 // 8) / Raw(payload[304:]))
-    # 12 the honest last fragment, absorbed by the abandoned datagram
+    # 12 the honest last fragment: a new queue, never completed
     # An exact duplicate of a fragment is harmless.
     padded = edns_padded_query("dup.example", 600)
     whole = bytes(IP(src=CLIENT4, dst=RESOLVER4, id=0x5004, ttl=64) / UDP(sport=40305, dport=53) / Raw(padded))
     pieces = ipv4_fragments(whole, 0x5004, [0, 304], [0, 0, 1], CLIENT4, RESOLVER4, False)
     for frame in pieces:
-        t.add(frame)  # 13 held, 14 the same again (dropped), 15 completes: a query, unanswered at the end
+        t.add(frame)  # 13 held, 14 the same again (ip_fragment_duplicate), 15 completes: a query, unanswered
     return t
 
 

@@ -34,6 +34,8 @@ def replay_command(name: str, expectation: dict[str, Any], out: Path, summary: P
                "--out", str(out), "--summary-json", str(summary), "--no-progress"]
     if "ports" in expectation:
         command += ["--ports", expectation["ports"]]
+    for source in expectation.get("mirror_source", []):  # tunnels are decoded only from the named mirrors
+        command += ["--mirror-source", source]
     return command
 
 

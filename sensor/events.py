@@ -19,6 +19,7 @@ from sensor.community_id import community_id
 from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
 from sensor.records import DnsMessage
 from sensor.rules.model import NAME_KINDS, SUFFIX, Rule, RuleSet
+from sensor.spoofing import spoofing_fields
 from sensor.suffixes import domain_parts
 
 if TYPE_CHECKING:  # a hit from the runner (sensor/messages.py) has the same fields as the loop's tuple
@@ -247,7 +248,16 @@ class HitEncoder:
               rule: Rule | None = None) -> schema.DnsEvent:
         """The ECS record of one hit; `attribution` when the query was a resolver's, linked to its clients;
         `rule` when the caller has it (a worker sent it), else it is read from the current rule set."""
-        return self.message(msg, origin, self._parts(msg.rule, rule), attribution)
+        event = self.message(msg, origin, self._parts(msg.rule, rule), attribution)
+        # ---- issue 13: source.mac, truesource.tunnel {path, outer}, truesource.tcp.handshake (sensor/spoofing.py)
+        source_extra, spoofing = spoofing_fields(msg)
+        if "mac" in source_extra:
+            event.source.mac = source_extra["mac"]
+        if "tunnel" in spoofing:
+            event.truesource.tunnel = spoofing["tunnel"]
+        if "tcp" in spoofing:
+            event.truesource.tcp = schema.Tcp(handshake=spoofing["tcp"]["handshake"])
+        return event
 
     def heuristic_event(self, msg: DnsMessage | DnsRecord, origin: Origin, found) -> schema.DnsEvent:
         """A hit by a heuristic detector: the same event, the detector in place of a rule (no indicator)."""

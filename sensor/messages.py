@@ -44,6 +44,9 @@ class DnsRecord(msgspec.Struct, frozen=True, array_like=True):
     rule: int
     tunnel: str | None = None
     client_subnet: str | None = None
+    src_mac: bytes | None = None  # issue 13's spoofing fields (sensor/records.py)
+    tunnel_outer: tuple[bytes, bytes] | None = None
+    tcp_handshake: bool | None = None
 
     @property
     def is_response(self) -> bool:
@@ -79,6 +82,7 @@ class Report(msgspec.Struct, tag="report", array_like=True):
     counters: dict[str, int] | None = None
     pcap: tuple[int, int, int] | None = None  # received, kernel drops, interface drops
     last: bool = False  # the worker's final report: it has stopped
+    anomalies: list[tuple[Any, ...]] = []  # AnomalyRecord fields (sensor/anomalies.py), rate-limited by the parent
 
 
 class Flows(msgspec.Struct, tag="flows", array_like=True):

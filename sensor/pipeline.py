@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from sensor.anomalies import ANOMALY_TOPIC, AnomalySink
 from sensor.attribution import ResolverAttribution
 from sensor.events import HIT_TOPIC, HitEncoder, Origin
 from sensor.messages import DnsRecord
@@ -31,6 +32,7 @@ class HitPipeline:
         self.attribution = attribution
         self.heuristics = heuristics  # a HeuristicEngine: then the loop hands over every message, not only hits
         self.hits = 0
+        self.anomaly_sink = AnomalySink(encoder.observer_for)  # issue 13: anomaly events (sensor/anomalies.py)
 
     @property
     def wants_every_message(self) -> bool:
@@ -59,9 +61,31 @@ class HitPipeline:
         for output in self.outputs:
             output.write(HIT_TOPIC, line)
 
+    def anomalies(self, records: Sequence[Sequence], origin: Origin) -> None:
+        """Anomalies a loop saw (this process's, or a worker's), as events (rate-limited) on every output."""
+        self.anomaly_records(records, origin)
+
+    def encrypted_dns_hook(self, resolvers: list[str]):
+        """A flow-record callback: clients that bypass `resolvers` with DoT or DoH (sensor/encrypted_dns.py)."""
+        from sensor.encrypted_dns import EncryptedDnsCheck
+
+        check = EncryptedDnsCheck(resolvers)
+
+        def on_records(arr) -> None:
+            self.anomaly_records(check.check(arr))
+
+        return on_records
+
+    def anomaly_records(self, records: Sequence[Sequence], origin: Origin | None = None) -> None:
+        """Anomaly records from outside the loop (flows), rate-limited, to every output."""
+        for line in self.anomaly_sink.encode(records, origin):
+            for output in self.outputs:
+                output.write(ANOMALY_TOPIC, line)
+
     def state_counters(self) -> dict[str, int]:
         """Sizes and evictions of the bounded tables behind the loop: attribution, heuristics (docs/limits.md)."""
         out = self.attribution.counters() if self.attribution is not None else {}
+        out.update(self.anomaly_sink.counters())
         if self.heuristics is not None:
             out.update({f"heuristics_{k}": v for k, v in self.heuristics.counters().items()})
         for output in self.outputs:

@@ -27,6 +27,10 @@ class DnsMessage(NamedTuple):
     # Appended last, with defaults, so records written before tunnels and ECS existed still construct.
     tunnel: str | None = None  # tunnels outer to inner joined by "/" ("gre/vxlan"), None when not tunneled
     client_subnet: str | None = None  # EDNS Client Subnet of a query ("192.0.2.0/24"), None when absent
+    # ---- issue 13: what lets a SIEM tell a forged source from a real one (docs/events.md) ----
+    src_mac: bytes | None = None  # the innermost Ethernet (or SLL) sender's 6-byte address; None without one
+    tunnel_outer: tuple[bytes, bytes] | None = None  # the outermost tunnel's (source, destination) addresses
+    tcp_handshake: bool | None = None  # TCP: this direction's SYN and the peer's SYN-ACK were seen; UDP: None
 
     @property
     def is_response(self) -> bool:
@@ -56,6 +60,12 @@ FRAME_REASONS = (
     "tcp_no_payload",
     "bad_tunnel",
     "tunnel_too_deep",
+    # What the resolver's kernel drops (docs/decoding.md, "Checksums", "Tunnels", "IP fragments").
+    "bad_ip_checksum",
+    "bad_udp_checksum",
+    "bad_tcp_checksum",
+    "tunnel_untrusted",
+    "ipv6_fragment_incomplete_chain",
 )
 MESSAGE_REASONS = (
     "dns_too_short",
@@ -66,7 +76,22 @@ MESSAGE_REASONS = (
     "dns_name_too_long",
     "dns_truncated",
 )
-TCP_EVENTS = ("tcp_gap", "tcp_retransmission", "tcp_stream_evicted", "tcp_stream_expired")
+TCP_EVENTS = (
+    "tcp_gap",
+    "tcp_retransmission",
+    "tcp_stream_evicted",
+    "tcp_stream_expired",
+    # Linux's reassembly (docs/decoding.md, "TCP reassembly")
+    "tcp_out_of_order",
+    "tcp_ooo_dropped",
+    "tcp_overlap",
+    "tcp_overlap_conflict",
+    "tcp_syn_data_ignored",
+    "tcp_syn_ignored",
+    "tcp_rst_ignored",
+    "tcp_urgent_dropped",
+    "tcp_evicted_mid_message",
+)
 FLOW_EVENTS = ("flows_created", "flows_evicted")  # with --flows: flows started; flows pushed out of a full table
 # The query log's correlation (counted only when it is on; docs/querylog.md) and IP fragment reassembly.
 QUERY_LOG_EVENTS = ("dns_query_expired", "dns_query_evicted", "dns_query_retransmission", "dns_response_without_query")
@@ -76,6 +101,7 @@ REASSEMBLY_EVENTS = (
     "ip_fragment_evicted",
     "ip_fragment_overlap",
     "ip_reassembly_too_big",
+    "ip_fragment_duplicate",
 )
 # The memory budget (issue 14, sensor/budget.py): partial TCP messages dropped to keep the streams' bytes within
 # max_tcp_bytes.
@@ -95,4 +121,5 @@ COUNTERS = (
     + QUERY_LOG_EVENTS
     + REASSEMBLY_EVENTS
     + BUDGET_EVENTS
+    + ("checksums_auto_off",)  # 1 when --checksums auto turned verification off (docs/decoding.md)
 )

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sensor.anomalies import take_anomalies
 from sensor.capture.files import BATCH_FRAMES, Batch
 from sensor.errors import CaptureCutOff, HelperDied
 from sensor.events import Origin
@@ -45,6 +46,7 @@ class WorkerLink(Protocol):
     """A capture worker's pipe to its parent (sensor/capture/workers.py)."""
 
     def records(self, records: list[DnsRecord]) -> None: ...
+    def anomalies(self, records: Sequence[tuple[Any, ...]]) -> None: ...
     def flows(self, data: np.ndarray) -> None: ...
     def finish(self, counters: dict[str, int]) -> None: ...
 
@@ -162,7 +164,13 @@ class BatchRunner:
                 self.pipeline.record(record, self.origin)
 
     def drain(self) -> None:
-        """What the tables finished since the last batch: flow records and query-log entries out."""
+        """What the tables finished since the last batch: anomalies, flow records and query-log entries out."""
+        if self.loop is not None:  # issue 13: anomaly events (sensor/anomalies.py); a worker's go to the parent
+            anomalies = take_anomalies(self.loop)
+            if anomalies and self.link is not None:
+                self.link.anomalies(anomalies)
+            elif anomalies and self.pipeline is not None:
+                self.pipeline.anomalies(anomalies, self.origin)
         if self.flow_table is not None and self.on_flows is not None:
             arr = self.flow_table.take()
             if len(arr) or self.flows is not None:  # a flow store rotates its file on empty batches too

@@ -355,6 +355,7 @@ class ReloadEvent(Record, kw_only=True, gc=False):
 
 class AnomalyTruesource(Record, kw_only=True, gc=False):
     anomaly: Annotated[dict[str, Any], meta("the anomaly's name and what was measured (issue13: docs/decoding.md)")]
+    tunnel: Annotated[Any, meta("`tunnel_untrusted`: the tunnel's outer addresses (`tunnel.outer`)")] = None
     capture: Annotated[Capture | None, meta("replay only")] = None
 
 

@@ -42,14 +42,15 @@ def assert_bounded(size: int, evicted: int, limit: int = LIMIT, flood: int = FLO
 
 
 def loops(**limits) -> list:
+    limits.setdefault("checksums", 0)  # the frames below are built by hand, without checksums
     made = [ReferenceLoop(DLT_RAW, (53,), {}, False, **limits)]
     if _loop is not None:
         made.append(_loop.FastLoop(DLT_RAW, (53,), {}, False, **limits))
     return made
 
 
-def tcp_frame(client_port: int, flags: int = 0x02, payload: bytes = b"") -> bytes:
-    tcp = struct.pack("!HHIIBBHHH", client_port, 53, 1000, 0, 5 << 4, flags, 65535, 0, 0) + payload
+def tcp_frame(client_port: int, flags: int = 0x02, payload: bytes = b"", seq: int = 1000) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", client_port, 53, seq, 0, 5 << 4, flags, 65535, 0, 0) + payload
     return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, bytes([192, 0, 2, 1]),
                        bytes([192, 0, 2, 53])) + tcp
 
@@ -132,6 +133,22 @@ def test_both_decoders_drop_the_same_partials_for_the_byte_limit() -> None:
     reference, fast = (loop.counters() for loop in made)
     assert reference["tcp_buffer_evicted"] > 0
     assert reference == fast
+
+
+@pytest.mark.parametrize("kind", ["reference", "fast"])
+def test_out_of_order_flood_stays_at_the_limit(kind: str) -> None:
+    """One stream, its first byte missing, then a flood of one-byte segments ahead of it: the out-of-order queue
+    holds OOO_SEGMENTS and counts every other one dropped."""
+    from sensor.decode.tcpstream import OOO_SEGMENTS
+
+    if kind == "fast" and _loop is None:
+        pytest.skip("sensor._loop is not built")
+    loop = loops()[0 if kind == "reference" else 1]
+    frames = [tcp_frame(40_000, 0x18, b"\x00", seq=1000)]  # opens the stream; its message is never complete
+    frames += [tcp_frame(40_000, 0x18, b"x", seq=1002 + 2 * i) for i in range(FLOOD)]
+    loop.run_batch(*batch(frames, 1000), 1)
+    counters = loop.counters()
+    assert_bounded(counters["tcp_out_of_order"], counters["tcp_ooo_dropped"], limit=OOO_SEGMENTS)
 
 
 # ---- behind the loop: resolver attribution, heuristics, the workers' merge --------------------------------
@@ -275,7 +292,7 @@ def test_max_tcp_streams_option_bounds_the_replay(tmp_path) -> None:
     rules = tmp_path / "r.rules"
     rules.write_text("evil.example\n")
     result = run_cli("replay", str(capture), "--rules", str(rules), "--max-tcp-streams", str(LIMIT),
-                     "--summary-json", str(tmp_path / "s.json"))
+                     "--checksums", "off", "--summary-json", str(tmp_path / "s.json"))  # frames built by hand
     assert result.returncode == 0, result.stderr
     import json
 

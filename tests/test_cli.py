@@ -14,7 +14,7 @@ import pytest
 from conftest import PEERS, ROOT, run_cli
 
 TCP_QUERY = str(PEERS / "sv-dns-tcp-www-google-com.pcap")
-UDP_QUERIES = str(PEERS / "sv-dns-eve.pcap")
+UDP_QUERIES = str(PEERS / "sv-dns-eve.pcap")  # taken with checksum offload: replayed with --checksums off
 
 
 @pytest.fixture
@@ -29,7 +29,9 @@ def hits(text: str) -> list[dict]:
 
 
 def test_replay_prints_hits_and_summary(rules):
-    result = run_cli("replay", UDP_QUERIES, TCP_QUERY, "--rules", rules)
+    # sv-dns-eve.pcap was taken on a host with checksum offload (its queries' UDP checksums are unfilled) and is
+    # too short for --checksums auto to find out: off, as for any such capture (docs/decoding.md, "Checksums").
+    result = run_cli("replay", UDP_QUERIES, TCP_QUERY, "--rules", rules, "--checksums", "off")
     assert result.returncode == 0, result.stderr
     events = hits(result.stdout)
     assert [e["dns"]["question"]["name"] for e in events] == [
@@ -41,7 +43,7 @@ def test_replay_prints_hits_and_summary(rules):
 
 def test_stdin_is_read_with_dash(rules):
     with open(UDP_QUERIES, "rb") as handle:
-        result = run_cli("replay", "-", "--rules", rules, stdin=handle)
+        result = run_cli("replay", "-", "--rules", rules, "--checksums", "off", stdin=handle)
     assert result.returncode == 0, result.stderr
     assert len(hits(result.stdout)) == 3
     assert hits(result.stdout)[0]["truesource"]["capture"]["file"] == "<stdin>"
@@ -50,7 +52,7 @@ def test_stdin_is_read_with_dash(rules):
 def test_summary_json(rules, tmp_path):
     summary = tmp_path / "s.json"
     result = run_cli("replay", UDP_QUERIES, "--rules", rules, "--out", str(tmp_path / "h.jsonl"),
-                     "--summary-json", str(summary))
+                     "--summary-json", str(summary), "--checksums", "off")
     assert result.returncode == 0 and result.stdout == ""
     data = json.loads(summary.read_text())
     assert data["counters"]["packets"] == 8 and data["counters"]["hits"] == 3
@@ -60,7 +62,7 @@ def test_summary_json(rules, tmp_path):
 def test_cut_off_capture_keeps_hits_before_the_cut(rules, tmp_path):
     cut = tmp_path / "cut.pcap"
     cut.write_bytes(open(UDP_QUERIES, "rb").read()[:600])
-    result = run_cli("replay", str(cut), TCP_QUERY, "--rules", rules)
+    result = run_cli("replay", str(cut), TCP_QUERY, "--rules", rules, "--checksums", "off")
     assert result.returncode == 1
     assert [e["truesource"]["capture"]["frame"] for e in hits(result.stdout)] == [1, 3]
     last = result.stderr.strip().splitlines()[-1]

@@ -81,6 +81,8 @@ def counter_diff(reference: dict[str, int], fast: dict[str, int]) -> dict[str, t
 
 def assert_same(reference_loop: ReferenceLoop, fast_loop, reference: list, fast: list, where: str) -> None:
     assert [tuple(r) for r in fast] == [tuple(r) for r in reference], f"{where}: {describe(reference, fast)}"
+    anomalies = [tuple(a) for a in reference_loop.take_anomalies()]
+    assert [tuple(a) for a in fast_loop.take_anomalies()] == anomalies, f"{where}: anomalies differ"
     diff = counter_diff(reference_loop.counters(), fast_loop.counters())
     assert not diff, f"{where}: counters (reference, fast): {diff}"
 
@@ -140,6 +142,9 @@ GENERATED_PORTS = (53, 5353)
 # About 20 s; raise it for a longer hunt: DIFFERENTIAL_EXAMPLES=20000 pytest tests/test_differential.py
 GENERATED_EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "1200"))
 GENERATED_LIMITS = {"max_tcp_streams": 4, "tcp_idle_timeout": 10}
+# Generated frames carry arbitrary checksums and tunnels from anywhere: "open" decodes them all (the decoders'
+# reach), "strict" verifies checksums and trusts no mirror (the shadow paths: anomalies instead of records).
+POLICIES = {"open": {"checksums": 0, "mirror_sources": ("any",)}, "strict": {"checksums": 1, "mirror_sources": ()}}
 NAME_REACHED = (
     "dns_queries", "dns_responses", "dns_bad_label_type", "dns_bad_pointer", "dns_too_many_pointers",
     "dns_name_too_long", "dns_truncated",
@@ -429,8 +434,10 @@ def as_batch(frames: list[tuple[int, int, bytes]]) -> tuple[bytes, bytes]:
     return data, meta
 
 
-def test_generated_packets_agree() -> None:
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_generated_packets_agree(policy: str) -> None:
     needs_fast_path()
+    limits = {**GENERATED_LIMITS, **POLICIES[policy]}
     tally: Counter[str] = Counter()
     table = GENERATED_TABLE
 
@@ -441,8 +448,8 @@ def test_generated_packets_agree() -> None:
     @given(capture=generated_captures(), split=st.integers(1, 6))
     def check(capture, split: int) -> None:
         linktype, frames, messages = capture
-        reference_loop = ReferenceLoop(linktype, GENERATED_PORTS, table, True, **GENERATED_LIMITS)
-        fast_loop = _loop.FastLoop(linktype, GENERATED_PORTS, table, True, **GENERATED_LIMITS)
+        reference_loop = ReferenceLoop(linktype, GENERATED_PORTS, table, True, **limits)
+        fast_loop = _loop.FastLoop(linktype, GENERATED_PORTS, table, True, **limits)
         reference, fast = [], []
         for start in range(0, len(frames), split):  # several batches: state must carry across them
             data, meta = as_batch(frames[start : start + split])
@@ -460,6 +467,10 @@ def test_generated_packets_agree() -> None:
     share = tally["reached"] / tally["messages"]
     print(f"\n{tally['reached']} of {tally['messages']} generated DNS messages reached the question decoder "
           f"({share:.0%}); counters over all examples: {dict(sorted(tally.items()))}")
+    if policy == "strict":
+        assert tally["bad_ip_checksum"] + tally["bad_udp_checksum"] + tally["bad_tcp_checksum"] > 0
+        assert tally["tunnel_untrusted"] > 0
+        return
     assert share >= 0.5
     assert tally["with_client_subnet"] > 0 and tally["tunnelled_records"] > 0 and tally["tunnel_too_deep"] > 0
 

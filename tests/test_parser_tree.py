@@ -39,6 +39,11 @@ ADDED_SINCE_SNAPSHOT: set[str] = {
         "--kafka-sasl-password-file", "--kafka-option")),
     "replay: --memory-budget",  # issue 14: the memory budget (sensor/budget.py)
     "capture: --memory-budget",
+    # issue 13: evasion-proof decoding
+    "replay: --checksums",
+    "replay: --mirror-source",
+    "capture: --checksums",
+    "capture: --mirror-source",
 }
 # [common] keys of --config added since the snapshot (an option shared by several commands becomes one).
 COMMON_KEYS_ADDED: set[str] = {"memory_budget"}

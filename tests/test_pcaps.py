@@ -47,7 +47,11 @@ def replayed(tmp_path_factory: pytest.TempPathFactory):
         if name not in cache:
             process, out, summary = replay(name, EXPECTATIONS[name], workdir)
             counters = json.loads(summary.read_text()) if summary.exists() else None
-            cache[name] = Replayed(process, read_events(out), counters)
+            events = read_events(out)
+            cache[name] = Replayed(process, [e for e in events if e["event"]["dataset"] == "truesource.hit"],
+                                   counters)
+            cache[name].anomalies = [e for e in events if e["event"]["dataset"] == "truesource.anomaly"]
+            cache[name].all_events = events
         return cache[name]
 
     return get
@@ -93,7 +97,7 @@ def hit_view(event: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
         "transport": event["network"]["transport"],
         "vlan": vlan["id"] if vlan is not None else None,
         "rule": event["rule"]["name"],
-        "tunnel": event["truesource"].get("tunnel"),
+        "tunnel": event["truesource"].get("tunnel", {}).get("path"),
         "client_subnet": event["truesource"].get("client_subnet"),
     }
     if "timestamp" in expected:
@@ -150,8 +154,17 @@ def test_counters(name: str, replayed) -> None:
 def test_output_matches_committed_expected(name: str, replayed) -> None:
     path = expected_path(name)
     assert path.exists(), f"{path.name} missing: run `make expected` and review it"
-    got = [comparable(event) for event in replayed(name).events]
+    got = [comparable(event) for event in replayed(name).all_events]
     assert got == read_events(path)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_anomaly_events(name: str, replayed) -> None:
+    """Anomaly events (dns.anomaly) as the expectation lists them: kind, client, partial name."""
+    got = [{"kind": e["truesource"]["anomaly"]["name"], "client": e["source"]["ip"],
+            "qname": e["truesource"]["anomaly"].get("partial_name")} for e in replayed(name).anomalies]
+    want = [{"qname": None, **a} for a in EXPECTATIONS[name].get("anomalies", [])]
+    assert got == want
 
 
 def test_every_capture_has_expectations() -> None:

@@ -24,7 +24,6 @@ from scapy.packet import Packet, Raw
 from sensor.decode import ReferenceLoop
 from sensor.decode.anomaly import Anomaly
 from sensor.decode.dnsmsg import MAX_NAME_WIRE_LENGTH, MAX_POINTER_HOPS, escape_label, read_name
-from sensor.decode.ip import MAX_IPV6_EXT_HEADERS
 from sensor.decode.link import MAX_VLAN_TAGS
 from sensor.records import COUNTERS, TABLE_GAUGES, DnsMessage
 
@@ -82,6 +81,7 @@ def run(
 ) -> tuple[list[DnsMessage], dict[str, int]]:
     """Frames (bytes, or (bytes, seconds)) through one ReferenceLoop: records and the non-zero counters."""
     table = TABLE if table is None else table
+    limits.setdefault("checksums", 0)  # layer tests: many frames are built by hand (tests/test_attacks.py: checksums)
     loop = ReferenceLoop(linktype, ports, table, emit_all, **limits)
     records = []
     for number, item in enumerate(frames, 1):
@@ -121,7 +121,7 @@ def test_udp_query_record_fields() -> None:
             frame=1, ts_sec=1_700_000_000, ts_usec=250, vlan_id=None,
             src_ip=bytes([192, 0, 2, 10]), dst_ip=bytes([198, 51, 100, 53]), transport=17,
             src_port=40000, dst_port=53, dns_id=0xBEEF, flags=0x0100, qdcount=1,
-            qname="WWW.Evil.COM", qtype=QTYPE.AAAA, qclass=1, rule=0,
+            qname="WWW.Evil.COM", qtype=QTYPE.AAAA, qclass=1, rule=0, src_mac=b"\x02\x00\x00\x00\x00\x01",
         )
     ]
     frame_length = len(eth(udp4(query("WWW.Evil.COM", "AAAA"))))
@@ -380,12 +380,14 @@ def test_ipv6_fragments_are_held_for_reassembly() -> None:
         eth(IPv6() / IPv6ExtHdrFragment(offset=8, m=1) / Raw(b"x" * 16)),
     ]
     _, counters = run(frames)
-    assert reasons(counters) == {"ip_fragment": 1, "ip_fragment_not_first": 2,
-                                 "fragmented_datagrams": 1}  # one identification: one datagram, still incomplete
+    # One identification: one datagram, still incomplete; the third lies inside the second (Linux drops it).
+    assert reasons(counters) == {"ip_fragment": 1, "ip_fragment_not_first": 2, "ip_fragment_duplicate": 1,
+                                 "fragmented_datagrams": 1}
 
 
 def test_ipv6_extension_header_chain_flood() -> None:
-    """Eight extension headers are walked; a ninth is refused before it is read."""
+    """Linux walks extension headers to the end of the payload: nine, or a hundred, reach UDP (the walk is bounded
+    by the payload, each header being 8 bytes or more)."""
 
     def chained(count: int) -> bytes:
         packet = IPv6()
@@ -393,9 +395,9 @@ def test_ipv6_extension_header_chain_flood() -> None:
             packet = packet / IPv6ExtHdrDestOpt()
         return eth(packet / UDP(dport=53) / query())
 
-    records, counters = run([chained(MAX_IPV6_EXT_HEADERS), chained(MAX_IPV6_EXT_HEADERS + 1)])
-    assert len(records) == 1
-    assert reasons(counters) == {"dns_queries": 1, "bad_ipv6_extension": 1}
+    records, counters = run([chained(8), chained(9), chained(100)])
+    assert len(records) == 3
+    assert reasons(counters) == {"dns_queries": 3}
 
 
 def test_ipv6_extension_header_running_past_payload() -> None:
@@ -491,21 +493,29 @@ def test_tcp_message_split_over_segments_is_joined() -> None:
     assert "tcp_gap" not in counters
 
 
-def test_tcp_gap_discards_partial_message() -> None:
+def test_tcp_hole_holds_what_follows() -> None:
+    """Bytes missing before a segment: it waits out of order, as in Linux (the resolver cannot read past a hole)."""
     first, second = framed(query("lost.example")), framed(query("after.example"))
     frames = [tcp4(100, first[:10]), tcp4(100 + len(first) + 5, second)]
+    records, counters = run(frames)
+    assert records == []
+    assert counters["tcp_out_of_order"] == 1 and "tcp_gap" not in counters
+
+
+def test_tcp_jump_past_the_window_is_a_capture_gap() -> None:
+    first, second = framed(query("lost.example")), framed(query("after.example"))
+    frames = [tcp4(100, first[:10]), tcp4(100 + 10 + 65_536, second)]
     records, counters = run(frames)
     assert [r.qname for r in records] == ["after.example"]
     assert counters["tcp_gap"] == 1
 
 
-def test_tcp_reordering_counts_as_gap() -> None:
+def test_tcp_reordering_is_reassembled() -> None:
     payload = framed(query("order.example"))
     frames = [tcp4(10, payload[:2]), tcp4(22, payload[12:]), tcp4(12, payload[2:12])]
     records, counters = run(frames)
-    assert records == []
-    # The early segment breaks the message; the late one then lies wholly before what is expected.
-    assert (counters["tcp_gap"], counters["tcp_retransmission"]) == (1, 1)
+    assert [(r.frame, r.qname) for r in records] == [(3, "order.example")]
+    assert counters["tcp_out_of_order"] == 1 and "tcp_gap" not in counters
 
 
 def test_tcp_retransmission_is_skipped() -> None:
@@ -587,12 +597,21 @@ def test_pure_ack_does_not_keep_stream_alive() -> None:
     assert counters["tcp_stream_expired"] == 1
 
 
-def test_syn_restarts_stream() -> None:
+def test_syn_restarts_a_stream_without_data() -> None:
     payload = framed(query("restart.example"))
-    frames = [tcp4(1, payload[:10]), tcp4(5000, flags="S"), tcp4(5001, payload)]
+    frames = [tcp4(999, flags="S"), tcp4(5000, flags="S"), tcp4(5001, payload)]
     records, counters = run(frames)
     assert [r.frame for r in records] == [3]
     assert "tcp_gap" not in counters
+
+
+def test_syn_inside_a_stream_with_data_is_ignored() -> None:
+    """RFC 5961 4.2: a SYN with a foreign sequence number cannot reset a message half sent."""
+    payload = framed(query("restart.example"))
+    frames = [tcp4(1, payload[:10]), tcp4(5000, flags="S"), tcp4(11, payload[10:])]
+    records, counters = run(frames)
+    assert [r.frame for r in records] == [3]
+    assert counters["tcp_syn_ignored"] == 1
 
 
 def test_tcp_header_checks() -> None:

@@ -128,6 +128,11 @@ def default_filter(ports: tuple[int, ...] | list[int], linktype: int = DLT_EN10M
     """
     dns = " or ".join(f"port {port}" for port in ports)
     wanted = f"((udp or tcp) and ({dns})) or ip proto 47 or ip6 proto 47 or udp dst port 4789 or udp dst port 6081"
+    # What `port 53` cannot see and the resolver's kernel still reassembles or walks: IPv4 fragments after the
+    # first, and IPv6 with extension headers or fragments before UDP/TCP (libpcap's `udp` reads only the fixed
+    # header's next header). The loop sorts them (docs/decoding.md).
+    wanted += " or (ip and ip[6:2] & 0x1fff != 0) or (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44"
+    wanted += " or ip6[6] == 60))"
     if all_ip:
         wanted = "ip or ip6"
     if linktype != DLT_EN10MB:  # cooked (`any`), raw IP...: no Ethernet header, no tags to look under

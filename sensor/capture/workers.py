@@ -304,6 +304,8 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
                         for record in message.records:
                             if not record.is_response:
                                 pipeline.judge(record, origin)
+                    if message.anomalies:  # issue 13: not merged in packet order; rate-limited here
+                        pipeline.anomalies(message.anomalies, origin)
                     if message.last:
                         merger.finish(worker)
                         running.discard(worker)
@@ -375,6 +377,7 @@ class ParentLink:
         self.capture = capture
         self.ruleset = ruleset  # the rule set the hits' indices refer to (swapped at a reload)
         self.pending: list[DnsRecord] = []
+        self.pending_anomalies: list[tuple[Any, ...]] = []
         self.watermark = 0
         self.pipe_waits = 0
 
@@ -389,6 +392,9 @@ class ParentLink:
     def records(self, records: list[DnsRecord]) -> None:
         self.pending.extend(records)
 
+    def anomalies(self, records: Sequence[tuple[Any, ...]]) -> None:
+        self.pending_anomalies.extend(tuple(r) for r in records)
+
     def flows(self, data: np.ndarray) -> None:
         if len(data):
             self.send(Flows(self.worker, data.tobytes()))
@@ -398,8 +404,10 @@ class ParentLink:
         rules: dict[int, Rule] = {r.rule: self.ruleset.rule(r.rule) for r in self.pending if r.rule >= 0}
         stats = None if counters is None else {**counters, "worker_pipe_waits": self.pipe_waits}
         self.send(Report(self.worker, self.watermark, self.pending, rules, stats,
-                         _pcap_tuple(self.capture) if counters is not None else None, last))
+                         _pcap_tuple(self.capture) if counters is not None else None, last,
+                         self.pending_anomalies))
         self.pending = []
+        self.pending_anomalies = []
 
     def finish(self, counters: dict[str, int]) -> None:
         self.report(counters, last=True)

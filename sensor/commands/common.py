@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sensor import budget
+from sensor.anomalies import add_decoding_options, decoding_limits
 from sensor.attribution import DEFAULT_WINDOW
 from sensor.commands import stream
 from sensor.errors import StartupError
@@ -52,6 +53,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
                              "docs/limits.md)")
     parser.add_argument("--ports", action="append", metavar="LIST",
                         help="DNS ports, comma separated (repeatable; default 53)")
+    add_decoding_options(parser)  # --checksums, --mirror-source (sensor/anomalies.py)
     parser.add_argument("--sensor-name", metavar="NAME", help="observer.name in events (default: host name)")
     parser.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
     parser.add_argument("--resolver", action="append", default=[], metavar="ADDR",
@@ -151,6 +153,7 @@ def loop_limits(args: argparse.Namespace) -> dict[str, Any]:
         if args.tcp_idle_timeout <= 0:
             raise StartupError("--tcp-idle-timeout: must be more than 0 seconds")
         limits["tcp_idle_timeout"] = args.tcp_idle_timeout
+    limits.update(decoding_limits(args))
     return limits
 
 

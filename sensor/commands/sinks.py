@@ -136,4 +136,6 @@ def flow_sink(args: argparse.Namespace, settings: FlowSettings, pipeline: HitPip
         ipfix = IpfixExporter(args.ipfix)
     publish = pipeline.publish if args.publish or getattr(args, "kafka", None) else None  # ZeroMQ, Kafka
     table = make_flow_table(settings) if with_table else None
-    return FlowSink(settings, table, store, ipfix, publish, pipeline.encoder.observer)
+    sink = FlowSink(settings, table, store, ipfix, publish, pipeline.encoder.observer)
+    sink.on_records = pipeline.encrypted_dns_hook(args.resolver)  # issue 13: DoT/DoH bypassing the resolvers
+    return sink

@@ -24,6 +24,7 @@ POINTER_TAG = 0xC0  # the top two bits of a length byte that make it a compressi
 POINTER_OFFSET_MASK = 0x3FFF
 MAX_LABEL_LENGTH = 0x3F  # 63, RFC 1035 2.3.4; 0x40-0xBF are the extended/unallocated label types (RFC 6891)
 QR_RESPONSE = 0x8000
+MAX_PARTIAL_LABELS = 127  # a name has at most 127 labels (255 bytes)
 
 
 class Question(NamedTuple):
@@ -125,3 +126,22 @@ def escape_label(raw: bytes) -> str:
 def presentation_name(labels: list[str]) -> str:
     """Labels joined with dots, no trailing dot; the root is `.`."""
     return ".".join(labels) if labels else "."
+
+
+def partial_name(message: bytes) -> str | None:
+    """The labels of the first question that are whole in `message` (a DNS message cut anywhere), escaped as in
+    events; None without one whole label. A pointer ends the walk: a question name rarely has one."""
+    labels: list[str] = []
+    position = HEADER_LENGTH
+    while position < len(message) and len(labels) < MAX_PARTIAL_LABELS:
+        length = message[position]
+        if length == 0 or length > MAX_LABEL_LENGTH or position + 1 + length > len(message):
+            break
+        labels.append(escape_label(message[position + 1 : position + 1 + length]))
+        position += 1 + length
+    return ".".join(labels) if labels else None
+
+
+def stream_partial_name(pending: bytes) -> str | None:
+    """partial_name of the message a TCP stream's pending bytes start (after its 2-byte length prefix)."""
+    return partial_name(pending[2:]) if len(pending) > 2 else None

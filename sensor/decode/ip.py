@@ -6,6 +6,7 @@ import struct
 from typing import NamedTuple
 
 from sensor.decode.anomaly import Anomaly
+from sensor.decode.checksum import ipv4_header_ok
 from sensor.decode.link import IPV4
 
 # version/IHL, DSCP/ECN, total length, id, flags/fragment offset, TTL, protocol, checksum, source, destination
@@ -25,9 +26,11 @@ ROUTING = 43
 FRAGMENT = 44
 DESTINATION_OPTIONS = 60
 SKIPPED_EXTENSIONS = frozenset({HOP_BY_HOP, ROUTING, DESTINATION_OPTIONS})
-# RFC 8200 orders at most a handful of extension headers; a longer chain is an evasion attempt or junk,
-# and walking it is unbounded work per packet.
-MAX_IPV6_EXT_HEADERS = 8
+# No count limit: Linux walks extension headers to the end of the payload, so a chain of nine Destination
+# Options headers reaches the resolver and must reach the sensor. Each header is at least 8 bytes, so the walk
+# is bounded by the payload length (at most 8,191 steps).
+# RFC 7112 / Linux's ipv6_frag_thdr_truncated: a first fragment must hold the whole chain and the upper header.
+UPPER_HEADER_LENGTHS = {6: 20, 17: 8, 58: 8}  # TCP, UDP, ICMPv6; any other: 1 byte
 
 
 class Fragment(NamedTuple):
@@ -49,6 +52,7 @@ class IpPacket(NamedTuple):
     protocol: int
     payload: bytes
     fragment: Fragment | None = None
+    header_ok: bool = True  # IPv4: the header checksum is right (IPv6 has none)
 
 
 def decode_ip(version: int, frame: bytes, offset: int) -> IpPacket:
@@ -77,7 +81,8 @@ def decode_ipv4(packet: bytes) -> IpPacket:
             protocol, ident.to_bytes(2, "big"), (flags_offset & IPV4_FRAGMENT_OFFSET) * 8,
             bool(flags_offset & IPV4_MORE_FRAGMENTS), protocol,
         )
-    return IpPacket(src, dst, protocol, packet[header_length:total_length], fragment)
+    header_ok = ipv4_header_ok(packet[:header_length])
+    return IpPacket(src, dst, protocol, packet[header_length:total_length], fragment, header_ok)
 
 
 def decode_ipv6(packet: bytes) -> IpPacket:
@@ -97,11 +102,7 @@ def walk_ipv6_extensions(next_header: int, payload: bytes, src: bytes, dst: byte
     """Skip hop-by-hop, routing, destination options and atomic fragment headers; a fragment header ends the
     walk with the rest as a fragment (refused inside a datagram already reassembled)."""
     offset = 0
-    seen = 0
     while next_header in SKIPPED_EXTENSIONS or next_header == FRAGMENT:
-        if seen == MAX_IPV6_EXT_HEADERS:
-            raise Anomaly("bad_ipv6_extension")
-        seen += 1
         if next_header == FRAGMENT:
             if offset + IPV6_FRAGMENT.size > len(payload):
                 raise Anomaly("bad_ipv6_extension")
@@ -110,6 +111,9 @@ def walk_ipv6_extensions(next_header: int, payload: bytes, src: bytes, dst: byte
             if fragment_offset or offset_flags & IPV6_MORE_FRAGMENTS:
                 if reassembled:
                     raise Anomaly("bad_ipv6_extension")
+                rest = payload[offset + IPV6_FRAGMENT.size :]
+                if not fragment_offset and not chain_complete(following, rest):
+                    raise Anomaly("ipv6_fragment_incomplete_chain")
                 fragment = Fragment(
                     0, ident.to_bytes(4, "big"), fragment_offset * 8, bool(offset_flags & IPV6_MORE_FRAGMENTS),
                     following,
@@ -126,3 +130,18 @@ def walk_ipv6_extensions(next_header: int, payload: bytes, src: bytes, dst: byte
         next_header = following
         offset += length
     return IpPacket(src, dst, next_header, payload[offset:])
+
+
+def chain_complete(next_header: int, data: bytes) -> bool:
+    """A first fragment's data holds every extension header and the upper-layer header (RFC 7112), as Linux's
+    ipv6_frag_thdr_truncated checks."""
+    offset = 0
+    while next_header in SKIPPED_EXTENSIONS:
+        if offset + IPV6_EXTENSION.size > len(data):
+            return False
+        following, units = IPV6_EXTENSION.unpack_from(data, offset)
+        offset += (units + 1) * 8
+        next_header = following
+    if next_header == FRAGMENT:
+        return True  # Linux stops at a second fragment header; it is refused after reassembly
+    return offset + UPPER_HEADER_LENGTHS.get(next_header, 1) <= len(data)

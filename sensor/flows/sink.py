@@ -25,6 +25,7 @@ class FlowSink:
         self.observer = observer or None  # a schema.Observer
         self.records = 0
         self.packets = 0
+        self.on_records: Callable[[np.ndarray], None] | None = None  # issue 13: the encrypted-DNS check
 
     def drain(self) -> int:
         """Records the table emitted since the last call (after each batch), out to every output."""
@@ -36,6 +37,8 @@ class FlowSink:
         """Records from this process's table or a worker's: direction set, then to every output."""
         if len(arr):
             classify_direction(arr, self.settings.internal)
+            if self.on_records is not None:
+                self.on_records(arr)
             self.records += len(arr)
             self.packets += int(arr["packets"].sum())
             if self.ipfix is not None:

@@ -80,7 +80,7 @@ class LateFile:
 class JsonLinesWriter:
     """Writes events as lines; `-` is standard output. `append`: keep what the file holds (capture)."""
 
-    def __init__(self, path: str = "-", topics: tuple[str, ...] = ("dns.hit",), blocking: bool = True,
+    def __init__(self, path: str = "-", topics: tuple[str, ...] = ("dns.hit", "dns.anomaly"), blocking: bool = True,
                  buffer_limit: int = PIPE_BUFFER_LIMIT, append: bool = False) -> None:
         self.path = path
         self.topics = topics

@@ -228,6 +228,11 @@ class NetLab:
         ]
         for name, cmds in batches.items():
             _run(["ip", "-n", name, "-batch", "-"], stdin="\n".join(cmds) + "\n")
+        # No TX checksum offload on the veths: a veth hands on frames with their UDP/TCP checksums unfilled, which
+        # the receiving kernel trusts but a sensor (verifying checksums as a resolver on a real wire would) drops.
+        for name, iface in ((c, CLIENT_IFACE), (r, RESOLVER_CLIENT_IFACE), (r, RESOLVER_UPSTREAM_IFACE),
+                            (u, UPSTREAM_IFACE)):
+            _run(["ip", "netns", "exec", name, "ethtool", "-K", iface, "tx", "off"])
 
     def _write_configs(self) -> None:
         named_dir = self.workdir / "named"
