@@ -6,7 +6,10 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +24,18 @@ def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedP
         [sys.executable, "-m", "sensor", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs,
     )
+
+
+def poll(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """The condition's first true value, polled until `timeout` (generous: the machine may be shared; the wait ends
+    as soon as the condition holds). A test that waits calls this, never a bare sleep."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_tcp_endpoint() -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, poll
 
 DEADLINE = 60.0  # generous: the machine is shared; every wait polls and ends as soon as the condition holds
 
@@ -48,16 +48,6 @@ def cmdline(pid: int) -> str:
     except OSError:
         return ""
 
-
-def poll(condition, what: str, deadline: float = DEADLINE):
-    """The condition's first true value, polled until the deadline."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def query_log_writer(pid: int) -> int | None:

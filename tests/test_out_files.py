@@ -8,27 +8,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PCAPS, ROOT, run_cli
+from conftest import PCAPS, ROOT, poll, run_cli
 
 DEMO = str(PCAPS / "demo-resolver.pcap")
 RULES = str(PCAPS / "pcaps.rules")
 DEMO_HITS = 11
 OLD = '{"kept": "a line a log shipper has not read yet"}\n'
 
-
-def poll(condition, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -151,7 +141,7 @@ def test_capture_restart_appends_to_out(wire, tmp_path):
     proc = start(wire, "--out", str(out))
     try:
         wire.replay(DEMO, pps=2000)
-        poll(lambda: line_count(out) == 1 + DEMO_HITS, what="the hits in --out")
+        poll(lambda: line_count(out) == 1 + DEMO_HITS, "the hits in --out")
     finally:
         stop(proc)
     lines = out.read_text().splitlines()
@@ -166,13 +156,13 @@ def test_capture_reopens_out_on_sighup_after_logrotate(wire, tmp_path):
     proc = start(wire, "--out", str(out))
     try:
         wire.replay(DEMO, pps=2000)
-        poll(lambda: line_count(out) == DEMO_HITS, what="the first hits")
+        poll(lambda: line_count(out) == DEMO_HITS, "the first hits")
         rotated = tmp_path / "hits.jsonl.1"
         out.rename(rotated)  # what logrotate does, then it sends SIGHUP (postrotate)
         proc.send_signal(signal.SIGHUP)
-        poll(lambda: out.exists(), what="the reopened file")
+        poll(lambda: out.exists(), "the reopened file")
         wire.replay(DEMO, pps=2000)
-        poll(lambda: line_count(out) == DEMO_HITS, what="hits in the new file")
+        poll(lambda: line_count(out) == DEMO_HITS, "hits in the new file")
     finally:
         _, err = stop(proc)
     assert line_count(rotated) == DEMO_HITS
@@ -195,10 +185,10 @@ def test_full_disk_on_capture_out_drops_lines_and_keeps_capturing_and_publishing
     reader = threading.Thread(target=lambda: lines.extend(tail.stdout), daemon=True)
     reader.start()
     try:
-        poll(lambda: any(line.startswith("sensor.stats ") for line in lines), what="the subscriber to join")
+        poll(lambda: any(line.startswith("sensor.stats ") for line in lines), "the subscriber to join")
         for _ in range(rounds):
             wire.replay(DEMO, pps=2000)
-        poll(lambda: sum(line.startswith("dns.hit ") for line in lines) >= DEMO_HITS * rounds, what="every hit")
+        poll(lambda: sum(line.startswith("dns.hit ") for line in lines) >= DEMO_HITS * rounds, "every hit")
         assert proc.poll() is None, "the capture died of the full disk"
     finally:
         tail.kill()
@@ -247,7 +237,7 @@ def test_failed_capture_start_leaves_trace_file_untouched_and_a_good_one_writes_
     proc = start(wire, "--trace-messages", str(trace))
     try:
         wire.replay(DEMO, pps=2000)
-        poll(lambda: trace.read_text() != OLD, what="the trace")
+        poll(lambda: trace.read_text() != OLD, "the trace")
     finally:
         stop(proc)
     lines = trace.read_text().splitlines()
