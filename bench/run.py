@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -85,8 +86,10 @@ def run_once(command: list[str], stdout: str, stderr_path: str) -> tuple[float, 
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, process.returncode
 
 
-def ensure_capture(packets: int | None, regenerate: bool) -> dict:
-    description_path = os.path.join(OUT, "capture.json")
+def ensure_capture(packets: int | None, regenerate: bool, out: str = OUT, extra: Sequence[str] = ()) -> dict:
+    """The generated capture in `out` (bench/out/ by default), made once and again only when asked or when it no
+    longer matches `packets`; its description (capture.json)."""
+    description_path = os.path.join(out, "capture.json")
     description = None
     if os.path.exists(description_path) and not regenerate:
         with open(description_path, encoding="utf-8") as handle:
@@ -96,7 +99,7 @@ def ensure_capture(packets: int | None, regenerate: bool) -> dict:
         elif not all(os.path.exists(p) for p in description["paths"].values()):
             description = None
     if description is None:
-        command = [sys.executable, os.path.join(BENCH, "make_capture.py"), "--out-dir", OUT]
+        command = [sys.executable, os.path.join(BENCH, "make_capture.py"), "--out-dir", out, *extra]
         if packets is not None:
             command += ["--packets", str(packets)]
         print("making the capture:", " ".join(command), flush=True)
@@ -202,20 +205,7 @@ GOAL_VERSION_WALL = 0.1  # truesource --version, seconds
 def ensure_hit_capture(packets: int | None, regenerate: bool) -> dict:
     """The high-hit capture in bench/out/hits/ (made once) and a million-rule file beside its rules."""
     out = os.path.join(OUT, "hits")
-    description_path = os.path.join(out, "capture.json")
-    description = None
-    if os.path.exists(description_path) and not regenerate:
-        with open(description_path, encoding="utf-8") as handle:
-            description = json.load(handle)
-        if packets is not None and description["packets"] != packets:
-            description = None
-    if description is None:
-        command = [sys.executable, os.path.join(BENCH, "make_capture.py"), "--out-dir", out,
-                   "--rule-area-share", str(HIT_CAPTURE_SHARE)] + (["--packets", str(packets)] if packets else [])
-        print("making the capture:", " ".join(command), flush=True)
-        subprocess.run(command, check=True)
-        with open(description_path, encoding="utf-8") as handle:
-            description = json.load(handle)
+    description = ensure_capture(packets, regenerate, out, ["--rule-area-share", str(HIT_CAPTURE_SHARE)])
     rules = description["paths"]["rules.txt"]
     million = os.path.join(out, "rules-1m.txt")
     if not os.path.exists(million) or os.path.getmtime(million) < os.path.getmtime(rules):
