@@ -16,6 +16,7 @@ objects of a batch being decoded.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from sensor.querylog.writer import (
@@ -104,6 +105,7 @@ def unlimited(workers: int = 1) -> Budget:
     return Budget(0, workers)
 
 
+@functools.cache  # every sink asks for its share at start-up: the split is made once per budget
 def split(megabytes: float, workers: int = 1) -> Budget:
     """The limits `megabytes` gives, the loop's tables split over `workers`. ValueError below MIN_BUDGET_MB."""
     if megabytes == 0:
