@@ -138,7 +138,6 @@ class HitEncoder:
         self._by_index: dict[int, RuleParts] = {}
         self._by_rule: dict[tuple, RuleParts] = {}
         self._vlans: dict[int, schema.Vlan] = {}
-        self._captures: dict[str, str] = {}
 
     @property
     def ruleset(self) -> RuleSet:

@@ -57,10 +57,6 @@ class DnsRecord(msgspec.Struct, frozen=True, array_like=True):
         return (self.flags >> 11) & 0xF
 
     @property
-    def is_hit(self) -> bool:
-        return self.rule >= 0
-
-    @property
     def time_us(self) -> int:
         return self.ts_sec * 1_000_000 + self.ts_usec
 

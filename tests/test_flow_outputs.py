@@ -157,7 +157,7 @@ def test_flow_store_on_a_full_disk_leaves_no_corrupt_file(tmp_path: Path) -> Non
     assert result.stderr.count("No space left") == 1  # said once, not once per batch
 
 
-def test_a_killed_writers_tmp_file_is_removed_at_start_and_a_live_ones_kept(tmp_path: Path) -> None:
+def test_a_killed_writers_tmp_file_is_removed_at_start_and_a_live_ones_kept(tmp_path: Path, caplog) -> None:
     """SIGKILL mid-file leaves `flows-...-PID-SEQ.parquet.tmp`: never read, and removed by the next writer
     once that pid no longer runs."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -168,8 +168,11 @@ def test_a_killed_writers_tmp_file_is_removed_at_start_and_a_live_ones_kept(tmp_
     stale.write_bytes(b"PAR1 half")
     live.write_bytes(b"PAR1 being written")
     assert len(read_flows(str(tmp_path))) == 0  # neither is read
-    writer = FlowStoreWriter(str(tmp_path), sensor="s1")
-    assert writer.stale_removed == [str(stale)] and not stale.exists() and live.exists()
+    with caplog.at_level("INFO"):
+        FlowStoreWriter(str(tmp_path), sensor="s1")
+    removed = [r.getMessage() for r in caplog.records if "removed" in r.getMessage()]
+    assert removed == [f"{stale}: removed, an unfinished file of a flow-store writer that was killed"]
+    assert not stale.exists() and live.exists()
 
 
 def test_flow_store_buffer_stays_bounded_under_a_flood(tmp_path: Path) -> None:

@@ -144,7 +144,9 @@ def memory_budget(args: argparse.Namespace) -> budget.Budget:
 
 def loop_limits(args: argparse.Namespace) -> dict[str, Any]:
     """The decode loop's table limits: --memory-budget's, then the options set (docs/limits.md)."""
-    limits: dict[str, Any] = memory_budget(args).loop_limits()
+    budget = memory_budget(args)
+    log.debug("%s", budget.describe())  # with -v: what each table got of --memory-budget
+    limits: dict[str, Any] = budget.loop_limits()
     if args.max_tcp_streams is not None:
         if args.max_tcp_streams < 1:
             raise StartupError("--max-tcp-streams: must be at least 1")

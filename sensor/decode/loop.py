@@ -35,8 +35,6 @@ from sensor.rules.matcher import match_table
 BATCH_META = struct.Struct("=IIII")  # seconds, microseconds, offset into data, captured length
 NO_RULE = -1
 MAX_PORT = 65535
-# Tunnels a mirror delivers (decapsulated only from --mirror-source); PPPoE is a link, not a mirror.
-MIRROR_TUNNELS = frozenset({"gre", "erspan1", "erspan2", "erspan3", "vxlan", "geneve"})
 BAD_CHECKSUM_QUERY = "bad_checksum_query"
 TUNNEL_UNTRUSTED = "tunnel_untrusted"
 

@@ -49,7 +49,6 @@ class TcpSegment(NamedTuple):
     urgent: int = 0  # the urgent pointer (meaningful with URG)
     ack: int = 0  # the acknowledgement number (meaningful with ACK)
     fast_open: bool = False  # a SYN carrying a TCP Fast Open cookie: its data counts
-    checksum_ok: bool = True
 
 
 def decode_udp(packet: bytes, ports: Container[int]) -> UdpDatagram:

@@ -158,7 +158,8 @@ class FlowStoreWriter:
         self._open: dict[int, _File] = {}  # day number -> its file
         self._opened = 0.0
         self._sequence = 0
-        self.stale_removed = remove_stale_tmp(directory)
+        for path in remove_stale_tmp(directory):
+            log.info("%s: removed, an unfinished file of a flow-store writer that was killed", path)
 
     def write(self, arr: np.ndarray) -> None:
         """Buffer records; write row groups when `row_group` are buffered; rotate when the files are old.

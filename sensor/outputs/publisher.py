@@ -92,7 +92,6 @@ class Publisher:
         self.dropped = 0
         self.undelivered = 0  # sent while no subscription matched the topic: nobody received it
         self.subscriptions = 0
-        self.subscription_messages = 0
         self._prefixes: Counter[bytes] = Counter()
         self._matches: dict[str, bool] = {}
         self._lock = threading.Lock()  # the socket is used by the sender and the reader thread in turn
@@ -164,7 +163,6 @@ class Publisher:
                 break
         self._read_monitor()  # after the frames: every connection that sent them is queued by now
         for frame in frames:
-            self.subscription_messages += 1
             kind, prefix = frame[:1], frame[1:]
             if kind == b"\x01":
                 self.subscriptions += 1

@@ -168,7 +168,6 @@ class QueryStore:
         self.path = path
         self.segment_rows = segment_rows
         self.segment_bytes = segment_bytes  # a segment also closes when its rows hold this many bytes
-        self.segments_closed = 0  # writer: segments filled and indexed
         # writer: called after each segment closes (the writer applies retention: one batch may fill several)
         self.on_segment_closed: Callable[[], None] | None = None
         self._open: Segment | None = None  # writer: the segment being filled
@@ -348,7 +347,6 @@ class QueryStore:
                 if statement.strip():
                     db.execute(statement)
             db.execute("UPDATE segments SET indexed = 1 WHERE id = ?", (segment.id,))
-        self.segments_closed += 1
         if self._used_at_open:  # measured on disk: rows of a few KB leave pages part empty, beyond the estimate
             self.largest_segment = max(self.largest_segment, self.used_bytes() - self._used_at_open)
             self._used_at_open = 0
