@@ -72,12 +72,12 @@ def writer_side(capture: str, tmp: str) -> dict[str, float]:
     from sensor.loop import decode_query_log
     from sensor.querylog.packed import ENTRY_HEADER
     from sensor.querylog.store import QueryStore
-    from sensor.querylog.writer import MAX_ANSWER_BYTES, MAX_ANSWERS, RESPONSE_ONLY_ANSWERS
+    from sensor.querylog.writer import WriterLimits
 
     parts = packed_buffers(capture)
     out: dict[str, float] = {}
     t = cpu()
-    caps = (MAX_ANSWERS, MAX_ANSWER_BYTES, RESPONSE_ONLY_ANSWERS)
+    caps = WriterLimits().caps  # what the writer keeps of each entry's answers
     entries = [e for p in parts for e in decode_query_log(p, caps=caps)]
     out["decode"] = cpu() - t
     out["queries"] = len(entries)

@@ -388,11 +388,11 @@ def loop_entries(path) -> list[tuple]:
     import pcapy
 
     from sensor.loop import decode_query_log, make_loop
-    from sensor.querylog.writer import MAX_ANSWER_BYTES, MAX_ANSWERS, RESPONSE_ONLY_ANSWERS
+    from sensor.querylog.writer import WriterLimits
 
     reader = pcapy.open_offline(str(path))
     loop = make_loop(reader.datalink(), (53,), {}, query_log=True)
-    caps = (MAX_ANSWERS, MAX_ANSWER_BYTES, RESPONSE_ONLY_ANSWERS)
+    caps = WriterLimits().caps  # what the writer keeps of each entry's answers
     entries, frame = [], 1
     while True:
         data, meta = reader.next_batch(4096)
