@@ -17,8 +17,10 @@ from sensor import __version__, schema
 from sensor.attribution import Attribution
 from sensor.community_id import community_id
 from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
+from sensor.hitline import HitLines
 from sensor.records import DnsMessage
 from sensor.rules.model import NAME_KINDS, SUFFIX, Rule, RuleSet
+from sensor.schema import log_line, logging_events
 from sensor.spoofing import spoofing_fields
 from sensor.suffixes import domain_parts
 
@@ -138,6 +140,7 @@ class HitEncoder:
         self._by_index: dict[int, RuleParts] = {}
         self._by_rule: dict[tuple, RuleParts] = {}
         self._vlans: dict[int, schema.Vlan] = {}
+        self._lines = HitLines(self._raw_observer_of, RAW_ECS)
 
     @property
     def ruleset(self) -> RuleSet:
@@ -173,6 +176,9 @@ class HitEncoder:
                 hostname=base.hostname, name=base.name, type=base.type, vendor=base.vendor, product=base.product,
                 version=base.version, ingress=schema.Ingress(interface=schema.Interface(name=interface or "")))
         return observer
+
+    def _raw_observer_of(self, interface: str | None) -> schema.Raw:
+        return self._raw_observers.get(interface) or self._raw_observer(interface)
 
     def _raw_observer(self, interface: str | None) -> schema.Raw:
         raw = self._raw_observers[interface] = schema.raw(self.observer_for(interface))
@@ -257,6 +263,19 @@ class HitEncoder:
         if "tcp" in spoofing:
             event.truesource.tcp = schema.Tcp(handshake=spoofing["tcp"]["handshake"])
         return event
+
+    def hit_line(self, msg: DnsRecord, origin: Origin, attribution: Attribution | None = None,
+                 rule: Rule | None = None) -> str:
+        """One hit as its JSON line: the same text as encode(event(...)), written from fragments encoded once
+        (sensor/hitline.py) where it can be, by the reference otherwise."""
+        parts = self._parts(msg.rule, rule)
+        if attribution is None:
+            line = self._lines.line(msg, origin.capture_file, origin.interface, parts)
+            if line is not None:
+                if logging_events():
+                    log_line("truesource.hit", line)
+                return line
+        return self.encode(self.event(msg, origin, attribution, rule))
 
     def heuristic_event(self, msg: DnsMessage | DnsRecord, origin: Origin, found) -> schema.DnsEvent:
         """A hit by a heuristic detector: the same event, the detector in place of a rule (no indicator)."""

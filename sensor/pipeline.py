@@ -56,7 +56,7 @@ class HitPipeline:
     def hit(self, msg: DnsRecord, origin: Origin, rule: Rule | None = None) -> None:
         """`rule`: the record's rule when it came from a worker (else it is read from the encoder's rule set)."""
         attribution = self.attribution.link(msg) if self.attribution is not None else None
-        line = self.encoder.encode(self.encoder.event(msg, origin, attribution, rule))
+        line = self.encoder.hit_line(msg, origin, attribution, rule)
         self.hits += 1
         for output in self.outputs:
             output.write(HIT_TOPIC, line)

@@ -399,11 +399,18 @@ _log_counts: dict[str, int] = {}
 def encode(event: Record) -> str:
     """One event as one line of JSON (no newline), ASCII: text outside it (a rule file's Unicode) as \\u escapes,
     as the outputs and subscribers have always had it."""
-    line = _encode(event)
+    line = encode_value(event)
+    if _log_fd is not None:
+        part = getattr(event, "event", None)
+        log_line(part.dataset if isinstance(part, Event) else "truesource.hit", line)  # pre-encoded: hits
+    return line
+
+
+def encode_value(value: Any) -> str:
+    """Any value (a record, a part of one, a string) as JSON text the way encode() writes it: ASCII."""
+    line = _encode(value)
     if not line.isascii():
         line = _NON_ASCII.sub(_escape, line.decode()).encode()
-    if _log_fd is not None:
-        _log(event, line)
     return line.decode()
 
 
@@ -420,14 +427,19 @@ def encode_bytes(event: Record) -> bytes:
     return encode(event).encode()
 
 
-def _log(event: Record, line: bytes) -> None:
-    part = getattr(event, "event", None)
-    kind = part.dataset if isinstance(part, Event) else "truesource.hit"  # pre-encoded: only hits have it
+def logging_events() -> bool:
+    """Whether tests asked for every event to be logged (TRUESOURCE_EVENT_LOG): a producer that writes its JSON
+    without encode() (sensor/hitline.py) then hands its lines to log_line()."""
+    return _log_fd is not None
+
+
+def log_line(kind: str, line: str) -> None:
     count = _log_counts.get(kind, 0)
     if count < EVENT_LOG_CAP and _log_fd is not None:
         _log_counts[kind] = count + 1
         try:
-            os.write(_log_fd, line + b"\n")  # one write on an O_APPEND file: lines of processes never interleave
+            # one write on an O_APPEND file: lines of processes never interleave
+            os.write(_log_fd, line.encode() + b"\n")
         except OSError:
             pass  # the test's disk is full: the check then sees fewer events, the sensor runs on
 

@@ -1,0 +1,182 @@
+"""A client's hit as one line of JSON, from fragments encoded once: the per-hit fast path of sensor/events.py.
+
+A hit event is ~60 fields, and most of them repeat: everything a name, its question and its rule decide (the
+`dns` fields but the ID, `rule.*`, `threat.*`, `truesource.dns` and `truesource.rule`) is the same for every
+client asking that name, and the observer and the capture file are the same for the whole run. Building the
+schema's Structs for each hit and encoding them cost ~15 us; here the repeated parts are encoded once (with the
+schema's own encoder, from the schema's own Structs) and kept per (name, type, class, flags, rule), and a hit
+costs a dictionary lookup and one string join of its own few values: addresses, ports, ID, time, Community ID.
+
+The reference is `HitEncoder.event()` and `schema.encode()`: tests/test_hitline.py checks that both write the
+same bytes for every hit of every shipped capture and for generated records. Records this path does not cover
+(a resolver's query linked to its clients, a tunnelled or ECS-subnet query) are left to the reference.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sensor import schema
+from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
+from sensor.suffixes import domain_parts
+
+if TYPE_CHECKING:
+    from sensor.events import RuleParts
+    from sensor.messages import DnsRecord
+
+MAX_NAMES = 16_384  # (name, question, rule) fragments kept; the table is emptied when full (hits repeat names)
+MAX_ADDRESSES = 65_536  # address texts kept (clients and resolvers)
+TRANSPORT_TEXT = {17: '"udp","protocol":"dns","type":"ipv', 6: '"tcp","protocol":"dns","type":"ipv'}
+IANA = {17: '","iana_number":"17","community_id":"1:', 6: '","iana_number":"6","community_id":"1:'}
+_FLOW4 = struct.Struct("!H4s4sBBHH")  # Community ID's hash input: seed, addresses, protocol, pad, ports
+_FLOW6 = struct.Struct("!H16s16sBBHH")
+_sha1 = hashlib.sha1
+_b64 = binascii.b2a_base64
+
+
+class _Shape:
+    """What a hit's question (type, class, flags, QDCOUNT) and rule give every name asked that way, in runs of
+    encoded fields around the places where the name goes."""
+
+    __slots__ = ("parts", "event", "question", "type_class", "rule_threat", "threat_end", "detail", "detail_end")
+
+    def __init__(self, parts: RuleParts, qtype: int, qclass: int, flags: int, qdcount: int) -> None:
+        self.parts = parts  # the rule parts these fragments were made with (a reload makes new ones)
+        self.event = schema.encode_value(parts.raw_event)
+        opcode = (flags >> 11) & 0xF
+        self.question = (f'","op_code":{_text(opcode_name(opcode))}'
+                         f',"header_flags":{schema.encode_value(header_flags(flags))},"question":{{"name":')
+        self.type_class = f',"type":{_text(qtype_name(qtype))},"class":{_text(qclass_name(qclass))}'
+        indicator = schema.encode_value(parts.raw_indicator)
+        self.rule_threat = (f'}}}},"rule":{schema.encode_value(parts.raw_fields)},"threat":{{"indicator":{indicator}'
+                            f',"enrichments":[{{"indicator":{indicator},"matched":{{"atomic":')
+        self.threat_end = ',"field":"dns.question.name","type":"indicator_match_rule"}}]},"observer":'
+        self.detail = f'{{"dns":{{"op_code":{opcode},"question":{{"type":{qtype},"class":{qclass},"name_lower":'
+        self.detail_end = f'}},"qdcount":{qdcount},"flags":{flags}}},"rule":{schema.encode_value(parts.detail)}'
+
+
+class _Name:
+    """What one (name, type, class, flags, QDCOUNT, rule) gives every hit: two encoded runs of fields."""
+
+    __slots__ = ("parts", "event", "dns_tail", "detail")
+
+    def __init__(self, shape: _Shape, name: str) -> None:
+        self.parts = shape.parts
+        self.event = shape.event
+        lower = name.lower()
+        registered, subdomain, tld = domain_parts(lower)
+        lower_text = _text(lower)
+        question = [shape.question, _text(name), shape.type_class]
+        if registered is not None:
+            question += (',"registered_domain":', _text(registered))
+        if subdomain is not None:
+            question += (',"subdomain":', _text(subdomain))
+        if tld is not None:
+            question += (',"top_level_domain":', _text(tld))
+        self.dns_tail = "".join((*question, shape.rule_threat, lower_text, shape.threat_end))
+        self.detail = shape.detail + lower_text + shape.detail_end
+
+
+def _text(value: str) -> str:
+    """A JSON string literal as schema.encode writes it (ASCII: \\u escapes)."""
+    if value.isascii() and '"' not in value and "\\" not in value and value.isprintable():
+        return f'"{value}"'
+    return schema.encode_value(value)
+
+
+class HitLines:
+    """Per-hit JSON for the encoder's common case; `line()` returns None for a record it leaves to the reference."""
+
+    def __init__(self, observer_raw: Callable[[str | None], schema.Raw], raw_ecs: schema.Raw) -> None:
+        self._observer_raw = observer_raw
+        self._ecs = '","ecs":' + schema.encode_value(raw_ecs) + ',"event":'
+        self._names: dict[tuple, _Name] = {}
+        self._shapes: dict[tuple, _Shape] = {}
+        self._addresses: dict[bytes, str] = {}
+        self._macs: dict[bytes, str] = {}
+        self._origins: dict[tuple[str | None, str | None], tuple[str, str]] = {}
+        self._seconds: dict[int, str] = {}
+
+    def _address(self, address: bytes) -> str:
+        text = self._addresses.get(address)
+        if text is None:
+            if len(self._addresses) >= MAX_ADDRESSES:
+                self._addresses.clear()
+            text = self._addresses[address] = socket.inet_ntop(
+                socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
+        return text
+
+    def _mac(self, mac: bytes) -> str:
+        text = self._macs.get(mac)
+        if text is None:
+            if len(self._macs) >= MAX_ADDRESSES:
+                self._macs.clear()
+            text = self._macs[mac] = f',"mac":"{mac.hex("-").upper()}"'
+        return text
+
+    def _origin(self, capture_file: str | None, interface: str | None) -> tuple[str, str]:
+        """(`"observer":` value and the comma before truesource, the capture part's head) of one origin."""
+        key = (capture_file, interface)
+        found = self._origins.get(key)
+        if found is None:
+            observer = schema.encode_value(self._observer_raw(interface))
+            capture = ',"capture":{"file":' + _text(capture_file) + ',"frame":' if capture_file is not None else ""
+            found = self._origins[key] = (observer + ',"truesource":', capture)
+        return found
+
+    def _second(self, sec: int) -> str:
+        text = self._seconds.get(sec)
+        if text is None:
+            if len(self._seconds) >= 4096:
+                self._seconds.clear()
+            text = self._seconds[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return text
+
+    def _name(self, msg: DnsRecord, parts: RuleParts) -> _Name:
+        key = (msg.qtype, msg.qclass, msg.flags, msg.qdcount, msg.rule)
+        shape = self._shapes.get(key)
+        if shape is None or shape.parts is not parts:
+            if len(self._shapes) >= MAX_NAMES:
+                self._shapes.clear()
+            shape = self._shapes[key] = _Shape(parts, msg.qtype, msg.qclass, msg.flags, msg.qdcount)
+        return _Name(shape, msg.qname)
+
+    def line(self, msg: DnsRecord, capture_file: str | None, interface: str | None, parts: RuleParts) -> str | None:
+        """The hit's JSON line, or None: a tunnelled or ECS-subnet query is left to the reference."""
+        if msg.tunnel is not None or msg.client_subnet is not None:
+            return None
+        key = (msg.qname, msg.qtype, msg.qclass, msg.flags, msg.qdcount, msg.rule)
+        fragments = self._names.get(key)
+        if fragments is None or fragments.parts is not parts:
+            if len(self._names) >= MAX_NAMES:
+                self._names.clear()
+            fragments = self._names[key] = self._name(msg, parts)
+        src_ip, dst_ip = msg.src_ip, msg.dst_ip
+        src, dst = self._address(src_ip), self._address(dst_ip)
+        sport, dport, transport = msg.src_port, msg.dst_port, msg.transport
+        # Community ID v1 (sensor/community_id.py is the reference): the lower (address, port) end first
+        flow = _FLOW4 if len(src_ip) == 4 else _FLOW6
+        if (src_ip, sport) > (dst_ip, dport):
+            community = _b64(_sha1(flow.pack(0, dst_ip, src_ip, transport, 0, dport, sport)).digest(), newline=False)
+        else:
+            community = _b64(_sha1(flow.pack(0, src_ip, dst_ip, transport, 0, sport, dport)).digest(), newline=False)
+        observer, capture = self._origin(capture_file, interface)
+        mac = self._mac(msg.src_mac) if msg.src_mac is not None else ""
+        vlan = f',"vlan":{{"id":"{msg.vlan_id}"}}' if msg.vlan_id is not None else ""
+        related = f'{src}","{dst}' if src != dst else src
+        tcp = ("" if transport != 6 else
+               ',"tcp":{"handshake":true}' if msg.tcp_handshake else ',"tcp":{"handshake":false}')
+        if capture:
+            capture = f"{capture}{msg.frame}}}"
+        return (f'{{"@timestamp":"{self._second(msg.ts_sec)}.{msg.ts_usec:06d}Z{self._ecs}{fragments.event}'
+                f',"source":{{"ip":"{src}","port":{sport}{mac}}},"destination":{{"ip":"{dst}","port":{dport}}}'
+                f',"related":{{"ip":["{related}"]}},"network":{{"transport":{TRANSPORT_TEXT[transport]}'
+                f'{4 if len(src_ip) == 4 else 6}{IANA[transport]}{community.decode()}"{vlan}}}'
+                f',"dns":{{"type":"query","id":"{msg.dns_id}{fragments.dns_tail}{observer}{fragments.detail}{tcp}'
+                f'{capture}}}}}')
