@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from sensor.querylog.writer import (
+from sensor.querylog.limits import (
     CACHE_KIB,
     PIPE_BATCHES,
     PIPE_MESSAGE_BYTES,

@@ -20,15 +20,28 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sensor import schema
 from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
 from sensor.suffixes import domain_parts
 
 if TYPE_CHECKING:
-    from sensor.events import RuleParts
     from sensor.messages import DnsRecord
+
+
+class RuleParts(Protocol):
+    """A rule's encoded share of its hits (sensor/events.py's RuleParts; named here so that this module, which
+    events.py imports, imports nothing back)."""
+
+    @property
+    def raw_event(self) -> schema.Raw: ...
+    @property
+    def raw_fields(self) -> schema.Raw: ...
+    @property
+    def raw_indicator(self) -> schema.Raw: ...
+    @property
+    def detail(self) -> schema.RuleDetail: ...
 
 MAX_NAMES = 16_384  # (name, question, rule) fragments kept; the table is emptied when full (hits repeat names)
 MAX_ADDRESSES = 65_536  # address texts kept (clients and resolvers)

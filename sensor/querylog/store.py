@@ -27,12 +27,12 @@ from functools import lru_cache
 import msgspec
 
 from sensor.errors import StartupError
+from sensor.querylog.limits import CACHE_KIB
 from sensor.querylog.options import SEGMENT_ROWS, Retention
 from sensor.querylog.record import QueryLogEntry
 
 SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_MS = 10_000  # how long a reader or writer waits for the other's lock before giving up
-CACHE_KIB = 65_536  # 64 MiB page cache for the writer
 JOURNAL_LIMIT = 64 << 20  # the WAL file is cut back to this after a checkpoint
 A, AAAA = 1, 28
 MAX_SEGMENT_BYTES = 64 << 20  # a segment closes at this many bytes of rows if not at its row count first

@@ -19,30 +19,30 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import zmq
 
 from sensor.errors import HelperDied, SensorError, StartupError, how_it_ended
 from sensor.loop import decode_query_log
 from sensor.messages import Entries, PackedEntries, QueryLogMessage, decode_query_log_message, encode
+from sensor.querylog.limits import (  # noqa: F401  the limits, re-exported where they always were
+    DEFAULT_LIMITS,
+    MAX_ANSWER_BYTES,
+    MAX_ANSWERS,
+    PIPE_BATCHES,
+    PIPE_MESSAGE_BYTES,
+    RESPONSE_ONLY_ANSWERS,
+    WRITE_BYTES,
+    WRITE_ROWS,
+    WriterLimits,
+)
 from sensor.querylog.options import QueryLogOptions, Retention
 from sensor.querylog.packed import ENTRY_HEADER
 from sensor.querylog.record import QueryLogEntry
-from sensor.querylog.store import CACHE_KIB, MAX_SEGMENT_BYTES, QueryStore, segment_bytes_for
+from sensor.querylog.store import MAX_SEGMENT_BYTES, QueryStore, segment_bytes_for
 
 log = logging.getLogger(__name__)
 
-PIPE_BATCHES = 64  # messages queued for the writer (on each side of the pipe) before capture drops ...
-PIPE_MESSAGE_BYTES = 1 << 20  # ... each at most this many bytes (a larger batch is sent in parts): the queue
-# holds at most 2 x 64 x 1 MiB = 128 MiB even under a flood of 64 KiB responses (a batch is ~0.3 MiB normally)
-WRITE_ROWS = 20_000  # entries gathered before one insert transaction ...
-WRITE_BYTES = 8 << 20  # ... or this many bytes of packed entries (the writer's buffer; and a segment's at most)
-# What one entry keeps of its response's answers (decision 0121): a response packed with ~110 answers under a
-# 255-byte name decoded to ~100 KB of text and made the store grow 70 times faster than the traffic.
-MAX_ANSWERS = 32  # records
-MAX_ANSWER_BYTES = 2_048  # bytes of owner and data text
-RESPONSE_ONLY_ANSWERS = 4  # records of a response with no query: anyone can send those, no query needed
 WRITE_EVERY = 0.5  # ... or after this many seconds, whichever first: what a reader waits at most, plus commit
 RETENTION_EVERY = 60.0  # seconds between retention passes (and one at start and at stop)
 DRAIN_IDLE = 0.3  # at stop: the writer ends after the pipe has been quiet this long
@@ -51,29 +51,6 @@ START_TIMEOUT = 30.0  # seconds to wait for the writer process to open the store
 # long a blocking send waits for room before it looks again: a dead writer is noticed within a second and
 # never waited on (docs/decisions/0140-dead-helpers-end-the-run.md).
 WATCH_EVERY = 0.25
-
-@dataclass(frozen=True, slots=True)
-class WriterLimits:
-    """What the query log may hold in memory and keep of an entry (docs/limits.md): one parameter each, so that a
-    memory budget can size them. The defaults are the constants above."""
-
-    pipe_batches: int = PIPE_BATCHES  # messages queued on each side of the pipe
-    pipe_message_bytes: int = PIPE_MESSAGE_BYTES  # bytes a message holds at most (whole entries)
-    write_rows: int = WRITE_ROWS  # entries the writer holds before a transaction ...
-    write_bytes: int = WRITE_BYTES  # ... or bytes of packed entries
-    max_answers: int = MAX_ANSWERS
-    max_answer_bytes: int = MAX_ANSWER_BYTES
-    response_only_answers: int = RESPONSE_ONLY_ANSWERS
-    cache_kib: int = CACHE_KIB  # the writer's SQLite page cache
-
-    @property
-    def caps(self) -> tuple[int, int, int]:
-        return (self.max_answers, self.max_answer_bytes, self.response_only_answers)
-
-    def memory_bytes(self) -> int:
-        """The most the pipe, the writer's pending entries and its page cache hold (decoded entries aside)."""
-        return 2 * self.pipe_batches * self.pipe_message_bytes + self.write_bytes + self.cache_kib * 1024
-
 
 class QueryLogFailed(SensorError):
     """The writer failed after start (a full disk, the store removed): what came before was stored."""
@@ -115,7 +92,7 @@ def split_packed(data: bytes, limit: int) -> list[bytes]:
 class QueryLogSink:
     """One producing process's end of the pipe to the writer. Not shared across fork: make one per process."""
 
-    def __init__(self, endpoint: str, blocking: bool, on_entries=None, limits: WriterLimits = WriterLimits(),
+    def __init__(self, endpoint: str, blocking: bool, on_entries=None, limits: WriterLimits = DEFAULT_LIMITS,
                  writer: QueryLogWriter | None = None) -> None:
         self.limits = limits
         self.context = zmq.Context()
@@ -204,7 +181,7 @@ class QueryLogSink:
 class QueryLogWriter:
     """Starts the writer process (spawned: a clean interpreter, no inherited sockets) and stops it."""
 
-    def __init__(self, options: QueryLogOptions, limits: WriterLimits = WriterLimits()) -> None:
+    def __init__(self, options: QueryLogOptions, limits: WriterLimits = DEFAULT_LIMITS) -> None:
         self.options = options
         self.limits = limits
         self.pipe_dir = tempfile.mkdtemp(prefix="truesource-qlog-")
@@ -300,7 +277,7 @@ class QueryLogWriter:
 
 
 def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: int, control,
-                segment_bytes: int = MAX_SEGMENT_BYTES, limits: WriterLimits = WriterLimits()) -> None:
+                segment_bytes: int = MAX_SEGMENT_BYTES, limits: WriterLimits = DEFAULT_LIMITS) -> None:
     """The writer process: store every batch that arrives, apply retention now and then, stop when told."""
     # The sensor stops it after its last batch (a terminal's Ctrl-C and a service manager's SIGTERM reach the
     # whole process group); if the sensor dies without saying so, the writer stores what it has and ends.
@@ -399,7 +376,7 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
 
 
 def start(options: QueryLogOptions | None, pipeline, blocking: bool,
-          limits: WriterLimits = WriterLimits()) -> tuple[QueryLogWriter | None, QueryLogSink | None]:
+          limits: WriterLimits = DEFAULT_LIMITS) -> tuple[QueryLogWriter | None, QueryLogSink | None]:
     """The writer process and this process's sink, as the options ask (None, None without --query-log);
     `limits` from the memory budget (sensor/budget.py)."""
     if options is None:
