@@ -27,33 +27,33 @@ class _Rules:
         self.depth: dict[str, int] = {}  # last two labels -> labels of the deepest rule under them
         self.wild_tlds: set[str] = set()  # TLDs with a wildcard right below (`*.ck`): any second label matters
         self.unicode: list[str] = []  # rules in Unicode, added in punycode on the first `xn--` name
-        path = _list_file()
-        for line in path.read_text(encoding="utf-8").splitlines():
-            rule = line.strip()
-            if not rule or rule.startswith("//"):
-                continue
-            if rule.isascii():
-                self.add(rule.lower())
-            else:
-                self.unicode.append(rule)
+        rules = [line.strip() for line in _list_file().read_text(encoding="utf-8").splitlines()]
+        rules = [rule for rule in rules if rule and not rule.startswith("//")]
+        self.unicode = [rule for rule in rules if not rule.isascii()]
+        self.add_all([rule.lower() for rule in rules if rule.isascii()])
 
-    def add(self, rule: str) -> None:
-        if rule.startswith("!"):
-            rule = rule[1:]
-            self.exceptions.add(rule)
-        elif rule.startswith("*."):
-            self.wild.add(rule[2:])
-        else:
-            self.exact.add(rule)
-        labels = rule.split(".")
-        if rule.startswith("*.") and len(labels) == 2:
-            self.wild_tlds.add(labels[1])
-        elif len(labels) >= 2:
-            key = labels[-2] + "." + labels[-1]
-            self.depth[key] = max(self.depth.get(key, 0), len(labels))
+    def add_all(self, rules: list[str]) -> None:
+        """Many rules at once: the list's ~10,000 are read at the first hit, in set operations where they can be."""
+        self.exceptions.update(rule[1:] for rule in rules if rule.startswith("!"))
+        self.wild.update(rule[2:] for rule in rules if rule.startswith("*."))
+        self.exact.update(rule for rule in rules if not rule.startswith(("!", "*.")))
+        depth = self.depth
+        for rule in rules:
+            rule = rule.removeprefix("!")
+            labels = rule.count(".") + 1
+            if labels < 2:
+                continue
+            last = rule.rsplit(".", 2)
+            if labels == 2 and last[0] == "*":
+                self.wild_tlds.add(last[1])
+                continue
+            key = last[-2] + "." + last[-1]
+            if depth.get(key, 0) < labels:
+                depth[key] = labels
 
     def add_unicode(self) -> None:
         rules, self.unicode = self.unicode, []
+        converted = []
         for rule in rules:
             bang = rule.startswith("!")
             try:
@@ -61,7 +61,8 @@ class _Rules:
                                       for label in rule.lstrip("!").split("."))
             except UnicodeError:
                 continue
-            self.add(("!" if bang else "") + ascii_rule.lower())
+            converted.append(("!" if bang else "") + ascii_rule.lower())
+        self.add_all(converted)
 
     def public_suffix(self, name: str) -> str:
         """The longest matching rule (an exception: that rule less its first label); the TLD when none does."""
