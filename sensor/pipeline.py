@@ -45,6 +45,24 @@ class HitPipeline:
         if self.heuristics is not None and not record.is_response:
             self.judge(record, origin)
 
+    def records(self, records: Sequence[DnsRecord], origin: Origin) -> None:
+        """A batch of records from this process's loop: record() for each, with the per-hit path's lookups made
+        once per batch (hits are a few per batch; each costs microseconds that add up at a 3% hit rate)."""
+        if self.heuristics is not None:
+            for record in records:
+                self.record(record, origin)
+            return
+        link = self.attribution.link if self.attribution is not None else None
+        hit_line = self.encoder.hit_line
+        writers = [output.write for output in self.outputs]
+        for record in records:
+            if record.rule < 0:
+                continue
+            line = hit_line(record, origin, link(record) if link is not None else None)
+            self.hits += 1
+            for write in writers:
+                write(HIT_TOPIC, line)
+
     def judge(self, msg: DnsRecord, origin: Origin) -> None:
         if self.heuristics is None:
             return

@@ -160,8 +160,7 @@ class BatchRunner:
         if self.link is not None:
             self.link.records(records)
         elif self.pipeline is not None:
-            for record in records:
-                self.pipeline.record(record, self.origin)
+            self.pipeline.records(records, self.origin)
 
     def drain(self) -> None:
         """What the tables finished since the last batch: anomalies, flow records and query-log entries out."""
