@@ -84,23 +84,31 @@ class _Name:
         self.event = shape.event
         lower = name.lower()
         registered, subdomain, tld = domain_parts(lower)
-        lower_text = _text(lower)
-        question = [shape.question, _text(name), shape.type_class]
+        # the parts are pieces of the name: when it needs no escaping, none of them does
+        text = _plain if _needs_no_escape(name) else _text
+        lower_text = text(lower)
+        question = [shape.question, text(name), shape.type_class]
         if registered is not None:
-            question += (',"registered_domain":', _text(registered))
+            question += (',"registered_domain":', text(registered))
         if subdomain is not None:
-            question += (',"subdomain":', _text(subdomain))
+            question += (',"subdomain":', text(subdomain))
         if tld is not None:
-            question += (',"top_level_domain":', _text(tld))
+            question += (',"top_level_domain":', text(tld))
         self.dns_tail = "".join((*question, shape.rule_threat, lower_text, shape.threat_end))
         self.detail = shape.detail + lower_text + shape.detail_end
 
 
+def _needs_no_escape(value: str) -> bool:
+    return value.isascii() and value.isprintable() and '"' not in value and "\\" not in value
+
+
+def _plain(value: str) -> str:
+    return f'"{value}"'
+
+
 def _text(value: str) -> str:
     """A JSON string literal as schema.encode writes it (ASCII: \\u escapes)."""
-    if value.isascii() and '"' not in value and "\\" not in value and value.isprintable():
-        return f'"{value}"'
-    return schema.encode_value(value)
+    return _plain(value) if _needs_no_escape(value) else schema.encode_value(value)
 
 
 class HitLines:
