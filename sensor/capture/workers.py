@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import heapq
 import logging
+import math
 import os
 import signal
 import tempfile
@@ -263,7 +264,8 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
                     reload_started[generation] = time.monotonic()
                     reports[generation] = {}
                     control.send(encode(Reload(generation, sources, reloader.rules_format, reloader.build_options())))
-            wait_ms = max(0, int((last_housekeeping + HOUSEKEEPING_EVERY - time.monotonic()) * 1000))
+            # rounded up: rounded down, the last millisecond before each tick was spent polling with no wait
+            wait_ms = max(0, math.ceil((last_housekeeping + HOUSEKEEPING_EVERY - time.monotonic()) * 1000))
             for message in _messages(pull, wait_ms):
                 if isinstance(message, Flows):
                     if runner.flows is not None:
