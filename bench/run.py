@@ -8,8 +8,10 @@ prints medians, packets/s, ratios and the issue's goals. Everything it measured 
 `--suite whole` (issue 15): the high-hit capture (3% of queries hit, bench/out/hits/), its 100,000-rule file
 and a 1,000,000-rule file (the same names and 900,000 that nothing asks for); CPU seconds (user+sys of the whole
 process tree: wait4 on Linux counts the children a process reaped) and wall for the read floor, tcpdump -r,
-tshark on a slice, truesource replay with each rule set from a warm and a cold compiled-rules cache, a 10-frame
-replay (start-up) and `truesource --version`; the ratios against the read floor. Results: bench/out/whole.json.
+tshark on a slice, truesource replay with each rule set from a warm and a cold compiled-rules cache, with as many
+rules that hit nothing (the per-hit cost is the difference over the hits), with --query-log and with --flow-store
+(each into an empty store), a 10-frame replay (start-up) and `truesource --version`; the ratios against the read
+floor and the plain replay. Results: bench/out/whole.json.
 """
 
 from __future__ import annotations
@@ -200,6 +202,9 @@ GOAL_CPU_100K = 3.0  # replay CPU at most 3x the read floor's with 100,000 rules
 GOAL_CPU_1M = 4.0  # and 4x with 1,000,000
 GOAL_STARTUP_WALL = 0.2  # a 10-frame replay with 1,000,000 rules, seconds
 GOAL_VERSION_WALL = 0.1  # truesource --version, seconds
+GOAL_PER_HIT_US = 5.0  # CPU per hit: replay with the hitting rules minus one with as many rules that hit nothing
+GOAL_QUERY_LOG = 1.5  # replay --query-log, CPU of the process tree over the plain replay's
+GOAL_FLOW_STORE = 1.3  # replay --flow-store, likewise
 
 
 def ensure_hit_capture(packets: int | None, regenerate: bool) -> dict:
@@ -216,6 +221,15 @@ def ensure_hit_capture(packets: int | None, regenerate: bool) -> dict:
             # Names under a zone no query asks for: the same hits, ten times the table.
             dst.writelines(f"filler{i}.unused-zone.example\n" for i in range(MILLION - names))
     description["paths"]["rules-1m.txt"] = million
+    miss = os.path.join(out, "rules-miss.txt")
+    if not os.path.exists(miss) or os.path.getmtime(miss) < os.path.getmtime(rules):
+        with open(rules, encoding="utf-8") as src, open(miss, "w", encoding="utf-8") as dst:
+            for line in src:  # the same names one label down: as many rules of the same kinds, none hit
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    wild = "*." if line.startswith("*.") else ""
+                    dst.write(f"{wild}miss-x.{line.removeprefix('*.')}\n")
+    description["paths"]["rules-miss.txt"] = miss
     return description
 
 
@@ -226,6 +240,7 @@ def whole_process(args: argparse.Namespace) -> int:
     description = ensure_hit_capture(args.packets, args.regenerate)
     capture, rules = description["paths"]["capture.pcap"], description["paths"]["rules.txt"]
     million = description["paths"]["rules-1m.txt"]
+    miss = description["paths"]["rules-miss.txt"]
     packets = description["packets"]
     warm_cache(capture)
     cache_root = tempfile.mkdtemp(prefix="truesource-bench-cache-")
@@ -253,6 +268,14 @@ def whole_process(args: argparse.Namespace) -> int:
                                                                                  warm, "--out", os.devnull], packets),
         Measure("replay_100k_cold", "replay, 100k rules, cold cache", replay + ["--rules", rules, "--rules-cache",
                                                                                  cold, "--out", os.devnull], packets),
+        Measure("replay_100k_miss", "replay, 100k rules that hit nothing", replay + [
+            "--rules", miss, "--rules-cache", warm, "--out", os.devnull], packets),
+        Measure("replay_query_log", "replay --query-log, 100k rules", replay + [
+            "--rules", rules, "--rules-cache", warm, "--out", os.devnull, "--query-log",
+            os.path.join(cache_root, "store", "queries.db")], packets),
+        Measure("replay_flow_store", "replay --flow-store, 100k rules", replay + [
+            "--rules", rules, "--rules-cache", warm, "--out", os.devnull, "--flow-store",
+            os.path.join(cache_root, "store", "flows")], packets),
         Measure("replay_1m_warm", "replay, 1M rules, warm cache", replay + ["--rules", million, "--rules-cache",
                                                                              warm, "--out", os.devnull], packets),
         Measure("replay_1m_cold", "replay, 1M rules, cold cache", replay + ["--rules", million, "--rules-cache",
@@ -278,6 +301,8 @@ def whole_process(args: argparse.Namespace) -> int:
         for measure in measures:
             if measure.name.endswith("_cold"):
                 shutil.rmtree(cold, ignore_errors=True)
+            shutil.rmtree(os.path.join(cache_root, "store"), ignore_errors=True)  # each store run starts empty
+            os.makedirs(os.path.join(cache_root, "store"))
             wall, cpu, rss, code = run_once(measure.command, measure.stdout,
                                             os.path.join(OUT, f"{measure.name}.stderr"))
             if code != 0:
@@ -301,6 +326,12 @@ def whole_process(args: argparse.Namespace) -> int:
         ratio = f"{cpu / floor_cpu:>10.2f}x" if m.packets >= 1000 else f"{'-':>11}"
         print(f"{m.label:<46}{m.packets:>11,}{cpu:>9.3f}{m.median:>9.3f}{ratio}{per_million}{fmt_bytes(m.peak_rss):>10}")
     cpu_of = {name: statistics.median(m.cpu_seconds) for name, m in by_name.items()}
+    hits = checks["100k"]["truesource"]
+    per_hit_us = (cpu_of["replay_100k_warm"] - cpu_of["replay_100k_miss"]) / max(hits, 1) * 1e6
+    plain = cpu_of["replay_100k_warm"]
+    print(f"\nper hit: ({plain:.3f} - {cpu_of['replay_100k_miss']:.3f}) s / {hits:,} hits = {per_hit_us:.1f} us; "
+          f"--query-log {cpu_of['replay_query_log'] / plain:.2f}x and --flow-store "
+          f"{cpu_of['replay_flow_store'] / plain:.2f}x the plain replay's CPU")
     goals = [
         {"goal": "replay CPU <= 3x the read floor's, 100k rules (warm cache)",
          "value": round(cpu_of["replay_100k_warm"] / floor_cpu, 2), "target": GOAL_CPU_100K},
@@ -310,6 +341,12 @@ def whole_process(args: argparse.Namespace) -> int:
          "value": round(by_name["startup_1m_warm"].median, 3), "target": GOAL_STARTUP_WALL},
         {"goal": "truesource --version <= 0.1 s wall", "value": round(by_name["version"].median, 3),
          "target": GOAL_VERSION_WALL},
+        {"goal": "CPU per hit <= 5 us (hitting rules minus rules that hit nothing)", "value": round(per_hit_us, 1),
+         "target": GOAL_PER_HIT_US},
+        {"goal": "replay --query-log CPU <= 1.5x the plain replay's", "value": round(
+            cpu_of["replay_query_log"] / plain, 2), "target": GOAL_QUERY_LOG},
+        {"goal": "replay --flow-store CPU <= 1.3x the plain replay's", "value": round(
+            cpu_of["replay_flow_store"] / plain, 2), "target": GOAL_FLOW_STORE},
         {"goal": "hits identical to the generator's, 100k and 1M rules",
          "value": all(check["identical"] for check in checks.values()), "target": True},
     ]
