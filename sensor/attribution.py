@@ -36,13 +36,18 @@ RD = 0x0100  # header flag: recursion desired
 
 
 class ClientQuery(NamedTuple):
-    """A client query that hit (a tuple: one is made per client hit)."""
+    """A client query that hit (a tuple: one is made per client hit; its address is made text only when a
+    resolver's query links it, which few do)."""
 
-    ip: str
+    address: bytes
     port: int
     time_us: int
     name: str
     transport: int
+
+    @property
+    def ip(self) -> str:
+        return _text(self.address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,7 @@ class ResolverAttribution:
         self.max_recent = max_recent
         self.max_learned = max_learned
         self.learned: OrderedDict[bytes, None] = OrderedDict()
+        self._newest_learned: bytes | None = None  # the resolver most client hits go to: learning it again is a no-op
         # Client queries in time order, each also filed under its bucket (its last two labels, the registered
         # domain's usual depth): a resolver's query for a name looks in that name's bucket only, where every name
         # at or below it is. Only a query for a TLD or the root (one label) goes through the whole window.
@@ -92,7 +98,9 @@ class ResolverAttribution:
     def link(self, msg: DnsMessage | DnsRecord) -> Attribution | None:
         """None for a client query (remembered); for a resolver's query, the client queries that caused it."""
         now = msg.ts_sec * 1_000_000 + msg.ts_usec
-        self._expire(now)
+        recent = self.recent
+        if recent and recent[0][0] < now - self.window_us:
+            self._expire(now)
         if self.is_resolver_query(msg):
             self._learn(msg.src_ip)
             found = self._find(msg.qname.lower())
@@ -106,17 +114,18 @@ class ResolverAttribution:
             return Attribution("name_and_time", [query for _, query in found])
         name = msg.qname.lower()
         bucket = _bucket(name)
-        entry = (msg.dst_ip, ClientQuery(_text(msg.src_ip), msg.src_port, now, name, msg.transport))
+        entry = (msg.dst_ip, ClientQuery(msg.src_ip, msg.src_port, now, name, msg.transport))
         queue = self.by_bucket.get(bucket)
         if queue is None:
             self.by_bucket[bucket] = deque((entry,))
         else:
             queue.append(entry)
-        self.recent.append((now, bucket, entry))
-        if len(self.recent) > self.max_recent:
+        recent.append((now, bucket, entry))
+        if len(recent) > self.max_recent:
             self._forget()
             self.evicted += 1
-        self._learn(msg.dst_ip)
+        if msg.dst_ip != self._newest_learned:
+            self._learn(msg.dst_ip)
         return None
 
     def counters(self) -> dict[str, int]:
@@ -136,6 +145,7 @@ class ResolverAttribution:
             return
         self.learned[address] = None
         self.learned.move_to_end(address)
+        self._newest_learned = address
         if len(self.learned) > self.max_learned:
             self.learned.popitem(last=False)
             self.learned_evicted += 1
