@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import struct
 
-from dnslib import QTYPE, RR, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib import CNAME as CNAME_DATA
+from dnslib import QTYPE, RR, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
 from pcaps.craft import CLIENT4, CLIENT4_B, DLT_EN10MB, RESOLVER4, Timeline, ether, query, udp_dns
 

@@ -43,8 +43,8 @@ TIMELINES: dict[str, Callable[[], tuple[int, Timeline]]] = {
     "tunnels.pcap": tunnels.tunnels,
     "tunnels-nested.pcap": tunnels.tunnels_nested,
     "edns-client-subnet.pcap": tunnels.edns_client_subnet,
-    "report-network.pcap": report_network,
-    "cname-chains.pcap": cnames.cname_chains,  # CNAME hits and attribution through the chain (decisions 0160-0161)  # truesource profile: the seed report's sample network
+    "report-network.pcap": report_network,  # truesource profile: the seed report's sample network
+    "cname-chains.pcap": cnames.cname_chains,  # CNAME hits, attribution through the chain (decisions 0160-0161)
 }
 
 # name -> function writing the file itself (formats and damage a Timeline cannot express).

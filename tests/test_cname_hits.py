@@ -13,8 +13,8 @@ import os
 import struct
 
 import pytest
-from dnslib import QTYPE, RR, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib import CNAME as CNAME_DATA
+from dnslib import QTYPE, RR, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
