@@ -12,9 +12,17 @@ cdef enum:
 cdef DecodedName cname_target    # scratch for a target: the loop's own `name` still holds the question
 
 
-cdef int64_t name_end(const uint8_t* msg, uint32_t n, uint32_t pos) noexcept nogil:
+cdef inline int64_t name_end(const uint8_t* msg, uint32_t n, uint32_t pos) noexcept nogil:
     """Where the name at `pos` ends, or -1 when decode_name would refuse it (the same checks, in the same order,
     with no text written)."""
+    # The usual owner, a pointer to the question's name (offset 12): always valid once the question decoded (its
+    # own pointers can only land in the header: at most 6 hops, so 7 with this one), and no walk is needed.
+    if pos + 1 < n and msg[pos] == 0xC0 and msg[pos + 1] == 12:
+        return pos + 2
+    return name_walk_end(msg, n, pos)
+
+
+cdef int64_t name_walk_end(const uint8_t* msg, uint32_t n, uint32_t pos) noexcept nogil:
     cdef uint32_t run_start = pos, wire_len = 0, ptr
     cdef int64_t end = -1
     cdef int hops = 0
