@@ -68,9 +68,9 @@ cdef int32_t cname_rule(SuffixSet rules, object patterns, bytes allow, DecodedNa
 
 
 cdef int32_t cname_scan(const uint8_t* msg, uint32_t n, uint32_t pos, SuffixSet rules, object patterns,
-                        bytes allow, uint64_t* counters, int* matched) except -2:
+                        bytes allow, uint64_t* counters, int* matched, DecodedName* question) except -2:
     """The rule of the first CNAME target a rule matches, or -1; `matched` gets that hop's index. `pos`: just
-    after the first question."""
+    after the first question. None when the question's own name hits: its query was the hit."""
     cdef uint16_t qdcount = rd16(msg + 4), ancount = rd16(msg + 6), rdlen
     cdef uint32_t k, start
     cdef int64_t end
@@ -108,7 +108,8 @@ cdef int32_t cname_scan(const uint8_t* msg, uint32_t n, uint32_t pos, SuffixSet 
             rule = cname_rule(rules, patterns, allow, &cname_target)
             if rule >= 0:
                 matched[0] = hops - 1
-    if matched[0] < 0:
+    if matched[0] < 0 or cname_rule(rules, patterns, allow, question) >= 0:
+        matched[0] = -1
         return -1
     counters[C_dns_cname_hits] += 1
     return rule

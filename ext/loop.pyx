@@ -1000,7 +1000,7 @@ cdef class FastLoop:
         if flags & 0x8000:
             self.counters_[C_dns_responses] += 1
             rule = cname_scan(msg, n, name.end + 4, self.rules, self.patterns, self.allow, self.counters_,
-                              &cname_hop)
+                              &cname_hop, name)
             if rule >= 0:
                 self.counters_[C_hits] += 1
                 cname = cname_chain(msg, n, name.end + 4, cname_hop)

@@ -117,6 +117,17 @@ def test_which_hop_hits(hops: list[str], hit: tuple[int, str, int] | None) -> No
     assert ref_counters["dns_cname_hits"] == ref_counters["hits"] == 1
 
 
+@pytest.mark.skipif(_loop is None and os.environ.get("CI") != "true", reason="sensor._loop is not built")
+@pytest.mark.parametrize("question, hits", [("q.evil.test", 0), ("allowed.evil.test", 1)])
+def test_a_question_that_hits_itself_makes_no_second_hit(question: str, hits: int) -> None:
+    """The query for a rule's name was the hit; an allowed name aliased to a rule's name is one."""
+    message = response(question, [(question, QTYPE.CNAME, "a.evil.test")])
+    frame = ipv4_udp(b"\x0a\x00\x00\x35", b"\x0a\x00\x00\x02", 53, 40000, message)
+    reference, fast, ref_counters, fast_counters = both([frame])
+    assert fast == reference and fast_counters == ref_counters
+    assert len(reference) == ref_counters["dns_cname_hits"] == hits
+
+
 def test_attribution_table_is_bounded() -> None:
     """Resolver-side names beyond max_upstream push the oldest out, counted."""
     attribution = ResolverAttribution(max_upstream=3)

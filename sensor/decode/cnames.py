@@ -4,7 +4,8 @@ ext/cnames.pxi; docs/decoding.md, "CNAME hits", decision 0160).
 A resolver that follows a CNAME from a good name to a suspicious one sends the suspicious name upstream, where a
 mirror may not see it (a forwarder's upstream is encrypted or elsewhere); the chain in the response is the one
 place it shows. Every CNAME record's target is matched, in answer-section order; the first that a rule (not an
-allow rule) matches makes the response a hit. Only CNAME records are decoded: other records are skipped by their
+allow rule) matches makes the response a hit, unless the question's own name hits (its query is the hit: one
+alert, not two). Only CNAME records are decoded: other records are skipped by their
 lengths, so a capture without CNAMEs costs a walk over each answer's owner name and fixed fields.
 
 The walk stops at the first malformed part (a name the question's limits refuse, a record past the message's
@@ -73,7 +74,7 @@ def cname_hit(message: bytes, question: Question, rule_of: Callable[[list[str]],
                     matched = len(records) - 1
     except Anomaly:
         counters["dns_bad_answers"] += 1
-    if matched < 0:
+    if matched < 0 or rule_of(question.labels) != NO_RULE:  # the question's own name hits: its query was the hit
         return NO_RULE, None
     counters["dns_cname_hits"] += 1
     return rule, (matched, tuple(records))
