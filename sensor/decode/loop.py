@@ -302,7 +302,7 @@ class ReferenceLoop:
 
     def _check_transport(self, protocol: int, packet: IpPacket, state: FrameState, header: bool | None) -> None:
         """The IPv4 header, then the UDP or TCP checksum, once the datagram is known to be DNS: a bad one shadows
-        the frame. A UDP response is checked only with the query log on: no hit comes from a response."""
+        the frame. A UDP response is checked only with the query log on: only a CNAME hit comes from one (rare)."""
         segment = packet.payload
         if protocol == PROTO_UDP:  # Linux trims the IP payload to the UDP length before checking
             segment = segment[: int.from_bytes(segment[4:6], "big")]
