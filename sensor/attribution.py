@@ -182,11 +182,11 @@ class ResolverAttribution:
         upstream = self.upstream
         horizon = now - self.window_us
         while upstream:
-            oldest, hits = next(iter(upstream.items()))
-            if hits[-1].time_us >= horizon:
+            oldest, kept = next(iter(upstream.items()))
+            if kept[-1].time_us >= horizon:
                 break
             del upstream[oldest]
-        hits = self.upstream.get(name)
+        hits = upstream.get(name)
         if hits is None:
             hits = self.upstream[name] = []
             if len(self.upstream) > self.max_upstream:
