@@ -65,7 +65,9 @@ cdef enum:
     C_ip_fragment_duplicate = 62
     C_tcp_buffer_evicted = 63
     C_checksums_auto_off = 64
-    N_COUNTERS = 65
+    C_dns_cname_hits = 65
+    C_dns_bad_answers = 66
+    N_COUNTERS = 67
 
 COUNTER_NAMES = (
     "packets",
@@ -133,4 +135,6 @@ COUNTER_NAMES = (
     "ip_fragment_duplicate",
     "tcp_buffer_evicted",
     "checksums_auto_off",
+    "dns_cname_hits",
+    "dns_bad_answers",
 )

@@ -210,6 +210,7 @@ cdef struct FrameInfo:
 include "correlate.pxi"
 include "reassembly.pxi"
 include "querylog_decode.pxi"
+include "cnames.pxi"
 
 
 cdef str lowered_name(DecodedName* name):
@@ -977,7 +978,8 @@ cdef class FastLoop:
         cdef int alen, found
         cdef DecodedName* name = &self.name
         cdef Subnet subnet
-        cdef object subnet_str = None, tunnel = None
+        cdef object subnet_str = None, tunnel = None, cname = None
+        cdef int cname_hop = -1
         if self.shadow != SHADOW_NONE:
             return self.shadow_message(msg, n, fi)
         if n < 12:
@@ -997,6 +999,11 @@ cdef class FastLoop:
             self.counters_[C_dns_extra_questions] += 1
         if flags & 0x8000:
             self.counters_[C_dns_responses] += 1
+            rule = cname_scan(msg, n, name.end + 4, self.rules, self.patterns, self.allow, self.counters_,
+                              &cname_hop, name)
+            if rule >= 0:
+                self.counters_[C_hits] += 1
+                cname = cname_chain(msg, n, name.end + 4, cname_hop)
         else:
             self.counters_[C_dns_queries] += 1
             rule = self.rules.match(name.text, name.text_len, name.label_starts, name.nlabels)
@@ -1030,7 +1037,7 @@ cdef class FastLoop:
             None if fi.mac == NULL else PyBytes_FromStringAndSize(<const char*>fi.mac, 6),
             None if fi.outer_src == NULL else (PyBytes_FromStringAndSize(<const char*>fi.outer_src, fi.outer_len),
                                                PyBytes_FromStringAndSize(<const char*>fi.outer_dst, fi.outer_len)),
-            None if fi.handshake < 0 else bool(fi.handshake),
+            None if fi.handshake < 0 else bool(fi.handshake), cname,
         ))
         return 0
 

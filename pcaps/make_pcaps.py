@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pcaps import demo, files, layers, names, regressions, tcp, tunnels
+from pcaps import cnames, demo, files, layers, names, regressions, tcp, tunnels
 from pcaps.craft import Timeline, write_pcap
 from pcaps.make_report_network import report_network
 
@@ -44,6 +44,7 @@ TIMELINES: dict[str, Callable[[], tuple[int, Timeline]]] = {
     "tunnels-nested.pcap": tunnels.tunnels_nested,
     "edns-client-subnet.pcap": tunnels.edns_client_subnet,
     "report-network.pcap": report_network,  # truesource profile: the seed report's sample network
+    "cname-chains.pcap": cnames.cname_chains,  # CNAME hits, attribution through the chain (decisions 0160-0161)
 }
 
 # name -> function writing the file itself (formats and damage a Timeline cannot express).

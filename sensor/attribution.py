@@ -12,6 +12,11 @@ queries), or when it is iterative itself (RD clear: stub clients ask with RD set
 servers do not). Client queries that went to the same resolver (same address, or one of the addresses given as
 one resolver) are preferred; when there are none (a resolver asking upstream from another address than the
 one its clients use, unless configured), clients are linked by name and time alone, and the event says so.
+
+CNAME hits (decision 0161): a resolver that follows a CNAME from a good name to a suspicious one asks upstream for
+the suspicious name, which no client asked. The resolver side (its upstream query that hit, the chain in its
+upstream response) is remembered by name in a small bounded table; when the resolver answers a client with a
+chain through one of those names (itself a CNAME hit), that event names the client and the resolver-side hits.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ if TYPE_CHECKING:  # a hit from the runner (sensor/messages.py) has the same fie
 DEFAULT_WINDOW = 5.0  # seconds: a resolver's upstream queries follow the client's within ms; retries take seconds
 MAX_RECENT_CLIENT_HITS = 100_000  # bound on remembered client queries, whatever the window holds
 MAX_LEARNED_RESOLVERS = 4_096  # bound on learned resolver addresses (least recently seen go first)
+MAX_UPSTREAM_NAMES = 4_096  # bound on names of resolver-side hits kept for CNAME chains (hits are few)
+MAX_UPSTREAM_PER_NAME = 8  # resolver-side hits kept per name (the most recent)
 
 
 RD = 0x0100  # header flag: recursion desired
@@ -50,13 +57,24 @@ class ClientQuery(NamedTuple):
         return _text(self.address)
 
 
+class UpstreamHit(NamedTuple):
+    """A resolver-side hit remembered for CNAME chains: the name, the resolver, when."""
+
+    name: str
+    resolver: bytes
+    time_us: int
+
+
 @dataclass(frozen=True, slots=True)
 class Attribution:
     """How the clients were found (`resolver_address`: they asked this resolver; `name_and_time`: the same
-    name or one below it, in the window, asked of any resolver) and who they are."""
+    name or one below it, in the window, asked of any resolver) and who they are. `role` is `client` for a CNAME
+    hit on a response to a client: `clients` is that client, `upstream` the resolver-side hits it explains."""
 
     match: str
     clients: list[ClientQuery]
+    role: str = "resolver"
+    upstream: tuple[UpstreamHit, ...] = ()
 
 
 def _text(address: bytes) -> str:
@@ -68,7 +86,7 @@ class ResolverAttribution:
 
     def __init__(self, resolvers: list[str] | tuple[str, ...] = (), window: float = DEFAULT_WINDOW,
                  learn: bool = True, max_recent: int = MAX_RECENT_CLIENT_HITS,
-                 max_learned: int = MAX_LEARNED_RESOLVERS) -> None:
+                 max_learned: int = MAX_LEARNED_RESOLVERS, max_upstream: int = MAX_UPSTREAM_NAMES) -> None:
         # Each item is one resolver: one address, or several comma-separated (client side, upstream side, v6).
         self.group_of: dict[bytes, int] = {}
         for group, item in enumerate(resolvers):
@@ -87,6 +105,11 @@ class ResolverAttribution:
         # at or below it is. Only a query for a TLD or the root (one label) goes through the whole window.
         self.recent: deque[tuple[int, str, tuple[bytes, ClientQuery]]] = deque()  # (time, bucket, entry)
         self.by_bucket: dict[str, deque[tuple[bytes, ClientQuery]]] = {}
+        # Resolver-side hits by name, least recently hit first (CNAME chains, decision 0161)
+        self.max_upstream = max_upstream
+        self.upstream: OrderedDict[str, list[UpstreamHit]] = OrderedDict()
+        self.upstream_evicted = 0
+        self.cname_linked = 0
         self.evicted = 0  # client queries dropped from `recent` at max_recent, before their window ended
         self.learned_evicted = 0  # learned resolver addresses forgotten at max_learned
         self.linked = 0
@@ -101,8 +124,11 @@ class ResolverAttribution:
         recent = self.recent
         if recent and recent[0][0] < now - self.window_us:
             self._expire(now)
+        if msg.cname is not None:
+            return self._cname(msg, now)
         if self.is_resolver_query(msg):
             self._learn(msg.src_ip)
+            self._remember_upstream(msg.qname.lower(), msg.src_ip, now)
             found = self._find(msg.qname.lower())
             if not found:
                 return Attribution("name_and_time", [])
@@ -128,11 +154,56 @@ class ResolverAttribution:
             self._learn(msg.dst_ip)
         return None
 
+    def _cname(self, msg: DnsMessage | DnsRecord, now: int) -> Attribution | None:
+        """A CNAME hit (a response): to a resolver, its chain is remembered; to a client, the client is named with
+        the resolver-side hits on the chain's names (the answering resolver's preferred)."""
+        assert msg.cname is not None
+        _, records = msg.cname
+        names = list(dict.fromkeys([records[0][0].lower(), *(target.lower() for _, _, target in records)]))
+        to_resolver = msg.dst_ip in self.group_of or msg.dst_ip in self.learned or not msg.flags & RD
+        horizon = now - self.window_us
+        found = [hit for name in names for hit in self.upstream.get(name, ())
+                 if hit.resolver != msg.dst_ip and hit.time_us >= horizon]
+        for name in names:  # the receiver now holds the chain: a forwarder's answer to its client links to it
+            self._remember_upstream(name, msg.dst_ip, now)
+        if to_resolver:
+            return None
+        self._learn(msg.src_ip)
+        client = ClientQuery(msg.dst_ip, msg.dst_port, now, msg.qname.lower(), msg.transport)
+        same = tuple(hit for hit in found if self._same_resolver(hit.resolver, msg.src_ip))
+        if found:
+            self.cname_linked += 1
+        if same:
+            return Attribution("resolver_address", [client], "client", same)
+        return Attribution("name_and_time", [client], "client", tuple(found))
+
+    def _remember_upstream(self, name: str, resolver: bytes, now: int) -> None:
+        """File a resolver-side hit; names whose last hit left the window go first (least recently hit first)."""
+        upstream = self.upstream
+        horizon = now - self.window_us
+        while upstream:
+            oldest, kept = next(iter(upstream.items()))
+            if kept[-1].time_us >= horizon:
+                break
+            del upstream[oldest]
+        hits = upstream.get(name)
+        if hits is None:
+            hits = self.upstream[name] = []
+            if len(self.upstream) > self.max_upstream:
+                self.upstream.popitem(last=False)
+                self.upstream_evicted += 1
+        else:
+            self.upstream.move_to_end(name)
+            hits[:] = [hit for hit in hits if hit.resolver != resolver]
+        hits.append(UpstreamHit(name, resolver, now))
+        del hits[:-MAX_UPSTREAM_PER_NAME]
+
     def counters(self) -> dict[str, int]:
-        """Sizes and evictions of the two bounded tables (docs/limits.md)."""
+        """Sizes and evictions of the bounded tables (docs/limits.md)."""
         return {"attribution_recent": len(self.recent), "attribution_evicted": self.evicted,
                 "attribution_learned": len(self.learned), "attribution_learned_evicted": self.learned_evicted,
-                "attribution_linked": self.linked}
+                "attribution_linked": self.linked, "attribution_upstream": len(self.upstream),
+                "attribution_upstream_evicted": self.upstream_evicted, "attribution_cname_linked": self.cname_linked}
 
     def _same_resolver(self, a: bytes, b: bytes) -> bool:
         if a == b:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from sensor import __version__, schema
 from sensor.attribution import Attribution
+from sensor.cnamehits import apply_cname
 from sensor.community_id import community_id
 from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
 from sensor.hitline import HitLines
@@ -222,7 +223,11 @@ class HitEncoder:
             clients = [schema.ClientQuery(ip=c.ip, port=c.port, time=rfc3339(*divmod(c.time_us, 1_000_000)),
                                           name=c.name, transport=TRANSPORTS[c.transport])
                        for c in attribution.clients]
-            detail.attribution = schema.AttributionDetail(role="resolver", match=attribution.match, clients=clients)
+            detail.attribution = schema.AttributionDetail(
+                role=attribution.role, match=attribution.match, clients=clients,
+                upstream=[schema.UpstreamHit(name=hit.name, resolver=address_text(hit.resolver),
+                                             time=rfc3339(*divmod(hit.time_us, 1_000_000)))
+                          for hit in attribution.upstream] if attribution.role == "client" else None)
             if clients:
                 ips = list(dict.fromkeys([*ips, *(c.ip for c in clients)]))
         threat = None
@@ -262,6 +267,8 @@ class HitEncoder:
             event.truesource.tunnel = spoofing["tunnel"]
         if "tcp" in spoofing:
             event.truesource.tcp = schema.Tcp(handshake=spoofing["tcp"]["handshake"])
+        if msg.cname is not None:  # a response that hit through its CNAME chain (sensor/cnamehits.py)
+            apply_cname(event, msg)
         return event
 
     def hit_line(self, msg: DnsRecord, origin: Origin, attribution: Attribution | None = None,

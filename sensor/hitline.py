@@ -169,8 +169,8 @@ class HitLines:
         return _Name(shape, msg.qname)
 
     def line(self, msg: DnsRecord, capture_file: str | None, interface: str | None, parts: RuleParts) -> str | None:
-        """The hit's JSON line, or None: a tunnelled or ECS-subnet query is left to the reference."""
-        if msg.tunnel is not None or msg.client_subnet is not None:
+        """The hit's JSON line, or None: a tunnelled or ECS-subnet query, or a CNAME hit, is left to the reference."""
+        if msg.tunnel is not None or msg.client_subnet is not None or msg.cname is not None:
             return None
         key = (msg.qname, msg.qtype, msg.qclass, msg.flags, msg.qdcount, msg.rule)
         fragments = self._names.get(key)

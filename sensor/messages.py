@@ -47,6 +47,7 @@ class DnsRecord(msgspec.Struct, frozen=True, array_like=True):
     src_mac: bytes | None = None  # issue 13's spoofing fields (sensor/records.py)
     tunnel_outer: tuple[bytes, bytes] | None = None
     tcp_handshake: bool | None = None
+    cname: tuple[int, tuple[tuple[str, int, str], ...]] | None = None  # a CNAME hit's chain (sensor/records.py)
 
     @property
     def is_response(self) -> bool:

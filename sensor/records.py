@@ -31,6 +31,9 @@ class DnsMessage(NamedTuple):
     src_mac: bytes | None = None  # the innermost Ethernet (or SLL) sender's 6-byte address; None without one
     tunnel_outer: tuple[bytes, bytes] | None = None  # the outermost tunnel's (source, destination) addresses
     tcp_handshake: bool | None = None  # TCP: this direction's SYN and the peer's SYN-ACK were seen; UDP: None
+    # A CNAME hit (a response; sensor/decode/cnames.py): (index of the hop whose target matched,
+    # ((owner, TTL, target), ...) every CNAME record of the answer section in order); None otherwise.
+    cname: tuple[int, tuple[tuple[str, int, str], ...]] | None = None
 
     @property
     def is_response(self) -> bool:
@@ -122,4 +125,7 @@ COUNTERS = (
     + REASSEMBLY_EVENTS
     + BUDGET_EVENTS
     + ("checksums_auto_off",)  # 1 when --checksums auto turned verification off (docs/decoding.md)
+    # CNAME hits (docs/decoding.md, "CNAME hits"): responses that hit through a CNAME target (also in `hits`);
+    # responses whose answer section was cut short by a malformed part
+    + ("dns_cname_hits", "dns_bad_answers")
 )

@@ -215,14 +215,31 @@ class ClientQuery(Record, kw_only=True, gc=False):
     transport: Annotated[str, meta("`udp` / `tcp`")]
 
 
+class UpstreamHit(Record, kw_only=True, gc=False):
+    name: Annotated[str, meta("the name of the chain it hit on (lower case)")]
+    resolver: Annotated[str, meta("the resolver that asked for it or received the chain")]
+    time: Annotated[str, meta("when")]
+
+
 class AttributionDetail(Record, kw_only=True, gc=False):
-    role: Annotated[str, meta("`resolver`: the query was a resolver's (configured, learned, or iterative: RD clear)")]
+    role: Annotated[str, meta("`resolver`: the query was a resolver's (configured, learned, or iterative: RD clear); "
+                              "`client`: a CNAME hit on a response to a client, which `clients` names")]
     match: Annotated[str,
-            meta("`resolver_address`: the clients asked this resolver; `name_and_time`: only name and time "
-                    "agree")]
+            meta("`resolver_address`: the clients asked this resolver (for `client`: the resolver-side hits "
+                 "were this resolver's); `name_and_time`: only name and time agree")]
     clients: Annotated[list[ClientQuery],
             meta("the client queries that caused this upstream query (empty when none was seen "
-                                    "in the window)")]
+                                    "in the window); for `client`, the client the response went to")]
+    upstream: Annotated[list[UpstreamHit] | None,
+            meta("`client` only: the resolver-side hits on names of the response's CNAME chain, in the window "
+                 "(upstream queries that hit, chains in upstream responses): what the client caused")] = None
+
+
+class CnameDetail(Record, kw_only=True, gc=False):
+    chain: Annotated[list[str], meta("the first CNAME's owner, then each CNAME's target, in answer order",
+                                     ["alias.good.test", "hop1.mid.test", "x.evil.test"])]
+    matched: Annotated[str, meta("the target a rule matched, as sent", "x.evil.test")]
+    hop: Annotated[int, meta("which CNAME's target matched: 1 for the first", 2)]
 
 
 class Heuristic(Record, kw_only=True, gc=False):
@@ -260,7 +277,11 @@ class DnsDetail(Record, kw_only=True, gc=False):
     tcp: Annotated[Tcp | None, meta("TCP stream facts (issue13)")] = None
     client_subnet: Annotated[str | None, meta("the query's EDNS Client Subnet option (RFC 7871)")] = None
     capture: Annotated[Capture | None, meta("replay only")] = None
-    attribution: Annotated[AttributionDetail | None, meta("resolver queries only")] = None
+    attribution: Annotated[AttributionDetail | None,
+            meta("resolver queries, and CNAME hits on responses to clients")] = None
+    cname: Annotated[CnameDetail | None,
+            meta("CNAME hits only: a response whose CNAME chain reached a name a rule matches "
+                 "([decoding.md](decoding.md#cname-hits))")] = None
     retrospective: Annotated[bool | None, meta("`true` on hunt events")] = None
     query: Annotated[QueryDetail | None, meta("query and hunt events: the response correlation")] = None
 

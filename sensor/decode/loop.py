@@ -10,6 +10,7 @@ from typing import NamedTuple
 from sensor.anomalies import AnomalyRecord, MirrorSources
 from sensor.decode.anomaly import Anomaly
 from sensor.decode.checksum import CHECKSUMS_AUTO, ChecksumPolicy, transport_ok
+from sensor.decode.cnames import cname_hit
 from sensor.decode.correlate import MAX_PENDING_QUERIES, QUERY_TIMEOUT, Correlator
 from sensor.decode.dnsmsg import decode_message, presentation_name, stream_partial_name
 from sensor.decode.edns import client_subnet
@@ -219,6 +220,15 @@ class ReferenceLoop:
             return NO_RULE
         return rule
 
+    def _target_rule(self, labels: list[str]) -> int:
+        """A CNAME target's rule, matched as a query's name is (sensor/decode/cnames.py)."""
+        rule = match_table(self.table, labels)
+        if rule == NO_RULE and self.patterns is not None:
+            rule = self.patterns(presentation_name(labels).lower())
+        if rule != NO_RULE and rule < len(self.allow) and self.allow[rule]:
+            return NO_RULE
+        return rule
+
     def _frame_messages(self, data: bytes, now_us: int, state: FrameState) -> tuple[list[bytes], Flow]:
         """Layers 2-4, through any tunnels: the DNS messages this frame carries (or completes) and the
         innermost addresses they travel on."""
@@ -292,7 +302,7 @@ class ReferenceLoop:
 
     def _check_transport(self, protocol: int, packet: IpPacket, state: FrameState, header: bool | None) -> None:
         """The IPv4 header, then the UDP or TCP checksum, once the datagram is known to be DNS: a bad one shadows
-        the frame. A UDP response is checked only with the query log on: no hit comes from a response."""
+        the frame. A UDP response is checked only with the query log on: only a CNAME hit comes from one (rare)."""
         segment = packet.payload
         if protocol == PROTO_UDP:  # Linux trims the IP payload to the UDP length before checking
             segment = segment[: int.from_bytes(segment[4:6], "big")]
@@ -350,8 +360,12 @@ class ReferenceLoop:
         if question.qdcount > 1:
             self._counters["dns_extra_questions"] += 1
         rule = NO_RULE
+        cname = None
         if question.is_response:
             self._counters["dns_responses"] += 1
+            rule, cname = cname_hit(message, question, self._target_rule, self._counters)
+            if rule != NO_RULE:
+                self._counters["hits"] += 1
         else:
             self._counters["dns_queries"] += 1
             rule = match_table(self.table, question.labels)
@@ -379,7 +393,7 @@ class ReferenceLoop:
         return DnsMessage._make((
             *when, *layers, question.dns_id, question.flags, question.qdcount,
             presentation_name(question.labels), question.qtype, question.qclass, rule, tunnel, subnet,
-            state.mac, state.outer, state.handshake,
+            state.mac, state.outer, state.handshake, cname,
         ))
 
 

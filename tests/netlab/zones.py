@@ -64,6 +64,8 @@ ZONES: tuple[Zone, ...] = (
             # A good name whose answer goes through a suspicious zone: the resolver asks upstream for a
             # name the client never asked.
             ("alias", "CNAME", "cdn.badcdn.test."),
+            # Three hops through two other good zones to a suspicious name (tests/test_cname_live.py)
+            ("chain", "CNAME", "hop1.corp.test."),
             ("*.u", "A", "198.51.100.19"),
         ),
     ),
@@ -73,6 +75,7 @@ ZONES: tuple[Zone, ...] = (
             ("intranet", "A", "198.51.100.20"),
             ("vpn", "A", "198.51.100.21"),
             ("vpn", "AAAA", "2001:db8:20::21"),
+            ("hop1", "CNAME", "hop2.eu.corp.test."),
             ("*.u", "A", "198.51.100.29"),
         ),
     ),
@@ -82,6 +85,7 @@ ZONES: tuple[Zone, ...] = (
             ("@", "A", "198.51.100.66"),
             ("c2", "A", "198.51.100.66"),
             ("c2", "AAAA", "2001:db8:66::66"),
+            ("beacon", "A", "198.51.100.65"),  # the end of chain.good.test's three hops
             # Deep name: with QNAME minimisation the resolver asks c.evil.test and b.c.evil.test first.
             ("a.b.c", "A", "198.51.100.67"),
             ("*.t", "TXT", '"tunnel"'),  # DNS-tunnel style: any label, a TXT answer
@@ -104,6 +108,7 @@ ZONES: tuple[Zone, ...] = (
         "eu.corp.test.", "zone",
         (
             ("portal", "A", "198.51.100.22"),
+            ("hop2", "CNAME", "beacon.evil.test."),
             ("*.u", "A", "198.51.100.22"),
         ),
     ),
@@ -142,6 +147,7 @@ EXPECTED_A = {
     "download.zip": "198.51.100.35",
     "alias.good.test": "198.51.100.71",
     "track.badcdn.test": "198.51.100.10",
+    "chain.good.test": "198.51.100.65",
 }
 GOOD_ZONES = tuple(z.origin.rstrip(".") for z in ZONES if z.server == "zone" and not z.suspicious)
 SUSPICIOUS_ZONES = tuple(z.origin.rstrip(".") for z in ZONES if z.suspicious)

@@ -1,0 +1,32 @@
+"""A CNAME hit's event fields (decision 0160): the record is a response, so the client it went to is `source` (the
+true client, as for every hit), `dns` is an answer with the chain's CNAME records, the threat matched on the
+target, and `truesource.cname` says which hop matched. Imports only sensor/schema.py (sensor/events.py uses it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sensor import schema
+
+
+def apply_cname(event: schema.DnsEvent, msg: Any) -> None:
+    """Rewrite a hit event made from a CNAME-hit record (`msg.cname` set) in place."""
+    matched, records = msg.cname
+    target = records[matched][2]
+    event.source, event.destination = (schema.Endpoint(ip=event.destination.ip, port=event.destination.port),
+                                       schema.Endpoint(ip=event.source.ip, port=event.source.port))
+    event.dns.type = "answer"
+    event.dns.response_code = RCODES.get(msg.flags & 0xF, f"RCODE{msg.flags & 0xF}")
+    event.dns.answers = [schema.Answer(name=owner, type="CNAME", ttl=ttl, data=data) for owner, ttl, data in records]
+    if event.threat is not None:
+        for enrichment in event.threat.enrichments:
+            enrichment.matched = schema.Matched(atomic=target.lower(), field="dns.answers.data",
+                                                type="indicator_match_rule")
+    event.truesource.cname = schema.CnameDetail(chain=[records[0][0], *(data for _, _, data in records)],
+                                                matched=target, hop=matched + 1)
+
+
+# RFC 1035 4.1.1 and RFC 6895 2.3, as dnslib names them
+RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 6: "YXDOMAIN",
+          7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE"}
