@@ -65,7 +65,8 @@ cdef enum:
     C_ip_fragment_duplicate = 62
     C_tcp_buffer_evicted = 63
     C_checksums_auto_off = 64
-    N_COUNTERS = 65
+    C_tcp_ooo_evicted = 65
+    N_COUNTERS = 66
 
 COUNTER_NAMES = (
     "packets",
@@ -133,4 +134,5 @@ COUNTER_NAMES = (
     "ip_fragment_duplicate",
     "tcp_buffer_evicted",
     "checksums_auto_off",
+    "tcp_ooo_evicted",
 )

@@ -313,7 +313,7 @@ cdef class FastLoop:
 
     def __cinit__(self, int linktype, ports, table, bint emit_all=False,
                   int max_tcp_streams=4096, double tcp_idle_timeout=30.0, allow=b"", patterns=None,
-                  long long max_tcp_bytes=-1,
+                  long long max_tcp_bytes=-1, long long max_ooo_bytes=-1,
                   FlowTable flows=None,
                   bint query_log=False, int max_pending_queries=65536, double query_timeout=10.0,
                   int max_fragmented_datagrams=1024, long long max_fragment_bytes=4194304,
@@ -327,7 +327,7 @@ cdef class FastLoop:
                 raise ValueError(f"port {port} is outside 1-65535")
             self.ports[port] = 1
         self.set_rules(table, allow, patterns)
-        self.streams = StreamTable(max_tcp_streams, tcp_idle_timeout, max_tcp_bytes)
+        self.streams = StreamTable(max_tcp_streams, tcp_idle_timeout, max_tcp_bytes, max_ooo_bytes)
         self.streams.counters = self.counters_  # tcp_buffer_evicted (the memory budget)
         self.emit_all = emit_all
         self.flows = flows
@@ -384,7 +384,8 @@ cdef class FastLoop:
         """How full each bounded table is now: TCP streams, fragmented datagrams, pending queries (0 when off)."""
         return {"tcp_streams": self.streams.count, "fragmented_datagrams": self.fragments.count,
                 "pending_queries": self.pending.count if self.pending is not None else 0,
-                "tcp_buffered_bytes": self.streams.buffered}
+                "tcp_buffered_bytes": self.streams.buffered, "tcp_ooo_bytes": self.streams.ooo_total,
+                "fragment_bytes": self.fragments.bytes_held}
 
     def take_anomalies(self):
         """Anomalies seen since the last take, as tuples in sensor.anomalies.AnomalyRecord order."""
