@@ -507,7 +507,8 @@ def internet_sum(data: bytes) -> int:
 
 def checksummed_packet(version: int, protocol: int, sport: int, payload: bytes, options: bytes = b"") -> bytes:
     """An IPv4 (with `options`) or IPv6 packet to port 53 with its header and transport checksums right."""
-    src, dst = (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])) if version == 4 else (bytes(15) + b"\x01", bytes(15) + b"\x02")
+    src, dst = ((bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])) if version == 4
+                else (bytes(15) + b"\x01", bytes(15) + b"\x02"))
     if protocol == 17:
         segment = struct.pack("!HHHH", sport, 53, 8 + len(payload), 0) + payload
         at = 6

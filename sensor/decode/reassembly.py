@@ -2,12 +2,12 @@
 ext/reassembly.pxi (policy: docs/decoding.md, "IP fragments").
 
 Datagrams in progress are keyed by VLAN, IP version, source, destination, identification and (IPv4) protocol.
-The table is bounded in datagrams and in bytes of buffers (as the fast path allocates them); the oldest datagram goes first, and a datagram not
-complete within the timeout (packet time since its first fragment) is dropped. As in Linux's
-inet_frag_queue_insert (RFC 5722 with erratum 3089, applied to IPv4 too): a fragment lying wholly inside data
-already held is dropped and the queue kept (the first copy wins); any other overlap, two different ends, or a
-datagram past 65,535 bytes or MAX_FRAGMENTS fragments drops the whole queue, and a later fragment with the same
-identification starts a new one (so a resend of the whole datagram is accepted, as Linux accepts it).
+The table is bounded in datagrams and in bytes of buffers (as the fast path allocates them); the oldest datagram
+goes first, and a datagram not complete within the timeout (packet time since its first fragment) is dropped. As
+in Linux's inet_frag_queue_insert (RFC 5722 with erratum 3089, applied to IPv4 too): a fragment lying wholly
+inside data already held is dropped and the queue kept (the first copy wins); any other overlap, two different
+ends, or a datagram past 65,535 bytes or MAX_FRAGMENTS fragments drops the whole queue, and a later fragment with
+the same identification starts a new one (so a resend of the whole datagram is accepted, as Linux accepts it).
 """
 
 from __future__ import annotations
