@@ -67,7 +67,8 @@ cdef enum:
     C_checksums_auto_off = 64
     C_dns_cname_hits = 65
     C_dns_bad_answers = 66
-    N_COUNTERS = 67
+    C_tcp_ooo_evicted = 67
+    N_COUNTERS = 68
 
 COUNTER_NAMES = (
     "packets",
@@ -137,4 +138,5 @@ COUNTER_NAMES = (
     "checksums_auto_off",
     "dns_cname_hits",
     "dns_bad_answers",
+    "tcp_ooo_evicted",
 )

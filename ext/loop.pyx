@@ -59,39 +59,81 @@ cdef inline bint is_vlan_type(uint16_t t) noexcept nogil:
     return t == 0x8100 or t == 0x88A8 or t == 0x9100
 
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define TS_PREFETCH(p) __builtin_prefetch((const void*)(p), 0, 3)
+    typedef unsigned __int128 ts_u128;
+    #define TS_WIDE_TAIL (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+    #else
+    #define TS_PREFETCH(p) ((void)0)
+    typedef unsigned long long ts_u128;
+    #define TS_WIDE_TAIL 0
+    #endif
+    """
+    void TS_PREFETCH(const void* p) noexcept nogil
+    ctypedef unsigned long long ts_u128
+    bint TS_WIDE_TAIL
+
+
+cdef inline uint64_t words32(uint64_t q) noexcept nogil:
+    """An 8-byte load as the sum of its two 32-bit halves (no carry out of 64 bits: see ones_sum)."""
+    return <uint32_t>q + (q >> 32)
+
+
 cdef inline uint64_t ones_sum(const uint8_t* p, uint32_t n, uint64_t acc) noexcept nogil:
     """RFC 1071 sum, unfolded, in the host's byte order (RFC 1071 2(B): the folded sum of byte-swapped words is
-    the byte-swapped sum, and a valid checksum folds to 0xFFFF either way), four bytes a step; an odd last byte
-    is padded with zero after it, as the wire order pads it. Eight bytes a step with the end-around carry: 2**64 - 1
-    is a multiple of 0xFFFF, so the 64-bit one's complement sum folds to the 16-bit one."""
-    cdef uint64_t q
-    cdef uint32_t w
+    the byte-swapped sum, and a valid checksum folds to 0xFFFF either way); an odd last byte is padded with zero
+    after it, as the wire order pads it. 32-bit words are added into 64-bit sums with no end-around carry (2**16
+    = 1 modulo 0xFFFF, so a 32-bit word sums as its two 16-bit halves; a datagram's 16,384 words of at most 2**32
+    cannot carry out of 64 bits): 16 bytes a step into two independent sums. The last 0-15 bytes are read as the
+    16 bytes that end the data, shifted down past the bytes already summed (no branch on the length; the bytes
+    keep their places in the 16-bit words; zeros come in after them), when the data is 16 bytes or more on a
+    little-endian host with 128-bit integers; else a step at a time."""
+    cdef uint64_t a = 0, b = 0, q, r
+    cdef uint32_t w, k
     cdef uint16_t h
     cdef uint8_t last[2]
-    while n >= 8:
+    cdef ts_u128 v
+    cdef bint wide = TS_WIDE_TAIL and n >= 16
+    while n >= 16:
         memcpy(&q, p, 8)
-        acc += q
-        acc += acc < q
-        p += 8
-        n -= 8
-    if n >= 4:
-        memcpy(&w, p, 4)
-        acc += w
-        acc += acc < w
-        p += 4
-        n -= 4
-    if n >= 2:
-        memcpy(&h, p, 2)
-        acc += h
-        acc += acc < h
-        p += 2
-        n -= 2
-    if n:
-        last[0] = p[0]
-        last[1] = 0
-        memcpy(&h, last, 2)
-        acc += h
-        acc += acc < h
+        memcpy(&r, p + 8, 8)
+        a += words32(q)
+        b += words32(r)
+        p += 16
+        n -= 16
+    if wide:
+        memcpy(&q, p + n - 16, 8)
+        memcpy(&r, p + n - 8, 8)
+        v = ((<ts_u128>r << 64) | q) >> (((16 - n) * 8) & 127)
+        v = v if n else 0
+        a += words32(<uint64_t>v)
+        b += words32(<uint64_t>(v >> 64))
+    else:
+        if n >= 8:
+            memcpy(&q, p, 8)
+            a += words32(q)
+            p += 8
+            n -= 8
+        if n >= 4:
+            memcpy(&w, p, 4)
+            b += w
+            p += 4
+            n -= 4
+        if n >= 2:
+            memcpy(&h, p, 2)
+            a += h
+            p += 2
+            n -= 2
+        if n:
+            last[0] = p[0]
+            last[1] = 0
+            memcpy(&h, last, 2)
+            b += h
+    a += b
+    acc += a
+    acc += acc < a
     return acc
 
 
@@ -103,16 +145,33 @@ cdef inline uint32_t fold(uint64_t acc) noexcept nogil:
     return <uint32_t>acc
 
 
+cdef inline bint ipv4_header_ok(const uint8_t* h, uint32_t ihl) noexcept nogil:
+    """The IPv4 header sums to 0xFFFF; the usual 20 bytes as three loads, no loop."""
+    cdef uint64_t q, r
+    cdef uint32_t w
+    if ihl != 20:
+        return fold(ones_sum(h, ihl, 0)) == 0xFFFF
+    memcpy(&q, h, 8)
+    memcpy(&r, h + 8, 8)
+    memcpy(&w, h + 16, 4)
+    return fold(words32(q) + words32(r) + w) == 0xFFFF
+
+
 cdef inline bint transport_ok(uint8_t proto, const uint8_t* src, const uint8_t* dst, int ip_version,
                               const uint8_t* p, uint32_t n) noexcept nogil:
     """UDP or TCP checksum over the pseudo-header; a UDP checksum of 0 is none over IPv4, refused over IPv6."""
-    cdef int alen = 4 if ip_version == 4 else 16
-    cdef uint64_t acc
+    cdef uint64_t acc, q
+    cdef uint32_t w, w2
     cdef uint8_t tail[8]         # the pseudo-header's length and protocol, in wire order
     if proto == 17 and p[6] == 0 and p[7] == 0:
         return ip_version == 4
-    acc = ones_sum(src, alen, 0)
-    acc = ones_sum(dst, alen, acc)
+    if ip_version == 4:
+        memcpy(&w, src, 4)       # two loads: the addresses are apart in a reassembled datagram's FrameInfo
+        memcpy(&w2, dst, 4)
+        acc = <uint64_t>w + w2
+    else:
+        acc = ones_sum(src, 16, 0)
+        acc = ones_sum(dst, 16, acc)
     tail[0] = n >> 24
     tail[1] = (n >> 16) & 0xFF
     tail[2] = (n >> 8) & 0xFF
@@ -121,7 +180,8 @@ cdef inline bint transport_ok(uint8_t proto, const uint8_t* src, const uint8_t* 
     tail[5] = 0
     tail[6] = 0
     tail[7] = proto
-    acc = ones_sum(tail, 8, acc)   # (0, 0, len, len, 0, 0, 0, proto) sums as IPv4's (0, proto, len) too
+    memcpy(&q, tail, 8)          # (0, 0, len, len, 0, 0, 0, proto) sums as IPv4's (0, proto, len) too
+    acc += words32(q)
     return fold(ones_sum(p, n, acc)) == 0xFFFF
 
 
@@ -254,7 +314,7 @@ cdef class FastLoop:
 
     def __cinit__(self, int linktype, ports, table, bint emit_all=False,
                   int max_tcp_streams=4096, double tcp_idle_timeout=30.0, allow=b"", patterns=None,
-                  long long max_tcp_bytes=-1,
+                  long long max_tcp_bytes=-1, long long max_ooo_bytes=-1,
                   FlowTable flows=None,
                   bint query_log=False, int max_pending_queries=65536, double query_timeout=10.0,
                   int max_fragmented_datagrams=1024, long long max_fragment_bytes=4194304,
@@ -268,7 +328,7 @@ cdef class FastLoop:
                 raise ValueError(f"port {port} is outside 1-65535")
             self.ports[port] = 1
         self.set_rules(table, allow, patterns)
-        self.streams = StreamTable(max_tcp_streams, tcp_idle_timeout, max_tcp_bytes)
+        self.streams = StreamTable(max_tcp_streams, tcp_idle_timeout, max_tcp_bytes, max_ooo_bytes)
         self.streams.counters = self.counters_  # tcp_buffer_evicted (the memory budget)
         self.emit_all = emit_all
         self.flows = flows
@@ -325,7 +385,8 @@ cdef class FastLoop:
         """How full each bounded table is now: TCP streams, fragmented datagrams, pending queries (0 when off)."""
         return {"tcp_streams": self.streams.count, "fragmented_datagrams": self.fragments.count,
                 "pending_queries": self.pending.count if self.pending is not None else 0,
-                "tcp_buffered_bytes": self.streams.buffered}
+                "tcp_buffered_bytes": self.streams.buffered, "tcp_ooo_bytes": self.streams.ooo_total,
+                "fragment_bytes": self.fragments.bytes_held}
 
     def take_anomalies(self):
         """Anomalies seen since the last take, as tuples in sensor.anomalies.AnomalyRecord order."""
@@ -360,7 +421,7 @@ cdef class FastLoop:
         shadows the frame)."""
         cdef const uint8_t* h = fi.ip4hdr
         fi.ip4hdr = NULL
-        if h == NULL or not self.cs_active or self.cs_accept(fold(ones_sum(h, fi.ip4ihl, 0)) == 0xFFFF):
+        if h == NULL or not self.cs_active or self.cs_accept(ipv4_header_ok(h, fi.ip4ihl)):
             return 0
         if self.shadow != SHADOW_NONE:
             self.reject(C_bad_ip_checksum)   # not counted: the frame was counted by its first reason
@@ -434,6 +495,7 @@ cdef class FastLoop:
         cdef Py_ssize_t i
         cdef const uint32_t* m
         cdef const uint8_t* base
+        cdef const uint8_t* ahead
         cdef uint32_t offset, caplen
         self.out = []
         if n == 0:
@@ -445,6 +507,12 @@ cdef class FastLoop:
             caplen = m[3]
             if <Py_ssize_t>offset + caplen > data.shape[0]:
                 raise ValueError("batch metadata points past its data")
+            if i + 2 < n:
+                # The frame after next into the cache while this one is decoded: a batch is read once, front to
+                # back, and each frame's headers are a cache miss otherwise (it helps every mode alike).
+                ahead = base + (<const uint32_t*>(&meta[(i + 2) * 16]))[2]
+                TS_PREFETCH(ahead)
+                TS_PREFETCH(ahead + 64)
             self.frame(base + offset, caplen, first_frame + i, m[0], m[1])
             if self.cs_frame_checked:
                 self.cs_end_frame()
@@ -607,7 +675,7 @@ cdef class FastLoop:
         # ip_header_bad), so other traffic costs nothing; a fragment's at once, before reassembly.
         fi.ip4hdr = NULL
         if frag & 0x3FFF:
-            if self.cs_active and not self.cs_accept(fold(ones_sum(p, ihl, 0)) == 0xFFFF):
+            if self.cs_active and not self.cs_accept(ipv4_header_ok(p, ihl)):
                 return self.reject(C_bad_ip_checksum)   # Linux drops it before reassembly
         else:
             fi.ip4hdr = p

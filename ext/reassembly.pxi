@@ -19,7 +19,7 @@ ctypedef struct Datagram:
     int64_t first_us             # packet time of the first fragment seen
     uint8_t* buf
     uint32_t buf_cap
-    uint32_t held                # bytes of fragment data held (counted against the table's byte limit)
+    uint32_t held                # bytes of fragment data held
     int32_t total                # the datagram's length, known from the last fragment; -1 before
     int32_t protocol             # IPv6: the first fragment's next header; -1 before it arrives
     uint32_t starts[MAX_FRAGMENTS]
@@ -36,7 +36,9 @@ ctypedef struct Reassembled:
 
 
 cdef class FragmentTable:
-    """At most `capacity` datagrams in progress and `max_bytes` of fragment data; oldest out first."""
+    """At most `capacity` datagrams in progress and `max_bytes` of buffers; oldest out first. What counts is each
+    datagram's buffer as allocated (buf_cap: a fragment at a high offset allocates up to it), not the bytes held
+    (decision 0172)."""
 
     cdef Datagram* slots
     cdef int32_t* buckets
@@ -47,7 +49,7 @@ cdef class FragmentTable:
     cdef int32_t oldest, newest
     cdef int64_t timeout_us
     cdef uint64_t max_bytes
-    cdef uint64_t bytes_held
+    cdef readonly uint64_t bytes_held    # the datagrams' buffers, as allocated
 
     def __cinit__(self, int capacity, long long max_bytes, double timeout):
         cdef int32_t i
@@ -98,8 +100,8 @@ cdef class FragmentTable:
         cdef Datagram* d = &self.slots[i]
         free(d.buf)
         d.buf = NULL
+        self.bytes_held -= d.buf_cap
         d.buf_cap = 0
-        self.bytes_held -= d.held
         d.held = 0
 
     cdef void remove(self, int32_t i) noexcept nogil:
@@ -193,21 +195,22 @@ cdef class FragmentTable:
             out.overlap = True
             self.remove(i)
             return 0
-        # Room in the table's byte budget: the oldest other datagrams go first. There always are enough, since
-        # one datagram holds at most MAX_DATAGRAM bytes and max_bytes is at least that.
-        while self.bytes_held + n > self.max_bytes:
-            j = self.oldest if self.oldest != i else self.slots[i].newer
-            counters[C_ip_fragment_evicted] += 1
-            self.remove(j)
         if end > d.buf_cap:
             cap = d.buf_cap if d.buf_cap else 2048
             while cap < end:
                 cap *= 2
             if cap > MAX_DATAGRAM:
                 cap = MAX_DATAGRAM
+            # Room in the table's byte budget for the grown buffer: the oldest other datagrams go first. There
+            # always are enough, since one buffer is at most MAX_DATAGRAM bytes and max_bytes is at least that.
+            while self.bytes_held - d.buf_cap + cap > self.max_bytes:
+                j = self.oldest if self.oldest != i else self.slots[i].newer
+                counters[C_ip_fragment_evicted] += 1
+                self.remove(j)
             grown = <uint8_t*>realloc(d.buf, cap)
             if grown == NULL:
                 raise MemoryError()
+            self.bytes_held += cap - d.buf_cap
             d.buf = grown
             d.buf_cap = cap
         memcpy(d.buf + offset, data, n)
@@ -215,7 +218,6 @@ cdef class FragmentTable:
         d.ends[d.nranges] = end
         d.nranges += 1
         d.held += n
-        self.bytes_held += n
         if offset == 0:
             d.protocol = protocol
         if not more:
@@ -232,7 +234,7 @@ cdef class FragmentTable:
         out.protocol = d.protocol
         memcpy(out.src, d.key + 4, 16)
         memcpy(out.dst, d.key + 20, 16)
-        d.buf = NULL             # handed to the caller
+        d.buf = NULL             # handed to the caller (remove() still takes its buf_cap off bytes_held)
         self.remove(i)
         return 1
 

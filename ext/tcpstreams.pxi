@@ -9,7 +9,9 @@ cdef enum:
     OOO_WINDOW = 65536           # this far past the next expected byte is a capture gap, not a reordering
     OOO_SEGMENTS = 64            # waiting segments per stream
     OOO_STREAM_BYTES = 131072    # waiting bytes per stream
-    OOO_TOTAL_BYTES = 8388608    # waiting bytes, all streams
+    OOO_TOTAL_BYTES = 8388608    # waiting bytes, all streams: max_ooo_bytes without a memory budget
+    OOO_SEGMENT_COST = 64        # what a waiting segment costs beside its bytes: its entry and the allocator's
+    MIN_OOO_BYTES = 262144       # room for one stream's whole queue (OOO_STREAM_BYTES and 64 entries) twice over
     MIN_TCP_BYTES = 262144       # room for one stream's largest partial message grown by a large segment
 
 ctypedef struct OooSegment:
@@ -59,7 +61,11 @@ cdef class StreamTable:
     cdef int32_t free_head       # free slots chained through bucket_next
     cdef int32_t lru_head, lru_tail
     cdef int64_t idle_us
-    cdef uint64_t ooo_total
+    # Out-of-order bytes (decision 0171): `ooo_total` is what the waiting segments cost (their bytes and
+    # OOO_SEGMENT_COST each), at most `max_ooo_bytes`; past it the least recently used other streams lose their
+    # waiting segments (C_tcp_ooo_evicted).
+    cdef readonly uint64_t ooo_total
+    cdef uint64_t max_ooo_bytes
     # Bytes accounting (issue 14, the memory budget): `buffered` is what the partial messages hold (allocated),
     # at most `max_bytes`; past it the least recently used streams lose their partial message, each counted in
     # C_tcp_buffer_evicted of `counters` (the loop's array, set by the loop).
@@ -67,7 +73,7 @@ cdef class StreamTable:
     cdef uint64_t max_bytes
     cdef uint64_t* counters
 
-    def __cinit__(self, int capacity, double idle_timeout, long long max_bytes=-1):
+    def __cinit__(self, int capacity, double idle_timeout, long long max_bytes=-1, long long max_ooo_bytes=-1):
         cdef int32_t i
         cdef uint32_t nb = 16
         if capacity < 1:
@@ -80,6 +86,11 @@ cdef class StreamTable:
         if max_bytes < MIN_TCP_BYTES:
             raise ValueError(f"max_tcp_bytes must be at least {MIN_TCP_BYTES}")
         self.max_bytes = max_bytes
+        if max_ooo_bytes < 0:
+            max_ooo_bytes = OOO_TOTAL_BYTES
+        if max_ooo_bytes < MIN_OOO_BYTES:
+            raise ValueError(f"max_ooo_bytes must be at least {MIN_OOO_BYTES}")
+        self.max_ooo_bytes = max_ooo_bytes
         self.buffered = 0
         self.counters = NULL
         self.idle_us = <int64_t>(idle_timeout * 1000000)
@@ -156,8 +167,8 @@ cdef class StreamTable:
         cdef int32_t k
         for k in range(s.nooo):
             free(s.ooo[k].data)
+        self.ooo_total -= s.ooo_bytes + <uint64_t>s.nooo * OOO_SEGMENT_COST
         s.nooo = 0
-        self.ooo_total -= s.ooo_bytes
         s.ooo_bytes = 0
 
     cdef void reset(self, int32_t i) noexcept nogil:
@@ -252,6 +263,19 @@ cdef class StreamTable:
                 excess = excess - freed if freed < excess else 0
             j = self.slots[j].lru_prev
 
+    cdef void ooo_make_room(self, int32_t keep, uint64_t excess) noexcept nogil:
+        """Drop the waiting segments of the least recently used streams (not `keep`) until `excess` is freed."""
+        cdef int32_t j = self.lru_tail
+        cdef uint64_t freed
+        while j != -1 and excess > 0:
+            if j != keep and self.slots[j].nooo:
+                freed = self.slots[j].ooo_bytes + <uint64_t>self.slots[j].nooo * OOO_SEGMENT_COST
+                self.drop_ooo(j)
+                if self.counters != NULL:
+                    self.counters[C_tcp_ooo_evicted] += 1
+                excess = excess - freed if freed < excess else 0
+            j = self.slots[j].lru_prev
+
     cdef int deliver(self, int32_t i, const uint8_t* data, uint32_t n, uint64_t* counters) noexcept nogil:
         """In-order bytes at expected_seq into the partial message, less the urgent byte; -1 out of memory."""
         cdef Stream* s = &self.slots[i]
@@ -285,7 +309,7 @@ cdef class StreamTable:
         cdef Stream* s = &self.slots[i]
         cdef int64_t end = <int64_t>start + n, sk, ek, low, high
         cdef int conflict = 0, overlap = 0, ncovered = 0
-        cdef uint64_t freed = 0
+        cdef uint64_t freed = 0, cost, released
         cdef int32_t k, w
         cdef OooSegment* grown
         for k in range(s.nooo):
@@ -303,10 +327,15 @@ cdef class StreamTable:
             if start <= sk and ek <= end:
                 ncovered += 1
                 freed += s.ooo[k].length
-        if (s.nooo - ncovered >= OOO_SEGMENTS or s.ooo_bytes - freed + n > OOO_STREAM_BYTES
-                or self.ooo_total - freed + n > OOO_TOTAL_BYTES):
+        if s.nooo - ncovered >= OOO_SEGMENTS or s.ooo_bytes - freed + n > OOO_STREAM_BYTES:
             counters[C_tcp_ooo_dropped] += 1
             return 0
+        cost = n + OOO_SEGMENT_COST
+        released = freed + <uint64_t>ncovered * OOO_SEGMENT_COST
+        if self.ooo_total - released + cost > self.max_ooo_bytes:
+            # The memory budget: other streams' waiting segments go, least recently used first (a flood of
+            # reordered junk does not keep a later segment out). One stream's queue always fits (MIN_OOO_BYTES).
+            self.ooo_make_room(i, self.ooo_total - released + cost - self.max_ooo_bytes)
         if overlap:
             counters[C_tcp_overlap] += 1
         # Remove the covered ones, then insert in order of position (no two start at the same place).
@@ -339,8 +368,8 @@ cdef class StreamTable:
         memcpy(s.ooo[k].data, data, n)
         s.nooo += 1
         s.ooo_bytes += n - freed
-        self.ooo_total += n
-        self.ooo_total -= freed
+        self.ooo_total += cost
+        self.ooo_total -= released
         counters[C_tcp_out_of_order] += 1
         return conflict
 
@@ -359,7 +388,7 @@ cdef class StreamTable:
             memmove(&s.ooo[0], &s.ooo[1], (s.nooo - 1) * sizeof(OooSegment))
             s.nooo -= 1
             s.ooo_bytes -= seg.length
-            self.ooo_total -= seg.length
+            self.ooo_total -= seg.length + OOO_SEGMENT_COST
             if <int64_t>start + seg.length > 0:
                 if start < 0:
                     if self.conflicts(i, seg.data, -start, -start):

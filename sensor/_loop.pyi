@@ -37,6 +37,7 @@ class FragmentTable:
 class FastLoop:
     def __init__(self, linktype: int, ports: Iterable[int], table: SuffixSet | Mapping[str, Any],
                  emit_all: bool = ..., max_tcp_streams: int = ..., tcp_idle_timeout: float = ...,
+                 max_tcp_bytes: int = ..., max_ooo_bytes: int = ...,
                  allow: bytes = ..., patterns: Callable[[str], int] | None = ..., flows: FlowTable | None = ...,
                  query_log: bool = ..., max_pending_queries: int = ..., query_timeout: float = ...,
                  max_fragmented_datagrams: int = ..., max_fragment_bytes: int = ...,

@@ -155,7 +155,8 @@ def anomaly_event(record: AnomalyRecord, observer: Any, capture_file: str | None
     tunnel = None
     if record.outer_src is not None and record.outer_dst is not None:
         outer_src, outer_dst = ip_text(record.outer_src), ip_text(record.outer_dst)
-        tunnel = {"outer": {"source": {"ip": outer_src}, "destination": {"ip": outer_dst}}}
+        tunnel = schema.Tunnel(outer=schema.TunnelOuter(source=schema.TunnelAddress(ip=outer_src),
+                                                        destination=schema.TunnelAddress(ip=outer_dst)))
         related += [ip for ip in (outer_src, outer_dst) if ip not in related]
     capture = schema.Capture(file=capture_file, frame=record.frame) if capture_file is not None else None
     return schema.AnomalyEvent(

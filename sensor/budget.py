@@ -33,7 +33,8 @@ MIN_BUDGET_MB = 16
 
 # The fraction of the budget each table may fill; what is left over (reserve) is headroom for a batch in flight.
 SHARES: dict[str, float] = {
-    "tcp_stream_bytes": 0.16,  # partial DNS-over-TCP messages
+    "tcp_stream_bytes": 0.13,  # partial DNS-over-TCP messages (the TCP share, 16 %, less the next)
+    "tcp_ooo_bytes": 0.03,  # out-of-order TCP segments waiting for a hole to fill (decision 0171)
     "ip_fragments": 0.03,  # datagrams being reassembled
     "pending_queries": 0.05,  # queries waiting for their response (--query-log)
     "flow_table": 0.08,  # flow records being built (--flows)
@@ -42,7 +43,7 @@ SHARES: dict[str, float] = {
     "publisher": 0.10,  # events queued for a slow subscriber (--publish)
 }
 RESERVE = 1.0 - sum(SHARES.values())  # 0.28: one batch of frames in flight (batch_frames) and its objects
-WORKER_SHARES = ("tcp_stream_bytes", "ip_fragments", "pending_queries", "flow_table")  # one per worker
+WORKER_SHARES = ("tcp_stream_bytes", "tcp_ooo_bytes", "ip_fragments", "pending_queries", "flow_table")  # one per worker
 
 # What one entry costs, bytes (measured or from the structs; docs/limits.md).
 PENDING_QUERY_BYTES = 256  # PendingQuery (ext/correlate.pxi, ~180 bytes with the inline name) and its bucket
@@ -60,6 +61,8 @@ IN_FLIGHT_FRAME_BYTES = 16_384
 MAX_TCP_STREAMS = 4_096
 MAX_TCP_MESSAGE = 65_537
 MIN_TCP_BYTES = 262_144
+OOO_TOTAL_BYTES = 8 * MB  # sensor/decode/tcpstream.py
+MIN_OOO_BYTES = 262_144
 MAX_FRAGMENTED_DATAGRAMS = 1_024
 MAX_FRAGMENT_BYTES = 4 * MB
 MAX_PENDING_QUERIES = 65_536
@@ -77,6 +80,7 @@ class Budget:
     workers: int
     shares: dict[str, int] = field(default_factory=dict)
     max_tcp_bytes: int = MAX_TCP_STREAMS * MAX_TCP_MESSAGE
+    max_ooo_bytes: int = OOO_TOTAL_BYTES
     max_fragmented_datagrams: int = MAX_FRAGMENTED_DATAGRAMS
     max_fragment_bytes: int = MAX_FRAGMENT_BYTES
     max_pending_queries: int = MAX_PENDING_QUERIES
@@ -88,13 +92,15 @@ class Budget:
 
     def loop_limits(self) -> dict[str, int]:
         """The decode loop's constructor arguments (FastLoop and ReferenceLoop take the same)."""
-        return {"max_tcp_bytes": self.max_tcp_bytes, "max_fragmented_datagrams": self.max_fragmented_datagrams,
+        return {"max_tcp_bytes": self.max_tcp_bytes, "max_ooo_bytes": self.max_ooo_bytes,
+                "max_fragmented_datagrams": self.max_fragmented_datagrams,
                 "max_fragment_bytes": self.max_fragment_bytes, "max_pending_queries": self.max_pending_queries}
 
     def describe(self) -> str:
         """One line for the start-up log: the budget and what each table got."""
         return (f"memory budget {self.megabytes:g} MB ({self.workers} worker(s)): TCP partial messages "
-                f"{self.max_tcp_bytes / MB:.1f} MB, fragments {self.max_fragment_bytes / MB:.1f} MB, "
+                f"{self.max_tcp_bytes / MB:.1f} MB, TCP out of order {self.max_ooo_bytes / MB:.1f} MB, "
+                f"fragments {self.max_fragment_bytes / MB:.1f} MB, "
                 f"{self.max_pending_queries:,} pending queries, {self.max_flows:,} flows, flow-store row group "
                 f"{self.flow_store_row_group:,}, query log {self.query_log.memory_bytes() / MB:.1f} MB, "
                 f"publisher {self.publish_hwm:,} events per subscriber, batches of {self.batch_frames:,} frames")
@@ -120,6 +126,7 @@ def split(megabytes: float, workers: int = 1) -> Budget:
     return Budget(
         megabytes, workers, shares,
         max_tcp_bytes=min(MAX_TCP_STREAMS * MAX_TCP_MESSAGE, max(MIN_TCP_BYTES, shares["tcp_stream_bytes"])),
+        max_ooo_bytes=clamp(shares["tcp_ooo_bytes"], MIN_OOO_BYTES, OOO_TOTAL_BYTES),
         max_fragmented_datagrams=clamp(shares["ip_fragments"] // FRAGMENT_SLOT_BYTES, 16, MAX_FRAGMENTED_DATAGRAMS),
         max_fragment_bytes=clamp(shares["ip_fragments"], 256 * 1024, MAX_FRAGMENT_BYTES),
         max_pending_queries=clamp(shares["pending_queries"] // PENDING_QUERY_BYTES, 1_024, MAX_PENDING_QUERIES),

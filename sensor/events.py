@@ -79,6 +79,14 @@ class Observer:
         return cls(hostname=host, name=name or host)
 
 
+def tunnel_record(tunnel: dict) -> schema.Tunnel:
+    """`truesource.tunnel` from sensor/spoofing.py's {path, outer: {source: {ip}, destination: {ip}}}."""
+    outer = tunnel.get("outer")
+    return schema.Tunnel(path=tunnel.get("path"), outer=schema.TunnelOuter(
+        source=schema.TunnelAddress(ip=outer["source"]["ip"]),
+        destination=schema.TunnelAddress(ip=outer["destination"]["ip"])) if outer is not None else None)
+
+
 def rule_fields(rule: Rule) -> schema.Rule:
     """ECS `rule.*`: the rule as written, its file, and the metadata its file or line gave it."""
     meta = rule.meta
@@ -215,7 +223,8 @@ class HitEncoder:
                                                                           name_lower=lower),
                               qdcount=msg.qdcount, flags=flags),
             rule=parts.detail if parts is not None else None,
-            tunnel=msg.tunnel, client_subnet=msg.client_subnet,
+            tunnel=schema.Tunnel(path=msg.tunnel) if msg.tunnel is not None else None,
+            client_subnet=msg.client_subnet,
             capture=schema.Capture(file=origin.capture_file, frame=msg.frame)
             if origin.capture_file is not None else None)
         ips = [src, dst] if src != dst else [src]
@@ -264,7 +273,7 @@ class HitEncoder:
         if "mac" in source_extra:
             event.source.mac = source_extra["mac"]
         if "tunnel" in spoofing:
-            event.truesource.tunnel = spoofing["tunnel"]
+            event.truesource.tunnel = tunnel_record(spoofing["tunnel"])
         if "tcp" in spoofing:
             event.truesource.tcp = schema.Tcp(handshake=spoofing["tcp"]["handshake"])
         if msg.cname is not None:  # a response that hit through its CNAME chain (sensor/cnamehits.py)

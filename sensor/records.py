@@ -110,7 +110,8 @@ REASSEMBLY_EVENTS = (
 # max_tcp_bytes.
 BUDGET_EVENTS = ("tcp_buffer_evicted",)
 # Gauges beside the counters: how full each bounded table is now (loop.table_sizes(); docs/limits.md).
-TABLE_GAUGES = ("tcp_streams", "fragmented_datagrams", "pending_queries", "tcp_buffered_bytes")
+TABLE_GAUGES = ("tcp_streams", "fragmented_datagrams", "pending_queries", "tcp_buffered_bytes", "tcp_ooo_bytes",
+                "fragment_bytes")
 # Informational, beside the reasons: frames decapsulated at least once; emitted queries whose EDNS
 # (OPT record or Client Subnet option) was malformed: the message is still decoded.
 COUNTERS = (
@@ -128,4 +129,6 @@ COUNTERS = (
     # CNAME hits (docs/decoding.md, "CNAME hits"): responses that hit through a CNAME target (also in `hits`);
     # responses whose answer section was cut short by a malformed part
     + ("dns_cname_hits", "dns_bad_answers")
+    # The memory budget: a stream's out-of-order segments dropped to keep all streams' within max_ooo_bytes.
+    + ("tcp_ooo_evicted",)
 )

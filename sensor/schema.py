@@ -261,6 +261,26 @@ class QueryDetail(Record, kw_only=True, gc=False):
                               "not kept ([querylog.md](querylog.md#the-store))", 106)] = 0
 
 
+class TunnelAddress(Record, kw_only=True, gc=False):
+    ip: Annotated[str, meta("address, text form")]
+
+
+class TunnelOuter(Record, kw_only=True, gc=False):
+    source: Annotated[TunnelAddress, meta("the mirror that sent the tunnel")]
+    destination: Annotated[TunnelAddress, meta("where the tunnel was sent (the collector)")]
+
+
+class Tunnel(Record, kw_only=True, gc=False):
+    """`truesource.tunnel`: one object on every event that has it (decision 0173)."""
+
+    path: Annotated[str | None,
+            meta("tunnels outer to inner; absent on anomalies",
+                 "gre/vxlan")] = None
+    outer: Annotated[TunnelOuter | None,
+            meta("the first mirror tunnel's outer addresses (not PPPoE's); hits and `tunnel_untrusted` anomalies, "
+                 "not query-log events (the query log does not store them)")] = None
+
+
 class Tcp(Record, kw_only=True, gc=False):
     handshake: Annotated[Any, meta("how the query's TCP stream started (issue13)")] = None
 
@@ -271,9 +291,7 @@ class DnsDetail(Record, kw_only=True, gc=False):
     dns: NumDns
     rule: Annotated[RuleDetail | None, meta("hits and hunt events")] = None
     heuristic: Annotated[Heuristic | None, meta("heuristic hits only")] = None
-    tunnel: Annotated[Any,
-            meta("tunnels outer to inner, when the query arrived encapsulated (`gre/vxlan`); with issue13's "
-                     "decoder also `tunnel.outer`")] = None
+    tunnel: Annotated[Tunnel | None, meta("when the query arrived encapsulated (issue13)")] = None
     tcp: Annotated[Tcp | None, meta("TCP stream facts (issue13)")] = None
     client_subnet: Annotated[str | None, meta("the query's EDNS Client Subnet option (RFC 7871)")] = None
     capture: Annotated[Capture | None, meta("replay only")] = None
@@ -376,7 +394,7 @@ class ReloadEvent(Record, kw_only=True, gc=False):
 
 class AnomalyTruesource(Record, kw_only=True, gc=False):
     anomaly: Annotated[dict[str, Any], meta("the anomaly's name and what was measured (issue13: docs/decoding.md)")]
-    tunnel: Annotated[Any, meta("`tunnel_untrusted`: the tunnel's outer addresses (`tunnel.outer`)")] = None
+    tunnel: Annotated[Tunnel | None, meta("`tunnel_untrusted`: the tunnel's outer addresses (`tunnel.outer`)")] = None
     capture: Annotated[Capture | None, meta("replay only")] = None
 
 

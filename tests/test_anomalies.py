@@ -145,3 +145,30 @@ def test_encrypted_dns_bypassing_the_resolver_is_an_anomaly_with_flows(tmp_path:
                  if e["event"]["dataset"] == "truesource.anomaly")
     assert got == [("192.0.2.10", "9.9.9.9", 853), ("192.0.2.11", "1.1.1.1", 443)]
     assert all(e["truesource"]["anomaly"]["name"] == "encrypted_dns_bypass" for e in events)
+
+
+def test_the_workers_merge_releases_anomalies_with_hits_in_packet_time() -> None:
+    """Two workers' reports, each with hits and anomalies in its own packet order: the parent's merge releases
+    them all in packet time, an anomaly only once every worker has read past it (as a hit)."""
+    from sensor.capture.workers import ANOMALY, WatermarkMerge
+    from sensor.records import DnsMessage
+
+    def hit(frame: int, usec: int) -> tuple:
+        return ("rule", DnsMessage(frame, 100, usec, None, b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x35", 17, 1000, 53, 1,
+                                   0x0100, 1, "x.example", 1, 1, 0))
+
+    def anomaly(frame: int, usec: int) -> tuple:
+        return ("bad_checksum_query", frame, 100, usec, None, b"\x0a\x00\x00\x02", b"\x0a\x00\x00\x35", 17, 1001, 53,
+                "y.example", None, None)
+
+    merge = WatermarkMerge(2)
+    merge.add(0, 100_000_030, [hit(1, 10), hit(3, 30)], [anomaly(2, 20)])
+    assert merge.ready() == []  # worker 1 has read nothing yet
+    merge.add(1, 100_000_025, [hit(1, 5)], [anomaly(2, 15), anomaly(3, 25)])
+    out = merge.ready()
+    merge.finish(0)
+    merge.finish(1)
+    out += merge.ready()
+    times = [entry[1].ts_usec if entry[0] is not ANOMALY else entry[1][3] for entry in out]
+    assert times == [5, 10, 15, 20, 25, 30]
+    assert [entry[0] is ANOMALY for entry in out] == [False, False, True, True, True, False]

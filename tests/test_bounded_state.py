@@ -151,6 +151,63 @@ def test_out_of_order_flood_stays_at_the_limit(kind: str) -> None:
     assert_bounded(counters["tcp_out_of_order"], counters["tcp_ooo_dropped"], limit=OOO_SEGMENTS)
 
 
+@pytest.mark.parametrize("kind", ["reference", "fast"])
+def test_out_of_order_flood_across_streams_stays_within_max_ooo_bytes(kind: str) -> None:
+    """200 streams, each its first byte missing and 40 segments of 1,000 bytes queued behind the hole (8 MB of
+    waiting bytes, each stream within its own limits): with max_ooo_bytes 256 KiB the least recently used streams
+    lose their queues (tcp_ooo_evicted), none is refused for the total (tcp_ooo_dropped stays 0), the queue's
+    cost (bytes and OOO_SEGMENT_COST each) never passes the limit; and a query reordered after the flood is still
+    decoded: the flood does not keep it out (decision 0171)."""
+    from sensor.decode.tcpstream import MIN_OOO_BYTES, OOO_SEGMENT_COST
+
+    if kind == "fast" and _loop is None:
+        pytest.skip("sensor._loop is not built")
+    loop = loops(max_tcp_streams=4096, tcp_idle_timeout=30, max_ooo_bytes=MIN_OOO_BYTES)[
+        0 if kind == "reference" else 1]
+    peak = 0
+    for stream in range(200):
+        frames = [tcp_frame(20_000 + stream, 0x18, b"\x00", seq=1000)]
+        frames += [tcp_segment(20_000 + stream, 1002 + 1000 * k, b"x" * 1000) for k in range(40)]
+        loop.run_batch(*batch(frames, 10), 1)
+        peak = max(peak, loop.table_sizes()["tcp_ooo_bytes"])
+    counters = loop.counters()
+    assert peak <= MIN_OOO_BYTES
+    assert counters["tcp_ooo_dropped"] == 0
+    assert counters["tcp_ooo_evicted"] > 0
+    assert counters["tcp_out_of_order"] == 200 * 40
+    held = MIN_OOO_BYTES // (40 * (1000 + OOO_SEGMENT_COST)) + 1  # the streams whose queues can still be there
+    assert counters["tcp_ooo_evicted"] >= 200 - held
+    query = bytes.fromhex("1234010000010000000000000465766976076578616d706c650000010001")
+    message = struct.pack("!H", len(query)) + query
+    late = [tcp_frame(30_000, 0x02, seq=999),  # its SYN: the next expected byte is 1000
+            tcp_segment(30_000, 1000 + 10, message[10:]), tcp_segment(30_000, 1000, message[:10])]
+    before = counters["dns_queries"]
+    loop.run_batch(*batch(late, 10), 1)
+    assert loop.counters()["dns_queries"] == before + 1
+
+
+def test_both_decoders_evict_the_same_out_of_order_queues() -> None:
+    if _loop is None:
+        pytest.skip("sensor._loop is not built")
+    from sensor.decode.tcpstream import MIN_OOO_BYTES
+
+    made = loops(max_tcp_streams=64, tcp_idle_timeout=30, max_ooo_bytes=MIN_OOO_BYTES)
+    frames = []
+    for round_ in range(6):  # streams interleaved, sizes varied, some holes filled: the LRU order matters
+        for stream in range(30):
+            port = 21_000 + stream
+            if round_ == 0:
+                frames.append(tcp_frame(port, 0x18, b"\x00", seq=1000))
+            size = 1500 + 97 * ((stream * 7 + round_) % 13)
+            frames.append(tcp_segment(port, 1002 + 3000 * round_ + (stream % 3), b"y" * size))
+            if stream % 5 == round_ % 5:
+                frames.append(tcp_segment(port, 1001, b"z"))  # the hole filled: the queue drains
+    for loop in made:
+        loop.run_batch(*batch(frames, 10), 1)
+    assert made[0].counters() == made[1].counters()
+    assert made[0].counters()["tcp_ooo_evicted"] > 0
+
+
 # ---- behind the loop: resolver attribution, heuristics, the workers' merge --------------------------------
 
 

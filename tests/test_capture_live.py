@@ -215,14 +215,59 @@ def test_two_workers_split_flows_and_agree_with_replay(wire, tmp_path):
     assert split == []
 
 
-def test_forged_vxlan_seen_by_a_worker_reaches_the_parent_as_an_anomaly(wire):
+def test_forged_vxlan_seen_by_a_worker_reaches_the_parent_as_an_anomaly(wire, tmp_path):
     """--workers 2 without a mirror source: a VXLAN from an unknown sender carrying a query that would hit is an
     anomaly event, sent by the worker that decoded it in its Report and published by the parent; never a hit."""
-    proc = wire.start_capture("--rules", str(PCAPS / "pcaps.rules"), "--workers", "2")
+    endpoint = f"ipc://{tmp_path}/events"
+    proc = wire.start_capture("--rules", str(PCAPS / "pcaps.rules"), "--workers", "2", "--out", "-",
+                              "--publish", endpoint, "--stats-interval", "0.2")
     wait_started(proc)
     wire.replay(str(PCAPS / "attacks" / "vxlan-untrusted.pcap"), pps=100)
+    wait_total(endpoint, "tunnel_untrusted", 1)  # a worker has decoded it (stopping sooner could lose the frame)
     out, _ = stop(proc)  # a worker's last Report (sent when it stops) carries what it still held
     events = [json.loads(line) for line in out.splitlines() if line.strip()]
     kinds = [e["truesource"]["anomaly"]["name"] for e in events if e["event"]["dataset"] == "truesource.anomaly"]
     assert kinds == ["tunnel_untrusted"]
     assert hit_keys(out.splitlines()) == []
+
+
+def test_two_workers_release_anomalies_and_hits_in_packet_order(wire, tmp_path):
+    """--workers 2: anomalies go through the parent's time-order merge with the hits (as they do in one loop's
+    packet order), not out as soon as a worker's report arrives. 160 clients, one query each, every other one with
+    a wrong UDP checksum (a `bad_checksum_query` anomaly, one client each: no rate limit applies); the fanout
+    hash spreads the clients over both workers; the events come out in packet time, hits and anomalies alike."""
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    rules = tmp_path / "order.rules"
+    rules.write_text("order.example\n")
+    frames = []
+    for i in range(160):
+        packet = (Ether(src="02:00:00:00:01:01", dst="02:00:00:00:00:53")
+                  / IP(src=f"10.77.{i // 200}.{1 + i % 200}", dst="10.98.0.53")
+                  / UDP(sport=20_000 + i, dport=53) / DNS(id=i, rd=1, qd=DNSQR(qname=f"q{i}.order.example")))
+        packet = Ether(bytes(packet))  # checksums filled in
+        if i % 2:
+            packet[UDP].chksum ^= 0x5A5A
+        frames.append(packet)
+    pcap = tmp_path / "order.pcap"
+    wrpcap(str(pcap), frames)
+    endpoint = f"ipc://{tmp_path}/events"
+    proc = wire.start_capture("--rules", str(rules), "--workers", "2", "--checksums", "verify", "--out", "-",
+                              "--publish", endpoint, "--stats-interval", "0.2",
+                              "--summary-json", str(tmp_path / "s.json"))
+    wait_started(proc)
+    wire.replay(str(pcap), pps=400)
+    wait_total(endpoint, "bad_udp_checksum", 80)
+    wait_total(endpoint, "hits", 80)
+    out, _ = stop(proc)
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    ordered = [(e["@timestamp"], e["event"]["dataset"]) for e in events
+               if e["event"]["dataset"] in ("truesource.hit", "truesource.anomaly")]
+    assert sum(1 for _, kind in ordered if kind == "truesource.hit") == 80
+    assert sum(1 for _, kind in ordered if kind == "truesource.anomaly") == 80
+    assert [t for t, _ in ordered] == sorted(t for t, _ in ordered), ordered
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert all(w["packets"] > 0 for w in summary["workers"]), summary["workers"]

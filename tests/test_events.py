@@ -212,3 +212,29 @@ def test_reload_event_is_a_configuration_change():
     assert event["event"]["category"] == ["configuration"] and event["event"]["type"] == ["change"]
     assert event["event"]["outcome"] == "failure" and event["truesource"]["reload"]["error"] == "bad line"
     assert event["ecs"] == {"version": "9.4.0"}
+
+
+def test_tunnel_is_one_object_on_hits_query_and_hunt_events():
+    """`truesource.tunnel` has one JSON type everywhere (decision 0173): an object with `path` on query-log events
+    (`dns.query`, hunt), with `path` and `outer` on hits, as a Struct in every case."""
+    from sensor.querylog.events import QueryEventEncoder, retrospective_hit
+
+    ruleset = RuleSet()
+    ruleset.add(Rule(SUFFIX, "evil.example", False, "evil.example", "r", 1, meta=RuleMeta(severity=5)))
+    encoder = HitEncoder(ruleset, Observer("h", "h"))
+    entry = _answered_entry()._replace(tunnel="gre/vxlan")
+    query = QueryEventEncoder(encoder).event(entry, Origin())
+    hunt = retrospective_hit(encoder, entry, 0, Origin())
+    hit = encoder.event(DnsMessage(7, 1700000000, 42, None, bytes([10, 1, 0, 23]), bytes([10, 1, 0, 53]), 17, 51000,
+                                   53, 1, 0x0100, 1, "login.evil.example", 1, 1, 0, "gre/vxlan", None, None,
+                                   (bytes([192, 0, 2, 66]), bytes([192, 0, 2, 1]))), Origin())
+    for event in (query, hunt, hit):
+        assert isinstance(event.truesource.tunnel, schema.Tunnel)
+    assert json.loads(schema.encode(query))["truesource"]["tunnel"] == {"path": "gre/vxlan"}
+    assert json.loads(schema.encode(hunt))["truesource"]["tunnel"] == {"path": "gre/vxlan"}
+    assert json.loads(schema.encode(hit))["truesource"]["tunnel"] == {
+        "path": "gre/vxlan", "outer": {"source": {"ip": "192.0.2.66"}, "destination": {"ip": "192.0.2.1"}}}
+    record = DnsMessage(7, 1700000000, 42, None, bytes([10, 1, 0, 23]), bytes([10, 1, 0, 53]), 17, 51000, 53, 1,
+                        0x0100, 1, "login.evil.example", 1, 1, 0, "pppoe")
+    line = json.loads(encoder.hit_line(record, Origin()))  # the hit-line path leaves it to the reference
+    assert line["truesource"]["tunnel"] == {"path": "pppoe"}

@@ -45,6 +45,25 @@ def test_tcp_partial_messages_across_2000_streams_stay_within_the_budget(tmp_pat
     assert counters["packets"] == 88_000
 
 
+def test_out_of_order_queues_and_fragment_buffers_stay_within_the_budget(tmp_path, rules) -> None:
+    """bench/make_ooo_fragments.py: 1,500 streams each with ~56 KB queued behind a hole, then 2,000 fragments at
+    offset 64,000 (a 64 KiB buffer each): the out-of-order share and the fragment share (buffers as allocated) hold
+    them, each eviction counted (decisions 0171, 0172)."""
+    pcap = tmp_path / "ooo-fragments.pcap"
+    generate("make_ooo_fragments.py", pcap, "--streams", "1500", "--fragments", "2000")
+    summary = tmp_path / "summary.json"
+    result = replay_flood(pcap, ["--rules", str(rules), "--out", "/dev/null", "--memory-budget", str(BUDGET_MB),
+                                 "--summary-json", str(summary)])
+    assert result.returncode == 0, result.stderr
+    assert result.growth_mb <= BUDGET_MB, \
+        f"PSS idle {result.idle_kib / 1024:.1f} MB, peak {result.peak_kib / 1024:.1f} MB: +{result.growth_mb:.1f} MB"
+    counters = json.loads(summary.read_text())["counters"]
+    assert counters["tcp_out_of_order"] == 1500 * 40
+    assert counters["tcp_ooo_evicted"] > 0 and counters["tcp_ooo_dropped"] == 0
+    share = budget.split(BUDGET_MB)
+    assert counters["ip_fragment_evicted"] >= 2000 - share.max_fragment_bytes // 65_535
+
+
 def test_query_log_answer_amplification_stays_within_the_budget(tmp_path, rules) -> None:
     """bench/make_amplification.py: response-only UDP answers packed under 255-byte names and 65 KB TCP responses
     into the query log; the tree is the replay and its writer process."""

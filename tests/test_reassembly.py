@@ -178,12 +178,29 @@ def test_first_fragment_flood_stays_at_the_limit(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_byte_limit_evicts_the_oldest(kind: str) -> None:
-    """With room for 65,535 bytes, first fragments of 8,000 bytes each: at most eight are held."""
+    """With room for 65,535 bytes, first fragments of 8,000 bytes each: each datagram's buffer is 8 KiB as
+    allocated (2 KiB doubled), so seven are held (decision 0172)."""
     frames = [bytes(LINK / IP(src=CLIENT4, dst=RESOLVER4, id=index, proto=17, flags="MF") / Raw(b"p" * 8000))
               for index in range(40)]
     _, counters, loop = run(kind, frames, max_fragment_bytes=65_535)
-    assert loop.table_sizes()["fragmented_datagrams"] == 8
-    assert counters["ip_fragment_evicted"] == 32
+    assert loop.table_sizes()["fragmented_datagrams"] == 7
+    assert loop.table_sizes()["fragment_bytes"] == 7 * 8192
+    assert counters["ip_fragment_evicted"] == 33
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_high_offset_fragment_flood_is_counted_as_the_buffers_it_takes(kind: str) -> None:
+    """A flood of 8-byte fragments at offset 64,000: each allocates a whole 64 KiB buffer. Counted as the data
+    held (8 bytes), 1,024 of them would take 64 MiB within a 4-fragment byte limit; counted as allocated, the
+    byte limit holds four datagrams, and every other is counted evicted."""
+    limit = 4 * 65_535
+    frames = [bytes(LINK / IP(src=CLIENT4, dst=RESOLVER4, id=index, proto=17, frag=8000, flags="MF")
+                    / Raw(b"p" * 8)) for index in range(200)]
+    _, counters, loop = run(kind, frames, max_fragment_bytes=limit)
+    sizes = loop.table_sizes()
+    assert sizes["fragmented_datagrams"] == 4
+    assert sizes["fragment_bytes"] == 4 * 65_535 <= limit
+    assert counters["ip_fragment_evicted"] == 196
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -351,7 +351,8 @@ def test_ipv4_fragments_are_held_for_reassembly() -> None:
     frames = [f[:12] + b"\x08\x00" + f[14:] for f in frames]
     _, counters = run(frames)
     assert reasons(counters) == {"ip_fragment": 1, "ip_fragment_not_first": 2, "ip_fragment_overlap": 1,
-                                 "fragmented_datagrams": 1}  # the abandoned datagram, kept to absorb the rest
+                                 "fragmented_datagrams": 1, "fragment_bytes": 2048}  # the abandoned datagram, kept
+    # to absorb the rest, with its buffer as allocated (2 KiB)
 
 
 def test_not_udp_tcp() -> None:
@@ -382,7 +383,7 @@ def test_ipv6_fragments_are_held_for_reassembly() -> None:
     _, counters = run(frames)
     # One identification: one datagram, still incomplete; the third lies inside the second (Linux drops it).
     assert reasons(counters) == {"ip_fragment": 1, "ip_fragment_not_first": 2, "ip_fragment_duplicate": 1,
-                                 "fragmented_datagrams": 1}
+                                 "fragmented_datagrams": 1, "fragment_bytes": 2048}
 
 
 def test_ipv6_extension_header_chain_flood() -> None:

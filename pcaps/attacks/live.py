@@ -32,15 +32,52 @@ class LiveConversation(Conversation):
         self.mirror = self.stranger = client
         self.socket4 = conf.L3socket(iface=iface)
         self.socket6 = conf.L3socket6(iface=iface)
+        self.watchers: dict[int, tuple[AsyncSniffer, dict]] = {}  # client port -> its sniffer, what it saw
 
     def send(self, packet: Packet) -> None:
-        if TCP in packet and packet[TCP].flags & 0x01:  # the server's FIN follows at once: listen first
+        if TCP in packet and packet[TCP].flags & 0x01:
+            # A client closing as a real one does: the server's response is acknowledged first (the resolver
+            # keeps resending it and never closes while it is not), then the FIN, acknowledging it too.
             sport = packet[TCP].sport
-            self.fin_sniffer = AsyncSniffer(iface=self.iface, count=1, lfilter=lambda p: TCP in p
-                                            and p[TCP].sport == 53 and p[TCP].dport == sport and p[TCP].flags & 0x01)
-            self.fin_sniffer.start()
-            time.sleep(0.3)
+            self.server_end = self._watch(sport)
+            end = self._wait(lambda: self.server_end["data_end"] is not None)
+            if end:
+                ack = self.server_end["data_end"]
+                self._raw_send(self.tcp(sport, packet[TCP].seq, ack, "A"))
+                packet[TCP].ack = ack
+                del packet[TCP].chksum
+        self._raw_send(packet)
+
+    def _raw_send(self, packet: Packet) -> None:
         (self.socket6 if IPv6 in packet else self.socket4).send(packet)
+
+    def _watch(self, sport: int) -> dict:
+        """What the server sends to `sport`, as it comes: the end of its data (seq + length) and its FIN's number."""
+        seen: dict = {"data_end": None, "fin_end": None}
+
+        def note(p: Packet) -> None:
+            if TCP not in p or p[TCP].sport != 53 or p[TCP].dport != sport:
+                return
+            length = len(bytes(p[TCP].payload))
+            if length:
+                seen["data_end"] = max(seen["data_end"] or 0, p[TCP].seq + length)
+            if p[TCP].flags & 0x01:
+                seen["fin_end"] = p[TCP].seq + length + 1  # the FIN's number follows the segment's data
+
+        if sport not in self.watchers:
+            self.watchers[sport] = (AsyncSniffer(iface=self.iface, prn=note, store=False), seen)
+            self.watchers[sport][0].start()
+            time.sleep(0.3)  # the sniffer's socket is open
+        return self.watchers[sport][1]
+
+    @staticmethod
+    def _wait(done, timeout: float = 3.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def handshake(self, sport: int, isn: int, syn_payload: bytes = b"") -> int:
         syn = self.tcp(sport, isn, 0, "S")
@@ -53,13 +90,13 @@ class LiveConversation(Conversation):
 
 
     def finish(self, sport: int, seq: int) -> None:
-        self.fin_sniffer.join(timeout=3)
-        if self.fin_sniffer.running:
-            self.fin_sniffer.stop()
-        packets = self.fin_sniffer.results or []
-        if not packets:
+        """The server's FIN acknowledged: the connection is closed on both sides, its ports free again."""
+        seen = self._watch(sport)
+        if not self._wait(lambda: seen["fin_end"] is not None):
             raise SystemExit(f"no FIN from {self.resolver}:53")
-        self.send(self.tcp(sport, seq, packets[0][TCP].seq + 1, "A"))
+        self._raw_send(self.tcp(sport, seq, seen["fin_end"], "A"))
+        sniffer, _ = self.watchers.pop(sport)
+        sniffer.stop()
 
 
 def answered_names(packets: list[Packet]) -> list[str]:

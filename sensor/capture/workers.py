@@ -28,7 +28,7 @@ import numpy as np
 import zmq
 
 from sensor.capture.files import META as META_RECORD
-from sensor.capture.live import CaptureOptions, LiveCapture, last_packet_time
+from sensor.capture.live import POLL_MS, CaptureOptions, LiveCapture, last_packet_time
 from sensor.errors import HelperDied, RuleError, how_it_ended
 from sensor.events import Origin
 from sensor.flows.record import FLOW_DTYPE
@@ -73,6 +73,11 @@ MAX_MERGE_PENDING = 100_000
 # waits rather than lose hits from the time-order merge; the kernel ring absorbs, then drops (kernel_drops).
 # Each wait is counted (worker_pipe_waits), so a parent that falls behind shows before frames are lost.
 WORKER_PIPE_HWM = 1_000
+# A quiet worker's watermark is the wall clock less this: a frame the kernel has stamped can wait in a TPACKET_V3
+# block until the block is retired (the read timeout, POLL_MS), so "nothing to read now" only means "nothing
+# stamped before now - POLL_MS"; twice that for scheduling. Without the lag the other workers' hits and anomalies
+# stamped in that window went out before this worker's (2-worker live test: the first packets out of order).
+IDLE_WATERMARK_LAG_US = 2 * POLL_MS * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,18 +306,16 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
                     if job.trace is not None and message.records:
                         job.trace(worker, message.records)
                     merger.add(worker, message.watermark,
-                               [(message.rules[r.rule], r) for r in message.records if r.rule >= 0])
+                               [(message.rules[r.rule], r) for r in message.records if r.rule >= 0],
+                               message.anomalies)
                     if pipeline.heuristics is not None:  # judged as they come: per-key windows, not cross-worker order
                         for record in message.records:
                             if not record.is_response:
                                 pipeline.judge(record, origin)
-                    if message.anomalies:  # issue 13: not merged in packet order; rate-limited here
-                        pipeline.anomalies(message.anomalies, origin)
                     if message.last:
                         merger.finish(worker)
                         running.discard(worker)
-            for rule, record in merger.ready():
-                pipeline.hit(record, origin, rule=rule)
+            release(merger.ready(), pipeline, origin)
             if not housekeeping:
                 continue
             for index, pid in enumerate(pids):
@@ -333,8 +336,7 @@ def run_workers(job: CaptureJob, workers: int, runner: BatchRunner, board: Stats
                     runner.notes.append(note)
                     stop.stopped = True
             on_tick()
-        for rule, record in merger.ready():
-            pipeline.hit(record, origin, rule=rule)
+        release(merger.ready(), pipeline, origin)
     finally:
         runner.failed = runner.failed or failed
         for index, pid in enumerate(pids):
@@ -465,7 +467,8 @@ def _worker_main(worker: int, capture: LiveCapture, job: CaptureJob, endpoint: s
                     runner.feed(batch, split, batch.frames)
                 runner.drain()
             else:
-                link.watermark = max(link.watermark, time.time_ns() // 1000)  # nothing queued: read up to now
+                # nothing queued: read up to what can still be waiting in an open block
+                link.watermark = max(link.watermark, time.time_ns() // 1000 - IDLE_WATERMARK_LAG_US)
                 runner.idle(link.watermark)
                 if swap_at is not None and link.watermark >= swap_at:
                     swap()
@@ -526,23 +529,44 @@ def _start_build(sources: list[tuple[str, str, bool]], rules_format: str | None,
     return [thread, holder]
 
 
+def release(entries: Sequence[tuple[Any, Any]], pipeline: Any, origin: Origin) -> None:
+    """The merge's output to the pipeline, in order: hits as hits, anomalies (rate-limited there) as anomalies."""
+    for rule, record in entries:
+        if rule is ANOMALY:
+            pipeline.anomalies((record,), origin)
+        else:
+            pipeline.hit(record, origin, rule=rule)
+
+
+ANOMALY = object()  # WatermarkMerge's mark, in place of a rule, on an anomaly record
+
+
 class WatermarkMerge:
-    """Holds hits until every worker has read past their packet time, then releases them in time order."""
+    """Holds hits and anomalies until every worker has read past their packet time, then releases them in time
+    order (equal times: by worker, then by the worker's frame number, so one worker's packet order holds)."""
 
     def __init__(self, workers: int, max_pending: int = MAX_MERGE_PENDING) -> None:
         self.watermarks: dict[int, float] = dict.fromkeys(range(workers), 0.0)
         self.heap: list = []
         self.sequence = 0
         self.max_pending = max_pending
-        self.released_early = 0  # hits let out past max_pending before every worker had read past them
+        self.released_early = 0  # entries let out past max_pending before every worker had read past them
 
-    def add(self, worker: int, watermark: int, entries: Sequence[tuple[Rule, DnsRecord]]) -> None:
-        """`entries`: (rule, record) pairs of one worker, in its packet order."""
+    def add(self, worker: int, watermark: int, entries: Sequence[tuple[Rule, DnsRecord]],
+            anomalies: Sequence[Sequence[Any]] = ()) -> None:
+        """`entries`: (rule, record) pairs of one worker, in its packet order; `anomalies`: its anomaly records
+        (sensor.anomalies.AnomalyRecord order: kind, frame, seconds, microseconds, ...), released as
+        (ANOMALY, record)."""
         self.watermarks[worker] = max(self.watermarks[worker], watermark)
         for entry in entries:
             self.sequence += 1
             record = entry[1]
-            heapq.heappush(self.heap, (record.ts_sec * 1_000_000 + record.ts_usec, self.sequence, entry))
+            heapq.heappush(self.heap, (record.ts_sec * 1_000_000 + record.ts_usec, worker, record.frame,
+                                       self.sequence, entry))
+        for anomaly in anomalies:
+            self.sequence += 1
+            heapq.heappush(self.heap, (anomaly[2] * 1_000_000 + anomaly[3], worker, anomaly[1], self.sequence,
+                                       (ANOMALY, anomaly)))
 
     def finish(self, worker: int) -> None:
         self.watermarks[worker] = float("inf")
@@ -553,7 +577,7 @@ class WatermarkMerge:
         while self.heap and (self.heap[0][0] <= limit or len(self.heap) > self.max_pending):
             if self.heap[0][0] > limit:
                 self.released_early += 1
-            out.append(heapq.heappop(self.heap)[2])
+            out.append(heapq.heappop(self.heap)[-1])
         return out
 
     def counters(self) -> dict[str, int]:

@@ -80,6 +80,7 @@ class ReferenceLoop:
         max_tcp_streams: int = MAX_TCP_STREAMS,
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
         max_tcp_bytes: int = -1,
+        max_ooo_bytes: int = -1,
         allow: bytes = b"",
         patterns: Callable[[str], int] | None = None,
         flows=None,
@@ -103,7 +104,7 @@ class ReferenceLoop:
         self._anomalies: list[AnomalyRecord] = []
         self._when = (0, 0, 0)
         self._streams = TcpStreams(self._counters, max_tcp_streams, tcp_idle_timeout, report=self._stream_anomaly,
-                                   max_bytes=max_tcp_bytes)
+                                   max_bytes=max_tcp_bytes, max_ooo_bytes=max_ooo_bytes)
         self.flows = flows  # a ReferenceFlowTable: every frame's first IP header is accounted in it
         self._fragments = Reassembler(self._counters, max_fragmented_datagrams, max_fragment_bytes, fragment_timeout,
                                       self._fragment_anomaly)
@@ -128,6 +129,8 @@ class ReferenceLoop:
             "fragmented_datagrams": len(self._fragments),
             "pending_queries": len(self._correlator) if self._correlator is not None else 0,
             "tcp_buffered_bytes": self._streams.buffered,
+            "tcp_ooo_bytes": self._streams.ooo_total,
+            "fragment_bytes": self._fragments.held,
         }
 
     def take_anomalies(self) -> list[AnomalyRecord]:

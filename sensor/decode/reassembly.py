@@ -2,12 +2,12 @@
 ext/reassembly.pxi (policy: docs/decoding.md, "IP fragments").
 
 Datagrams in progress are keyed by VLAN, IP version, source, destination, identification and (IPv4) protocol.
-The table is bounded in datagrams and in bytes held; the oldest datagram goes first, and a datagram not
-complete within the timeout (packet time since its first fragment) is dropped. As in Linux's
-inet_frag_queue_insert (RFC 5722 with erratum 3089, applied to IPv4 too): a fragment lying wholly inside data
-already held is dropped and the queue kept (the first copy wins); any other overlap, two different ends, or a
-datagram past 65,535 bytes or MAX_FRAGMENTS fragments drops the whole queue, and a later fragment with the same
-identification starts a new one (so a resend of the whole datagram is accepted, as Linux accepts it).
+The table is bounded in datagrams and in bytes of buffers (as the fast path allocates them); the oldest datagram
+goes first, and a datagram not complete within the timeout (packet time since its first fragment) is dropped. As
+in Linux's inet_frag_queue_insert (RFC 5722 with erratum 3089, applied to IPv4 too): a fragment lying wholly
+inside data already held is dropped and the queue kept (the first copy wins); any other overlap, two different
+ends, or a datagram past 65,535 bytes or MAX_FRAGMENTS fragments drops the whole queue, and a later fragment with
+the same identification starts a new one (so a resend of the whole datagram is accepted, as Linux accepts it).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Datagram:
     first_us: int
     data: bytearray = field(default_factory=bytearray)
     ranges: list[tuple[int, int]] = field(default_factory=list)
-    held: int = 0
+    held: int = 0  # its buffer as the fast path allocates it (buf_cap): what the byte limit counts
     total: int = -1
     protocol: int = -1
 
@@ -60,6 +60,11 @@ class Reassembler:
 
     def __len__(self) -> int:
         return len(self._datagrams)
+
+    @property
+    def held(self) -> int:
+        """The datagrams' buffers, as the fast path allocates them (FragmentTable.bytes_held)."""
+        return self._held
 
     def add(self, key: tuple, now_us: int, offset: int, more: bool, protocol: int,
             data: bytes) -> tuple[bytes, int] | None:
@@ -96,15 +101,22 @@ class Reassembler:
         if inside:
             self._overlap(key)
             return None
-        while self._held + len(data) > self._max_bytes:  # the oldest other datagrams make room
-            self._counters["ip_fragment_evicted"] += 1
-            self._remove(next(k for k in self._datagrams if k != key))
+        if end > datagram.held:
+            # The buffer grows as the fast path's does (2 KiB, doubled, at most MAX_DATAGRAM): a fragment at a
+            # high offset costs the whole buffer below it, and that is what the byte limit counts (decision 0172).
+            cap = datagram.held or 2048
+            while cap < end:
+                cap *= 2
+            cap = min(cap, MAX_DATAGRAM)
+            while self._held - datagram.held + cap > self._max_bytes:  # the oldest other datagrams make room
+                self._counters["ip_fragment_evicted"] += 1
+                self._remove(next(k for k in self._datagrams if k != key))
+            self._held += cap - datagram.held
+            datagram.held = cap
         if len(datagram.data) < end:
             datagram.data.extend(bytes(end - len(datagram.data)))
         datagram.data[offset:end] = data
         datagram.ranges.append((offset, end))
-        datagram.held += len(data)
-        self._held += len(data)
         if offset == 0:
             datagram.protocol = protocol
         if not more:

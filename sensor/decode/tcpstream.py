@@ -40,7 +40,11 @@ LENGTH_PREFIX = struct.Struct("!H")
 OOO_WINDOW = 65_536
 OOO_SEGMENTS = 64  # per stream: more waiting segments is a flood, not reordering
 OOO_STREAM_BYTES = 131_072  # per stream: two windows, room for partly overlapping copies
-OOO_TOTAL_BYTES = 8 * 1024 * 1024  # all streams together
+OOO_TOTAL_BYTES = 8 * 1024 * 1024  # all streams together: max_ooo_bytes without a memory budget
+# What a waiting segment costs beside its bytes (its entry and the allocator's header): a flood of one-byte
+# segments is counted as the memory it takes (decision 0171).
+OOO_SEGMENT_COST = 64
+MIN_OOO_BYTES = 262_144  # room for one stream's whole queue (OOO_STREAM_BYTES and 64 entries) twice over
 # Anomaly names (sensor/anomalies.py turns them into events).
 OVERLAP_CONFLICT = "tcp_overlap_conflict"
 EVICTED_MID_MESSAGE = "stream_evicted_mid_message"
@@ -74,7 +78,7 @@ class TcpStreams:
     """The bounded stream table; `counters` receives the tcp_* events, `report` the anomalies."""
 
     def __init__(self, counters: dict[str, int], max_streams: int, idle_timeout: float,
-                 report: Report | None = None, *, max_bytes: int = -1) -> None:
+                 report: Report | None = None, *, max_bytes: int = -1, max_ooo_bytes: int = -1) -> None:
         if max_streams < 1:
             raise ValueError("max_tcp_streams must be at least 1")
         if max_bytes < 0:
@@ -82,13 +86,19 @@ class TcpStreams:
         if max_bytes < MIN_TCP_BYTES:
             raise ValueError(f"max_tcp_bytes must be at least {MIN_TCP_BYTES}")
         self._max_bytes = max_bytes
+        if max_ooo_bytes < 0:
+            max_ooo_bytes = OOO_TOTAL_BYTES
+        if max_ooo_bytes < MIN_OOO_BYTES:
+            raise ValueError(f"max_ooo_bytes must be at least {MIN_OOO_BYTES}")
+        self._max_ooo_bytes = max_ooo_bytes
         self.buffered = 0  # bytes held by partial messages, as the fast path allocates them
         self._streams: OrderedDict[StreamKey, Stream] = OrderedDict()  # least recently used first
         self._counters = counters
         self._max_streams = max_streams
         self._idle_us = int(idle_timeout * MICROSECONDS)
         self._report = report or (lambda kind, key, partial: None)
-        self._ooo_total = 0
+        # What the waiting segments cost, all streams: their bytes and OOO_SEGMENT_COST each (StreamTable.ooo_total)
+        self.ooo_total = 0
         self.handshake = False  # of the stream the last segment() delivered messages on
 
     def __len__(self) -> int:
@@ -244,10 +254,13 @@ class TcpStreams:
         covered = [(s, data) for s, data in positioned if start <= s and s + len(data) <= end]
         freed = sum(len(data) for _, data in covered)
         held = stream.ooo_bytes - freed
-        if (len(stream.ooo) - len(covered) >= OOO_SEGMENTS or held + len(payload) > OOO_STREAM_BYTES
-                or self._ooo_total - freed + len(payload) > OOO_TOTAL_BYTES):
+        if len(stream.ooo) - len(covered) >= OOO_SEGMENTS or held + len(payload) > OOO_STREAM_BYTES:
             self._counters["tcp_ooo_dropped"] += 1
             return
+        cost = len(payload) + OOO_SEGMENT_COST
+        released = freed + len(covered) * OOO_SEGMENT_COST
+        if self.ooo_total - released + cost > self._max_ooo_bytes:
+            self._ooo_make_room(stream, self.ooo_total - released + cost - self._max_ooo_bytes)
         if covered or any(s < end and start < s + len(data) for s, data in positioned):
             self._counters["tcp_overlap"] += 1
         self._note_conflict(key, stream, conflict)
@@ -255,8 +268,22 @@ class TcpStreams:
         kept.append((start, payload))
         kept.sort(key=lambda item: item[0])  # stable: an equal start keeps the older copy first
         stream.ooo = [((stream.expected + s) % SEQUENCE_MODULUS, data) for s, data in kept]
-        self._ooo_total += len(payload) - freed
+        self.ooo_total += cost - released
         self._counters["tcp_out_of_order"] += 1
+
+    def _ooo_make_room(self, keep: Stream, excess: int) -> None:
+        """The memory budget (StreamTable.ooo_make_room): the least recently used other streams lose their
+        waiting segments until `excess` is freed; a flood of reordered junk does not keep a later segment out."""
+        for other in self._streams.values():  # least recently used first
+            if excess <= 0:
+                break
+            if other is keep or not other.ooo:
+                continue
+            freed = other.ooo_bytes + len(other.ooo) * OOO_SEGMENT_COST
+            self.ooo_total -= freed
+            other.ooo = []
+            self._counters["tcp_ooo_evicted"] += 1
+            excess -= freed
 
     def _note_conflict(self, key: StreamKey, stream: Stream, conflict: bool) -> None:
         if conflict:
@@ -273,7 +300,7 @@ class TcpStreams:
             if start > 0:
                 break
             del stream.ooo[0]
-            self._ooo_total -= len(data)
+            self.ooo_total -= len(data) + OOO_SEGMENT_COST
             if start + len(data) <= 0:
                 continue
             if start < 0:
@@ -340,7 +367,7 @@ class TcpStreams:
     def _reset(self, stream: Stream) -> None:
         self._release(stream)
         stream.pending.clear()
-        self._ooo_total -= stream.ooo_bytes
+        self.ooo_total -= stream.ooo_bytes + len(stream.ooo) * OOO_SEGMENT_COST
         stream.ooo = []
         stream.urgent = None
         stream.fin = None
