@@ -210,6 +210,7 @@ cdef struct FrameInfo:
 include "correlate.pxi"
 include "reassembly.pxi"
 include "querylog_decode.pxi"
+include "querylog_index.pxi"
 
 
 cdef str lowered_name(DecodedName* name):

@@ -26,14 +26,7 @@ from sensor.querylog.options import (
     UNITS,
 )
 from sensor.querylog.record import STATUS_ANSWERED, QueryLogEntry
-from sensor.querylog.store import (
-    QueryStore,
-    address_bytes,
-    address_text,
-    decode_entry,
-    reversed_name,
-    split_labels,
-)
+from sensor.querylog.store import QueryStore, address_bytes, address_text, reversed_name, split_labels
 
 RD = 0x0100
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -77,7 +70,15 @@ def open_store(args: argparse.Namespace) -> QueryStore:
     path = args.query_log or os.environ.get(QUERY_LOG_ENV)
     if not path:
         raise StartupError(f"no query log: give --query-log PATH (or set {QUERY_LOG_ENV})")
-    return QueryStore.open_reader(path)
+    store = QueryStore.open_reader(path)
+    store.decode = compiled_decode  # for reads of many entries: the loop's selector loads only then
+    return store
+
+
+def compiled_decode(data: bytes, caps: tuple[int, int, int]) -> list[QueryLogEntry]:
+    from sensor.loop import decode_query_log
+
+    return decode_query_log(data, caps=caps)
 
 
 def entry_time(entry: QueryLogEntry) -> int:
@@ -247,17 +248,15 @@ def run_hunt(args: argparse.Namespace) -> int:
     origin = Origin()
     hits = scanned = 0
     out = sys.stdout
-    for rname, blob in store.names_by_time(since, until):
+    for qname, packed in store.names_by_time(since, until):
         scanned += 1
-        if "\\" in rname:  # an escaped dot may hide in a label: take the labels from the name as sent
-            labels = split_labels(decode_entry(blob).qname)
-        else:  # the stored reversed name gives the labels (lowercase; matching ignores case) without decoding
-            labels = rname[:-1].split(".")[::-1] if rname else []
+        # the labels from the stored name (lowercase; matching ignores case), the entry decoded only on a hit
+        labels = split_labels(qname.lower()) if qname != "." else []
         rule = decide(table, patterns, labels)
         if rule < 0 or (rule < len(allow) and allow[rule]):
             continue
         hits += 1
-        out.write(encoder.encode(retrospective_hit(encoder, decode_entry(blob), rule, origin)) + "\n")
+        out.write(encoder.encode(retrospective_hit(encoder, store.decode_one(packed), rule, origin)) + "\n")
     print(f"hunt: {scanned:,} stored queries, {hits:,} hits", file=sys.stderr)
     return 0
 

@@ -2,9 +2,10 @@
 
 Every process that runs a loop (the sensor, or each capture worker) has a `QueryLogSink`: after each batch it
 takes the loop's finished entries (the fast path's packed bytes as they are, so that nothing is decoded on the
-capture path) and pushes them over a ZeroMQ PUSH socket to the writer process, which decodes them, inserts
-them in batches and applies retention. In live capture the push never waits: when the writer is behind and
+capture path) and pushes them over a ZeroMQ PUSH socket to the writer process, which appends them to the
+store's open segment in batches and applies retention. In live capture the push never waits: when the writer is behind and
 the pipe is full (`PIPE_BATCHES`), the batch is dropped and counted. A replay waits instead (nothing is lost).
+The writer stores the packed entries as they come, undecoded (sensor/querylog/store.py, decision 0180).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 import zmq
 
 from sensor.errors import HelperDied, SensorError, StartupError, how_it_ended
-from sensor.loop import decode_query_log
+from sensor.loop import decode_query_log, querylog_segment_functions
 from sensor.messages import Entries, PackedEntries, QueryLogMessage, decode_query_log_message, encode
 from sensor.querylog.limits import (  # noqa: F401  the limits, re-exported where they always were
     DEFAULT_LIMITS,
@@ -38,8 +39,7 @@ from sensor.querylog.limits import (  # noqa: F401  the limits, re-exported wher
 )
 from sensor.querylog.options import QueryLogOptions, Retention
 from sensor.querylog.packed import ENTRY_HEADER
-from sensor.querylog.record import QueryLogEntry
-from sensor.querylog.store import MAX_SEGMENT_BYTES, QueryStore, segment_bytes_for
+from sensor.querylog.store import MAX_SEGMENT_BYTES, QueryStore, pack_entries, segment_bytes_for
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +284,10 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
+    keys_of, sort_keys = querylog_segment_functions()
     try:
-        store = QueryStore.open_writer(path, segment_rows, segment_bytes, limits.cache_kib)
+        store = QueryStore.open_writer(path, segment_rows, segment_bytes, limits.cache_kib, keys_of, sort_keys)
+        store.caps = limits.caps
     except SensorError as err:
         control.send(("error", str(err)))
         return
@@ -296,10 +298,10 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     control.send(("ready",))
     written = removed = lost = truncated = dropped_answers = 0
     received = received_bytes = 0  # batches and their bytes, acknowledged once stored
-    write_bytes = min(limits.write_bytes, segment_bytes)  # a transaction (and its WAL) within a segment's size
-    write_rows = limits.write_rows
+    # a transaction within a segment's size; the rows limit as bytes (entries are not counted as they come)
+    write_bytes = min(limits.write_bytes, segment_bytes, limits.write_rows * (ENTRY_HEADER.size + 100))
     caps = limits.caps
-    pending: list[QueryLogEntry] = []
+    pending: list[bytes] = []  # packed entries, as they came
     pending_bytes = 0
     retained = [0]
 
@@ -328,29 +330,30 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
                     break
                 received += 1
                 received_bytes += len(raw)
-                entries = (decode_query_log(message.data, caps=caps) if isinstance(message, PackedEntries)
-                           else message.entries)
-                pending.extend(entries)
+                pending.append(message.data if isinstance(message, PackedEntries) else pack_entries(message.entries))
                 pending_bytes += len(raw)
-                if len(pending) >= write_rows or pending_bytes >= write_bytes:
+                if pending_bytes >= write_bytes:
                     break
             if stopping_since is not None:
                 stopping_since = time.monotonic()
         now = time.monotonic()
-        if pending and (len(pending) >= write_rows or pending_bytes >= write_bytes or now - last_write >= WRITE_EVERY
-                        or stopping_since):
-            for entry in pending:
-                if entry.answers_dropped:
-                    truncated += 1
-                    dropped_answers += entry.answers_dropped
+        if pending and (pending_bytes >= write_bytes
+                        or now - last_write >= WRITE_EVERY or stopping_since):
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
             if error is None:
                 try:
-                    written += store.insert(pending)
+                    stored, suspects = store.append_packed(data)
+                    written += stored
+                    if suspects:  # only the entries whose answers the caps may cut are decoded, to count them
+                        for entry in decode_query_log(suspects, caps=caps):
+                            if entry.answers_dropped:
+                                truncated += 1
+                                dropped_answers += entry.answers_dropped
                     control.send(("stored", received, received_bytes, written))  # the sensor's account of losses
                 except Exception as err:  # a full disk, a broken file: tell the sensor (exit 1), keep draining
                     error = f"{type(err).__name__}: {err}"
             if error is not None:  # the pipe is still read, so that a replay waiting on it can finish
-                lost += len(pending)
+                lost += packed_count(data)
             pending = []
             pending_bytes = 0
             last_write = now
