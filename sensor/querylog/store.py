@@ -239,10 +239,20 @@ class QueryStore:
         store = cls(db, path)
         try:
             store.check_schema()
-        except StartupError:
+            row = db.execute("SELECT value FROM meta WHERE key = 'caps'").fetchone()
+        except (StartupError, sqlite3.DatabaseError):
             db.close()
             raise
+        if row is not None:
+            store.caps = tuple(int(x) for x in row[0].split(","))  # type: ignore[assignment]
         return store
+
+    def set_caps(self, caps: tuple[int, int, int]) -> None:
+        """What an entry keeps of its answers when read (decision 0121), as the writer's limits say: kept in
+        the catalogue, since the store keeps the responses whole and the readers apply the caps."""
+        self.caps = caps
+        with _transaction(self.db):
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('caps', ?)", (",".join(map(str, caps)),))
 
     def check_schema(self) -> None:
         try:

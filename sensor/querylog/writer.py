@@ -287,7 +287,7 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     keys_of, sort_keys = querylog_segment_functions()
     try:
         store = QueryStore.open_writer(path, segment_rows, segment_bytes, limits.cache_kib, keys_of, sort_keys)
-        store.caps = limits.caps
+        store.set_caps(limits.caps)
     except SensorError as err:
         control.send(("error", str(err)))
         return
