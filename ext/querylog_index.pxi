@@ -164,14 +164,14 @@ cdef bint answers_walk(const uint8_t* msg, uint32_t n, uint32_t offset, int cap,
     return maybe_cut
 
 
-def querylog_segment_keys(bytes data, Py_ssize_t start, Py_ssize_t max_entries, Py_ssize_t max_bytes,
+def querylog_segment_keys(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t max_entries, Py_ssize_t max_bytes,
                           Py_ssize_t base, int max_answers=-1, Py_ssize_t max_answer_bytes=-1,
                           int response_only_answers=-1):
     """Walk the packed entries of `data` from `start`: at most `max_entries` and `max_bytes` (at least one
     entry). Returns (end, entries, first ts us, last ts us, keys, suspects): `keys` the KeyRecords of the
     entries (offsets from `base` at `start`), `suspects` the packed entries the caps may cut."""
-    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(data), pos = start, count = 0
+    cdef Py_ssize_t size = data.shape[0], pos = start, count = 0
+    cdef const uint8_t* p = &data[0] if size else NULL
     cdef EntryHeader hd
     cdef const uint8_t* msg
     cdef DecodedName scratch
@@ -200,7 +200,7 @@ def querylog_segment_keys(bytes data, Py_ssize_t start, Py_ssize_t max_entries, 
             if hd.status == STATUS_RESPONSE_ONLY and response_only_answers >= 0 and (cap < 0 or response_only_answers < cap):
                 cap = response_only_answers
             if answers_walk(msg, hd.message_len, offset, cap, max_answer_bytes, out, &scratch):
-                suspects += p[pos:pos + hd.record_len]
+                suspects += PyBytes_FromStringAndSize(<const char*>(p + pos), hd.record_len)
         pos += hd.record_len
         count += 1
     if count == 0:

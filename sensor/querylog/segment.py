@@ -151,6 +151,7 @@ def segment_keys_reference(data: bytes, start: int, max_entries: int, max_bytes:
                            max_answers: int = -1, max_answer_bytes: int = -1,
                            response_only_answers: int = -1) -> tuple[int, int, int, int, bytes, bytes]:
     """The twin of querylog_segment_keys: (end, entries, first ts us, last ts us, key records, suspects)."""
+    data = bytes(data)
     position, count = start, 0
     first = last = None
     records: list = []

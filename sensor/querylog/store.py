@@ -287,39 +287,50 @@ class QueryStore:
         """Store decoded entries (packed again: the reference loop's, or tests'); how many."""
         return self.append_packed(pack_entries(entries))[0] if entries else 0
 
-    def append_packed(self, data: bytes) -> tuple[int, bytes]:
-        """Store the loop's packed entries as they are, in as many segments as they fill (one catalogue
-        transaction per segment); (entries stored, the packed entries whose answers the caps may cut)."""
+    def append_packed(self, parts) -> tuple[int, bytes]:
+        """Store the loop's packed entries as they are (one buffer, or a list of them), in as many segments as
+        they fill, with one catalogue transaction per segment; (entries stored, the packed entries whose
+        answers the caps may cut)."""
         done = 0
         suspects = []
-        position = 0
-        while position < len(data):
-            segment = self._open or self._new_segment()
-            room_rows = self.segment_rows - segment.rows
-            room_bytes = max(self.segment_bytes - segment.bytes - segment.keys * KEY_RECORD.size, 1)
-            end, count, first, last, keys, suspect = self.keys_of(data, position, room_rows, room_bytes,
-                                                                   segment.bytes, *self.caps)
-            entries_fd, keys_fd = self._open_files(segment)
-            _write_all(entries_fd, memoryview(data)[position:end])
-            _write_all(keys_fd, keys)
-            if suspect:
-                suspects.append(suspect)
-            first = first if segment.first_ts is None else min(first, segment.first_ts)
-            last = last if segment.last_ts is None else max(last, segment.last_ts)
-            segment = Segment(segment.id, first, last, segment.rows + count, False,
-                              segment.bytes + end - position, segment.keys + len(keys) // KEY_RECORD.size)
-            with _transaction(self.db):
-                self.db.execute("UPDATE segments SET rows = ?, first_ts = ?, last_ts = ?, bytes = ?, keys = ? "
-                                "WHERE id = ?", (segment.rows, first, last, segment.bytes, segment.keys, segment.id))
-            self._open = segment
-            done += count
-            position = end
-            if segment.rows >= self.segment_rows or segment.bytes + segment.keys * KEY_RECORD.size >= self.segment_bytes:
-                self._close_segment(segment)
-                self._open = None
-                if self.on_segment_closed is not None:
-                    self.on_segment_closed()
+        segment = None
+        for data in [parts] if not isinstance(parts, list) else parts:
+            position = 0
+            view = memoryview(data)
+            while position < len(view):
+                segment = self._open or self._new_segment()
+                room_rows = self.segment_rows - segment.rows
+                room_bytes = max(self.segment_bytes - segment.bytes - segment.keys * KEY_RECORD.size, 1)
+                end, count, first, last, keys, suspect = self.keys_of(view, position, room_rows, room_bytes,
+                                                                       segment.bytes, *self.caps)
+                entries_fd, keys_fd = self._open_files(segment)
+                _write_all(entries_fd, view[position:end])
+                _write_all(keys_fd, keys)
+                if suspect:
+                    suspects.append(suspect)
+                first = first if segment.first_ts is None else min(first, segment.first_ts)
+                last = last if segment.last_ts is None else max(last, segment.last_ts)
+                segment = self._open = Segment(segment.id, first, last, segment.rows + count, False,
+                                               segment.bytes + end - position,
+                                               segment.keys + len(keys) // KEY_RECORD.size)
+                done += count
+                position = end
+                if segment.rows >= self.segment_rows or \
+                        segment.bytes + segment.keys * KEY_RECORD.size >= self.segment_bytes:
+                    self._commit(segment)
+                    self._close_segment(segment)
+                    self._open = segment = None
+                    if self.on_segment_closed is not None:
+                        self.on_segment_closed()
+        if segment is not None:
+            self._commit(segment)
         return done, b"".join(suspects)
+
+    def _commit(self, segment: Segment) -> None:
+        """What the open segment's files hold, for readers: written after the bytes are in the files."""
+        with _transaction(self.db):
+            self.db.execute("UPDATE segments SET rows = ?, first_ts = ?, last_ts = ?, bytes = ?, keys = ? WHERE id = ?",
+                            (segment.rows, segment.first_ts, segment.last_ts, segment.bytes, segment.keys, segment.id))
 
     def _new_segment(self) -> Segment:
         with _transaction(self.db):

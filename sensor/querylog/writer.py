@@ -59,6 +59,19 @@ class QueryLogFailed(SensorError):
 
 
 ENTRY_LENGTH = struct.Struct("=I")  # the first field of ENTRY_HEADER
+PACKED_TAG = b"packed"  # the first frame of a message of packed entries; an Entries message is one frame
+
+
+def receive(socket) -> tuple[memoryview | None, QueryLogMessage | None, int]:
+    """One message from the pipe (zmq.Again when none): (packed entries, None, size) or (None, Entries, size)."""
+    frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+    if len(frames) == 2 and frames[0].bytes == PACKED_TAG:
+        return frames[1].buffer, None, len(frames[1])
+    raw = frames[0].bytes
+    message = decode_query_log_message(raw)
+    if isinstance(message, PackedEntries):
+        return memoryview(message.data), None, len(raw)
+    return None, message, len(raw)
 
 
 def packed_count(data: bytes) -> int:
@@ -135,10 +148,12 @@ class QueryLogSink:
         if self.dead is not None:  # the writer is gone: count what it would have stored
             self.lost += packed_count(message.data) if isinstance(message, PackedEntries) else count
             return
-        data = encode(message)
+        # packed entries go as they are, a second frame after a tag (no copy into a MessagePack envelope)
+        frames = [PACKED_TAG, message.data] if isinstance(message, PackedEntries) else [encode(message)]
+        size = len(frames[-1])
         while True:
             try:
-                self.socket.send(data, flags=zmq.NOBLOCK, copy=False)
+                self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
                 break
             except zmq.Again:
                 if not self.blocking:
@@ -149,7 +164,7 @@ class QueryLogSink:
             self.watch(now=True)
         self.sent += 1
         if self.writer is not None:
-            self.unacked.append((self.sent, len(data), count if isinstance(message, Entries) else -1))
+            self.unacked.append((self.sent, size, count if isinstance(message, Entries) else -1))
         self.watch()
 
     def watch(self, now: bool = False) -> None:
@@ -339,14 +354,13 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
         if pull.poll(50):
             while True:
                 try:
-                    raw = pull.recv(zmq.NOBLOCK)
-                    message = decode_query_log_message(raw)
+                    packed, message, size = receive(pull)
                 except zmq.Again:
                     break
                 received += 1
-                received_bytes += len(raw)
-                pending.append(message.data if isinstance(message, PackedEntries) else pack_entries(message.entries))
-                pending_bytes += len(raw)
+                received_bytes += size
+                pending.append(packed if packed is not None else pack_entries(message.entries))  # type: ignore[union-attr]
+                pending_bytes += size
                 if pending_bytes >= write_bytes:
                     break
             if stopping_since is not None:
@@ -354,10 +368,9 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
         now = time.monotonic()
         if pending and (pending_bytes >= write_bytes
                         or now - last_write >= WRITE_EVERY or stopping_since):
-            data = pending[0] if len(pending) == 1 else b"".join(pending)
             if error is None:
                 try:
-                    stored, suspects = store.append_packed(data)
+                    stored, suspects = store.append_packed(pending)
                     written += stored
                     if suspects:  # only the entries whose answers the caps may cut are decoded, to count them
                         for entry in decode_query_log(suspects, caps=caps):
@@ -368,7 +381,7 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
                 except Exception as err:  # a full disk, a broken file: tell the sensor (exit 1), keep draining
                     error = f"{type(err).__name__}: {err}"
             if error is not None:  # the pipe is still read, so that a replay waiting on it can finish
-                lost += packed_count(data)
+                lost += sum(packed_count(bytes(part)) for part in pending)
             pending = []
             pending_bytes = 0
             last_write = now
