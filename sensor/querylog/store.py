@@ -468,7 +468,7 @@ class QueryStore:
     # --- reading -------------------------------------------------------------------------------------------
 
     def _decode(self, data: bytes, count: int) -> list[QueryLogEntry]:
-        if self.decode is not None and count > MANY:
+        if self.decode is not None:
             return self.decode(data, self.caps)
         return decode_reference(data, self.caps)
 
