@@ -9,6 +9,8 @@ cdef enum:
     KEY_NAME = 1                 # the key of the entry's own name
     KEY_ADDRESS = 2              # the key of an A or AAAA answer's address
     MAX_KEY_LABELS = 256
+    SUFFIX_LABELS = 3            # names above an entry's own get keys down to this many labels: a lookup below
+                                 # a deeper name uses its last three labels' key and keeps the names below it
 
 # FNV-1a 64: FNV_OFFSET and FNV_PRIME of suffixset.pxi
 
@@ -54,7 +56,7 @@ cdef class _KeyBuffer:
 
 cdef int name_keys(const uint8_t* name, Py_ssize_t n, uint32_t offset, _KeyBuffer out) except -1:
     """The keys of a presentation-form name: its reversed lowercase labels each followed by '.', hashed; one
-    key per name of two labels or more that it ends with (KEY_SUFFIX), and its own (KEY_NAME)."""
+    key per name of two or three labels that it ends with (KEY_SUFFIX), and its own (KEY_NAME)."""
     cdef uint16_t starts[MAX_KEY_LABELS]
     cdef uint16_t ends[MAX_KEY_LABELS]
     cdef int nlabels = 0, k
@@ -94,7 +96,7 @@ cdef int name_keys(const uint8_t* name, Py_ssize_t n, uint32_t offset, _KeyBuffe
         h = fnv_byte(h, 46)
         if k == 0:
             out.add(h, offset, KEY_NAME)
-        elif nlabels - k >= 2:
+        elif 2 <= nlabels - k <= SUFFIX_LABELS:
             out.add(h, offset, KEY_SUFFIX)
     if nlabels == 0:
         out.add(h, offset, KEY_NAME)
@@ -212,39 +214,39 @@ def querylog_segment_keys(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t 
 
 
 def querylog_sort_keys(bytes keys):
-    """KeyRecords sorted by key, offsets ascending within a key (a stable LSD radix sort, 16 bits a pass)."""
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(keys) // sizeof(KeyRecord), k
-    cdef KeyRecord* a = <KeyRecord*>malloc(max(n, 1) * sizeof(KeyRecord))
-    cdef KeyRecord* b = <KeyRecord*>malloc(max(n, 1) * sizeof(KeyRecord))
-    cdef KeyRecord* t
-    cdef Py_ssize_t* counts = <Py_ssize_t*>malloc(65536 * sizeof(Py_ssize_t))
+    """KeyRecords sorted by key, offsets ascending within a key: one stable pass on the key's top 16 bits into
+    buckets (the keys are hashes: a dozen records a bucket for a full segment), then an insertion sort of each."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(keys) // sizeof(KeyRecord), k, j, lo, hi
+    cdef KeyRecord* a = <KeyRecord*>PyBytes_AS_STRING(keys)
+    cdef KeyRecord* b
+    cdef KeyRecord item
+    cdef Py_ssize_t* starts = <Py_ssize_t*>calloc(65537, sizeof(Py_ssize_t))
     cdef Py_ssize_t total, c
-    cdef int shift, d
-    if a == NULL or b == NULL or counts == NULL:
-        free(a)
-        free(b)
-        free(counts)
+    cdef int d
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n * sizeof(KeyRecord))
+    b = <KeyRecord*>PyBytes_AS_STRING(out)
+    if starts == NULL:
         raise MemoryError()
     try:
-        memcpy(a, PyBytes_AS_STRING(keys), n * sizeof(KeyRecord))
-        for shift in range(0, 64, 16):
-            memset(counts, 0, 65536 * sizeof(Py_ssize_t))
-            for k in range(n):
-                counts[(a[k].key >> shift) & 0xFFFF] += 1
-            total = 0
-            for d in range(65536):
-                c = counts[d]
-                counts[d] = total
-                total += c
-            for k in range(n):
-                d = (a[k].key >> shift) & 0xFFFF
-                b[counts[d]] = a[k]
-                counts[d] += 1
-            t = a
-            a = b
-            b = t
-        return PyBytes_FromStringAndSize(<const char*>a, n * sizeof(KeyRecord))
+        for k in range(n):
+            starts[(a[k].key >> 48) + 1] += 1
+        for d in range(65536):
+            starts[d + 1] += starts[d]
+        for k in range(n):
+            d = a[k].key >> 48
+            b[starts[d]] = a[k]
+            starts[d] += 1
+        lo = 0
+        for d in range(65536):  # starts[d] is now where bucket d ends
+            hi = starts[d]
+            for k in range(lo + 1, hi):
+                item = b[k]
+                j = k - 1
+                while j >= lo and b[j].key > item.key:
+                    b[j + 1] = b[j]
+                    j -= 1
+                b[j + 1] = item
+            lo = hi
+        return out
     finally:
-        free(a)
-        free(b)
-        free(counts)
+        free(starts)

@@ -2,8 +2,9 @@
 as they came (sensor/querylog/packed.py), and beside them the entries' lookup keys.
 
 A key is FNV-1a 64 over a name's reversed form (`reversed_name`: lowercase labels from the right, each followed
-by a dot: `example.evil.login.`). Each entry has the key of its own name (KEY_NAME) and of every name of two
-labels or more that it ends with (KEY_SUFFIX: `who-asked --subdomains`), and one per A or AAAA answer address
+by a dot: `example.evil.login.`). Each entry has the key of its own name (KEY_NAME) and of the names of two
+and three labels that it ends with (KEY_SUFFIX: `who-asked --subdomains`; below a deeper name the lookup
+uses its last three labels' key and keeps the names below it), and one per A or AAAA answer address
 (KEY_ADDRESS: `resolved-ip`). A key record is KEY_RECORD: (key, offset of the entry in the segment's entries
 file, kind). The open segment's records are appended unsorted as the entries come; when the segment closes
 they are sorted by key once (offsets ascending within a key), so a lookup is a binary search per segment.
@@ -25,6 +26,7 @@ from collections.abc import Iterable
 ENTRY_HEADER = struct.Struct("=IBBBBiIIqqIHHHHHH16s16s4sI")  # the same as sensor/querylog/packed.py
 KEY_RECORD = struct.Struct("<QII")
 KEY_SUFFIX, KEY_NAME, KEY_ADDRESS = 0, 1, 2
+SUFFIX_LABELS = 3  # the deepest name above an entry's own with a key of its own
 FNV_BASIS = 14695981039346656037
 FNV_PRIME = 1099511628211
 MASK = (1 << 64) - 1
@@ -72,9 +74,13 @@ def reversed_name(name: str) -> str:
     return ".".join(labels[::-1]) + "." if labels else ""
 
 
-def name_key(name: str) -> int:
-    """The key under which the entries for `name` (and, as KEY_SUFFIX, those below it) are found."""
-    return fnv(reversed_name(name).encode("ascii", "surrogateescape"))
+def name_key(name: str, labels: int | None = None) -> int:
+    """The key under which the entries for `name` (and, as KEY_SUFFIX, those below it) are found; with
+    `labels`, the key of its last so many labels."""
+    rname = reversed_name(name)
+    if labels is not None:
+        rname = "".join(part + "." for part in split_labels(rname[:-1])[:labels]) if rname else ""
+    return fnv(rname.encode("ascii", "surrogateescape"))
 
 
 def address_key(raw: bytes) -> int:
@@ -89,7 +95,7 @@ def name_keys_reference(name: str, offset: int, out: list) -> None:
         h = fnv(labels[k].encode("ascii") + b".", h)
         if k == 0:
             out.append((h, offset, KEY_NAME))
-        elif len(labels) - k >= 2:
+        elif 2 <= len(labels) - k <= SUFFIX_LABELS:
             out.append((h, offset, KEY_SUFFIX))
     if not labels:
         out.append((h, offset, KEY_NAME))

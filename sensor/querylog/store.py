@@ -34,6 +34,7 @@ from sensor.querylog.segment import (  # noqa: F401  the name helpers, imported 
     KEY_ADDRESS,
     KEY_NAME,
     KEY_RECORD,
+    SUFFIX_LABELS,
     address_key,
     entries_at,
     find_sorted,
@@ -506,11 +507,12 @@ class QueryStore:
                 until_us: int | None = None) -> Iterator[tuple[int, QueryLogEntry]]:
         """(ts, entry) of the queries for `name` (and every name below it with `subdomains`) in [since, until)."""
         wanted = reversed_name(name)
-        if subdomains and wanted.count(".") < 2:  # a top-level name (or the root): no key of its own below it
+        if subdomains and len(split_labels(wanted[:-1])) < 2:  # a top-level name (or the root): no key of its own below it
             for ts, entry in self._scan(since_us, until_us, lambda rname: rname.startswith(wanted)):
                 yield ts, entry
             return
-        key = name_key(name)
+        depth = len(split_labels(wanted[:-1])) if wanted else 0
+        key = name_key(name) if not subdomains or depth <= SUFFIX_LABELS else name_key(name, SUFFIX_LABELS)
         for segment in self._segments_in(since_us, until_us):
             offsets = [offset for offset, kind in self._keys(segment, key) if subdomains or kind == KEY_NAME]
             for entry in self._entries_at(segment, offsets):

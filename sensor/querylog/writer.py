@@ -153,7 +153,7 @@ class QueryLogSink:
         size = len(frames[-1])
         while True:
             try:
-                self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
                 break
             except zmq.Again:
                 if not self.blocking:
