@@ -8,14 +8,16 @@ stored queries takes a few ms in the store, and the whole command line's imports
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, NoReturn
 
 from sensor.querylog.options import (
     DEFAULT_AROUND_WINDOW,
-    DEFAULT_ATTRIBUTION_WINDOW as DEFAULT_WINDOW,
     DEFAULT_RESOLVER_TOLERANCE,
     QUERY_LOG_ENV,
     RELATIVE,
+)
+from sensor.querylog.options import (
+    DEFAULT_ATTRIBUTION_WINDOW as DEFAULT_WINDOW,
 )
 
 TIME_OPTIONS = ("--since", "--until", "--around", "--resolver-query")
@@ -122,7 +124,7 @@ def quick_who_asked(argv: list[str]) -> int | None:
         return None
 
     class Parser(argparse.ArgumentParser):
-        def error(self, message: str):  # type: ignore[override]
+        def error(self, message: str) -> NoReturn:
             raise _NotQuick(message)
 
     parser = Parser(prog="truesource", add_help=False)

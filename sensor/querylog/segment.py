@@ -103,7 +103,7 @@ def name_keys_reference(name: str, offset: int, out: list) -> None:
 
 def _answers_walk_reference(message: bytes, offset: int, cap: int, max_bytes: int, out: list) -> bool:
     from sensor.decode.anomaly import Anomaly
-    from sensor.decode.answers import RR_FIXED, TYPE_A, TYPE_AAAA, TYPE_MX, TYPE_TXT, NAME_TYPES
+    from sensor.decode.answers import NAME_TYPES, RR_FIXED, TYPE_A, TYPE_AAAA, TYPE_MX, TYPE_TXT
     from sensor.decode.dnsmsg import HEADER_LENGTH, presentation_name, read_name
 
     qdcount, ancount = struct.unpack_from("!HH", message, 4)

@@ -507,7 +507,7 @@ class QueryStore:
                 until_us: int | None = None) -> Iterator[tuple[int, QueryLogEntry]]:
         """(ts, entry) of the queries for `name` (and every name below it with `subdomains`) in [since, until)."""
         wanted = reversed_name(name)
-        if subdomains and len(split_labels(wanted[:-1])) < 2:  # a top-level name (or the root): no key of its own below it
+        if subdomains and len(split_labels(wanted[:-1])) < 2:  # a top-level name, or the root: no key below it
             for ts, entry in self._scan(since_us, until_us, lambda rname: rname.startswith(wanted)):
                 yield ts, entry
             return

@@ -2,10 +2,10 @@
 
 Every process that runs a loop (the sensor, or each capture worker) has a `QueryLogSink`: after each batch it
 takes the loop's finished entries (the fast path's packed bytes as they are, so that nothing is decoded on the
-capture path) and pushes them over a ZeroMQ PUSH socket to the writer process, which appends them to the
-store's open segment in batches and applies retention. In live capture the push never waits: when the writer is behind and
-the pipe is full (`PIPE_BATCHES`), the batch is dropped and counted. A replay waits instead (nothing is lost).
-The writer stores the packed entries as they come, undecoded (sensor/querylog/store.py, decision 0180).
+capture path) and pushes them over a ZeroMQ PUSH socket to the writer process, which appends them, undecoded,
+to the store's open segment in batches (sensor/querylog/store.py, decision 0180) and applies retention. In live
+capture the push never waits: when the writer is behind and the pipe is full (`PIPE_BATCHES`), the batch is
+dropped and counted. A replay waits instead (nothing is lost).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -216,7 +217,7 @@ class QueryLogWriter:
         self.limits = limits
         self.pipe_dir = tempfile.mkdtemp(prefix="truesource-qlog-")
         self.endpoint = f"ipc://{self.pipe_dir}/entries"
-        context = multiprocessing.get_context("fork" if start_method() == "fork" else "spawn")
+        context: Any = multiprocessing.get_context("fork" if start_method() == "fork" else "spawn")
         self.control, child = context.Pipe()
         self.process = context.Process(target=writer_main, name="truesource-querylog",
                                        args=(self.endpoint, options.path, options.retention, options.segment_rows,
@@ -331,7 +332,7 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     # a transaction within a segment's size; the rows limit as bytes (entries are not counted as they come)
     write_bytes = min(limits.write_bytes, segment_bytes, limits.write_rows * (ENTRY_HEADER.size + 100))
     caps = limits.caps
-    pending: list[bytes] = []  # packed entries, as they came
+    pending: list[bytes | memoryview] = []  # packed entries, as they came
     pending_bytes = 0
     retained = [0]
 
