@@ -97,7 +97,9 @@ def test_lookups_find_what_a_scan_finds(tmp_path):
     assert len(stored) == 2000
     from sensor.querylog.segment import reversed_name
 
-    for name in ("www.evil.example", "evil.example", "a.b\\.c.com", "example", "\\001z.com", "nothere.example"):
+    deep = next(e.qname for e in stored if len(reversed_name(e.qname).split(".")) >= 6)  # 5 labels and more
+    for name in ("www.evil.example", "evil.example", "a.b\\.c.com", "example", "\\001z.com", "nothere.example",
+                 deep, deep.split(".", 1)[1]):
         wanted = reversed_name(name)
         exact = sorted(e.frame for _, e in reader.by_name(name, False))
         assert exact == sorted(e.frame for e in stored if reversed_name(e.qname) == wanted), name
