@@ -111,42 +111,84 @@ cdef uint64_t address_key(const uint8_t* a, int n) noexcept nogil:
     return h
 
 
-cdef int rdata_text_bound(const uint8_t* msg, uint32_t n, uint16_t rrtype, uint32_t start, uint32_t end,
-                          DecodedName* scratch) noexcept nogil:
+cdef int name_bound(const uint8_t* msg, uint32_t n, uint32_t pos, uint32_t* end) noexcept nogil:
+    """At least the length of a name's presentation text (4 characters a byte: `\\DDD`; a dot a label), and
+    the offset after it in `end`; -1 when it cannot be walked (as lenient as decode_name: a pointer must go
+    back before the current run of labels, at most MAX_POINTER_HOPS of them)."""
+    cdef uint32_t run_start = pos, ptr
+    cdef int hops = 0, text = 0
+    cdef bint jumped = False
+    cdef uint8_t c
+    while True:
+        if pos >= n:
+            return -1
+        c = msg[pos]
+        if c == 0:
+            if not jumped:
+                end[0] = pos + 1
+            return text if text else 1
+        if (c & 0xC0) == 0xC0:
+            if pos + 1 >= n:
+                return -1
+            ptr = ((c & 0x3F) << 8) | msg[pos + 1]
+            if ptr >= run_start:
+                return -1
+            hops += 1
+            if hops > MAX_POINTER_HOPS:
+                return -1
+            if not jumped:
+                end[0] = pos + 2
+                jumped = True
+            pos = ptr
+            run_start = ptr
+            continue
+        if c & 0xC0 or pos + 1 + c > n:
+            return -1
+        text += 4 * c + 1
+        pos += 1 + c
+
+
+cdef int rdata_text_bound(const uint8_t* msg, uint32_t n, uint16_t rrtype, uint32_t start,
+                          uint32_t end) noexcept nogil:
     """At least the length of the text the decoder gives this record's data (querylog_decode.pxi)."""
-    cdef uint32_t length = end - start
+    cdef uint32_t length = end - start, after = 0
+    cdef int bound
     if rrtype == RR_A and length == 4:
         return 15
     if rrtype == RR_AAAA and length == 16:
         return 45  # IPv4-mapped forms included
     if rrtype == RR_NS or rrtype == RR_CNAME or rrtype == RR_PTR:
-        if decode_name(msg, n, start, scratch) == 0 and scratch.end == end:
-            return scratch.text_len
+        bound = name_bound(msg, n, start, &after)
+        if bound >= 0 and after == end:
+            return bound
     elif rrtype == RR_MX and length >= 3:
-        if decode_name(msg, n, start + 2, scratch) == 0 and scratch.end == end:
-            return 6 + scratch.text_len
+        bound = name_bound(msg, n, start + 2, &after)
+        if bound >= 0 and after == end:
+            return 6 + bound
     elif rrtype == RR_TXT and length > 0:
-        return 4 * length + 2 * length  # every byte escaped, quotes and spaces
+        return 6 * length  # every byte escaped, quotes and spaces
     return 2 * length + 12
 
 
 cdef bint answers_walk(const uint8_t* msg, uint32_t n, uint32_t offset, int cap, Py_ssize_t max_bytes,
-                       _KeyBuffer out, DecodedName* scratch) except -1:
+                       _KeyBuffer out) except -1:
     """The address keys of the answers; True when the caps may cut this entry's answers (an upper bound of the
     text, so the writer decodes only those entries to count exactly)."""
-    cdef uint32_t pos = 12, start, end, k
+    cdef uint32_t pos = 12, start, end, k, after = 0
     cdef uint16_t qdcount = rd16(msg + 4), ancount = rd16(msg + 6), rrtype
     cdef Py_ssize_t text = 0
+    cdef int bound
     cdef bint maybe_cut = cap >= 0 and ancount > cap
     for k in range(qdcount):
-        if decode_name(msg, n, pos, scratch):
+        if name_bound(msg, n, pos, &after) < 0:
             return maybe_cut
-        pos = scratch.end + 4
+        pos = after + 4
     for k in range(ancount):
-        if decode_name(msg, n, pos, scratch):
+        bound = name_bound(msg, n, pos, &after)
+        if bound < 0:
             break
-        text += scratch.text_len
-        pos = scratch.end
+        text += bound
+        pos = after
         if pos + 10 > n:
             break
         rrtype = rd16(msg + pos)
@@ -159,7 +201,7 @@ cdef bint answers_walk(const uint8_t* msg, uint32_t n, uint32_t offset, int cap,
         elif rrtype == RR_AAAA and end - start == 16:
             out.add(address_key(msg + start, 16), offset, KEY_ADDRESS)
         if max_bytes >= 0 and not maybe_cut:
-            text += rdata_text_bound(msg, n, rrtype, start, end, scratch)
+            text += rdata_text_bound(msg, n, rrtype, start, end)
             if text > max_bytes:
                 maybe_cut = True
         pos = end
@@ -176,7 +218,6 @@ def querylog_segment_keys(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t 
     cdef const uint8_t* p = &data[0] if size else NULL
     cdef EntryHeader hd
     cdef const uint8_t* msg
-    cdef DecodedName scratch
     cdef _KeyBuffer out = _KeyBuffer()
     cdef int64_t ts, first = INT64_MAX, last = -INT64_MAX
     cdef uint32_t offset
@@ -201,7 +242,7 @@ def querylog_segment_keys(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t 
             cap = max_answers
             if hd.status == STATUS_RESPONSE_ONLY and response_only_answers >= 0 and (cap < 0 or response_only_answers < cap):
                 cap = response_only_answers
-            if answers_walk(msg, hd.message_len, offset, cap, max_answer_bytes, out, &scratch):
+            if answers_walk(msg, hd.message_len, offset, cap, max_answer_bytes, out):
                 suspects += PyBytes_FromStringAndSize(<const char*>(p + pos), hd.record_len)
         pos += hd.record_len
         count += 1

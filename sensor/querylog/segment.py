@@ -101,52 +101,81 @@ def name_keys_reference(name: str, offset: int, out: list) -> None:
         out.append((h, offset, KEY_NAME))
 
 
-def _answers_walk_reference(message: bytes, offset: int, cap: int, max_bytes: int, out: list) -> bool:
-    from sensor.decode.anomaly import Anomaly
-    from sensor.decode.answers import NAME_TYPES, RR_FIXED, TYPE_A, TYPE_AAAA, TYPE_MX, TYPE_TXT
-    from sensor.decode.dnsmsg import HEADER_LENGTH, presentation_name, read_name
+def name_bound(message: bytes, position: int) -> tuple[int, int]:
+    """At least the length of the name's presentation text at `position` (4 characters a byte, a dot a label;
+    1 for the root) and the offset after it; (-1, 0) when it cannot be walked (pointers as decode_name allows
+    them: back before the current run of labels, at most 16)."""
+    run_start = position
+    hops = text = 0
+    end = None
+    n = len(message)
+    while True:
+        if position >= n:
+            return -1, 0
+        c = message[position]
+        if c == 0:
+            return (text or 1), (position + 1 if end is None else end)
+        if c & 0xC0 == 0xC0:
+            if position + 1 >= n:
+                return -1, 0
+            pointer = ((c & 0x3F) << 8) | message[position + 1]
+            if pointer >= run_start:
+                return -1, 0
+            hops += 1
+            if hops > 16:
+                return -1, 0
+            if end is None:
+                end = position + 2
+            position = run_start = pointer
+            continue
+        if c & 0xC0 or position + 1 + c > n:
+            return -1, 0
+        text += 4 * c + 1
+        position += 1 + c
 
+
+def _rdata_bound(message: bytes, rrtype: int, start: int, end: int) -> int:
+    length = end - start
+    if rrtype == 1 and length == 4:
+        return 15
+    if rrtype == 28 and length == 16:
+        return 45
+    if rrtype in (2, 5, 12) or rrtype == 15 and length >= 3:
+        bound, after = name_bound(message, start + (2 if rrtype == 15 else 0))
+        if bound >= 0 and after == end:
+            return bound + (6 if rrtype == 15 else 0)
+    elif rrtype == 16 and length > 0:
+        return 6 * length
+    return 2 * length + 12
+
+
+def _answers_walk_reference(message: bytes, offset: int, cap: int, max_bytes: int, out: list) -> bool:
     qdcount, ancount = struct.unpack_from("!HH", message, 4)
     maybe_cut = 0 <= cap < ancount
     text = 0
-    try:
-        position = HEADER_LENGTH
-        for _ in range(qdcount):
-            _, position = read_name(message, position)
-            position += 4
-    except Anomaly:
-        return maybe_cut
+    position = 12
+    for _ in range(qdcount):
+        bound, after = name_bound(message, position)
+        if bound < 0:
+            return maybe_cut
+        position = after + 4
     for _ in range(ancount):
-        try:
-            labels, position = read_name(message, position)
-        except Anomaly:
+        bound, after = name_bound(message, position)
+        if bound < 0:
             break
-        text += len(presentation_name(labels))
-        if position + RR_FIXED.size > len(message):
+        text += bound
+        position = after
+        if position + 10 > len(message):
             break
-        rrtype, _, _, rdlength = RR_FIXED.unpack_from(message, position)
-        start = position + RR_FIXED.size
+        rrtype, _, _, rdlength = struct.unpack_from("!HHIH", message, position)
+        start = position + 10
         end = start + rdlength
         if end > len(message):
             break
-        if rrtype == TYPE_A and rdlength == 4 or rrtype == TYPE_AAAA and rdlength == 16:
+        if rrtype == 1 and rdlength == 4 or rrtype == 28 and rdlength == 16:
             out.append((address_key(message[start:end]), offset, KEY_ADDRESS))
         if max_bytes >= 0 and not maybe_cut:
-            bound = 2 * rdlength + 12
-            if rrtype == TYPE_A and rdlength == 4:
-                bound = 15
-            elif rrtype == TYPE_AAAA and rdlength == 16:
-                bound = 45
-            elif rrtype in NAME_TYPES or rrtype == TYPE_MX and rdlength >= 3:
-                try:
-                    labels, name_end = read_name(message, start + (2 if rrtype == TYPE_MX else 0))
-                    if name_end == end:
-                        bound = len(presentation_name(labels)) + (6 if rrtype == TYPE_MX else 0)
-                except Anomaly:
-                    pass
-            elif rrtype == TYPE_TXT and rdlength > 0:
-                bound = 6 * rdlength
-            text += bound
+            text += _rdata_bound(message, rrtype, start, end)
             if text > max_bytes:
                 maybe_cut = True
         position = end
