@@ -52,6 +52,7 @@ START_TIMEOUT = 30.0  # seconds to wait for the writer process to open the store
 # long a blocking send waits for room before it looks again: a dead writer is noticed within a second and
 # never waited on (docs/decisions/0140-dead-helpers-end-the-run.md).
 WATCH_EVERY = 0.25
+WRITER_NAME = "truesource-qlog"  # the writer process's name (/proc/PID/comm: 15 characters at most)
 
 class QueryLogFailed(SensorError):
     """The writer failed after start (a full disk, the store removed): what came before was stored."""
@@ -314,6 +315,11 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     # whole process group); if the sensor dies without saying so, the writer stores what it has and ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:  # its name in ps and top (a forked writer's command line is the sensor's)
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(WRITER_NAME)
+    except OSError:
+        pass
     parent = os.getppid()
     keys_of, sort_keys = querylog_segment_functions()
     try:
@@ -379,6 +385,8 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
                                 truncated += 1
                                 dropped_answers += entry.answers_dropped
                     control.send(("stored", received, received_bytes, written))  # the sensor's account of losses
+                except MemoryError:  # this process cannot go on: it dies, and the sensor says so (decision 0140)
+                    raise
                 except Exception as err:  # a full disk, a broken file: tell the sensor (exit 1), keep draining
                     error = f"{type(err).__name__}: {err}"
             if error is not None:  # the pipe is still read, so that a replay waiting on it can finish
