@@ -170,3 +170,15 @@ def test_who_asked_short_way_answers_as_the_whole_cli(tmp_path):
                             "who-asked", "evil.example", "--query-log", path],
                            cwd=ROOT, capture_output=True, text=True)
     assert probe.stderr.strip().endswith("[]"), probe.stderr
+
+
+def test_segment_files_without_their_catalogue_are_refused_not_overwritten(tmp_path):
+    path = str(tmp_path / "q.db")
+    store = QueryStore.open_writer(path, segment_rows=50)
+    store.insert(generated(120))
+    store.close()
+    os.unlink(path)
+    before = sorted(os.listdir(path + ".segments"))
+    with pytest.raises(Exception, match="segment files"):
+        QueryStore.open_writer(path)
+    assert not os.path.exists(path) and sorted(os.listdir(path + ".segments")) == before

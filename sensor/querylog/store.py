@@ -188,6 +188,10 @@ class QueryStore:
         if os.path.exists(path) and os.path.getsize(path):  # looked at read-only first: a refused store is not touched
             reader = cls.open_reader(path)
             reader.close()
+        elif os.path.isdir(segments_dir(path)) and os.listdir(segments_dir(path)):
+            # a new catalogue would number its segments from 1 again, onto another store's files
+            raise StartupError(f"{path}: no catalogue, but {segments_dir(path)} holds a store's segment files: "
+                               "move them away, or give --query-log another path")
         lock = _writer_lock(path)
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
