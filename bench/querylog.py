@@ -88,11 +88,17 @@ def cpu_seconds() -> float:
 
 
 def bench_insert(path: str, stored: int, seed: int) -> dict:
-    for suffix in ("", "-wal", "-shm"):
+    import shutil
+
+    from sensor.loop import querylog_segment_functions
+
+    for suffix in ("", "-wal", "-shm", ".lock"):
         if os.path.exists(path + suffix):
             os.unlink(path + suffix)
+    shutil.rmtree(path + ".segments", ignore_errors=True)  # schema 2's segment files (decision 0180)
     batch, domains = generator(seed)
-    store = QueryStore.open_writer(path)
+    store = QueryStore.open_writer(path, keys_of=querylog_segment_functions()[0],
+                                   sort_keys=querylog_segment_functions()[1])
     wall = cpu = 0.0
     done = 0
     print(f"insert: {stored:,} generated queries into {path}, {WRITE_ROWS:,} a transaction")
@@ -106,8 +112,8 @@ def bench_insert(path: str, stored: int, seed: int) -> dict:
         if done % 1_000_000 == 0:
             print(f"  {done:>11,}  {done / wall:>9,.0f} queries/s wall  {done / cpu:>9,.0f} per CPU second",
                   flush=True)
+    size = store.used_bytes()
     store.close()
-    size = os.path.getsize(path)
     print(f"insert: {done / wall:,.0f} queries/s (wall), {done / cpu:,.0f} per CPU second; "
           f"{size / 1e6:,.0f} MB, {size / done:.0f} bytes a query")
     return {"queries": done, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "rate_wall": round(done / wall),

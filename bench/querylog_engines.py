@@ -6,7 +6,7 @@ Writer side, on the entries of the bench capture (bench/make_capture.py: 1,000,0
 CPU seconds of this process for each step:
 
 - `decode`: the packed buffers to QueryLogEntry tuples (the compiled decoder, with the store's caps);
-- `sqlite`: QueryStore.insert (the shipped store: name key, MessagePack entry, segment tables, indexes on close);
+- `sqlite`: QueryStore.append_packed (the shipped store since decision 0180: packed segments, keys sorted at close);
 - `parquet`: the same rows as an Arrow table (ts, rname, client, entry MessagePack), sorted by rname, written
   as one LZ4 Parquet segment (what a columnar store queried with DuckDB would write);
 - `duckdb`: the same Arrow table appended to a DuckDB table;
@@ -82,10 +82,14 @@ def writer_side(capture: str, tmp: str) -> dict[str, float]:
     out["decode"] = cpu() - t
     out["queries"] = len(entries)
 
-    store = QueryStore.open_writer(os.path.join(tmp, "q.db"))
+    from sensor.loop import querylog_segment_functions
+
+    # the shipped store since decision 0180: the packed buffers appended as they come, keys walked and sorted
+    keys_of, sort_keys = querylog_segment_functions()
+    store = QueryStore.open_writer(os.path.join(tmp, "q.db"), keys_of=keys_of, sort_keys=sort_keys)
     t = cpu()
-    for i in range(0, len(entries), 20_000):
-        store.insert(entries[i:i + 20_000])
+    for part in parts:
+        store.append_packed(part)
     out["sqlite"] = cpu() - t
     store.close()
 

@@ -2,9 +2,9 @@
 """The query log under the amplification flood (issue 14): store size and memory while a replay writes it.
 
 Makes the capture with bench/make_amplification.py (unless --capture is given), replays it with --query-log
-and --query-log-max-mb, and samples every 50 ms the store's bytes on disk (the file, its WAL and shared
-memory) and the resident memory summed over the replay's process tree (the sensor and the writer). Prints the
-peaks, the final size, the summary line and the CPU of the tree. Usage:
+and --query-log-max-mb, and samples every 50 ms the store's bytes on disk (the catalogue, its WAL and shared
+memory, and the segment files) and the resident memory summed over the replay's process tree (the sensor and
+the writer). Prints the peaks, the final size, the summary line and the CPU of the tree. Usage:
 
     python bench/querylog_flood.py [--udp-mb 29] [--tcp-mb 26] [--max-mb 50] [--sensor PATH-TO-CHECKOUT]
 """
@@ -51,7 +51,22 @@ def rss_bytes(pids: list[int]) -> int:
 
 
 def store_bytes(path: str) -> int:
-    return sum(os.path.getsize(path + suffix) for suffix in ("", "-wal", "-shm") if os.path.exists(path + suffix))
+    """The catalogue, its WAL and shared memory, and the segment files (schema 2, decision 0180)."""
+    size = 0
+    for name in [path + suffix for suffix in ("", "-wal", "-shm")] + [
+            os.path.join(path + ".segments", f) for f in _listing(path + ".segments")]:
+        try:
+            size += os.path.getsize(name)
+        except OSError:  # removed by retention meanwhile
+            pass
+    return size
+
+
+def _listing(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 def flood(capture: str, store: str, max_mb: float, root: str = ROOT, python: str = sys.executable,

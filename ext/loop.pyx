@@ -271,6 +271,7 @@ include "correlate.pxi"
 include "reassembly.pxi"
 include "querylog_decode.pxi"
 include "cnames.pxi"
+include "querylog_index.pxi"
 
 
 cdef str lowered_name(DecodedName* name):

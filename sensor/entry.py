@@ -14,6 +14,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"truesource {__version__}")
         return 0
+    if args[:1] == ["who-asked"]:  # the short way in: only the store's imports (decision 0180)
+        from sensor.commands.querylog import quick_who_asked
+
+        code = quick_who_asked(args)
+        if code is not None:
+            return code
     from sensor.cli import main as run
 
     return run(argv)

@@ -8,6 +8,8 @@ in sensor/ imports sensor._loop. Each compiled name and its twin (TWINS below; d
     ext/          SuffixSet         <-> sensor/rules/model.py       RuleSet.table (a dict)
     ext/          FlowTable         <-> sensor/flows/reference.py   ReferenceFlowTable
     ext/          decode_query_log  <-> sensor/querylog/packed.py   decode_entries_reference
+    ext/          querylog_segment_keys, querylog_sort_keys
+                                    <-> sensor/querylog/segment.py  segment_keys_reference, sort_keys_reference
 """
 
 from __future__ import annotations
@@ -45,10 +47,12 @@ TWINS = {
     "SuffixSet": "sensor.rules.model:RuleSet",
     "FlowTable": "sensor.flows.reference:ReferenceFlowTable",
     "decode_query_log": "sensor.querylog.packed:decode_entries_reference",
+    "querylog_segment_keys": "sensor.querylog.segment:segment_keys_reference",
+    "querylog_sort_keys": "sensor.querylog.segment:sort_keys_reference",
 }
 
 __all__ = ["TWINS", "CompiledRules", "compile_rules", "compiled", "decode_query_log", "make_flow_table",
-           "make_loop", "pure_requested", "use_compiled"]
+           "make_loop", "pure_requested", "querylog_segment_functions", "use_compiled"]
 
 
 def pure_requested() -> bool:
@@ -120,3 +124,14 @@ def decode_query_log(data: bytes, pure: bool | None = None,
     from sensor.querylog.packed import decode_entries_reference
 
     return decode_entries_reference(data, caps)
+
+
+def querylog_segment_functions(pure: bool | None = None) -> tuple[Any, Any]:
+    """The query-log store's walk of packed entries into lookup keys and its sort of them at a segment's close
+    (ext/querylog_index.pxi), or their twins in sensor/querylog/segment.py."""
+    if use_compiled(pure) and hasattr(compiled, "querylog_segment_keys"):
+        assert compiled is not None
+        return compiled.querylog_segment_keys, compiled.querylog_sort_keys
+    from sensor.querylog.segment import segment_keys_reference, sort_keys_reference
+
+    return segment_keys_reference, sort_keys_reference

@@ -50,9 +50,17 @@ def cmdline(pid: int) -> str:
 
 
 
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def query_log_writer(pid: int) -> int | None:
-    """The sensor's query-log writer process (spawned: `multiprocessing.spawn` in its command line)."""
-    return next((c for c in children(pid) if "spawn_main" in cmdline(c)), None)
+    """The sensor's query-log writer process: named `truesource-qlog` (forked), or spawned
+    (`multiprocessing.spawn` in its command line)."""
+    return next((c for c in children(pid) if comm(c) == "truesource-qlog" or "spawn_main" in cmdline(c)), None)
 
 
 def lines_in(path: Path) -> int:

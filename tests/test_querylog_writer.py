@@ -64,11 +64,11 @@ def test_capture_sink_never_waits_and_counts_drops(batch):
     assert sink.sent + sink.dropped // 200 == rounds
     assert elapsed < 30, "the sink waited for the writer"
     from sensor.loop import decode_query_log
-    from sensor.messages import decode_query_log_message
+    from sensor.querylog.writer import receive
 
     received = 0
     while pull.poll(1000):
-        received += len(decode_query_log(decode_query_log_message(pull.recv()).data))
+        received += len(decode_query_log(bytes(receive(pull)[0])))
     assert received == sink.sent * 200
     sink.close()
     pull.close()

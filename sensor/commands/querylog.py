@@ -1,13 +1,24 @@
 """`truesource who-asked`, `hunt`, `resolved-ip` and `querylog export`: questions to the query log.
-Registering them is light; the store and the searches (sensor/querylog/lookup.py) load when a command runs."""
+Registering them is light; the store and the searches (sensor/querylog/lookup.py) load when a command runs.
+
+`who-asked` has a short way in (`quick_who_asked`, called by sensor/entry.py): an analyst's lookup over 10 M
+stored queries takes a few ms in the store, and the whole command line's imports took most of its ~250 ms
+(decision 0180)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, NoReturn
 
-from sensor.attribution import DEFAULT_WINDOW
-from sensor.querylog.options import DEFAULT_AROUND_WINDOW, DEFAULT_RESOLVER_TOLERANCE, QUERY_LOG_ENV, RELATIVE
+from sensor.querylog.options import (
+    DEFAULT_AROUND_WINDOW,
+    DEFAULT_RESOLVER_TOLERANCE,
+    QUERY_LOG_ENV,
+    RELATIVE,
+)
+from sensor.querylog.options import (
+    DEFAULT_ATTRIBUTION_WINDOW as DEFAULT_WINDOW,
+)
 
 TIME_OPTIONS = ("--since", "--until", "--around", "--resolver-query")
 
@@ -95,3 +106,50 @@ def run_export(args: argparse.Namespace) -> int:
     from sensor.querylog import export
 
     return export.run_export(args)
+
+
+class _NotQuick(Exception):
+    """The short way cannot take this command line: the whole one does."""
+
+
+def quick_who_asked(argv: list[str]) -> int | None:
+    """`truesource who-asked ...` with only this module's parser and the store: None when the command line
+    needs the whole CLI (a configuration file, --help, an error in the options: the whole parser words them)."""
+    import os
+    import sys
+
+    if any(arg in ("-h", "--help") or arg.startswith("--config") for arg in argv):
+        return None
+    if os.path.exists("/etc/truesource/sensor.toml"):  # sensor.config.DEFAULT_CONFIG: it may set options
+        return None
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise _NotQuick(message)
+
+    parser = Parser(prog="truesource", add_help=False)
+    register(parser.add_subparsers(dest="command", parser_class=Parser))
+    try:
+        args = parser.parse_args(relative_time_argv(argv))
+    except (_NotQuick, SystemExit):
+        return None
+    if args.command != "who-asked":
+        return None
+    from sensor.errors import SensorError
+
+    try:
+        return int(run_who_asked(args))
+    except SensorError as err:
+        import logging
+
+        from sensor.service import logs
+
+        logs.setup(logging.WARNING, "auto")
+        logging.getLogger("truesource").error("%s", err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    finally:
+        sys.stdout.flush()

@@ -82,23 +82,15 @@ def export(store, out: str, sensor: str, since_us: int | None = None, until_us: 
     import pyarrow as pa
 
     from sensor.flows.store import partition_value
-    from sensor.querylog.store import decode_entry
+    from sensor.loop import decode_query_log
 
+    store.decode = lambda data, caps: decode_query_log(data, caps=caps)
     target = schema()
     queries = files = 0
     for segment in store._segments_in(since_us, until_us):
         by_day: dict[int, list] = {}
-        where = []
-        params: list = []
-        if since_us is not None:
-            where.append("ts >= ?")
-            params.append(since_us)
-        if until_us is not None:
-            where.append("ts < ?")
-            params.append(until_us)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        for ts, blob in store._rows(f"SELECT ts, entry FROM q_{segment.id} {clause} ORDER BY ts, id", params):
-            by_day.setdefault(ts // DAY_US, []).append(decode_entry(blob))
+        for entry in store.segment_entries(segment, since_us, until_us):
+            by_day.setdefault((entry.ts_sec * 1_000_000 + entry.ts_usec) // DAY_US, []).append(entry)
         for day, entries in sorted(by_day.items()):
             date = time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
             folder = os.path.join(out, f"date={date}", f"sensor={partition_value(sensor)}")

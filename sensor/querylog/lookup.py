@@ -6,18 +6,12 @@ Each opens the store read-only, so they run beside a sensor that is writing it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
-from sensor.attribution import ResolverAttribution
 from sensor.errors import StartupError
-from sensor.events import Origin, rfc3339
-from sensor.querylog.events import entry_message, rcode_name, retrospective_hit
 from sensor.querylog.options import (
     DEFAULT_AROUND_WINDOW,
     DEFAULT_RESOLVER_TOLERANCE,
@@ -26,17 +20,21 @@ from sensor.querylog.options import (
     UNITS,
 )
 from sensor.querylog.record import STATUS_ANSWERED, QueryLogEntry
-from sensor.querylog.store import (
-    QueryStore,
-    address_bytes,
-    address_text,
-    decode_entry,
-    reversed_name,
-    split_labels,
-)
+from sensor.querylog.store import QueryStore, address_bytes, address_text, reversed_name, split_labels
 
 RD = 0x0100
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# dnslib's names of the common response codes (sensor/querylog/events.py names every other): who-asked does
+# not load the event encoders (decision 0180)
+RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET", "NXRRSET",
+          "NOTAUTH", "NOTZONE")
+
+
+def rcode_name(code: int) -> str:
+    if 0 <= code < len(RCODES):
+        return RCODES[code]
+    from sensor.querylog.events import rcode_name as named
+
+    return named(code)
 
 
 # --- times -------------------------------------------------------------------------------------------------
@@ -51,6 +49,8 @@ def parse_time(text: str, option: str, now: float | None = None) -> int:
     if match and (match.group(1) or match.group(3)):
         sign = 1 if match.group(1) == "+" else -1
         return int((now + sign * float(match.group(2)) * UNITS[match.group(3) or "s"]) * 1_000_000)
+    from datetime import UTC, datetime, timedelta
+
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
@@ -58,7 +58,7 @@ def parse_time(text: str, option: str, now: float | None = None) -> int:
                            "or relative like -2h)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return (when - EPOCH) // timedelta(microseconds=1)
+    return (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def parse_duration(text: str, option: str) -> float:
@@ -70,14 +70,23 @@ def parse_duration(text: str, option: str) -> float:
 
 
 def time_text(us: int) -> str:
-    return rfc3339(us // 1_000_000, us % 1_000_000)
+    """As sensor.events.rfc3339 (RFC 3339 UTC with microseconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}Z"
 
 
 def open_store(args: argparse.Namespace) -> QueryStore:
     path = args.query_log or os.environ.get(QUERY_LOG_ENV)
     if not path:
         raise StartupError(f"no query log: give --query-log PATH (or set {QUERY_LOG_ENV})")
-    return QueryStore.open_reader(path)
+    store = QueryStore.open_reader(path)
+    store.decode = compiled_decode  # for reads of many entries: the loop's selector loads only then
+    return store
+
+
+def compiled_decode(data: bytes, caps: tuple[int, int, int]) -> list[QueryLogEntry]:
+    from sensor.loop import decode_query_log
+
+    return decode_query_log(data, caps=caps)
 
 
 def entry_time(entry: QueryLogEntry) -> int:
@@ -86,18 +95,20 @@ def entry_time(entry: QueryLogEntry) -> int:
 
 # --- who-asked ----------------------------------------------------------------------------------------------
 
-@dataclass(slots=True)
 class Asker:
     """One client's queries for one name."""
 
-    client_ip: str
-    name: str
-    first_seen: int
-    last_seen: int
-    count: int = 0
-    servers: set[str] = field(default_factory=set)
-    response_codes: dict[str, int] = field(default_factory=dict)
-    answers: dict[str, None] = field(default_factory=dict)  # distinct answer data, first seen first
+    __slots__ = ("client_ip", "name", "first_seen", "last_seen", "count", "servers", "response_codes", "answers")
+
+    def __init__(self, client_ip: str, name: str, first_seen: int, last_seen: int) -> None:
+        self.client_ip = client_ip
+        self.name = name
+        self.first_seen = first_seen
+        self.last_seen = last_seen
+        self.count = 0
+        self.servers: set[str] = set()
+        self.response_codes: dict[str, int] = {}
+        self.answers: dict[str, None] = {}  # distinct answer data, first seen first
 
     def add(self, entry: QueryLogEntry, ts: int) -> None:
         self.count += 1
@@ -149,6 +160,8 @@ def run_who_asked(args: argparse.Namespace) -> int:
     askers = group_askers(store.by_name(args.name, args.subdomains, since, until))
     out = sys.stdout
     if args.json:
+        import json
+
         for asker in askers:
             out.write(json.dumps(asker.as_dict()) + "\n")
         return 0
@@ -178,6 +191,10 @@ def wire_name(name: str) -> str:
 def resolver_query(args: argparse.Namespace, store: QueryStore) -> int:
     """The resolver's upstream queries for NAME within the tolerance of T, each with the client queries that
     caused it: the same name or one below it, asked in the attribution window before (sensor/attribution.py)."""
+    import json
+
+    from sensor.attribution import ResolverAttribution
+    from sensor.querylog.events import entry_message
     at = parse_time(args.resolver_query, "--resolver-query")
     tolerance = int((parse_duration(args.window, "--window") if args.window else DEFAULT_RESOLVER_TOLERANCE)
                     * 1_000_000)
@@ -231,7 +248,8 @@ def resolver_query(args: argparse.Namespace, store: QueryStore) -> int:
 # --- hunt ---------------------------------------------------------------------------------------------------
 
 def run_hunt(args: argparse.Namespace) -> int:
-    from sensor.events import HitEncoder, Observer
+    from sensor.events import HitEncoder, Observer, Origin
+    from sensor.querylog.events import retrospective_hit
     from sensor.rules.loader import load_rules
     from sensor.rules.matcher import decide
     from sensor.rules.patterns import PatternMatcher
@@ -247,17 +265,15 @@ def run_hunt(args: argparse.Namespace) -> int:
     origin = Origin()
     hits = scanned = 0
     out = sys.stdout
-    for rname, blob in store.names_by_time(since, until):
+    for qname, packed in store.names_by_time(since, until):
         scanned += 1
-        if "\\" in rname:  # an escaped dot may hide in a label: take the labels from the name as sent
-            labels = split_labels(decode_entry(blob).qname)
-        else:  # the stored reversed name gives the labels (lowercase; matching ignores case) without decoding
-            labels = rname[:-1].split(".")[::-1] if rname else []
+        # the labels from the stored name (lowercase; matching ignores case), the entry decoded only on a hit
+        labels = split_labels(qname.lower()) if qname != "." else []
         rule = decide(table, patterns, labels)
         if rule < 0 or (rule < len(allow) and allow[rule]):
             continue
         hits += 1
-        out.write(encoder.encode(retrospective_hit(encoder, decode_entry(blob), rule, origin)) + "\n")
+        out.write(encoder.encode(retrospective_hit(encoder, store.decode_one(packed), rule, origin)) + "\n")
     print(f"hunt: {scanned:,} stored queries, {hits:,} hits", file=sys.stderr)
     return 0
 
@@ -268,6 +284,8 @@ def run_resolved_ip(args: argparse.Namespace) -> int:
     address = address_bytes(args.address)
     store = open_store(args)
     text = address_text(address)
+    import json
+
     askers = group_askers((entry_time(e), e) for e in store.by_resolved_ip(address))
     out = sys.stdout
     if args.json:

@@ -11,6 +11,7 @@ SEGMENT_ROWS = 200_000  # queries per segment: readers scan the open one unindex
 DEFAULT_MAX_MB = 10_240  # a store left to itself stops at 10 GiB (about 40 M queries at 244 bytes each)
 QUERY_LOG_ENV = "TRUESOURCE_QUERY_LOG"  # where the commands read when --query-log is not given
 DEFAULT_AROUND_WINDOW = 300.0  # seconds either side of --around
+DEFAULT_ATTRIBUTION_WINDOW = 5.0  # sensor.attribution.DEFAULT_WINDOW, here without its imports (a test checks)
 DEFAULT_RESOLVER_TOLERANCE = 1.0  # seconds either side of --resolver-query: clocks of the IDS and the sensor differ
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 RELATIVE = re.compile(r"^([+-]?)(\d+(?:\.\d+)?)([smhdw]?)$")

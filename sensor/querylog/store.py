@@ -1,47 +1,63 @@
-"""The query-log store: one SQLite file in WAL mode, written by one sensor, read by any number of processes.
+"""The query-log store, schema 2: the loop's packed entries in segment files, found through sorted key files,
+listed in a small SQLite catalogue; written by one sensor, read by any number of processes.
 
-Why this shape (docs/decisions/0055-querylog-sqlite-segments.md): SQLite needs no server and, in WAL mode,
-readers in other processes see every committed batch while the writer goes on. The queries go into segments,
-one table each (`q_<n>`), of at most `segment_rows` queries. The segment being written has no name index:
-random inserts into a B-tree index of millions of names dirty one page per query and cut the insert rate
-four-fold (measured); instead a full segment gets its indexes in one sorted build, and readers scan the small
-open segment. Retention drops whole segments, which costs nothing per query.
+Why this shape (docs/decisions/0180-querylog-packed-segments.md): decoding every entry into Python objects and
+making a row of it cost the writer ~12 us a query (decision 0122); now the writer appends the packed buffers
+it receives to the open segment's file as they are (`PATH.segments/<n>.entries`), with each entry's lookup
+keys from one compiled walk (`<n>.keys`, sensor/querylog/segment.py), and sorts the keys once when the segment
+closes (`<n>.index`). Readers decode only the entries they return. The catalogue (`PATH`, SQLite in WAL mode)
+holds, per segment, its time range, its entries and the bytes of its files committed so far: a reader reads
+a segment's files only up to what the catalogue says, so it never sees half a batch. Retention drops whole
+segments (their row in the catalogue, then their files).
 
-A query is a row (ts, rname, client, entry): `rname` is the lowercase labels reversed and each followed by a
-dot (`example.evil.login.`), so a name and everything below it are one key range; `entry` is the whole
-QueryLogEntry in MessagePack (msgspec: a safe decoder, and any language reads it). `r_<n>` holds the A/AAAA
-answers' addresses of the segment's queries for `resolved-ip`.
+A store of schema 1 (SQLite rows, decision 0055) is refused with a message, never read or changed.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
-import msgspec
-
 from sensor.errors import StartupError
-from sensor.querylog.limits import CACHE_KIB
+from sensor.querylog.limits import CACHE_KIB, MAX_ANSWER_BYTES, MAX_ANSWERS, RESPONSE_ONLY_ANSWERS
 from sensor.querylog.options import SEGMENT_ROWS, Retention
 from sensor.querylog.record import QueryLogEntry
+from sensor.querylog.segment import (  # noqa: F401  the name helpers, imported from here by the commands
+    ENTRY_HEADER,
+    KEY_ADDRESS,
+    KEY_NAME,
+    KEY_RECORD,
+    SUFFIX_LABELS,
+    address_key,
+    entries_at,
+    find_sorted,
+    find_unsorted,
+    name_key,
+    pack_entries,
+    reversed_name,
+    segment_keys_reference,
+    sort_keys_reference,
+    split_labels,
+    walk_names,
+)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 BUSY_TIMEOUT_MS = 10_000  # how long a reader or writer waits for the other's lock before giving up
-JOURNAL_LIMIT = 64 << 20  # the WAL file is cut back to this after a checkpoint
 A, AAAA = 1, 28
-MAX_SEGMENT_BYTES = 64 << 20  # a segment closes at this many bytes of rows if not at its row count first
+MAX_SEGMENT_BYTES = 64 << 20  # a segment closes at this many bytes of files if not at its row count first
 MIN_SEGMENT_BYTES = 256 << 10
-ROW_OVERHEAD = 40  # bytes a row costs beside its entry and name (id, ts, client, record header; measured ~35)
-RESOLVED_OVERHEAD = 24  # an address row of r_<n>
-# Retention keeps the used pages under the limit minus room for the open segment (this many times the largest
-# segment measured on disk, indexes included) and for the WAL (cut back to one segment after a checkpoint).
+# Retention keeps the files under the limit minus room for the open segment (this many times the largest
+# segment, its index included) to fill.
 SIZE_HEADROOM = 1.25
+CAPS = (MAX_ANSWERS, MAX_ANSWER_BYTES, RESPONSE_ONLY_ANSWERS)
+MANY = 64  # a read that returns more entries than this decodes them with the compiled decoder when given
 
 
 def segment_bytes_for(max_bytes: int) -> int:
@@ -51,81 +67,24 @@ def segment_bytes_for(max_bytes: int) -> int:
         return MAX_SEGMENT_BYTES
     return int(min(max(max_bytes // 20, MIN_SEGMENT_BYTES), MAX_SEGMENT_BYTES))
 
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS segments(
     id INTEGER PRIMARY KEY,
     first_ts INTEGER,            -- earliest and latest query time in it, microseconds since the epoch (UTC)
     last_ts INTEGER,
-    rows INTEGER NOT NULL DEFAULT 0,
-    indexed INTEGER NOT NULL DEFAULT 0,  -- 1: full, its name and address indexes built
+    rows INTEGER NOT NULL DEFAULT 0,     -- entries committed
+    bytes INTEGER NOT NULL DEFAULT 0,    -- bytes of <id>.entries committed
+    keys INTEGER NOT NULL DEFAULT 0,     -- key records committed (in <id>.keys, or <id>.index once closed)
+    indexed INTEGER NOT NULL DEFAULT 0,  -- 1: full, its keys sorted into <id>.index
     created REAL NOT NULL
 );
 """
-SEGMENT_SCHEMA = """
-CREATE TABLE q_{n}(
-    id INTEGER PRIMARY KEY,      -- insertion order within the segment
-    ts INTEGER NOT NULL,         -- the query's packet time, microseconds since the epoch (UTC)
-    rname TEXT NOT NULL,         -- lowercase labels reversed, each followed by '.': 'example.evil.login.'
-    client BLOB NOT NULL,        -- 4 or 16 bytes
-    entry BLOB NOT NULL          -- the QueryLogEntry, MessagePack array in field order
-);
-CREATE TABLE r_{n}(
-    query_id INTEGER NOT NULL,   -- q_{n}.id
-    ip BLOB NOT NULL             -- an A or AAAA answer's address, 4 or 16 bytes
-);
-"""
-SEGMENT_INDEXES = """
-CREATE INDEX IF NOT EXISTS q_{n}_rname ON q_{n}(rname, ts);
-CREATE INDEX IF NOT EXISTS r_{n}_ip ON r_{n}(ip);
-"""
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode_entry = msgspec.msgpack.Decoder(QueryLogEntry).decode
 
 
-def decode_entry(blob: bytes) -> QueryLogEntry:
-    """A stored entry back to its record (each answer comes back as a list, not a tuple)."""
-    return _decode_entry(blob)
-
-
-def split_labels(name: str) -> list[str]:
-    """Labels of a presentation-form name; a `\\.` inside a label is not a boundary. The root has none."""
-    if name in (".", ""):
-        return []
-    if "\\" not in name:
-        return name.split(".")
-    labels, current, i = [], [], 0
-    while i < len(name):
-        c = name[i]
-        if c == "\\" and i + 1 < len(name):
-            current.append(name[i:i + 2])
-            i += 2
-            continue
-        if c == ".":
-            labels.append("".join(current))
-            current = []
-        else:
-            current.append(c)
-        i += 1
-    labels.append("".join(current))
-    return labels
-
-
-def reversed_name(name: str) -> str:
-    """'Login.Evil.example' -> 'example.evil.login.'; the root -> ''. A name and everything below it share
-    its reversed form as a prefix, so `--subdomains` is one index range."""
-    if "\\" not in name:
-        name = name.lower().strip(".")
-        return ".".join(name.split(".")[::-1]) + "." if name else ""
-    labels = split_labels(name.lower().rstrip(".") if not name.endswith("\\.") else name.lower())
-    return ".".join(labels[::-1]) + "." if labels else ""
-
-
-def name_range(name: str) -> tuple[str, str | None]:
-    """[low, high) of the reversed names of `name` and every name below it; high None: every name."""
-    low = reversed_name(name)
-    return (low, low[:-1] + "/") if low else ("", None)  # '/' sorts right after '.'
+def segments_dir(path: str) -> str:
+    return path + ".segments"
 
 
 def address_bytes(text: str) -> bytes:
@@ -143,6 +102,22 @@ def address_text(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
+def name_range(name: str) -> tuple[str, str | None]:
+    """[low, high) of the reversed names of `name` and every name below it; high None: every name."""
+    low = reversed_name(name)
+    return (low, low[:-1] + "/") if low else ("", None)  # '/' sorts right after '.'
+
+
+def entry_time(entry: QueryLogEntry) -> int:
+    return entry.ts_sec * 1_000_000 + entry.ts_usec
+
+
+def decode_reference(data: bytes, caps: tuple[int, int, int] = CAPS) -> list[QueryLogEntry]:
+    from sensor.querylog.packed import decode_entries_reference
+
+    return decode_entries_reference(data, caps)
+
+
 @dataclass(slots=True)
 class RetentionResult:
     segments_by_age: int = 0
@@ -157,54 +132,97 @@ class Segment:
     last_ts: int | None
     rows: int
     indexed: bool
+    bytes: int = 0
+    keys: int = 0
+
+
+def _schema_of(db: sqlite3.Connection) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    return None if row is None else row[0]
+
+
+def _refusal(path: str, version: str | None) -> StartupError:
+    if version == "1":
+        return StartupError(f"{path}: a query log of schema 1 (SQLite rows, written before truesource 2's packed "
+                            f"segments); this version reads schema {SCHEMA_VERSION} only: read or export it with the "
+                            "version that wrote it, or give --query-log a new path")
+    return StartupError(f"{path}: not a query log of schema {SCHEMA_VERSION}")
 
 
 class QueryStore:
-    """The SQLite query log. `QueryStore.open_writer(path)` creates it; `QueryStore.open_reader(path)` only reads."""
+    """The query log. `QueryStore.open_writer(path)` creates it; `QueryStore.open_reader(path)` only reads.
+
+    The writer is given the compiled walk and sort (sensor/loop.py selects them); without them it uses their
+    reference twins. `decode` turns packed entries into records (the reference decoder unless given)."""
 
     def __init__(self, connection: sqlite3.Connection, path: str, segment_rows: int = SEGMENT_ROWS,
                  segment_bytes: int = MAX_SEGMENT_BYTES) -> None:
         self.db = connection
         self.path = path
+        self.dir = segments_dir(path)
         self.segment_rows = segment_rows
-        self.segment_bytes = segment_bytes  # a segment also closes when its rows hold this many bytes
+        self.segment_bytes = segment_bytes  # a segment also closes when its files hold this many bytes
+        self.caps = CAPS
+        self.keys_of: Callable = segment_keys_reference
+        self.sort_keys: Callable[[bytes], bytes] = sort_keys_reference
+        self.decode: Callable[[bytes, tuple[int, int, int]], list[QueryLogEntry]] | None = None
         # writer: called after each segment closes (the writer applies retention: one batch may fill several)
         self.on_segment_closed: Callable[[], None] | None = None
         self._open: Segment | None = None  # writer: the segment being filled
-        self._open_bytes = 0  # writer: bytes in the open segment's rows (estimated as they are inserted)
-        self._used_at_open = 0  # writer: the file's used bytes when the open segment was made
-        self.largest_segment = 0  # writer: the most a closed segment took on disk, indexes included
+        self._files: tuple[int, int] | None = None  # writer: the open segment's entries and keys descriptors
+        self.largest_segment = 0  # writer: the most a closed segment took on disk, its index included
         self._lock = None  # writer: the open lock file that keeps a second writer out
+
+    # --- opening -------------------------------------------------------------------------------------------
 
     @classmethod
     def open_writer(cls, path: str, segment_rows: int = SEGMENT_ROWS, segment_bytes: int = MAX_SEGMENT_BYTES,
-                    cache_kib: int = CACHE_KIB) -> QueryStore:
+                    cache_kib: int = CACHE_KIB, keys_of: Callable | None = None,
+                    sort_keys: Callable | None = None) -> QueryStore:
         if segment_rows < 1:
             raise StartupError("--query-log-segment-rows: must be at least 1")
+        if os.path.isdir(path):
+            from sensor.querylog.options import directory_message
+
+            raise StartupError(directory_message(path))
+        if os.path.exists(path) and os.path.getsize(path):  # looked at read-only first: a refused store is not touched
+            reader = cls.open_reader(path)
+            reader.close()
+        elif os.path.isdir(segments_dir(path)) and os.listdir(segments_dir(path)):
+            # a new catalogue would number its segments from 1 again, onto another store's files
+            raise StartupError(f"{path}: no catalogue, but {segments_dir(path)} holds a store's segment files: "
+                               "move them away, or give --query-log another path")
         lock = _writer_lock(path)
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # before the first table: dropped segments shrink the file
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StartupError(f"{path}: the query log needs WAL mode (got {mode}; a network file system?)")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: a power cut can lose the last batches, never corrupt
-            db.execute(f"PRAGMA cache_size=-{cache_kib}")
-            # the WAL is cut back to a segment's size after a checkpoint: it counts towards --query-log-max-mb
-            db.execute(f"PRAGMA journal_size_limit={min(JOURNAL_LIMIT, segment_bytes)}")
-            # and checkpointed at half a segment, or SQLite's default 1,000 pages (4 MB) if less
-            db.execute(f"PRAGMA wal_autocheckpoint={min(max(segment_bytes // 2 // 4096, 16), 1000)}")
+            db.execute(f"PRAGMA cache_size=-{min(cache_kib, 4096)}")  # the catalogue is small
             db.executescript(SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            os.makedirs(segments_dir(path), exist_ok=True)
         except sqlite3.DatabaseError as err:
+            lock.close()
             raise StartupError(f"{path}: cannot open query log: {err}") from None
+        except OSError as err:
+            lock.close()
+            raise StartupError(f"{path}: cannot open query log: {err.strerror}") from None
         store = cls(db, path, segment_rows, segment_bytes)
         store._lock = lock
+        if keys_of is not None:
+            store.keys_of = keys_of
+        if sort_keys is not None:
+            store.sort_keys = sort_keys
         store.check_schema()
-        for segment in store.segments()[:-1]:  # a writer that stopped between filling and indexing
+        segments = store.segments()
+        for segment in segments[:-1]:  # a writer that stopped between filling and indexing
             if not segment.indexed:
                 store._close_segment(segment)
+        if segments and not segments[-1].indexed:
+            store._recover(segments[-1])
         return store
 
     @classmethod
@@ -224,143 +242,199 @@ class QueryStore:
         except sqlite3.DatabaseError as err:
             raise StartupError(f"{path}: cannot open query log: {err}") from None
         store = cls(db, path)
-        store.check_schema()
+        try:
+            store.check_schema()
+            row = db.execute("SELECT value FROM meta WHERE key = 'caps'").fetchone()
+        except (StartupError, sqlite3.DatabaseError):
+            db.close()
+            raise
+        if row is not None:
+            store.caps = tuple(int(x) for x in row[0].split(","))  # type: ignore[assignment]
         return store
+
+    def set_caps(self, caps: tuple[int, int, int]) -> None:
+        """What an entry keeps of its answers when read (decision 0121), as the writer's limits say: kept in
+        the catalogue, since the store keeps the responses whole and the readers apply the caps."""
+        self.caps = caps
+        with _transaction(self.db):
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('caps', ?)", (",".join(map(str, caps)),))
 
     def check_schema(self) -> None:
         try:
-            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            version = _schema_of(self.db)
         except sqlite3.DatabaseError as err:
             raise StartupError(f"{self.path}: not a query log ({err})") from None
-        if row is None or row[0] != SCHEMA_VERSION:
-            raise StartupError(f"{self.path}: not a query log of schema {SCHEMA_VERSION}")
+        if version != SCHEMA_VERSION:
+            raise _refusal(self.path, version)
 
     def close(self) -> None:
+        if self._files is not None:
+            for descriptor in self._files:
+                os.close(descriptor)
+            self._files = None
         self.db.close()
         if self._lock is not None:
             self._lock.close()
 
     def segments(self) -> list[Segment]:
         try:
-            return [Segment(i, f, la, r, bool(x)) for i, f, la, r, x in self.db.execute(
-                "SELECT id, first_ts, last_ts, rows, indexed FROM segments ORDER BY id")]
+            return [Segment(i, f, la, r, bool(x), b, k) for i, f, la, r, x, b, k in self.db.execute(
+                "SELECT id, first_ts, last_ts, rows, indexed, bytes, keys FROM segments ORDER BY id")]
         except sqlite3.DatabaseError as err:
             raise StartupError(f"{self.path}: cannot read query log: {err}") from None
+
+    def _file(self, segment_id: int, kind: str) -> str:
+        return os.path.join(self.dir, f"{segment_id:010d}.{kind}")
 
     # --- writing -------------------------------------------------------------------------------------------
 
     def insert(self, entries: Sequence[QueryLogEntry]) -> int:
-        """Store a batch: one transaction per segment it falls in; a segment that fills (by rows or by bytes)
-        gets its indexes."""
-        done = 0
-        while done < len(entries):
-            segment = self._open or self._current_segment()
-            room = self.segment_rows - segment.rows
-            done += self._insert_into(segment, entries[done:done + room])
-            if self._open is None and self.on_segment_closed is not None:
-                self.on_segment_closed()
-        return done
+        """Store decoded entries (packed again: the reference loop's, or tests'); how many."""
+        return self.append_packed(pack_entries(entries))[0] if entries else 0
 
-    def _current_segment(self) -> Segment:
-        segments = self.segments()
-        if segments and not segments[-1].indexed and segments[-1].rows < self.segment_rows:
-            self._open = segments[-1]
-            self._open_bytes = self.db.execute(
-                f"SELECT coalesce(sum(length(entry) + length(rname)), 0) + count(*) * {ROW_OVERHEAD} "
-                f"FROM q_{self._open.id}").fetchone()[0]
-            return self._open
-        self._open_bytes = 0
-        self._used_at_open = self.used_bytes()
-        db = self.db
-        with _transaction(db):
-            cursor = db.execute("INSERT INTO segments(rows, indexed, created) VALUES (0, 0, ?)", (time.time(),))
-            n = int(cursor.lastrowid or 0)  # set by the INSERT just made
-            for statement in SEGMENT_SCHEMA.format(n=n).split(";"):
-                if statement.strip():
-                    db.execute(statement)
+    def append_packed(self, parts) -> tuple[int, bytes]:
+        """Store the loop's packed entries as they are (one buffer, or a list of them), in as many segments as
+        they fill, with one catalogue transaction per segment; (entries stored, the packed entries whose
+        answers the caps may cut)."""
+        done = 0
+        suspects = []
+        segment = None
+        for data in [parts] if not isinstance(parts, list) else parts:
+            position = 0
+            view = memoryview(data)
+            while position < len(view):
+                segment = self._open or self._new_segment()
+                room_rows = self.segment_rows - segment.rows
+                room_bytes = max(self.segment_bytes - segment.bytes - segment.keys * KEY_RECORD.size, 1)
+                end, count, first, last, keys, suspect = self.keys_of(view, position, room_rows, room_bytes,
+                                                                       segment.bytes, *self.caps)
+                entries_fd, keys_fd = self._open_files(segment)
+                _write_all(entries_fd, view[position:end])
+                _write_all(keys_fd, keys)
+                if suspect:
+                    suspects.append(suspect)
+                first = first if segment.first_ts is None else min(first, segment.first_ts)
+                last = last if segment.last_ts is None else max(last, segment.last_ts)
+                segment = self._open = Segment(segment.id, first, last, segment.rows + count, False,
+                                               segment.bytes + end - position,
+                                               segment.keys + len(keys) // KEY_RECORD.size)
+                done += count
+                position = end
+                if segment.rows >= self.segment_rows or \
+                        segment.bytes + segment.keys * KEY_RECORD.size >= self.segment_bytes:
+                    self._commit(segment)
+                    self._close_segment(segment)
+                    self._open = segment = None
+                    if self.on_segment_closed is not None:
+                        self.on_segment_closed()
+        if segment is not None:
+            self._commit(segment)
+        return done, b"".join(suspects)
+
+    def _commit(self, segment: Segment) -> None:
+        """What the open segment's files hold, for readers: written after the bytes are in the files."""
+        with _transaction(self.db):
+            self.db.execute("UPDATE segments SET rows = ?, first_ts = ?, last_ts = ?, bytes = ?, keys = ? WHERE id = ?",
+                            (segment.rows, segment.first_ts, segment.last_ts, segment.bytes, segment.keys, segment.id))
+
+    def _new_segment(self) -> Segment:
+        with _transaction(self.db):
+            cursor = self.db.execute("INSERT INTO segments(rows, indexed, created) VALUES (0, 0, ?)", (time.time(),))
+        n = int(cursor.lastrowid or 0)
         self._open = Segment(n, None, None, 0, False)
         return self._open
 
-    def _insert_into(self, segment: Segment, entries: Sequence[QueryLogEntry]) -> int:
-        """Insert the entries that fit the open segment (its rows and bytes); how many."""
-        rows: list[tuple] = []
-        resolved: list[tuple[int, bytes]] = []
-        encode = _encode
-        inet_pton = socket.inet_pton
-        next_id = segment.rows + 1
-        first: int | None = None
-        last: int | None = None
-        size = self._open_bytes
-        room = self.segment_bytes
-        for e in entries:
-            if size >= room and rows:  # full by bytes: the rest goes into the next segment
-                break
-            ts = e.ts_sec * 1_000_000 + e.ts_usec
-            if first is None or ts < first:
-                first = ts
-            if last is None or ts > last:
-                last = ts
-            name = e.qname
-            if "\\" in name:
-                rname = reversed_name(name)
-            else:
-                name = name.lower().strip(".")
-                rname = ".".join(name.split(".")[::-1]) + "." if name else ""
-            blob = encode(e)
-            size += len(blob) + len(rname) + ROW_OVERHEAD
-            rows.append((next_id, ts, rname, e.client_ip, blob))
-            for answer in e.answers:
-                if answer[1] == A:
-                    resolved.append((next_id, inet_pton(socket.AF_INET, answer[3])))
-                    size += RESOLVED_OVERHEAD
-                elif answer[1] == AAAA:
-                    resolved.append((next_id, inet_pton(socket.AF_INET6, answer[3])))
-                    size += RESOLVED_OVERHEAD
-            next_id += 1
-        if not rows:
-            self._close_segment(segment)
-            self._open = None
-            return 0
-        assert first is not None and last is not None  # rows were made, so both were set
-        first = first if segment.first_ts is None else min(first, segment.first_ts)
-        last = last if segment.last_ts is None else max(last, segment.last_ts)
-        n = segment.id
-        db = self.db
-        with _transaction(db):
-            db.executemany(f"INSERT INTO q_{n} VALUES (?,?,?,?,?)", rows)
-            if resolved:
-                db.executemany(f"INSERT INTO r_{n} VALUES (?,?)", resolved)
-            db.execute("UPDATE segments SET rows = ?, first_ts = ?, last_ts = ? WHERE id = ?",
-                       (next_id - 1, first, last, n))
-        self._open = Segment(n, first, last, next_id - 1, False)
-        self._open_bytes = size
-        if self._open.rows >= self.segment_rows or size >= room:
-            self._close_segment(self._open)
-            self._open = None
-        return len(rows)
+    def _open_files(self, segment: Segment) -> tuple[int, int]:
+        if self._files is None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+            self._files = (os.open(self._file(segment.id, "entries"), flags, 0o644),
+                           os.open(self._file(segment.id, "keys"), flags, 0o644))
+        return self._files
+
+    def _close_files(self) -> None:
+        if self._files is not None:
+            for descriptor in self._files:
+                os.close(descriptor)
+            self._files = None
+
+    def _recover(self, segment: Segment) -> None:
+        """The open segment as the catalogue has it: bytes past its last commit (a writer killed between
+        writing and committing) are cut off; if the files are shorter (a power cut), the whole entries are
+        walked again."""
+        entries_path, keys_path = self._file(segment.id, "entries"), self._file(segment.id, "keys")
+        size = os.path.getsize(entries_path) if os.path.exists(entries_path) else 0
+        key_size = os.path.getsize(keys_path) if os.path.exists(keys_path) else 0
+        if size >= segment.bytes and key_size >= segment.keys * KEY_RECORD.size:
+            for name, length in ((entries_path, segment.bytes), (keys_path, segment.keys * KEY_RECORD.size)):
+                with open(name, "ab") as handle:
+                    handle.truncate(length)
+            self._open = segment
+            return
+        with open(entries_path, "rb") as handle:
+            data = handle.read(segment.bytes)
+        end, count, first, last, keys, _ = self.keys_of(data, 0, 1 << 62, 1 << 62, 0, *self.caps) if data else (
+            0, 0, None, None, b"", b"")
+        with open(entries_path, "ab") as handle:
+            handle.truncate(end)
+        with open(keys_path, "wb") as handle:
+            handle.write(keys)
+        with _transaction(self.db):
+            self.db.execute("UPDATE segments SET rows = ?, first_ts = ?, last_ts = ?, bytes = ?, keys = ? WHERE id = ?",
+                            (count, first, last, end, len(keys) // KEY_RECORD.size, segment.id))
+        self._open = Segment(segment.id, first, last, count, False, end, len(keys) // KEY_RECORD.size)
 
     def _close_segment(self, segment: Segment) -> None:
-        """Build a full segment's indexes in one sorted pass; readers use them from the commit on."""
-        db = self.db
-        with _transaction(db):
-            for statement in SEGMENT_INDEXES.format(n=segment.id).split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute("UPDATE segments SET indexed = 1 WHERE id = ?", (segment.id,))
-        if self._used_at_open:  # measured on disk: rows of a few KB leave pages part empty, beyond the estimate
-            self.largest_segment = max(self.largest_segment, self.used_bytes() - self._used_at_open)
-            self._used_at_open = 0
+        """Sort a full segment's keys into its index; readers use it from the commit on."""
+        self._close_files()
+        keys_path = self._file(segment.id, "keys")
+        index_path = self._file(segment.id, "index")
+        try:
+            with open(keys_path, "rb") as handle:
+                keys = handle.read(segment.keys * KEY_RECORD.size)
+        except FileNotFoundError:
+            keys = b""
+        with open(index_path + ".tmp", "wb") as handle:
+            handle.write(self.sort_keys(keys))
+        os.replace(index_path + ".tmp", index_path)
+        with _transaction(self.db):
+            self.db.execute("UPDATE segments SET indexed = 1 WHERE id = ?", (segment.id,))
+        try:
+            os.unlink(keys_path)
+        except FileNotFoundError:
+            pass
+        self.largest_segment = max(self.largest_segment, self.segment_size(segment.id))
+
+    def segment_size(self, segment_id: int) -> int:
+        size = 0
+        for kind in ("entries", "keys", "index"):
+            try:
+                size += os.path.getsize(self._file(segment_id, kind))
+            except OSError:
+                pass
+        return size
 
     def used_bytes(self) -> int:
-        """Bytes of the file in use (free pages excluded)."""
-        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
-        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
-        size = self.db.execute("PRAGMA page_size").fetchone()[0]
-        return (pages - free) * size
+        """Bytes of the store's files: the catalogue (and its WAL) and every segment's."""
+        size = 0
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            try:
+                size += os.path.getsize(name)
+            except OSError:
+                pass
+        try:
+            with os.scandir(self.dir) as listing:
+                for item in listing:
+                    try:
+                        size += item.stat().st_size
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+        return size
 
     def apply_retention(self, retention: Retention, now: float | None = None) -> RetentionResult:
         """Drop full segments whose newest query is older than the age limit, then the oldest full segments
-        while the file is over the size limit; the freed pages go back to the file system."""
+        while the store is over the size limit."""
         result = RetentionResult()
         if retention.max_age_seconds:
             horizon = int(((time.time() if now is None else now) - retention.max_age_seconds) * 1_000_000)
@@ -370,79 +444,143 @@ class QueryStore:
                     result.segments_by_age += 1
                     result.queries_deleted += segment.rows
         if retention.max_bytes:
-            # room is left for the open segment to fill and be indexed, and for the WAL: so the files stay
-            # within the limit between two passes (a pass runs on every segment the writer closes)
-            segment_size = self.largest_segment or self.segment_bytes  # as measured once one has closed
-            wal = min(segment_size, self.segment_bytes)  # checkpointed at half a segment, cut back to one
-            target = max(retention.max_bytes - SIZE_HEADROOM * segment_size - wal, 0)
+            # room is left for the open segment to fill and be indexed: the files stay within the limit
+            # between two passes (a pass runs on every segment the writer closes)
+            segment_size = self.largest_segment or self.segment_bytes
+            target = max(retention.max_bytes - SIZE_HEADROOM * segment_size, 0)
             for segment in self.segments():
                 if self.used_bytes() <= target or not segment.indexed:
                     break
                 self._drop(segment)
-                self._vacuum()
                 result.segments_by_size += 1
                 result.queries_deleted += segment.rows
         if result.segments_by_age or result.segments_by_size:
-            self._vacuum()
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return result
 
     def _drop(self, segment: Segment) -> None:
-        db = self.db
-        with _transaction(db):
-            db.execute(f"DROP TABLE IF EXISTS q_{segment.id}")
-            db.execute(f"DROP TABLE IF EXISTS r_{segment.id}")
-            db.execute("DELETE FROM segments WHERE id = ?", (segment.id,))
+        with _transaction(self.db):
+            self.db.execute("DELETE FROM segments WHERE id = ?", (segment.id,))
+        for kind in ("entries", "keys", "index"):
+            try:
+                os.unlink(self._file(segment.id, kind))
+            except FileNotFoundError:
+                pass
         if self._open is not None and self._open.id == segment.id:
             self._open = None
-
-    def _vacuum(self) -> None:
-        self.db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page: it steps once
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._close_files()
 
     # --- reading -------------------------------------------------------------------------------------------
+
+    def _decode(self, data: bytes, count: int) -> list[QueryLogEntry]:
+        if self.decode is not None:
+            return self.decode(data, self.caps)
+        return decode_reference(data, self.caps)
+
+    def _map(self, segment: Segment, kind: str, length: int):
+        """A segment file's first `length` bytes, mapped (b"" when the file is gone: dropped by retention)."""
+        if length <= 0:
+            return b""
+        try:
+            with open(self._file(segment.id, kind), "rb") as handle:
+                return mmap.mmap(handle.fileno(), length, access=mmap.ACCESS_READ)
+        except (FileNotFoundError, ValueError):
+            return b""
+        except OSError as err:
+            raise StartupError(f"{self.path}: cannot read query log: {err.strerror}") from None
+
+    def _keys(self, segment: Segment, key: int) -> list[tuple[int, int]]:
+        length = segment.keys * KEY_RECORD.size
+        if segment.indexed:
+            return find_sorted(self._map(segment, "index", length), key)
+        keys = self._map(segment, "keys", length)
+        if not keys:  # closed since the catalogue was read
+            return find_sorted(self._map(segment, "index", length), key)
+        return find_unsorted(keys, key)
+
+    def _entries_at(self, segment: Segment, offsets: Iterable[int]) -> list[QueryLogEntry]:
+        offsets = sorted(set(offsets))
+        if not offsets:
+            return []
+        data = self._map(segment, "entries", segment.bytes)
+        if not data:
+            return []
+        return self._decode(entries_at(data, offsets), len(offsets))
 
     def by_name(self, name: str, subdomains: bool, since_us: int | None = None,
                 until_us: int | None = None) -> Iterator[tuple[int, QueryLogEntry]]:
         """(ts, entry) of the queries for `name` (and every name below it with `subdomains`) in [since, until)."""
-        where, params = [], []
-        if subdomains:
-            low, high = name_range(name)
-            if high is not None:
-                where.append("rname >= ? AND rname < ?")
-                params += [low, high]
-        else:
-            where.append("rname = ?")
-            params.append(reversed_name(name))
-        where, params = _time(where, params, since_us, until_us)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        wanted = reversed_name(name)
+        if subdomains and len(split_labels(wanted[:-1])) < 2:  # a top-level name, or the root: no key below it
+            for ts, entry in self._scan(since_us, until_us, lambda rname: rname.startswith(wanted)):
+                yield ts, entry
+            return
+        depth = len(split_labels(wanted[:-1])) if wanted else 0
+        key = name_key(name) if not subdomains or depth <= SUFFIX_LABELS else name_key(name, SUFFIX_LABELS)
         for segment in self._segments_in(since_us, until_us):
-            for ts, blob in self._rows(f"SELECT ts, entry FROM q_{segment.id} {clause}", params):
-                yield ts, decode_entry(blob)
+            offsets = [offset for offset, kind in self._keys(segment, key) if subdomains or kind == KEY_NAME]
+            for entry in self._entries_at(segment, offsets):
+                rname = reversed_name(entry.qname)
+                if rname != wanted and not (subdomains and rname.startswith(wanted)):
+                    continue  # a hash collision
+                ts = entry_time(entry)
+                if (since_us is None or ts >= since_us) and (until_us is None or ts < until_us):
+                    yield ts, entry
+
+    def _scan(self, since_us, until_us, keep: Callable[[str], bool]) -> Iterator[tuple[int, QueryLogEntry]]:
+        for segment in self._segments_in(since_us, until_us):
+            data = self._map(segment, "entries", segment.bytes)
+            offsets = [offset for offset, qname in walk_names(data) if keep(reversed_name(qname))]
+            for entry in self._entries_at(segment, offsets):
+                ts = entry_time(entry)
+                if (since_us is None or ts >= since_us) and (until_us is None or ts < until_us):
+                    yield ts, entry
+
+    def segment_entries(self, segment: Segment, since_us: int | None = None,
+                        until_us: int | None = None) -> list[QueryLogEntry]:
+        """A segment's queries in [since, until), in time order (the order stored within one time)."""
+        data = self._map(segment, "entries", segment.bytes)
+        if not data:
+            return []
+        entries = self._decode(bytes(data), segment.rows)
+        if since_us is not None or until_us is not None:
+            entries = [e for e in entries if (since_us is None or entry_time(e) >= since_us)
+                       and (until_us is None or entry_time(e) < until_us)]
+        entries.sort(key=entry_time)
+        return entries
 
     def by_time(self, since_us: int | None = None, until_us: int | None = None) -> Iterator[QueryLogEntry]:
         """Every stored query in [since, until), segment by segment, in time order within each."""
-        where, params = _time([], [], since_us, until_us)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
         for segment in self._segments_in(since_us, until_us):
-            for (blob,) in self._rows(f"SELECT entry FROM q_{segment.id} {clause} ORDER BY ts, id", params):
-                yield decode_entry(blob)
+            yield from self.segment_entries(segment, since_us, until_us)
 
     def names_by_time(self, since_us: int | None = None,
                       until_us: int | None = None) -> Iterator[tuple[str, bytes]]:
-        """(rname, encoded entry) of every stored query in [since, until), in the order stored (the order
-        queries finished: close to time order); the caller decodes only the entries it keeps (decode_entry)."""
-        where, params = _time([], [], since_us, until_us)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        """(query name, packed entry) of every stored query in [since, until), in the order stored (the order
+        queries finished: close to time order); the caller decodes only the entries it keeps (decode_one)."""
+        unpack = ENTRY_HEADER.unpack_from
         for segment in self._segments_in(since_us, until_us):
-            yield from self._rows(f"SELECT rname, entry FROM q_{segment.id} {clause}", params)
+            data = self._map(segment, "entries", segment.bytes)
+            for offset, qname in walk_names(data):
+                if since_us is not None or until_us is not None:
+                    header = unpack(data, offset)
+                    ts = header[6] * 1_000_000 + header[7]
+                    if since_us is not None and ts < since_us or until_us is not None and ts >= until_us:
+                        continue
+                yield qname, entries_at(data, (offset,))
+
+    def decode_one(self, packed: bytes) -> QueryLogEntry:
+        return self._decode(packed, 1)[0]
 
     def by_resolved_ip(self, ip: bytes) -> Iterator[QueryLogEntry]:
         """Queries one of whose A/AAAA answers was `ip`."""
+        key = address_key(ip)
+        text = address_text(ip)
         for segment in self._segments_in(None, None):
-            n = segment.id
-            sql = f"SELECT q.entry FROM r_{n} r JOIN q_{n} q ON q.id = r.query_id WHERE r.ip = ?"
-            for (blob,) in self._rows(sql, [ip]):
-                yield decode_entry(blob)
+            offsets = [offset for offset, kind in self._keys(segment, key) if kind == KEY_ADDRESS]
+            for entry in self._entries_at(segment, offsets):
+                if any(a[1] in (A, AAAA) and _same_address(a[3], ip, text) for a in entry.answers):
+                    yield entry
 
     def count(self) -> int:
         return sum(s.rows for s in self.segments())
@@ -452,15 +590,21 @@ class QueryStore:
                 and (since_us is None or (s.last_ts or 0) >= since_us)
                 and (until_us is None or (s.first_ts or 0) < until_us)]  # a segment with rows has both times
 
-    def _rows(self, sql: str, params: list) -> Iterator[tuple]:
-        try:
-            yield from self.db.execute(sql, params)
-        except sqlite3.OperationalError as err:
-            if "no such table" in str(err):  # dropped by retention since the segment list was read
-                return
-            raise StartupError(f"{self.path}: cannot read query log: {err}") from None
-        except sqlite3.DatabaseError as err:
-            raise StartupError(f"{self.path}: cannot read query log: {err}") from None
+
+def _same_address(data: str, ip: bytes, text: str) -> bool:
+    if data == text:
+        return True
+    try:
+        return socket.inet_pton(socket.AF_INET if len(ip) == 4 else socket.AF_INET6, data) == ip
+    except OSError:
+        return False
+
+
+def _write_all(descriptor: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(descriptor, view)
+        view = view[written:]
 
 
 def _writer_lock(path: str):
@@ -478,16 +622,6 @@ def _writer_lock(path: str):
         handle.close()
         raise StartupError(f"{path}: another sensor is writing this query log") from None
     return handle
-
-
-def _time(where: list, params: list, since_us: int | None, until_us: int | None) -> tuple[list, list]:
-    if since_us is not None:
-        where.append("ts >= ?")
-        params.append(since_us)
-    if until_us is not None:
-        where.append("ts < ?")
-        params.append(until_us)
-    return where, params
 
 
 @contextmanager

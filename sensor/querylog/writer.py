@@ -2,9 +2,10 @@
 
 Every process that runs a loop (the sensor, or each capture worker) has a `QueryLogSink`: after each batch it
 takes the loop's finished entries (the fast path's packed bytes as they are, so that nothing is decoded on the
-capture path) and pushes them over a ZeroMQ PUSH socket to the writer process, which decodes them, inserts
-them in batches and applies retention. In live capture the push never waits: when the writer is behind and
-the pipe is full (`PIPE_BATCHES`), the batch is dropped and counted. A replay waits instead (nothing is lost).
+capture path) and pushes them over a ZeroMQ PUSH socket to the writer process, which appends them, undecoded,
+to the store's open segment in batches (sensor/querylog/store.py, decision 0180) and applies retention. In live
+capture the push never waits: when the writer is behind and the pipe is full (`PIPE_BATCHES`), the batch is
+dropped and counted. A replay waits instead (nothing is lost).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 
 from sensor.errors import HelperDied, SensorError, StartupError, how_it_ended
-from sensor.loop import decode_query_log
+from sensor.loop import decode_query_log, querylog_segment_functions
 from sensor.messages import Entries, PackedEntries, QueryLogMessage, decode_query_log_message, encode
 from sensor.querylog.limits import (  # noqa: F401  the limits, re-exported where they always were
     DEFAULT_LIMITS,
@@ -37,9 +39,8 @@ from sensor.querylog.limits import (  # noqa: F401  the limits, re-exported wher
     WriterLimits,
 )
 from sensor.querylog.options import QueryLogOptions, Retention
-from sensor.querylog.packed import ENTRY_HEADER
-from sensor.querylog.record import QueryLogEntry
-from sensor.querylog.store import MAX_SEGMENT_BYTES, QueryStore, segment_bytes_for
+from sensor.querylog.segment import ENTRY_HEADER
+from sensor.querylog.store import MAX_SEGMENT_BYTES, QueryStore, pack_entries, segment_bytes_for
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ START_TIMEOUT = 30.0  # seconds to wait for the writer process to open the store
 # long a blocking send waits for room before it looks again: a dead writer is noticed within a second and
 # never waited on (docs/decisions/0140-dead-helpers-end-the-run.md).
 WATCH_EVERY = 0.25
+WRITER_NAME = "truesource-qlog"  # the writer process's name (/proc/PID/comm: 15 characters at most)
 
 class QueryLogFailed(SensorError):
     """The writer failed after start (a full disk, the store removed): what came before was stored."""
@@ -59,6 +61,19 @@ class QueryLogFailed(SensorError):
 
 
 ENTRY_LENGTH = struct.Struct("=I")  # the first field of ENTRY_HEADER
+PACKED_TAG = b"packed"  # the first frame of a message of packed entries; an Entries message is one frame
+
+
+def receive(socket) -> tuple[memoryview | None, QueryLogMessage | None, int]:
+    """One message from the pipe (zmq.Again when none): (packed entries, None, size) or (None, Entries, size)."""
+    frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+    if len(frames) == 2 and frames[0].bytes == PACKED_TAG:
+        return frames[1].buffer, None, len(frames[1])
+    raw = frames[0].bytes
+    message = decode_query_log_message(raw)
+    if isinstance(message, PackedEntries):
+        return memoryview(message.data), None, len(raw)
+    return None, message, len(raw)
 
 
 def packed_count(data: bytes) -> int:
@@ -135,10 +150,12 @@ class QueryLogSink:
         if self.dead is not None:  # the writer is gone: count what it would have stored
             self.lost += packed_count(message.data) if isinstance(message, PackedEntries) else count
             return
-        data = encode(message)
+        # packed entries go as they are, a second frame after a tag (no copy into a MessagePack envelope)
+        frames = [PACKED_TAG, message.data] if isinstance(message, PackedEntries) else [encode(message)]
+        size = len(frames[-1])
         while True:
             try:
-                self.socket.send(data, flags=zmq.NOBLOCK, copy=False)
+                self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
                 break
             except zmq.Again:
                 if not self.blocking:
@@ -149,7 +166,7 @@ class QueryLogSink:
             self.watch(now=True)
         self.sent += 1
         if self.writer is not None:
-            self.unacked.append((self.sent, len(data), count if isinstance(message, Entries) else -1))
+            self.unacked.append((self.sent, size, count if isinstance(message, Entries) else -1))
         self.watch()
 
     def watch(self, now: bool = False) -> None:
@@ -178,15 +195,30 @@ class QueryLogSink:
         self.context.term()
 
 
+def start_method() -> str:
+    """fork when no other thread runs here (ZeroMQ's own I/O threads included: no context may exist yet in this
+    process, or the child would hold a copy of one), spawn otherwise; TRUESOURCE_QUERYLOG_SPAWN=1 forces spawn."""
+    import threading
+
+    if os.environ.get("TRUESOURCE_QUERYLOG_SPAWN") or threading.active_count() > 1:
+        return "spawn"
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    return "fork"
+
+
 class QueryLogWriter:
-    """Starts the writer process (spawned: a clean interpreter, no inherited sockets) and stops it."""
+    """Starts the writer process and stops it. Forked when this process runs no other thread (a replay, a capture
+    before its threads start): the child has every module it needs loaded already, where a spawned interpreter
+    spent ~0.08 s of CPU importing them (decision 0180); spawned otherwise (a clean interpreter: forking a
+    process with threads can copy a lock held by one of them)."""
 
     def __init__(self, options: QueryLogOptions, limits: WriterLimits = DEFAULT_LIMITS) -> None:
         self.options = options
         self.limits = limits
         self.pipe_dir = tempfile.mkdtemp(prefix="truesource-qlog-")
         self.endpoint = f"ipc://{self.pipe_dir}/entries"
-        context = multiprocessing.get_context("spawn")
+        context: Any = multiprocessing.get_context("fork" if start_method() == "fork" else "spawn")
         self.control, child = context.Pipe()
         self.process = context.Process(target=writer_main, name="truesource-querylog",
                                        args=(self.endpoint, options.path, options.retention, options.segment_rows,
@@ -283,9 +315,16 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     # whole process group); if the sensor dies without saying so, the writer stores what it has and ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:  # its name in ps and top (a forked writer's command line is the sensor's)
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(WRITER_NAME)
+    except OSError:
+        pass
     parent = os.getppid()
+    keys_of, sort_keys = querylog_segment_functions()
     try:
-        store = QueryStore.open_writer(path, segment_rows, segment_bytes, limits.cache_kib)
+        store = QueryStore.open_writer(path, segment_rows, segment_bytes, limits.cache_kib, keys_of, sort_keys)
+        store.set_caps(limits.caps)
     except SensorError as err:
         control.send(("error", str(err)))
         return
@@ -296,10 +335,10 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     control.send(("ready",))
     written = removed = lost = truncated = dropped_answers = 0
     received = received_bytes = 0  # batches and their bytes, acknowledged once stored
-    write_bytes = min(limits.write_bytes, segment_bytes)  # a transaction (and its WAL) within a segment's size
-    write_rows = limits.write_rows
+    # a transaction within a segment's size; the rows limit as bytes (entries are not counted as they come)
+    write_bytes = min(limits.write_bytes, segment_bytes, limits.write_rows * (ENTRY_HEADER.size + 100))
     caps = limits.caps
-    pending: list[QueryLogEntry] = []
+    pending: list[bytes | memoryview] = []  # packed entries, as they came
     pending_bytes = 0
     retained = [0]
 
@@ -322,35 +361,36 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
         if pull.poll(50):
             while True:
                 try:
-                    raw = pull.recv(zmq.NOBLOCK)
-                    message = decode_query_log_message(raw)
+                    packed, message, size = receive(pull)
                 except zmq.Again:
                     break
                 received += 1
-                received_bytes += len(raw)
-                entries = (decode_query_log(message.data, caps=caps) if isinstance(message, PackedEntries)
-                           else message.entries)
-                pending.extend(entries)
-                pending_bytes += len(raw)
-                if len(pending) >= write_rows or pending_bytes >= write_bytes:
+                received_bytes += size
+                pending.append(packed if packed is not None else pack_entries(message.entries))  # type: ignore[union-attr]
+                pending_bytes += size
+                if pending_bytes >= write_bytes:
                     break
             if stopping_since is not None:
                 stopping_since = time.monotonic()
         now = time.monotonic()
-        if pending and (len(pending) >= write_rows or pending_bytes >= write_bytes or now - last_write >= WRITE_EVERY
-                        or stopping_since):
-            for entry in pending:
-                if entry.answers_dropped:
-                    truncated += 1
-                    dropped_answers += entry.answers_dropped
+        if pending and (pending_bytes >= write_bytes
+                        or now - last_write >= WRITE_EVERY or stopping_since):
             if error is None:
                 try:
-                    written += store.insert(pending)
+                    stored, suspects = store.append_packed(pending)
+                    written += stored
+                    if suspects:  # only the entries whose answers the caps may cut are decoded, to count them
+                        for entry in decode_query_log(suspects, caps=caps):
+                            if entry.answers_dropped:
+                                truncated += 1
+                                dropped_answers += entry.answers_dropped
                     control.send(("stored", received, received_bytes, written))  # the sensor's account of losses
+                except MemoryError:  # this process cannot go on: it dies, and the sensor says so (decision 0140)
+                    raise
                 except Exception as err:  # a full disk, a broken file: tell the sensor (exit 1), keep draining
                     error = f"{type(err).__name__}: {err}"
             if error is not None:  # the pipe is still read, so that a replay waiting on it can finish
-                lost += len(pending)
+                lost += sum(packed_count(bytes(part)) for part in pending)
             pending = []
             pending_bytes = 0
             last_write = now
@@ -366,6 +406,10 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     pull.close(0)
     context.term()
     store.close()
+    if os.environ.get("TRUESOURCE_QLOG_DEBUG"):
+        import resource
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"writer cpu {r.ru_utime + r.ru_stime:.3f}", file=__import__("sys").stderr)
     if error is not None:
         error += f" ({lost:,} queries not stored)"
     try:
