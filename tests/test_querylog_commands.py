@@ -429,7 +429,10 @@ def test_replay_stores_exactly_the_entries_the_loop_makes_and_hunt_finds_the_liv
         return (e["source"]["ip"], e["source"]["port"], e["dns"]["id"], e["dns"]["question"]["name"],
                 e["rule"]["name"], e["@timestamp"])
     hunted = [e for e in json_lines(hunt.stdout) if e["truesource"]["query"]["status"] != "response_only"]
-    live_hits = [e for e in json_lines(result.stdout) if e["event"]["dataset"] == "truesource.hit"]  # not anomalies
+    # not anomalies; and not CNAME hits (a response's CNAME target matching a rule): hunt matches stored question
+    # names only (the targets are in the stored answers, not among the names it walks: docs/querylog.md)
+    live_hits = [e for e in json_lines(result.stdout) if e["event"]["dataset"] == "truesource.hit"
+                 and "cname" not in e["truesource"]]
     assert sorted(map(key, hunted)) == sorted(map(key, live_hits))
 
 
