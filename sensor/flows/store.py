@@ -64,38 +64,74 @@ def partition_value(text: str) -> str:
     return quote(text, safe="-_.~ ") or "%00"
 
 
-def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray) -> pa.DictionaryArray:
-    """Addresses as dictionary-encoded text: each distinct address is formatted once. Arrow's hash-based
-    dictionary_encode finds them (no sort): IPv4 rows by their low half, IPv6 rows by both halves as 16 bytes."""
+class AddressTexts:
+    """Addresses already formatted, kept between row groups (decision 0194): the same clients and servers come
+    back in every group, so each is formatted once per run rather than once per group and column. Bounded: at
+    `limit` entries (a flood of new addresses) it starts over, costing what no cache costs."""
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        self.limit = limit
+        self.v4: dict[int, str] = {}  # the address's low half (::ffff:a.b.c.d) -> text
+        self.v6: dict[bytes, str] = {}  # its 16 bytes -> text
+
+    def texts(self, keys: list, cache: dict, format_missing) -> list[str]:
+        texts = [cache.get(key) for key in keys]
+        missing = [i for i, text in enumerate(texts) if text is None]
+        if missing:
+            if len(cache) + len(missing) > self.limit:
+                cache.clear()
+            for i, text in zip(missing, format_missing(missing).tolist()):
+                texts[i] = cache[keys[i]] = text
+        return texts
+
+
+def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray,
+                    cache: AddressTexts | None = None) -> pa.DictionaryArray:
+    """Addresses as dictionary-encoded text: each distinct address is formatted once (and once a run with a
+    `cache`). Arrow's hash-based dictionary_encode finds them (no sort): IPv4 rows by their low half, IPv6 rows
+    by both halves as 16 bytes."""
+    cache = cache or AddressTexts()
     v4 = version == 4
+    all4 = bool(v4.all())
     indices = np.empty(len(hi), np.int32)
-    encoded4 = pa.array(lo[v4]).dictionary_encode()
+    encoded4 = pa.array(lo if all4 else lo[v4]).dictionary_encode()
     uniq4 = encoded4.dictionary.to_numpy()
-    indices[v4] = encoded4.indices.to_numpy()
-    text = [format_addresses(np.zeros(len(uniq4), np.uint64), uniq4, np.full(len(uniq4), 4, np.uint8))]
-    if not v4.all():
+    if all4:
+        indices[:] = encoded4.indices.to_numpy()
+    else:
+        indices[v4] = encoded4.indices.to_numpy()
+
+    def format4(rows: list[int]) -> np.ndarray:
+        return format_addresses(np.zeros(len(rows), np.uint64), uniq4[rows], np.full(len(rows), 4, np.uint8))
+
+    text = cache.texts(uniq4.tolist(), cache.v4, format4)
+    if not all4:
         halves = np.empty((int((~v4).sum()), 2), ">u8")
         halves[:, 0], halves[:, 1] = hi[~v4], lo[~v4]
         binary = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(halves), [None, pa.py_buffer(halves)])
         encoded6 = binary.dictionary_encode()
-        uniq6 = np.frombuffer(encoded6.dictionary.buffers()[1], ">u8", count=2 * len(encoded6.dictionary))
-        uniq6 = uniq6.reshape(-1, 2).astype(np.uint64)
         indices[~v4] = len(uniq4) + encoded6.indices.to_numpy()
-        text.append(format_addresses(uniq6[:, 0].copy(), uniq6[:, 1].copy(), np.full(len(uniq6), 6, np.uint8)))
-    dictionary = pa.array(np.concatenate(text).tolist(), pa.string())
-    return pa.DictionaryArray.from_arrays(pa.array(indices), dictionary)
+        keys6 = encoded6.dictionary.to_pylist()
+
+        def format6(rows: list[int]) -> np.ndarray:
+            uniq6 = np.frombuffer(b"".join(keys6[i] for i in rows), ">u8").reshape(-1, 2).astype(np.uint64)
+            return format_addresses(uniq6[:, 0].copy(), uniq6[:, 1].copy(), np.full(len(rows), 6, np.uint8))
+
+        text += cache.texts(keys6, cache.v6, format6)
+    return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(text, pa.string()))
 
 
-def to_table(arr: np.ndarray) -> pa.Table:
-    """Flow records as an Arrow table in the store's columns."""
+def to_table(arr: np.ndarray, cache: AddressTexts | None = None) -> pa.Table:
+    """Flow records as an Arrow table in the store's columns; `cache`: address texts kept between calls."""
+    cache = cache or AddressTexts()
     columns = {name: pa.array(arr[name].astype(np.int64)).cast(TIMESTAMP) for name in TIME_COLUMNS}
     for name in INT_COLUMNS:
         field = np.ascontiguousarray(arr[name])
         stored = STORED[name]
         # uint64 -> int64 is a view (the same bits; read back as uint64 they are the same value)
         columns[name] = pa.array(field.view(stored) if field.dtype.itemsize == 8 else field.astype(stored))
-    columns["src_addr"] = _address_column(arr["src_hi"], arr["src_lo"], arr["ip_version"])
-    columns["dst_addr"] = _address_column(arr["dst_hi"], arr["dst_lo"], arr["ip_version"])
+    columns["src_addr"] = _address_column(arr["src_hi"], arr["src_lo"], arr["ip_version"], cache)
+    columns["dst_addr"] = _address_column(arr["dst_hi"], arr["dst_lo"], arr["ip_version"], cache)
     return pa.table(columns)
 
 
@@ -169,6 +205,7 @@ class FlowStoreWriter:
         self._open: dict[int, _File] = {}  # day number -> its file
         self._opened = 0.0
         self._sequence = 0
+        self._texts = AddressTexts()
         for path in remove_stale_tmp(directory):
             log.info("%s: removed, an unfinished file of a flow-store writer that was killed", path)
 
@@ -214,7 +251,7 @@ class FlowStoreWriter:
             room = self.max_records - file.records
             head, arr = arr[:room], arr[room:]
             try:
-                file.writer.write_table(to_table(head), row_group_size=len(head))
+                file.writer.write_table(to_table(head, self._texts), row_group_size=len(head))
                 file.records += len(head)
             except OSError as err:
                 self.lost += len(head)
