@@ -86,12 +86,12 @@ class AddressTexts:
 
 
 def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray,
-                    cache: AddressTexts | None = None) -> pa.DictionaryArray:
+                    cache: AddressTexts | None = None, v4: np.ndarray | None = None) -> pa.DictionaryArray:
     """Addresses as dictionary-encoded text: each distinct address is formatted once (and once a run with a
     `cache`). Arrow's hash-based dictionary_encode finds them (no sort): IPv4 rows by their low half, IPv6 rows
     by both halves as 16 bytes."""
     cache = cache or AddressTexts()
-    v4 = version == 4
+    v4 = version == 4 if v4 is None else v4
     all4 = bool(v4.all())
     indices = np.empty(len(hi), np.int32)
     encoded4 = pa.array(lo if all4 else lo[v4]).dictionary_encode()
@@ -121,18 +121,48 @@ def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray,
     return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(text, pa.string()))
 
 
-def to_table(arr: np.ndarray, cache: AddressTexts | None = None) -> pa.Table:
-    """Flow records as an Arrow table in the store's columns; `cache`: address texts kept between calls."""
+class Columns:
+    """The store's integer columns of up to `size` records, reused from one row group to the next (decision
+    0195): Arrow wraps them without a copy for the write, so no row group allocates (and page-faults in) fresh
+    memory for them. `fill` copies the record fields in blocks that stay in cache."""
+
+    BLOCK = 8192  # records per block: 590 KB of records
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.arrays = {name: np.empty(size, np.int64 if name in TIME_COLUMNS else STORED[name])
+                       for name in FLOW_FIELDS}
+        # written through views of the record field's own type: uint64 bits into int64 as they are
+        self._targets = {name: array.view(FLOW_DTYPE[name]) if array.itemsize == FLOW_DTYPE[name].itemsize
+                         and FLOW_DTYPE[name].kind == "u" else array for name, array in self.arrays.items()}
+
+    def fill(self, arr: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(arr)
+        for at in range(0, n, self.BLOCK):
+            block = arr[at:at + self.BLOCK]
+            for name, target in self._targets.items():
+                target[at:at + len(block)] = block[name]
+        return {name: array[:n] for name, array in self.arrays.items()}
+
+
+def to_table(arr: np.ndarray, cache: AddressTexts | None = None, columns: Columns | None = None) -> pa.Table:
+    """Flow records as an Arrow table in the store's columns; `cache`: address texts kept between calls;
+    `columns`: buffers to reuse (the table then holds them: write it before the next call)."""
     cache = cache or AddressTexts()
-    columns = {name: pa.array(arr[name].astype(np.int64)).cast(TIMESTAMP) for name in TIME_COLUMNS}
+    if columns is None or columns.size < len(arr):
+        columns = Columns(len(arr))
+    fields = columns.fill(arr)
+    n = len(arr)
+    table = {name: pa.Array.from_buffers(TIMESTAMP, n, [None, pa.py_buffer(fields[name])])
+             for name in TIME_COLUMNS}
     for name in INT_COLUMNS:
-        field = np.ascontiguousarray(arr[name])
-        stored = STORED[name]
-        # uint64 -> int64 is a view (the same bits; read back as uint64 they are the same value)
-        columns[name] = pa.array(field.view(stored) if field.dtype.itemsize == 8 else field.astype(stored))
-    columns["src_addr"] = _address_column(arr["src_hi"], arr["src_lo"], arr["ip_version"], cache)
-    columns["dst_addr"] = _address_column(arr["dst_hi"], arr["dst_lo"], arr["ip_version"], cache)
-    return pa.table(columns)
+        table[name] = pa.array(fields[name])
+    version = fields["ip_version"]
+    v4 = version == 4
+    for side in ("src", "dst"):
+        table[f"{side}_addr"] = _address_column(fields[f"{side}_hi"].view(np.uint64),
+                                                fields[f"{side}_lo"].view(np.uint64), version, cache, v4)
+    return pa.table(table)
 
 
 SCHEMA = to_table(np.zeros(0, FLOW_DTYPE)).schema
@@ -200,8 +230,9 @@ class FlowStoreWriter:
         self.records = 0
         self.lost = 0  # records of files that could not be completed (a full disk): removed, counted
         self.errors: list[str] = []  # the first error of each kind, said once
-        self._pending: list[np.ndarray] = []
-        self.buffered = 0  # records held in memory (gauge): at most row_group
+        self._pending: np.ndarray | None = None  # row_group records, allocated at the first write, reused
+        self._columns: Columns | None = None
+        self.buffered = 0  # records held in memory (gauge): fewer than row_group between writes
         self._open: dict[int, _File] = {}  # day number -> its file
         self._opened = 0.0
         self._sequence = 0
@@ -212,12 +243,18 @@ class FlowStoreWriter:
     def write(self, arr: np.ndarray) -> None:
         """Buffer records; write row groups when `row_group` are buffered; rotate when the files are old.
         Called once per batch, even with no records, so that a quiet live capture still rotates."""
-        if len(arr):
-            self._pending.append(arr)
-            self.buffered += len(arr)
-            self.records += len(arr)
-        if self.buffered >= self.row_group:
-            self._write_pending()
+        n = len(arr)
+        self.records += n
+        at = 0
+        while at < n:  # copied into the row group's buffer, a row group written each time it is full
+            if self._pending is None:
+                self._pending = np.empty(self.row_group, FLOW_DTYPE)
+            count = min(self.row_group - self.buffered, n - at)
+            self._pending[self.buffered:self.buffered + count] = arr[at:at + count]
+            self.buffered += count
+            at += count
+            if self.buffered >= self.row_group:
+                self._write_pending()
         if self._open and time.monotonic() - self._opened >= self.rotate_seconds:
             self._write_pending()
             self._close_files()
@@ -229,8 +266,8 @@ class FlowStoreWriter:
     def _write_pending(self) -> None:
         if not self.buffered:
             return
-        arr = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending, self.buffered = [], 0
+        assert self._pending is not None
+        arr, self.buffered = self._pending[:self.buffered], 0  # a view: written out before the buffer is reused
         days = arr["start_us"] // DAY_US
         first = int(days[0])
         if (days == first).all():
@@ -251,7 +288,9 @@ class FlowStoreWriter:
             room = self.max_records - file.records
             head, arr = arr[:room], arr[room:]
             try:
-                file.writer.write_table(to_table(head, self._texts), row_group_size=len(head))
+                if self._columns is None:
+                    self._columns = Columns(self.row_group)
+                file.writer.write_table(to_table(head, self._texts, self._columns), row_group_size=len(head))
                 file.records += len(head)
             except OSError as err:
                 self.lost += len(head)
