@@ -40,6 +40,31 @@ cdef struct FlowSlot:
     uint16_t sport, dport
     uint8_t proto, version, flags
 
+# A packet parsed and hashed, waiting for its turn (decision 0196): the index entry it will read is prefetched
+# when it is queued, FLOW_PENDING packets ahead, so the misses of consecutive packets overlap.
+cdef enum:
+    FLOW_PENDING = 8             # a power of two
+
+cdef struct FlowPacket:
+    uint64_t src_hi, src_lo, dst_hi, dst_lo, hash
+    int64_t now
+    uint64_t* counters
+    uint32_t length
+    int32_t vlan
+    uint16_t sport, dport
+    uint8_t proto, version, flags
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define flow_prefetch(p) __builtin_prefetch((p), 1)
+    #else
+    #define flow_prefetch(p) ((void)(p))
+    #endif
+    """
+    void flow_prefetch(const void* p) noexcept nogil
+
+
 cdef inline uint64_t rd64(const uint8_t* p) noexcept nogil:
     return (<uint64_t>rd32(p) << 32) | rd32(p + 4)
 
@@ -67,6 +92,8 @@ cdef class FlowTable:
     cdef FlowRecord* out
     cdef Py_ssize_t out_len, out_cap
     cdef object dtype            # sensor.flows.record.FLOW_DTYPE, handed in (ext/ imports nothing from sensor/)
+    cdef FlowPacket queue[FLOW_PENDING]
+    cdef uint32_t queue_head, queue_len   # packets accounted but not yet applied, oldest at queue_head
 
     def __cinit__(self, dtype, double idle_timeout=15.0, double active_timeout=1800.0, long max_flows=262144):
         cdef uint32_t nb = 16         # index entries: a power of two, at least twice the slots (load <= 1/2)
@@ -97,6 +124,8 @@ cdef class FlowTable:
         self.lru_head = -1
         self.lru_tail = -1
         self.out_len = 0
+        self.queue_head = 0
+        self.queue_len = 0
         # every slot on the free list, in order
         for i in range(max_flows):
             self.lru_next[i] = i + 1 if i + 1 < max_flows else -1
@@ -111,13 +140,25 @@ cdef class FlowTable:
 
     @property
     def count(self):
+        self.settle()
         return self.used
 
     def __len__(self):
+        self.settle()
         return self.used
+
+    cdef int settle(self) except -1:
+        """Every queued packet applied, in order: before anything looks at the table, and at the end of each
+        batch (FastLoop.run_batch), so that no packet waits past the loop whose counters it updates."""
+        while self.queue_len:
+            self.apply(&self.queue[self.queue_head])
+            self.queue_head = (self.queue_head + 1) & (FLOW_PENDING - 1)
+            self.queue_len -= 1
+        return 0
 
     def expire_idle(self, int64_t now_us):
         """Idle flows out at `now_us` (live capture calls it when no packet came to do it)."""
+        self.settle()
         self.expire_idle_at(now_us)
 
     cdef int expire_idle_at(self, int64_t now) except -1:
@@ -129,8 +170,10 @@ cdef class FlowTable:
     def flush(self):
         """Every flow out, oldest first, reason forced (end of a replay, or stop). The table is emptied at once
         (index cleared, free list rebuilt) rather than flow by flow."""
-        cdef int32_t s = self.lru_head
+        cdef int32_t s
         cdef uint32_t i
+        self.settle()
+        s = self.lru_head
         while s >= 0:
             self.emit(&self.slots[s], END_FORCED)
             s = self.lru_next[s]
@@ -146,6 +189,7 @@ cdef class FlowTable:
         """The records emitted since the last take, as a FLOW_DTYPE numpy array (a copy)."""
         import numpy  # here, not at module level: a run without flows never loads numpy (50-200 ms of start-up)
 
+        self.settle()
         cdef Py_ssize_t size = self.out_len * sizeof(FlowRecord)
         result = numpy.empty(self.out_len, dtype=self.dtype)
         cdef uint8_t[::1] target = result.view(numpy.uint8)
@@ -246,10 +290,7 @@ cdef class FlowTable:
         cdef int count = 0
         cdef const uint8_t* t
         cdef uint32_t tlen
-        cdef int32_t s
-        cdef uint32_t hash, mask, i
-        cdef uint64_t entry
-        cdef FlowSlot* f
+        cdef FlowPacket* q
         if version == 4:
             if n < 20 or p[0] >> 4 != 4:
                 return 0
@@ -314,11 +355,47 @@ cdef class FlowTable:
                     flags = t[13]
             elif (proto == 1 or proto == 58) and tlen >= 2:
                 dport = (<uint16_t>t[0] << 8) | t[1]
-        self.expire_idle_at(now)
         h = mix64(src_hi ^ mix64(src_lo ^ mix64(dst_hi ^ mix64(dst_lo ^ (
             (<uint64_t>sport << 48) | (<uint64_t>dport << 32) | (<uint64_t>proto << 24)
             | (<uint64_t>version << 16) | (<uint64_t><uint32_t>(vlan + 1)))))))
-        hash = <uint32_t>h
+        flow_prefetch(&self.index[<uint32_t>h & self.index_mask])
+        if self.queue_len == FLOW_PENDING:  # the oldest packet's turn
+            self.apply(&self.queue[self.queue_head])
+            self.queue_head = (self.queue_head + 1) & (FLOW_PENDING - 1)
+            self.queue_len -= 1
+        q = &self.queue[(self.queue_head + self.queue_len) & (FLOW_PENDING - 1)]
+        self.queue_len += 1
+        q.src_hi = src_hi
+        q.src_lo = src_lo
+        q.dst_hi = dst_hi
+        q.dst_lo = dst_lo
+        q.hash = h
+        q.now = now
+        q.counters = counters
+        q.length = end
+        q.vlan = vlan
+        q.sport = sport
+        q.dport = dport
+        q.proto = proto
+        q.version = version
+        q.flags = flags
+        return 0
+
+    cdef int apply(self, FlowPacket* q) except -1:
+        """One queued packet into its flow (rules 2-6 of sensor/flows/reference.py)."""
+        cdef uint64_t src_hi = q.src_hi, src_lo = q.src_lo, dst_hi = q.dst_hi, dst_lo = q.dst_lo
+        cdef uint16_t sport = q.sport, dport = q.dport
+        cdef uint8_t proto = q.proto, version = q.version, flags = q.flags
+        cdef int32_t vlan = q.vlan
+        cdef int64_t now = q.now
+        cdef uint64_t* counters = q.counters
+        cdef uint32_t end = q.length
+        cdef int32_t s, nxt
+        cdef uint32_t hash, mask, i
+        cdef uint64_t entry
+        cdef FlowSlot* f
+        self.expire_idle_at(now)
+        hash = <uint32_t>q.hash
         mask = self.index_mask
         i = hash & mask
         s = -1
@@ -341,6 +418,14 @@ cdef class FlowTable:
             if self.used >= self.capacity:
                 self.expire(self.lru_head, END_EVICTED)
                 counters[C_flows_evicted] += 1
+                # read ahead for the next evictions: the next victim's index entry (its slot was read ahead
+                # at the last eviction), and the slot of the one after
+                nxt = self.lru_head
+                if nxt >= 0:
+                    flow_prefetch(&self.index[self.slots[nxt].hash & mask])
+                    nxt = self.lru_next[nxt]
+                    if nxt >= 0:
+                        flow_prefetch(&self.slots[nxt])
             s = self.free_head
             f = &self.slots[s]
             self.free_head = self.lru_next[s]

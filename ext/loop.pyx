@@ -447,6 +447,8 @@ cdef class FastLoop:
             self.frame(base + offset, caplen, first_frame + i, m[0], m[1])
             if self.cs_frame_checked:
                 self.cs_end_frame()
+        if self.flows is not None:
+            self.flows.settle()  # the flow table's queued packets applied within the batch (decision 0196)
         return self.out
 
     cdef int frame(self, const uint8_t* p, uint32_t caplen, int64_t frame_no,
