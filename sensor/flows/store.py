@@ -162,10 +162,14 @@ def to_table(arr: np.ndarray, cache: AddressTexts | None = None, columns: Column
     for side in ("src", "dst"):
         table[f"{side}_addr"] = _address_column(fields[f"{side}_hi"].view(np.uint64),
                                                 fields[f"{side}_lo"].view(np.uint64), version, cache, v4)
-    return pa.table(table)
+    if SCHEMA is None:
+        return pa.table(table)
+    return pa.Table.from_arrays(list(table.values()), schema=SCHEMA)
 
 
-SCHEMA = to_table(np.zeros(0, FLOW_DTYPE)).schema
+SCHEMA: pa.Schema | None = None
+# Every column is required (never null): Parquet then writes no definition levels (decision 0197).
+SCHEMA = pa.schema([field.with_nullable(False) for field in to_table(np.zeros(0, FLOW_DTYPE)).schema])
 WRITER_OPTIONS = {
     "compression": COMPRESSION,
     "use_dictionary": [name for name in SCHEMA.names if name not in PLAIN_COLUMNS],
