@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import quote
 
 import numpy as np
@@ -64,25 +64,44 @@ def partition_value(text: str) -> str:
     return quote(text, safe="-_.~ ") or "%00"
 
 
+class _Texts:
+    """Formatted addresses by key, as sorted numpy arrays: a row group's distinct keys are looked up at once."""
+
+    def __init__(self, dtype: str) -> None:
+        self.keys = np.zeros(0, dtype)
+        self.texts = np.zeros(0, object)
+
+    def lookup(self, keys: np.ndarray, format_rows: Callable[[np.ndarray], np.ndarray], limit: int) -> np.ndarray:
+        """The texts of `keys` (distinct); `format_rows(rows)` formats those of keys[rows] not known yet."""
+        out = np.empty(len(keys), object)
+        if not len(keys):
+            return out
+        if len(self.keys):
+            at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+            found = self.keys[at] == keys
+            out[found] = self.texts[at[found]]
+            missing = np.flatnonzero(~found)
+        else:
+            missing = np.arange(len(keys))
+        if len(missing):
+            out[missing] = format_rows(missing)
+            if len(self.keys) + len(missing) > limit:  # a flood of new addresses: start over
+                self.keys, self.texts = self.keys[:0], self.texts[:0]
+            keys_all = np.concatenate([self.keys, keys[missing]])
+            order = np.argsort(keys_all, kind="stable")
+            self.keys, self.texts = keys_all[order], np.concatenate([self.texts, out[missing]])[order]
+        return out
+
+
 class AddressTexts:
     """Addresses already formatted, kept between row groups (decision 0194): the same clients and servers come
     back in every group, so each is formatted once per run rather than once per group and column. Bounded: at
-    `limit` entries (a flood of new addresses) it starts over, costing what no cache costs."""
+    `limit` addresses of a family (a flood of new ones) it starts over, costing what no cache costs."""
 
     def __init__(self, limit: int = 1 << 16) -> None:
         self.limit = limit
-        self.v4: dict[int, str] = {}  # the address's low half (::ffff:a.b.c.d) -> text
-        self.v6: dict[bytes, str] = {}  # its 16 bytes -> text
-
-    def texts(self, keys: list, cache: dict, format_missing) -> list[str]:
-        texts = [cache.get(key) for key in keys]
-        missing = [i for i, text in enumerate(texts) if text is None]
-        if missing:
-            if len(cache) + len(missing) > self.limit:
-                cache.clear()
-            for i, text in zip(missing, format_missing(missing).tolist()):
-                texts[i] = cache[keys[i]] = text
-        return texts
+        self.v4 = _Texts("u8")  # by the address's low half (::ffff:a.b.c.d)
+        self.v6 = _Texts("S16")  # by its 16 bytes
 
 
 def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray,
@@ -101,23 +120,24 @@ def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray,
     else:
         indices[v4] = encoded4.indices.to_numpy()
 
-    def format4(rows: list[int]) -> np.ndarray:
+    def format4(rows: np.ndarray) -> np.ndarray:
         return format_addresses(np.zeros(len(rows), np.uint64), uniq4[rows], np.full(len(rows), 4, np.uint8))
 
-    text = cache.texts(uniq4.tolist(), cache.v4, format4)
+    text = cache.v4.lookup(uniq4, format4, cache.limit)
     if not all4:
         halves = np.empty((int((~v4).sum()), 2), ">u8")
         halves[:, 0], halves[:, 1] = hi[~v4], lo[~v4]
         binary = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(halves), [None, pa.py_buffer(halves)])
         encoded6 = binary.dictionary_encode()
         indices[~v4] = len(uniq4) + encoded6.indices.to_numpy()
-        keys6 = encoded6.dictionary.to_pylist()
+        dictionary = encoded6.dictionary
+        uniq6 = np.frombuffer(dictionary.buffers()[1], ">u8", count=2 * len(dictionary)).reshape(-1, 2)
 
-        def format6(rows: list[int]) -> np.ndarray:
-            uniq6 = np.frombuffer(b"".join(keys6[i] for i in rows), ">u8").reshape(-1, 2).astype(np.uint64)
-            return format_addresses(uniq6[:, 0].copy(), uniq6[:, 1].copy(), np.full(len(rows), 6, np.uint8))
+        def format6(rows: np.ndarray) -> np.ndarray:
+            return format_addresses(uniq6[rows, 0].astype(np.uint64), uniq6[rows, 1].astype(np.uint64),
+                                    np.full(len(rows), 6, np.uint8))
 
-        text += cache.texts(keys6, cache.v6, format6)
+        text = np.concatenate([text, cache.v6.lookup(uniq6.copy().view("S16").ravel(), format6, cache.limit)])
     return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(text, pa.string()))
 
 
@@ -254,7 +274,11 @@ class FlowStoreWriter:
             if self._pending is None:
                 self._pending = np.empty(self.row_group, FLOW_DTYPE)
             count = min(self.row_group - self.buffered, n - at)
-            self._pending[self.buffered:self.buffered + count] = arr[at:at + count]
+            target, part = self._pending[self.buffered:self.buffered + count], arr[at:at + count]
+            if part.dtype == FLOW_DTYPE and part.flags.c_contiguous:
+                target.view(np.uint8)[:] = part.view(np.uint8)  # a memcpy; numpy copies a packed dtype by field
+            else:
+                target[:] = part
             self.buffered += count
             at += count
             if self.buffered >= self.row_group:
