@@ -19,11 +19,17 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+try:  # decision 0198: the writer's modules without pyarrow.parquet's and pyarrow.compute's Python layers
+    from pyarrow import _compute as _native_compute
+    from pyarrow import _parquet as _native_parquet
+except ImportError:  # pragma: no cover - a pyarrow without them: the public modules below
+    _native_compute = _native_parquet = None
 
 from sensor.errors import StartupError
 from sensor.flows.record import FLOW_DTYPE, FLOW_FIELDS, format_addresses
@@ -104,6 +110,24 @@ class AddressTexts:
         self.v6 = _Texts("S16")  # by its 16 bytes
 
 
+def _int_array(values: np.ndarray) -> pa.Array:
+    """A contiguous numpy integer array as an Arrow array, without a copy (nor pa.array's checks for pandas and
+    masked arrays, which import numpy.ma)."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def _dictionary_encode(array: pa.Array) -> pa.DictionaryArray:
+    """Arrow's hash-based dictionary_encode, called through pyarrow._compute when it is there (pyarrow.compute,
+    which Array.dictionary_encode imports, builds a Python wrapper for every kernel: ~25 ms of start-up)."""
+    if _native_compute is not None:
+        try:
+            return _native_compute.call_function("dictionary_encode", [array])
+        except (AttributeError, TypeError):  # pragma: no cover - another pyarrow's private API
+            pass
+    return array.dictionary_encode()
+
+
 def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray,
                     cache: AddressTexts | None = None, v4: np.ndarray | None = None) -> pa.DictionaryArray:
     """Addresses as dictionary-encoded text: each distinct address is formatted once (and once a run with a
@@ -113,7 +137,7 @@ def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray,
     v4 = version == 4 if v4 is None else v4
     all4 = bool(v4.all())
     indices = np.empty(len(hi), np.int32)
-    encoded4 = pa.array(lo if all4 else lo[v4]).dictionary_encode()
+    encoded4 = _dictionary_encode(_int_array(lo if all4 else lo[v4]))
     uniq4 = encoded4.dictionary.to_numpy()
     if all4:
         indices[:] = encoded4.indices.to_numpy()
@@ -128,7 +152,7 @@ def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray,
         halves = np.empty((int((~v4).sum()), 2), ">u8")
         halves[:, 0], halves[:, 1] = hi[~v4], lo[~v4]
         binary = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(halves), [None, pa.py_buffer(halves)])
-        encoded6 = binary.dictionary_encode()
+        encoded6 = _dictionary_encode(binary)
         indices[~v4] = len(uniq4) + encoded6.indices.to_numpy()
         dictionary = encoded6.dictionary
         uniq6 = np.frombuffer(dictionary.buffers()[1], ">u8", count=2 * len(dictionary)).reshape(-1, 2)
@@ -138,7 +162,7 @@ def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray,
                                     np.full(len(rows), 6, np.uint8))
 
         text = np.concatenate([text, cache.v6.lookup(uniq6.copy().view("S16").ravel(), format6, cache.limit)])
-    return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(text, pa.string()))
+    return pa.DictionaryArray.from_arrays(_int_array(indices), pa.array(text.tolist(), pa.string()))
 
 
 class Columns:
@@ -176,7 +200,7 @@ def to_table(arr: np.ndarray, cache: AddressTexts | None = None, columns: Column
     table = {name: pa.Array.from_buffers(TIMESTAMP, n, [None, pa.py_buffer(fields[name])])
              for name in TIME_COLUMNS}
     for name in INT_COLUMNS:
-        table[name] = pa.array(fields[name])
+        table[name] = _int_array(fields[name])
     version = fields["ip_version"]
     v4 = version == 4
     for side in ("src", "dst"):
@@ -202,8 +226,42 @@ class _File:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.writer = pq.ParquetWriter(path + TMP, SCHEMA, **WRITER_OPTIONS)
+        self.sink: pa.NativeFile | None = None
+        self.writer = _parquet_writer(self, path + TMP)
         self.records = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table, row_group_size=len(table))
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            if self.sink is not None:
+                self.sink.close()
+
+
+_NATIVE_WRITER = [_native_parquet is not None]  # False once the private writer has refused its arguments
+
+
+def _parquet_writer(file: _File, path: str) -> Any:
+    """pyarrow._parquet.ParquetWriter on a file opened here, with the arguments pyarrow.parquet.ParquetWriter
+    passes it (the same file, byte for byte, without importing pyarrow.parquet and pyarrow.fs: ~40 ms CPU of
+    every start-up with a store); the public writer if this pyarrow's private one takes other arguments."""
+    if _NATIVE_WRITER[0]:
+        sink = pa.OSFile(path, "wb")
+        try:
+            writer = _native_parquet.ParquetWriter(
+                sink, SCHEMA, version="2.6", writer_engine_version="V2", data_page_version="1.0",
+                use_compliant_nested_type=True, store_schema=True, **WRITER_OPTIONS)
+            file.sink = sink
+            return writer
+        except (AttributeError, TypeError):  # pragma: no cover - another pyarrow's private API
+            sink.close()
+            _NATIVE_WRITER[0] = False
+    import pyarrow.parquet as pq
+
+    return pq.ParquetWriter(path, SCHEMA, **WRITER_OPTIONS)
 
 
 def remove_stale_tmp(directory: str) -> list[str]:
@@ -318,7 +376,7 @@ class FlowStoreWriter:
             try:
                 if self._columns is None:
                     self._columns = Columns(self.row_group)
-                file.writer.write_table(to_table(head, self._texts, self._columns), row_group_size=len(head))
+                file.write(to_table(head, self._texts, self._columns))
                 file.records += len(head)
             except OSError as err:
                 self.lost += len(head)
@@ -352,7 +410,7 @@ class FlowStoreWriter:
         """Complete a file: footer written, data on disk (fsync), then the rename makes it visible."""
         file = self._open.pop(day)
         try:
-            file.writer.close()
+            file.close()
             descriptor = os.open(file.path + TMP, os.O_RDONLY)
             try:
                 os.fsync(descriptor)
@@ -370,7 +428,7 @@ class FlowStoreWriter:
         file = self._open.pop(day)
         self.lost += file.records  # the row groups already in it go with it
         try:
-            file.writer.close()
+            file.close()
         except OSError:
             pass
         self._remove(file, err)
@@ -432,6 +490,8 @@ def read_flows(paths: str | Sequence[str], on_skip=skip_unreadable) -> np.ndarra
     column is decoded by Arrow and copied into the record array in one step; the text address columns are not
     read. An unreadable file is skipped and passed to `on_skip`.
     """
+    import pyarrow.parquet as pq  # here: the writer does without it
+
     if isinstance(paths, str):
         paths = [paths]
     named = [path for path in paths if not os.path.isdir(path)]
