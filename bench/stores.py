@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, os.path.join(BENCH, "make_capture.py")], check=True)
     base = [sys.executable, "-m", "sensor", "replay", args.capture, "--rules", args.rules, "--no-progress",
             "--out", "/dev/null"]
-    results: dict[str, list[tuple[float, float]]] = {"plain": [], "query-log": [], "flow-store": []}
+    modes = ["plain"] + [m for m in args.modes.split(",") if m in ("query-log", "flow-store")]
+    results: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory(prefix="truesource-stores-") as tmp:
         for _ in range(args.repeat):
             for mode in results:
