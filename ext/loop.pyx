@@ -427,6 +427,11 @@ cdef class FastLoop:
         if self.pending is not None:
             self.pending.flush()
 
+    def __dealloc__(self):
+        # a batch that raised may have left packets queued in a shared flow table with this loop's counters
+        if self.flows is not None:
+            self.flows.settle()
+
     def run_batch(self, const uint8_t[::1] data, const uint8_t[::1] meta, long first_frame):
         """Decode the frames of one next_batch() result; return the records made."""
         cdef Py_ssize_t n = meta.shape[0] // 16
