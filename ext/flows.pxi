@@ -1,6 +1,8 @@
-# The flow table: unidirectional flows of every frame's first IP header, in a fixed array of slots with a
-# chained hash index and a least-recently-updated list. The reference (the spec, rule by rule) is
-# sensor/flows/reference.py; docs/flows.md says why each rule is what it is.
+# The flow table: unidirectional flows of every frame's first IP header, in a fixed array of slots with an
+# open-addressing hash index and a least-recently-updated list. The reference (the spec, rule by rule) is
+# sensor/flows/reference.py; docs/flows.md says why each rule is what it is. Decision 0193: the index is
+# linear probing over 8-byte entries (a slot's 32-bit hash and its number), so a miss (most packets start a
+# flow) reads one index line and no slot, and the list's links live in their own small arrays.
 
 cdef enum:
     END_IDLE = 1
@@ -31,14 +33,36 @@ cdef packed struct FlowRecord:
 
 cdef struct FlowSlot:
     uint64_t src_hi, src_lo, dst_hi, dst_lo
-    uint16_t sport, dport
-    uint8_t proto, version, flags
-    int32_t vlan
     int64_t start, end
     uint64_t packets, bytes
-    int32_t prev, next           # least-recently-updated list: head is the oldest
-    int32_t chain                # next slot in the same hash bucket (or the free list), -1 at the end
-    uint32_t bucket
+    int32_t vlan
+    uint32_t hash                # the key's hash, low 32 bits: its home in the index, and its index entry's tag
+    uint16_t sport, dport
+    uint8_t proto, version, flags
+
+# A packet parsed and hashed, waiting for its turn (decision 0196): the index entry it will read is prefetched
+# when it is queued, FLOW_PENDING packets ahead, so the misses of consecutive packets overlap.
+cdef enum:
+    FLOW_PENDING = 8             # a power of two
+
+cdef struct FlowPacket:
+    uint64_t src_hi, src_lo, dst_hi, dst_lo, hash
+    int64_t now
+    uint64_t* counters
+    uint32_t length
+    int32_t vlan
+    uint16_t sport, dport
+    uint8_t proto, version, flags
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define flow_prefetch(p) __builtin_prefetch((p), 1)
+    #else
+    #define flow_prefetch(p) ((void)(p))
+    #endif
+    """
+    void flow_prefetch(const void* p) noexcept nogil
 
 
 cdef inline uint64_t rd64(const uint8_t* p) noexcept nogil:
@@ -59,16 +83,20 @@ cdef class FlowTable:
     """Flows keyed by addresses, ports, protocol, IP version and VLAN; see sensor/flows/reference.py."""
 
     cdef FlowSlot* slots
-    cdef int32_t* buckets        # slot index + 1, 0 when empty (so calloc is an empty index)
-    cdef uint32_t bucket_mask
+    cdef int32_t* lru_prev       # least-recently-updated list, by slot: head is the oldest, -1 at the ends
+    cdef int32_t* lru_next       # (also the free list's links)
+    cdef uint64_t* index         # hash << 32 | slot + 1; 0 when empty (so calloc is an empty index)
+    cdef uint32_t index_mask
     cdef int32_t capacity, used, free_head, lru_head, lru_tail
     cdef int64_t idle_us, active_us
     cdef FlowRecord* out
     cdef Py_ssize_t out_len, out_cap
     cdef object dtype            # sensor.flows.record.FLOW_DTYPE, handed in (ext/ imports nothing from sensor/)
+    cdef FlowPacket queue[FLOW_PENDING]
+    cdef uint32_t queue_head, queue_len   # packets accounted but not yet applied, oldest at queue_head
 
     def __cinit__(self, dtype, double idle_timeout=15.0, double active_timeout=1800.0, long max_flows=262144):
-        cdef uint32_t nb = 16
+        cdef uint32_t nb = 16         # index entries: a power of two, at least twice the slots (load <= 1/2)
         cdef int32_t i
         if max_flows < 1 or max_flows > 0x3FFFFFFF:
             raise ValueError(f"max flows must be from 1 to {0x3FFFFFFF}, not {max_flows}")
@@ -81,37 +109,56 @@ cdef class FlowTable:
         while nb < <uint32_t>max_flows * 2:
             nb <<= 1
         self.slots = <FlowSlot*>calloc(max_flows, sizeof(FlowSlot))
-        self.buckets = <int32_t*>calloc(nb, sizeof(int32_t))
+        self.lru_prev = <int32_t*>calloc(max_flows, sizeof(int32_t))
+        self.lru_next = <int32_t*>calloc(max_flows, sizeof(int32_t))
+        self.index = <uint64_t*>calloc(nb, sizeof(uint64_t))
         self.out_cap = 1024
         self.out = <FlowRecord*>malloc(self.out_cap * sizeof(FlowRecord))
-        if self.slots == NULL or self.buckets == NULL or self.out == NULL:
+        if (self.slots == NULL or self.lru_prev == NULL or self.lru_next == NULL or self.index == NULL
+                or self.out == NULL):
             raise MemoryError()
-        self.bucket_mask = nb - 1
+        self.index_mask = nb - 1
         self.idle_us = <int64_t>(idle_timeout * 1000000)
         self.active_us = <int64_t>(active_timeout * 1000000)
         self.used = 0
         self.lru_head = -1
         self.lru_tail = -1
         self.out_len = 0
+        self.queue_head = 0
+        self.queue_len = 0
         # every slot on the free list, in order
         for i in range(max_flows):
-            self.slots[i].chain = i + 1 if i + 1 < max_flows else -1
+            self.lru_next[i] = i + 1 if i + 1 < max_flows else -1
         self.free_head = 0
 
     def __dealloc__(self):
         free(self.slots)
-        free(self.buckets)
+        free(self.lru_prev)
+        free(self.lru_next)
+        free(self.index)
         free(self.out)
 
     @property
     def count(self):
+        self.settle()
         return self.used
 
     def __len__(self):
+        self.settle()
         return self.used
+
+    cdef int settle(self) except -1:
+        """Every queued packet applied, in order: before anything looks at the table, and at the end of each
+        batch (FastLoop.run_batch), so that no packet waits past the loop whose counters it updates."""
+        while self.queue_len:
+            self.apply(&self.queue[self.queue_head])
+            self.queue_head = (self.queue_head + 1) & (FLOW_PENDING - 1)
+            self.queue_len -= 1
+        return 0
 
     def expire_idle(self, int64_t now_us):
         """Idle flows out at `now_us` (live capture calls it when no packet came to do it)."""
+        self.settle()
         self.expire_idle_at(now_us)
 
     cdef int expire_idle_at(self, int64_t now) except -1:
@@ -121,14 +168,28 @@ cdef class FlowTable:
         return 0
 
     def flush(self):
-        """Every flow out, oldest first, reason forced (end of a replay, or stop)."""
-        while self.lru_head >= 0:
-            self.expire(self.lru_head, END_FORCED)
+        """Every flow out, oldest first, reason forced (end of a replay, or stop). The table is emptied at once
+        (index cleared, free list rebuilt) rather than flow by flow."""
+        cdef int32_t s
+        cdef uint32_t i
+        self.settle()
+        s = self.lru_head
+        while s >= 0:
+            self.emit(&self.slots[s], END_FORCED)
+            s = self.lru_next[s]
+        memset(self.index, 0, (<size_t>self.index_mask + 1) * sizeof(uint64_t))
+        for i in range(<uint32_t>self.capacity):
+            self.lru_next[i] = <int32_t>i + 1 if <int32_t>i + 1 < self.capacity else -1
+        self.free_head = 0
+        self.lru_head = -1
+        self.lru_tail = -1
+        self.used = 0
 
     def take(self):
         """The records emitted since the last take, as a FLOW_DTYPE numpy array (a copy)."""
         import numpy  # here, not at module level: a run without flows never loads numpy (50-200 ms of start-up)
 
+        self.settle()
         cdef Py_ssize_t size = self.out_len * sizeof(FlowRecord)
         result = numpy.empty(self.out_len, dtype=self.dtype)
         cdef uint8_t[::1] target = result.view(numpy.uint8)
@@ -167,36 +228,53 @@ cdef class FlowTable:
         return 0
 
     cdef inline void lru_unlink(self, int32_t s) noexcept:
-        cdef FlowSlot* f = &self.slots[s]
-        if f.prev >= 0:
-            self.slots[f.prev].next = f.next
+        cdef int32_t prev = self.lru_prev[s], next = self.lru_next[s]
+        if prev >= 0:
+            self.lru_next[prev] = next
         else:
-            self.lru_head = f.next
-        if f.next >= 0:
-            self.slots[f.next].prev = f.prev
+            self.lru_head = next
+        if next >= 0:
+            self.lru_prev[next] = prev
         else:
-            self.lru_tail = f.prev
+            self.lru_tail = prev
 
     cdef inline void lru_append(self, int32_t s) noexcept:
-        cdef FlowSlot* f = &self.slots[s]
-        f.prev = self.lru_tail
-        f.next = -1
+        self.lru_prev[s] = self.lru_tail
+        self.lru_next[s] = -1
         if self.lru_tail >= 0:
-            self.slots[self.lru_tail].next = s
+            self.lru_next[self.lru_tail] = s
         else:
             self.lru_head = s
         self.lru_tail = s
 
+    cdef inline void index_remove(self, int32_t s, uint32_t hash) noexcept:
+        """Slot s out of the index: its entry found from its home, then the entries after it shifted back
+        (linear probing without tombstones: every entry stays reachable from its home)."""
+        cdef uint32_t mask = self.index_mask
+        cdef uint32_t i = hash & mask, j, home
+        cdef uint64_t entry
+        while <int32_t>(self.index[i] & 0xFFFFFFFF) != s + 1:
+            i = (i + 1) & mask
+        j = i
+        while True:
+            j = (j + 1) & mask
+            entry = self.index[j]
+            if entry == 0:
+                break
+            home = <uint32_t>(entry >> 32) & mask
+            # entry at j may move to the hole at i unless its home lies cyclically in (i, j]
+            if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
+                self.index[i] = entry
+                i = j
+        self.index[i] = 0
+
     cdef int expire(self, int32_t s, uint8_t reason) except -1:
-        """Emit slot s and give it back: out of its bucket chain, the LRU list, onto the free list."""
+        """Emit slot s and give it back: out of the index, the LRU list, onto the free list."""
         cdef FlowSlot* f = &self.slots[s]
-        cdef int32_t* link = &self.buckets[f.bucket]
         self.emit(f, reason)
-        while link[0] != s + 1:
-            link = &self.slots[link[0] - 1].chain
-        link[0] = f.chain
+        self.index_remove(s, f.hash)
         self.lru_unlink(s)
-        f.chain = self.free_head
+        self.lru_next[s] = self.free_head
         self.free_head = s
         self.used -= 1
         return 0
@@ -212,8 +290,7 @@ cdef class FlowTable:
         cdef int count = 0
         cdef const uint8_t* t
         cdef uint32_t tlen
-        cdef int32_t s, link
-        cdef FlowSlot* f
+        cdef FlowPacket* q
         if version == 4:
             if n < 20 or p[0] >> 4 != 4:
                 return 0
@@ -278,20 +355,62 @@ cdef class FlowTable:
                     flags = t[13]
             elif (proto == 1 or proto == 58) and tlen >= 2:
                 dport = (<uint16_t>t[0] << 8) | t[1]
-        self.expire_idle_at(now)
         h = mix64(src_hi ^ mix64(src_lo ^ mix64(dst_hi ^ mix64(dst_lo ^ (
             (<uint64_t>sport << 48) | (<uint64_t>dport << 32) | (<uint64_t>proto << 24)
             | (<uint64_t>version << 16) | (<uint64_t><uint32_t>(vlan + 1)))))))
-        link = self.buckets[h & self.bucket_mask]
+        flow_prefetch(&self.index[<uint32_t>h & self.index_mask])
+        if self.queue_len == FLOW_PENDING:  # the oldest packet's turn
+            self.apply(&self.queue[self.queue_head])
+            self.queue_head = (self.queue_head + 1) & (FLOW_PENDING - 1)
+            self.queue_len -= 1
+        q = &self.queue[(self.queue_head + self.queue_len) & (FLOW_PENDING - 1)]
+        self.queue_len += 1
+        q.src_hi = src_hi
+        q.src_lo = src_lo
+        q.dst_hi = dst_hi
+        q.dst_lo = dst_lo
+        q.hash = h
+        q.now = now
+        q.counters = counters
+        q.length = end
+        q.vlan = vlan
+        q.sport = sport
+        q.dport = dport
+        q.proto = proto
+        q.version = version
+        q.flags = flags
+        return 0
+
+    cdef int apply(self, FlowPacket* q) except -1:
+        """One queued packet into its flow (rules 2-6 of sensor/flows/reference.py)."""
+        cdef uint64_t src_hi = q.src_hi, src_lo = q.src_lo, dst_hi = q.dst_hi, dst_lo = q.dst_lo
+        cdef uint16_t sport = q.sport, dport = q.dport
+        cdef uint8_t proto = q.proto, version = q.version, flags = q.flags
+        cdef int32_t vlan = q.vlan
+        cdef int64_t now = q.now
+        cdef uint64_t* counters = q.counters
+        cdef uint32_t end = q.length
+        cdef int32_t s, nxt
+        cdef uint32_t hash, mask, i
+        cdef uint64_t entry
+        cdef FlowSlot* f
+        self.expire_idle_at(now)
+        hash = <uint32_t>q.hash
+        mask = self.index_mask
+        i = hash & mask
         s = -1
-        while link:
-            f = &self.slots[link - 1]
-            if (f.src_lo == src_lo and f.dst_lo == dst_lo and f.sport == sport and f.dport == dport
-                    and f.src_hi == src_hi and f.dst_hi == dst_hi and f.proto == proto
-                    and f.version == version and f.vlan == vlan):
-                s = link - 1
+        while True:
+            entry = self.index[i]
+            if entry == 0:
                 break
-            link = f.chain
+            if <uint32_t>(entry >> 32) == hash:
+                f = &self.slots[<int32_t>(entry & 0xFFFFFFFF) - 1]
+                if (f.src_lo == src_lo and f.dst_lo == dst_lo and f.sport == sport and f.dport == dport
+                        and f.src_hi == src_hi and f.dst_hi == dst_hi and f.proto == proto
+                        and f.version == version and f.vlan == vlan):
+                    s = <int32_t>(entry & 0xFFFFFFFF) - 1
+                    break
+            i = (i + 1) & mask
         if s >= 0 and now - self.slots[s].start > self.active_us:
             self.expire(s, END_ACTIVE)
             s = -1
@@ -299,12 +418,23 @@ cdef class FlowTable:
             if self.used >= self.capacity:
                 self.expire(self.lru_head, END_EVICTED)
                 counters[C_flows_evicted] += 1
+                # read ahead for the next evictions: the next victim's index entry (its slot was read ahead
+                # at the last eviction), and the slot of the one after
+                nxt = self.lru_head
+                if nxt >= 0:
+                    flow_prefetch(&self.index[self.slots[nxt].hash & mask])
+                    nxt = self.lru_next[nxt]
+                    if nxt >= 0:
+                        flow_prefetch(&self.slots[nxt])
             s = self.free_head
             f = &self.slots[s]
-            self.free_head = f.chain
-            f.bucket = h & self.bucket_mask
-            f.chain = self.buckets[f.bucket]
-            self.buckets[f.bucket] = s + 1
+            self.free_head = self.lru_next[s]
+            # the first empty entry from the home (an expiry above may have emptied or shifted entries)
+            i = hash & mask
+            while self.index[i] != 0:
+                i = (i + 1) & mask
+            self.index[i] = (<uint64_t>hash << 32) | <uint32_t>(s + 1)
+            f.hash = hash
             f.src_hi = src_hi
             f.src_lo = src_lo
             f.dst_hi = dst_hi

@@ -490,6 +490,11 @@ cdef class FastLoop:
         if self.pending is not None:
             self.pending.flush()
 
+    def __dealloc__(self):
+        # a batch that raised may have left packets queued in a shared flow table with this loop's counters
+        if self.flows is not None:
+            self.flows.settle()
+
     def run_batch(self, const uint8_t[::1] data, const uint8_t[::1] meta, long first_frame):
         """Decode the frames of one next_batch() result; return the records made."""
         cdef Py_ssize_t n = meta.shape[0] // 16
@@ -517,6 +522,8 @@ cdef class FastLoop:
             self.frame(base + offset, caplen, first_frame + i, m[0], m[1])
             if self.cs_frame_checked:
                 self.cs_end_frame()
+        if self.flows is not None:
+            self.flows.settle()  # the flow table's queued packets applied within the batch (decision 0196)
         return self.out
 
     cdef int frame(self, const uint8_t* p, uint32_t caplen, int64_t frame_no,

@@ -3,8 +3,14 @@ packaging script or a health check asks it often; the full parser costs 100 ms t
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+
+# numpy (flows, the flow store) loads OpenBLAS, whose threads spin on every core for a while after each call
+# that uses them: 0.1-0.2 s CPU of a --flow-store replay on 2 cores, for no matrix work at all. One thread, set
+# before numpy is imported (it reads the variable once, at load); a caller's own setting is kept (decision 0190).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

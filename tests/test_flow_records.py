@@ -202,6 +202,27 @@ def test_flood_of_unique_flows_stays_at_the_limit(pure: bool) -> None:
     assert int(during["packets"].sum() + flushed["packets"].sum()) == count
 
 
+@pytest.mark.skipif(compiled is None, reason="sensor._loop not built")
+def test_queued_packets_settle_after_a_batch_that_raised_and_with_the_loop() -> None:
+    """The compiled table queues packets a few deep (decision 0196): a batch that raises part-way still has
+    its earlier packets in the table, counted by the loop that saw them, also once that loop is gone."""
+    frames = udp_flood(6)
+    settings = FlowSettings(idle_timeout=3600, active_timeout=3600, max_flows=100)
+    table = make_flow_table(settings)
+    loop = make_loop(1, (53,), {}, flows=table)
+    meta = [struct.pack("=IIII", 1_700_000_000, i, i * len(frames[0]), len(frames[0])) for i in range(5)]
+    meta.append(struct.pack("=IIII", 1_700_000_000, 9, 10**6, 10))  # points past the data
+    with pytest.raises(ValueError):
+        loop.run_batch(b"".join(frames[:5]), b"".join(meta), 1)
+    assert table.count == 5 and loop.counters()["flows_created"] == 5
+    other = make_loop(1, (53,), {}, flows=table)  # a second loop on the same table (the next capture file)
+    other.run_batch(frames[5], struct.pack("=IIII", 1_700_000_001, 0, 0, len(frames[5])), 7)
+    assert other.counters()["flows_created"] == 1 and len(table) == 6
+    del loop, other
+    table.flush()
+    assert len(table.take()) == 6
+
+
 # ------------------------------------------------------------------ record helpers
 
 def test_addresses_round_trip_through_halves() -> None:

@@ -18,12 +18,18 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+try:  # decision 0198: the writer's modules without pyarrow.parquet's and pyarrow.compute's Python layers
+    from pyarrow import _compute as _native_compute
+    from pyarrow import _parquet as _native_parquet
+except ImportError:  # pragma: no cover - a pyarrow without them: the public modules below
+    _native_compute = _native_parquet = None
 
 from sensor.errors import StartupError
 from sensor.flows.record import FLOW_DTYPE, FLOW_FIELDS, format_addresses
@@ -46,6 +52,12 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 DAY_US = 86_400 * 1_000_000
 # What each integer field is stored as: the same bits in a type without surprises in Spark, Trino, ClickHouse.
 STORED = {name: (np.int64 if FLOW_DTYPE[name].itemsize == 8 else np.int32) for name in INT_COLUMNS}
+# Parquet encodings by column (decision 0192): dictionary pages only where values repeat. Times and ports are
+# nearly unique per flow: a dictionary of them costs a hash per value and a larger file (start_us 5.4 -> 3.6 MB
+# plain, 0.07 -> 0.02 s CPU per 860k flows). Min/max statistics on every column but the address texts, whose
+# string statistics cost as much as the column and prune nothing (addresses are not in row order).
+PLAIN_COLUMNS = ("start_us", "end_us", "src_port", "dst_port")
+NO_STATISTICS = ("src_addr", "dst_addr")
 
 
 class FlowStoreError(StartupError):
@@ -58,42 +70,155 @@ def partition_value(text: str) -> str:
     return quote(text, safe="-_.~ ") or "%00"
 
 
-def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray) -> pa.DictionaryArray:
-    """Addresses as dictionary-encoded text: each distinct address is formatted once. Arrow's hash-based
-    dictionary_encode finds them (no sort): IPv4 rows by their low half, IPv6 rows by both halves as 16 bytes."""
-    v4 = version == 4
+class _Texts:
+    """Formatted addresses by key, as sorted numpy arrays: a row group's distinct keys are looked up at once."""
+
+    def __init__(self, dtype: str) -> None:
+        self.keys = np.zeros(0, dtype)
+        self.texts = np.zeros(0, object)
+
+    def lookup(self, keys: np.ndarray, format_rows: Callable[[np.ndarray], np.ndarray], limit: int) -> np.ndarray:
+        """The texts of `keys` (distinct); `format_rows(rows)` formats those of keys[rows] not known yet."""
+        out = np.empty(len(keys), object)
+        if not len(keys):
+            return out
+        if len(self.keys):
+            at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+            found = self.keys[at] == keys
+            out[found] = self.texts[at[found]]
+            missing = np.flatnonzero(~found)
+        else:
+            missing = np.arange(len(keys))
+        if len(missing):
+            out[missing] = format_rows(missing)
+            if len(self.keys) + len(missing) > limit:  # a flood of new addresses: start over
+                self.keys, self.texts = self.keys[:0], self.texts[:0]
+            keys_all = np.concatenate([self.keys, keys[missing]])
+            order = np.argsort(keys_all, kind="stable")
+            self.keys, self.texts = keys_all[order], np.concatenate([self.texts, out[missing]])[order]
+        return out
+
+
+class AddressTexts:
+    """Addresses already formatted, kept between row groups (decision 0194): the same clients and servers come
+    back in every group, so each is formatted once per run rather than once per group and column. Bounded: at
+    `limit` addresses of a family (a flood of new ones) it starts over, costing what no cache costs."""
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        self.limit = limit
+        self.v4 = _Texts("u8")  # by the address's low half (::ffff:a.b.c.d)
+        self.v6 = _Texts("S16")  # by its 16 bytes
+
+
+def _int_array(values: np.ndarray) -> pa.Array:
+    """A contiguous numpy integer array as an Arrow array, without a copy (nor pa.array's checks for pandas and
+    masked arrays, which import numpy.ma)."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def _dictionary_encode(array: pa.Array) -> pa.DictionaryArray:
+    """Arrow's hash-based dictionary_encode, called through pyarrow._compute when it is there (pyarrow.compute,
+    which Array.dictionary_encode imports, builds a Python wrapper for every kernel: ~25 ms of start-up)."""
+    if _native_compute is not None:
+        try:
+            return _native_compute.call_function("dictionary_encode", [array])
+        except (AttributeError, TypeError):  # pragma: no cover - another pyarrow's private API
+            pass
+    return array.dictionary_encode()
+
+
+def _address_column(hi: np.ndarray, lo: np.ndarray, version: np.ndarray,
+                    cache: AddressTexts | None = None, v4: np.ndarray | None = None) -> pa.DictionaryArray:
+    """Addresses as dictionary-encoded text: each distinct address is formatted once (and once a run with a
+    `cache`). Arrow's hash-based dictionary_encode finds them (no sort): IPv4 rows by their low half, IPv6 rows
+    by both halves as 16 bytes."""
+    cache = cache or AddressTexts()
+    v4 = version == 4 if v4 is None else v4
+    all4 = bool(v4.all())
     indices = np.empty(len(hi), np.int32)
-    encoded4 = pa.array(lo[v4]).dictionary_encode()
+    encoded4 = _dictionary_encode(_int_array(lo if all4 else lo[v4]))
     uniq4 = encoded4.dictionary.to_numpy()
-    indices[v4] = encoded4.indices.to_numpy()
-    text = [format_addresses(np.zeros(len(uniq4), np.uint64), uniq4, np.full(len(uniq4), 4, np.uint8))]
-    if not v4.all():
+    if all4:
+        indices[:] = encoded4.indices.to_numpy()
+    else:
+        indices[v4] = encoded4.indices.to_numpy()
+
+    def format4(rows: np.ndarray) -> np.ndarray:
+        return format_addresses(np.zeros(len(rows), np.uint64), uniq4[rows], np.full(len(rows), 4, np.uint8))
+
+    text = cache.v4.lookup(uniq4, format4, cache.limit)
+    if not all4:
         halves = np.empty((int((~v4).sum()), 2), ">u8")
         halves[:, 0], halves[:, 1] = hi[~v4], lo[~v4]
         binary = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(halves), [None, pa.py_buffer(halves)])
-        encoded6 = binary.dictionary_encode()
-        uniq6 = np.frombuffer(encoded6.dictionary.buffers()[1], ">u8", count=2 * len(encoded6.dictionary))
-        uniq6 = uniq6.reshape(-1, 2).astype(np.uint64)
+        encoded6 = _dictionary_encode(binary)
         indices[~v4] = len(uniq4) + encoded6.indices.to_numpy()
-        text.append(format_addresses(uniq6[:, 0].copy(), uniq6[:, 1].copy(), np.full(len(uniq6), 6, np.uint8)))
-    dictionary = pa.array(np.concatenate(text).tolist(), pa.string())
-    return pa.DictionaryArray.from_arrays(pa.array(indices), dictionary)
+        dictionary = encoded6.dictionary
+        uniq6 = np.frombuffer(dictionary.buffers()[1], ">u8", count=2 * len(dictionary)).reshape(-1, 2)
+
+        def format6(rows: np.ndarray) -> np.ndarray:
+            return format_addresses(uniq6[rows, 0].astype(np.uint64), uniq6[rows, 1].astype(np.uint64),
+                                    np.full(len(rows), 6, np.uint8))
+
+        text = np.concatenate([text, cache.v6.lookup(uniq6.copy().view("S16").ravel(), format6, cache.limit)])
+    return pa.DictionaryArray.from_arrays(_int_array(indices), pa.array(text.tolist(), pa.string()))
 
 
-def to_table(arr: np.ndarray) -> pa.Table:
-    """Flow records as an Arrow table in the store's columns."""
-    columns = {name: pa.array(arr[name].astype(np.int64)).cast(TIMESTAMP) for name in TIME_COLUMNS}
+class Columns:
+    """The store's integer columns of up to `size` records, reused from one row group to the next (decision
+    0195): Arrow wraps them without a copy for the write, so no row group allocates (and page-faults in) fresh
+    memory for them. `fill` copies the record fields in blocks that stay in cache."""
+
+    BLOCK = 8192  # records per block: 590 KB of records
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.arrays = {name: np.empty(size, np.int64 if name in TIME_COLUMNS else STORED[name])
+                       for name in FLOW_FIELDS}
+        # written through views of the record field's own type: uint64 bits into int64 as they are
+        self._targets = {name: array.view(FLOW_DTYPE[name]) if array.itemsize == FLOW_DTYPE[name].itemsize
+                         and FLOW_DTYPE[name].kind == "u" else array for name, array in self.arrays.items()}
+
+    def fill(self, arr: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(arr)
+        for at in range(0, n, self.BLOCK):
+            block = arr[at:at + self.BLOCK]
+            for name, target in self._targets.items():
+                target[at:at + len(block)] = block[name]
+        return {name: array[:n] for name, array in self.arrays.items()}
+
+
+def to_table(arr: np.ndarray, cache: AddressTexts | None = None, columns: Columns | None = None) -> pa.Table:
+    """Flow records as an Arrow table in the store's columns; `cache`: address texts kept between calls;
+    `columns`: buffers to reuse (the table then holds them: write it before the next call)."""
+    cache = cache or AddressTexts()
+    if columns is None or columns.size < len(arr):
+        columns = Columns(len(arr))
+    fields = columns.fill(arr)
+    n = len(arr)
+    table = {name: pa.Array.from_buffers(TIMESTAMP, n, [None, pa.py_buffer(fields[name])])
+             for name in TIME_COLUMNS}
     for name in INT_COLUMNS:
-        field = np.ascontiguousarray(arr[name])
-        stored = STORED[name]
-        # uint64 -> int64 is a view (the same bits; read back as uint64 they are the same value)
-        columns[name] = pa.array(field.view(stored) if field.dtype.itemsize == 8 else field.astype(stored))
-    columns["src_addr"] = _address_column(arr["src_hi"], arr["src_lo"], arr["ip_version"])
-    columns["dst_addr"] = _address_column(arr["dst_hi"], arr["dst_lo"], arr["ip_version"])
-    return pa.table(columns)
+        table[name] = _int_array(fields[name])
+    version = fields["ip_version"]
+    v4 = version == 4
+    for side in ("src", "dst"):
+        table[f"{side}_addr"] = _address_column(fields[f"{side}_hi"].view(np.uint64),
+                                                fields[f"{side}_lo"].view(np.uint64), version, cache, v4)
+    if SCHEMA is None:
+        return pa.table(table)
+    return pa.Table.from_arrays(list(table.values()), schema=SCHEMA)
 
 
-SCHEMA = to_table(np.zeros(0, FLOW_DTYPE)).schema
+SCHEMA: pa.Schema | None = None
+# Every column is required (never null): Parquet then writes no definition levels (decision 0197).
+SCHEMA = pa.schema([field.with_nullable(False) for field in to_table(np.zeros(0, FLOW_DTYPE)).schema])
+WRITER_OPTIONS = {
+    "compression": COMPRESSION,
+    "use_dictionary": [name for name in SCHEMA.names if name not in PLAIN_COLUMNS],
+    "write_statistics": [name for name in SCHEMA.names if name not in NO_STATISTICS],
+}
 
 
 class _File:
@@ -101,8 +226,42 @@ class _File:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.writer = pq.ParquetWriter(path + TMP, SCHEMA, compression=COMPRESSION)
+        self.sink: pa.NativeFile | None = None
+        self.writer = _parquet_writer(self, path + TMP)
         self.records = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table, row_group_size=len(table))
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            if self.sink is not None:
+                self.sink.close()
+
+
+_NATIVE_WRITER = [_native_parquet is not None]  # False once the private writer has refused its arguments
+
+
+def _parquet_writer(file: _File, path: str) -> Any:
+    """pyarrow._parquet.ParquetWriter on a file opened here, with the arguments pyarrow.parquet.ParquetWriter
+    passes it (the same file, byte for byte, without importing pyarrow.parquet and pyarrow.fs: ~40 ms CPU of
+    every start-up with a store); the public writer if this pyarrow's private one takes other arguments."""
+    if _NATIVE_WRITER[0]:
+        sink = pa.OSFile(path, "wb")
+        try:
+            writer = _native_parquet.ParquetWriter(
+                sink, SCHEMA, version="2.6", writer_engine_version="V2", data_page_version="1.0",
+                use_compliant_nested_type=True, store_schema=True, **WRITER_OPTIONS)
+            file.sink = sink
+            return writer
+        except (AttributeError, TypeError):  # pragma: no cover - another pyarrow's private API
+            sink.close()
+            _NATIVE_WRITER[0] = False
+    import pyarrow.parquet as pq
+
+    return pq.ParquetWriter(path, SCHEMA, **WRITER_OPTIONS)
 
 
 def remove_stale_tmp(directory: str) -> list[str]:
@@ -153,23 +312,35 @@ class FlowStoreWriter:
         self.records = 0
         self.lost = 0  # records of files that could not be completed (a full disk): removed, counted
         self.errors: list[str] = []  # the first error of each kind, said once
-        self._pending: list[np.ndarray] = []
-        self.buffered = 0  # records held in memory (gauge): at most row_group
+        self._pending: np.ndarray | None = None  # row_group records, allocated at the first write, reused
+        self._columns: Columns | None = None
+        self.buffered = 0  # records held in memory (gauge): fewer than row_group between writes
         self._open: dict[int, _File] = {}  # day number -> its file
         self._opened = 0.0
         self._sequence = 0
+        self._texts = AddressTexts()
         for path in remove_stale_tmp(directory):
             log.info("%s: removed, an unfinished file of a flow-store writer that was killed", path)
 
     def write(self, arr: np.ndarray) -> None:
         """Buffer records; write row groups when `row_group` are buffered; rotate when the files are old.
         Called once per batch, even with no records, so that a quiet live capture still rotates."""
-        if len(arr):
-            self._pending.append(arr)
-            self.buffered += len(arr)
-            self.records += len(arr)
-        if self.buffered >= self.row_group:
-            self._write_pending()
+        n = len(arr)
+        self.records += n
+        at = 0
+        while at < n:  # copied into the row group's buffer, a row group written each time it is full
+            if self._pending is None:
+                self._pending = np.empty(self.row_group, FLOW_DTYPE)
+            count = min(self.row_group - self.buffered, n - at)
+            target, part = self._pending[self.buffered:self.buffered + count], arr[at:at + count]
+            if part.dtype == FLOW_DTYPE and part.flags.c_contiguous:
+                target.view(np.uint8)[:] = part.view(np.uint8)  # a memcpy; numpy copies a packed dtype by field
+            else:
+                target[:] = part
+            self.buffered += count
+            at += count
+            if self.buffered >= self.row_group:
+                self._write_pending()
         if self._open and time.monotonic() - self._opened >= self.rotate_seconds:
             self._write_pending()
             self._close_files()
@@ -181,8 +352,8 @@ class FlowStoreWriter:
     def _write_pending(self) -> None:
         if not self.buffered:
             return
-        arr = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending, self.buffered = [], 0
+        assert self._pending is not None
+        arr, self.buffered = self._pending[:self.buffered], 0  # a view: written out before the buffer is reused
         days = arr["start_us"] // DAY_US
         first = int(days[0])
         if (days == first).all():
@@ -203,7 +374,9 @@ class FlowStoreWriter:
             room = self.max_records - file.records
             head, arr = arr[:room], arr[room:]
             try:
-                file.writer.write_table(to_table(head), row_group_size=len(head))
+                if self._columns is None:
+                    self._columns = Columns(self.row_group)
+                file.write(to_table(head, self._texts, self._columns))
                 file.records += len(head)
             except OSError as err:
                 self.lost += len(head)
@@ -237,7 +410,7 @@ class FlowStoreWriter:
         """Complete a file: footer written, data on disk (fsync), then the rename makes it visible."""
         file = self._open.pop(day)
         try:
-            file.writer.close()
+            file.close()
             descriptor = os.open(file.path + TMP, os.O_RDONLY)
             try:
                 os.fsync(descriptor)
@@ -255,7 +428,7 @@ class FlowStoreWriter:
         file = self._open.pop(day)
         self.lost += file.records  # the row groups already in it go with it
         try:
-            file.writer.close()
+            file.close()
         except OSError:
             pass
         self._remove(file, err)
@@ -317,6 +490,8 @@ def read_flows(paths: str | Sequence[str], on_skip=skip_unreadable) -> np.ndarra
     column is decoded by Arrow and copied into the record array in one step; the text address columns are not
     read. An unreadable file is skipped and passed to `on_skip`.
     """
+    import pyarrow.parquet as pq  # here: the writer does without it
+
     if isinstance(paths, str):
         paths = [paths]
     named = [path for path in paths if not os.path.isdir(path)]
