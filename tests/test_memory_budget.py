@@ -29,18 +29,22 @@ def rules(tmp_path):
     return path
 
 
-def test_tcp_partial_messages_across_2000_streams_stay_within_the_budget(tmp_path, rules) -> None:
-    """2,000 streams each holding a ~64 KB partial message: ~130 MB of partials without a byte limit
-    (measured: 142 MB of PSS growth with --memory-budget 0)."""
-    pcap = tmp_path / "tcp-partials.pcap"
-    generate("make_tcp_partials.py", pcap, "--streams", "2000")
+def flood_within_budget(tmp_path, rules, generator: str, *options: str) -> dict[str, int]:
+    """Replay bench/GENERATOR's flood at BUDGET_MB; the process tree's PSS growth stays within it. Its counters."""
+    pcap = tmp_path / "flood.pcap"
+    generate(generator, pcap, *options)
     summary = tmp_path / "summary.json"
     result = replay_flood(pcap, ["--rules", str(rules), "--out", "/dev/null", "--memory-budget", str(BUDGET_MB),
                                  "--summary-json", str(summary)])
     assert result.returncode == 0, result.stderr
     assert result.growth_mb <= BUDGET_MB, \
         f"PSS idle {result.idle_kib / 1024:.1f} MB, peak {result.peak_kib / 1024:.1f} MB: +{result.growth_mb:.1f} MB"
-    counters = json.loads(summary.read_text())["counters"]
+    return json.loads(summary.read_text())["counters"]
+
+def test_tcp_partial_messages_across_2000_streams_stay_within_the_budget(tmp_path, rules) -> None:
+    """2,000 streams each holding a ~64 KB partial message: ~130 MB of partials without a byte limit
+    (measured: 142 MB of PSS growth with --memory-budget 0)."""
+    counters = flood_within_budget(tmp_path, rules, "make_tcp_partials.py", "--streams", "2000")
     assert counters["tcp_buffer_evicted"] > 0  # the byte limit did the work, and said so
     assert counters["packets"] == 88_000
 
@@ -49,15 +53,7 @@ def test_out_of_order_queues_and_fragment_buffers_stay_within_the_budget(tmp_pat
     """bench/make_ooo_fragments.py: 1,500 streams each with ~56 KB queued behind a hole, then 2,000 fragments at
     offset 64,000 (a 64 KiB buffer each): the out-of-order share and the fragment share (buffers as allocated) hold
     them, each eviction counted (decisions 0171, 0172)."""
-    pcap = tmp_path / "ooo-fragments.pcap"
-    generate("make_ooo_fragments.py", pcap, "--streams", "1500", "--fragments", "2000")
-    summary = tmp_path / "summary.json"
-    result = replay_flood(pcap, ["--rules", str(rules), "--out", "/dev/null", "--memory-budget", str(BUDGET_MB),
-                                 "--summary-json", str(summary)])
-    assert result.returncode == 0, result.stderr
-    assert result.growth_mb <= BUDGET_MB, \
-        f"PSS idle {result.idle_kib / 1024:.1f} MB, peak {result.peak_kib / 1024:.1f} MB: +{result.growth_mb:.1f} MB"
-    counters = json.loads(summary.read_text())["counters"]
+    counters = flood_within_budget(tmp_path, rules, "make_ooo_fragments.py", "--streams", "1500", "--fragments", "2000")
     assert counters["tcp_out_of_order"] == 1500 * 40
     assert counters["tcp_ooo_evicted"] > 0 and counters["tcp_ooo_dropped"] == 0
     share = budget.split(BUDGET_MB)
