@@ -56,7 +56,7 @@ from sensor.stats import StatsBoard
 
 log = logging.getLogger(__name__)
 
-REPORT_EVERY = 0.05  # seconds: longest a worker holds hits (and its watermark) before telling the parent
+REPORT_EVERY = 0.1  # seconds: longest a worker holds hits (and its watermark) before telling the parent
 # The parent's housekeeping (workers' liveness, the query-log writer, stats, control, reloads) runs at most this
 # often, not once per message: with N workers the messages are N times as many, and the housekeeping per message
 # was most of what a second worker cost (bench/live.py).
