@@ -45,6 +45,7 @@ cdef enum:
     MAX_MIRROR_SOURCES = 64
 
 SHADOW_NAMES = (None, "bad_checksum_query", "tunnel_untrusted")
+RESPONSE_SHADOW_NAMES = (None, "bad_checksum_response", "tunnel_untrusted")  # a response that would CNAME-hit
 ANOMALY_OVERLAP_CONFLICT = "tcp_overlap_conflict"
 ANOMALY_EVICTED = "stream_evicted_mid_message"
 ANOMALY_FRAGMENT_OVERLAP = "fragment_overlap"
@@ -265,6 +266,8 @@ cdef struct FrameInfo:
     int handshake                # TCP: 1 when this direction's SYN and the peer's SYN-ACK were seen; -1 UDP
     const uint8_t* ip4hdr        # an IPv4 header whose checksum is still to check (ip_header_bad), else NULL
     uint32_t ip4ihl
+    const uint8_t* udp_deferred  # a UDP response's header whose checksums are checked only if it would hit
+    uint32_t udp_len             # (the query log off: decision 0162), else NULL
 
 
 include "correlate.pxi"
@@ -295,6 +298,7 @@ cdef class FastLoop:
     cdef StreamTable streams
     cdef bint emit_all
     cdef uint64_t counters_[N_COUNTERS]
+    cdef uint64_t scratch_[N_COUNTERS]   # what a shadowed response's CNAME walk counts: thrown away
     cdef list out
     cdef DecodedName name
     cdef FlowTable flows         # None unless flows are on; may be shared by the loops of several files
@@ -465,6 +469,30 @@ cdef class FastLoop:
             else PyBytes_FromStringAndSize(<const char*>fi.outer_dst, fi.outer_len),
         ))
 
+    cdef object response_anomaly(self, str kind, FrameInfo* fi, tuple cname):
+        """A response that would be a CNAME hit: named by its client (its receiver, as a CNAME hit's event is)
+        and the target that matched."""
+        cdef int alen = 4 if fi.ip_version == 4 else 16
+        self.anomaly(kind, fi, fi.dst, fi.src, alen, fi.transport, fi.dport, fi.sport,
+                     cname[1][cname[0]][2], fi.vlan)
+
+    cdef int response_dropped(self, FrameInfo* fi) except -1:
+        """The deferred checks of a UDP response that would hit (decision 0162): the IPv4 header, then the UDP
+        checksum, counted as a query's are; 1 when the client's kernel drops it."""
+        cdef const uint8_t* p = fi.udp_deferred
+        cdef const uint8_t* h = fi.ip4hdr
+        fi.udp_deferred = NULL
+        fi.ip4hdr = NULL
+        if not self.cs_active:
+            return 0
+        if h != NULL and not self.cs_accept(ipv4_header_ok(h, fi.ip4ihl)):
+            self.counters_[C_bad_ip_checksum] += 1
+            return 1
+        if not self.cs_accept(transport_ok(17, fi.src, fi.dst, fi.ip_version, p, fi.udp_len)):
+            self.counters_[C_bad_udp_checksum] += 1
+            return 1
+        return 0
+
     cdef object stream_anomaly(self, str kind, int32_t s, FrameInfo* fi):
         """An anomaly about a stream: its key gives the addresses, its partial message the name."""
         cdef Stream* sp = &self.streams.slots[s]
@@ -543,6 +571,7 @@ cdef class FastLoop:
         fi.outer_len = 0
         fi.handshake = -1
         fi.ip4hdr = NULL
+        fi.udp_deferred = NULL
         self.shadow = SHADOW_NONE
         # A cooked capture marks what the capturing host sent (packet type 4): its checksums are not filled in
         # yet (offload), and the host's own frames are no decoy aimed at it.
@@ -799,9 +828,14 @@ cdef class FastLoop:
             ulen = rd16(p + 4)
             if ulen < 8 or ulen > n:
                 return self.reject(C_bad_udp_length)
-            # A response's checksum matters only to the query log: the client's kernel drops a bad one, but no
-            # hit comes from a response (half the frames, the larger half: verified only when the log is on).
-            if ulen < 11 or not p[10] & 0x80 or self.pending is not None:
+            # A response's checksum matters to the query log and to a CNAME hit: the client's kernel drops a bad
+            # one. Without the log it is checked only when it would hit (half the frames, the larger half, and
+            # CNAME hits are rare: decision 0162): message() does it.
+            if ulen >= 11 and p[10] & 0x80 and self.pending is None:
+                if self.shadow == SHADOW_NONE:
+                    fi.udp_deferred = p
+                    fi.udp_len = ulen
+            else:
                 if self.ip_header_bad(fi):
                     return 0
                 if (self.shadow == SHADOW_NONE and self.cs_active
@@ -1056,6 +1090,7 @@ cdef class FastLoop:
         cdef Subnet subnet
         cdef object subnet_str = None, tunnel = None, cname = None
         cdef int cname_hop = -1
+        cdef uint64_t bad_answers
         if self.shadow != SHADOW_NONE:
             return self.shadow_message(msg, n, fi)
         if n < 12:
@@ -1071,15 +1106,20 @@ cdef class FastLoop:
         flags = rd16(msg + 2)
         qtype = rd16(msg + name.end)
         qclass = rd16(msg + name.end + 2)
-        if qdcount > 1:
-            self.counters_[C_dns_extra_questions] += 1
         if flags & 0x8000:
-            self.counters_[C_dns_responses] += 1
+            bad_answers = self.counters_[C_dns_bad_answers]
             rule = cname_scan(msg, n, name.end + 4, self.rules, self.patterns, self.allow, self.counters_,
                               &cname_hop, name)
             if rule >= 0:
-                self.counters_[C_hits] += 1
                 cname = cname_chain(msg, n, name.end + 4, cname_hop)
+                if fi.udp_deferred != NULL and self.response_dropped(fi):
+                    # nothing is counted of a response its client's kernel drops but its reason
+                    self.counters_[C_dns_cname_hits] -= 1
+                    self.counters_[C_dns_bad_answers] = bad_answers
+                    self.response_anomaly(RESPONSE_SHADOW_NAMES[SHADOW_BAD_CHECKSUM], fi, cname)
+                    return 0
+                self.counters_[C_hits] += 1
+            self.counters_[C_dns_responses] += 1
         else:
             self.counters_[C_dns_queries] += 1
             rule = self.rules.match(name.text, name.text_len, name.label_starts, name.nlabels)
@@ -1090,6 +1130,8 @@ cdef class FastLoop:
                 rule = -1
             if rule >= 0:
                 self.counters_[C_hits] += 1
+        if qdcount > 1:
+            self.counters_[C_dns_extra_questions] += 1
         if self.pending is not None:
             self.pending.message(msg, n, flags, name, qtype, qclass, fi, self.counters_)
         if rule < 0 and not self.emit_all:
@@ -1121,10 +1163,15 @@ cdef class FastLoop:
         """A query the resolver never sees: an anomaly when it would hit; nothing counted."""
         cdef DecodedName* name = &self.name
         cdef int32_t rule
+        cdef int hop = -1
         cdef int alen = 4 if fi.ip_version == 4 else 16
         if n < 12 or rd16(msg + 4) == 0 or decode_name(msg, n, 12, name) or name.end + 4 > n:
             return 0
-        if rd16(msg + 2) & 0x8000:
+        if rd16(msg + 2) & 0x8000:   # a response the client never gets: an anomaly if it would be a CNAME hit
+            if cname_scan(msg, n, name.end + 4, self.rules, self.patterns, self.allow, self.scratch_, &hop,
+                          name) >= 0:
+                self.response_anomaly(RESPONSE_SHADOW_NAMES[self.shadow], fi,
+                                      cname_chain(msg, n, name.end + 4, hop))
             return 0
         rule = self.rules.match(name.text, name.text_len, name.label_starts, name.nlabels)
         if rule < 0 and self.patterns is not None:
