@@ -414,7 +414,8 @@ def comparable(entry) -> tuple:
 def test_replay_stores_exactly_the_entries_the_loop_makes_and_hunt_finds_the_live_hits(tmp_path, pcap):
     """Through the real path (sink, pipe, writer process, store) nothing is lost, added or changed; and `hunt`
     with the same rules (allow, wildcard, regex and escaped names in pcaps.rules) finds the hits the live sensor
-    found, plus only hits on responses whose query was not seen (the live sensor matches queries only)."""
+    found, CNAME hits included, plus only name hits on responses whose query was not seen (the live sensor matches
+    the names of queries only)."""
     path = str(tmp_path / "q.db")
     rules = str(PCAPS / "pcaps.rules")
     result = run_cli("replay", str(pcap), "--rules", rules, "--no-progress", "--query-log", path)
@@ -428,12 +429,20 @@ def test_replay_stores_exactly_the_entries_the_loop_makes_and_hunt_finds_the_liv
     def key(e):
         return (e["source"]["ip"], e["source"]["port"], e["dns"]["id"], e["dns"]["question"]["name"],
                 e["rule"]["name"], e["@timestamp"])
-    hunted = [e for e in json_lines(hunt.stdout) if e["truesource"]["query"]["status"] != "response_only"]
-    # not anomalies; and not CNAME hits (a response's CNAME target matching a rule): hunt matches stored question
-    # names only (the targets are in the stored answers, not among the names it walks: docs/querylog.md)
-    live_hits = [e for e in json_lines(result.stdout) if e["event"]["dataset"] == "truesource.hit"
-                 and "cname" not in e["truesource"]]
+    # a response-only entry's question name was never asked in the capture (live hits are on queries), but a
+    # response is what makes a live CNAME hit, with or without its query
+    hunted = [e for e in json_lines(hunt.stdout)
+              if e["truesource"]["query"]["status"] != "response_only" or "cname" in e["truesource"]]
+    # not anomalies; CNAME hits too (a response's CNAME target matching a rule: hunt walks the stored answers of the
+    # entries whose response holds a CNAME, docs/querylog.md), with the chain and the hop that matched
+    live_hits = [e for e in json_lines(result.stdout) if e["event"]["dataset"] == "truesource.hit"]
     assert sorted(map(key, hunted)) == sorted(map(key, live_hits))
+
+    def cname_key(e):
+        return (*key(e), e["destination"]["ip"], e["dns"]["type"], json.dumps(e["dns"].get("answers")),
+                json.dumps(e["truesource"]["cname"]), json.dumps(e["threat"]))
+    assert (sorted(map(cname_key, [e for e in hunted if "cname" in e["truesource"]]))
+            == sorted(map(cname_key, [e for e in live_hits if "cname" in e["truesource"]])))
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root to mount a small tmpfs")

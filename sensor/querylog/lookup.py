@@ -249,7 +249,7 @@ def resolver_query(args: argparse.Namespace, store: QueryStore) -> int:
 
 def run_hunt(args: argparse.Namespace) -> int:
     from sensor.events import HitEncoder, Observer, Origin
-    from sensor.querylog.events import retrospective_hit
+    from sensor.querylog.events import retrospective_cname_hit, retrospective_hit, stored_cname_hit
     from sensor.rules.loader import load_rules
     from sensor.rules.matcher import decide
     from sensor.rules.patterns import PatternMatcher
@@ -265,16 +265,28 @@ def run_hunt(args: argparse.Namespace) -> int:
     origin = Origin()
     hits = scanned = 0
     out = sys.stdout
-    for qname, packed in store.names_by_time(since, until):
+    cname_hits = 0
+    for qname, packed, maybe_cname in store.names_and_cnames_by_time(since, until):
         scanned += 1
         # the labels from the stored name (lowercase; matching ignores case), the entry decoded only on a hit
         labels = split_labels(qname.lower()) if qname != "." else []
         rule = decide(table, patterns, labels)
         if rule < 0 or (rule < len(allow) and allow[rule]):
+            # not a hit by its name: a CNAME hit when a stored CNAME target hits (decision 0163), decoded only
+            # when its response may hold a CNAME
+            if not maybe_cname:
+                continue
+            entry = store.decode_one(packed)
+            found = stored_cname_hit(entry, table, patterns, allow)
+            if found is None:
+                continue
+            hits += 1
+            cname_hits += 1
+            out.write(encoder.encode(retrospective_cname_hit(encoder, entry, *found, origin)) + "\n")
             continue
         hits += 1
         out.write(encoder.encode(retrospective_hit(encoder, store.decode_one(packed), rule, origin)) + "\n")
-    print(f"hunt: {scanned:,} stored queries, {hits:,} hits", file=sys.stderr)
+    print(f"hunt: {scanned:,} stored queries, {hits:,} hits ({cname_hits:,} through a CNAME)", file=sys.stderr)
     return 0
 
 

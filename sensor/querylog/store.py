@@ -20,6 +20,7 @@ import os
 import socket
 import sqlite3
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from sensor.querylog.segment import (  # noqa: F401  the name helpers, imported 
 )
 
 SCHEMA_VERSION = "2"
+CNAME_IN = b"\x00\x05\x00\x01"  # a CNAME record's type and class (IN), as a stored response holds them
 BUSY_TIMEOUT_MS = 10_000  # how long a reader or writer waits for the other's lock before giving up
 A, AAAA = 1, 28
 MAX_SEGMENT_BYTES = 64 << 20  # a segment closes at this many bytes of files if not at its row count first
@@ -568,6 +570,33 @@ class QueryStore:
                     if since_us is not None and ts < since_us or until_us is not None and ts >= until_us:
                         continue
                 yield qname, entries_at(data, (offset,))
+
+    def names_and_cnames_by_time(self, since_us: int | None = None,
+                                 until_us: int | None = None) -> Iterator[tuple[str, bytes, bool]]:
+        """As names_by_time, with whether the entry's stored response may hold a CNAME record (`hunt`, decision
+        0163): its bytes after the name hold a CNAME's type and class (00 05 00 01). One search over each segment
+        (in C), so that only those entries are decoded; a false candidate costs one decode, and a CNAME of a
+        class other than IN is not found."""
+        unpack = ENTRY_HEADER.unpack_from
+        size = ENTRY_HEADER.size
+        for segment in self._segments_in(since_us, until_us):
+            data = self._map(segment, "entries", segment.bytes)
+            marks = []
+            position = data.find(CNAME_IN) if data else -1
+            while position >= 0:
+                marks.append(position)
+                position = data.find(CNAME_IN, position + 1)
+            for offset, qname in walk_names(data):
+                header = unpack(data, offset)
+                if since_us is not None or until_us is not None:
+                    ts = header[6] * 1_000_000 + header[7]
+                    if since_us is not None and ts < since_us or until_us is not None and ts >= until_us:
+                        continue
+                # a mark inside the stored response (after the header and the name), to the entry's end
+                start = offset + size + header[16]
+                at = bisect_left(marks, start)
+                candidate = at < len(marks) and marks[at] + len(CNAME_IN) <= offset + header[0]
+                yield qname, entries_at(data, (offset,)), candidate
 
     def decode_one(self, packed: bytes) -> QueryLogEntry:
         return self._decode(packed, 1)[0]
