@@ -220,3 +220,29 @@ def test_capture_events_name_the_client_through_the_chain(tmp_path) -> None:
     forwarded = events[14]["truesource"]["attribution"]  # the forwarder's answer: the client behind it
     assert forwarded["clients"][0]["ip"] == "192.0.2.10" and forwarded["match"] == "resolver_address"
     assert 16 not in events and 17 not in events  # the good chain; the 17-hop chain
+
+
+@pytest.mark.skipif(_loop is None and os.environ.get("CI") != "true", reason="sensor._loop is not built")
+@pytest.mark.parametrize("query_log", [False, True])
+@pytest.mark.parametrize("form", ["ipv6-udp-zero", "tcp-bad"])
+def test_ipv6_zero_and_tcp_bad_checksum_responses_make_no_cname_hit(query_log: bool, form: str) -> None:
+    """An IPv6 UDP checksum of 0 is refused (RFC 8200 8.1) and a bad TCP checksum dropped, for a response as for a
+    query: the anomaly bad_checksum_response, no record, in both loops."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet import UDP as ScapyUDP
+    from scapy.layers.inet6 import IPv6
+
+    message = response("start.good.test", [("start.good.test", QTYPE.CNAME, "a.evil.test")])
+    if form == "ipv6-udp-zero":
+        packet = IPv6(bytes(IPv6(src="2001:db8::53", dst="2001:db8::2") / ScapyUDP(sport=53, dport=40000) / message))
+        packet[ScapyUDP].chksum = 0
+    else:
+        packet = IP(bytes(IP(src="10.0.0.53", dst="10.0.0.2") / TCP(sport=53, dport=40000, flags="PA", seq=1, ack=1)
+                          / (struct.pack("!H", len(message)) + message)))
+        packet[TCP].chksum ^= 0x0101
+    reference, fast, ref_anomalies, fast_anomalies, ref_counters, fast_counters = both_anomalies(
+        [bytes(packet)], query_log=query_log, checksums=1)
+    assert reference == fast == []
+    assert [a.kind for a in ref_anomalies] == ["bad_checksum_response"]
+    assert fast_anomalies == [tuple(a) for a in ref_anomalies] and ref_anomalies[0].qname == "a.evil.test"
+    assert ref_counters == fast_counters and ref_counters["dns_cname_hits"] == 0
