@@ -469,12 +469,25 @@ cdef class FastLoop:
             else PyBytes_FromStringAndSize(<const char*>fi.outer_dst, fi.outer_len),
         ))
 
-    cdef object response_anomaly(self, str kind, FrameInfo* fi, tuple cname):
+    cdef int response_anomaly(self, str kind, FrameInfo* fi, tuple cname) except -1:
         """A response that would be a CNAME hit: named by its client (its receiver, as a CNAME hit's event is)
         and the target that matched."""
         cdef int alen = 4 if fi.ip_version == 4 else 16
         self.anomaly(kind, fi, fi.dst, fi.src, alen, fi.transport, fi.dport, fi.sport,
                      cname[1][cname[0]][2], fi.vlan)
+        return 0
+
+    cdef int drop_response(self, FrameInfo* fi, object cname, uint16_t qdcount, uint64_t bad_answers) except -1:
+        """A response that would be a CNAME hit but its client never gets: the anomaly, and (when message() counted
+        into the loop's counters: a deferred check failed) nothing counted of it but its reason."""
+        if self.shadow == SHADOW_NONE:
+            self.counters_[C_dns_bad_answers] = bad_answers
+            self.counters_[C_dns_cname_hits] -= 1
+            self.counters_[C_dns_responses] -= 1
+            if qdcount > 1:
+                self.counters_[C_dns_extra_questions] -= 1
+            return self.response_anomaly(RESPONSE_SHADOW_NAMES[SHADOW_BAD_CHECKSUM], fi, cname)
+        return self.response_anomaly(RESPONSE_SHADOW_NAMES[self.shadow], fi, cname)
 
     cdef int response_dropped(self, FrameInfo* fi) except -1:
         """The deferred checks of a UDP response that would hit (decision 0162): the IPv4 header, then the UDP
@@ -1090,9 +1103,12 @@ cdef class FastLoop:
         cdef Subnet subnet
         cdef object subnet_str = None, tunnel = None, cname = None
         cdef int cname_hop = -1
+        cdef uint64_t* counters = self.counters_
         cdef uint64_t bad_answers
         if self.shadow != SHADOW_NONE:
-            return self.shadow_message(msg, n, fi)
+            if n < 12 or not msg[2] & 0x80:
+                return self.shadow_message(msg, n, fi)
+            counters = self.scratch_   # a response the client never gets: walked for a CNAME hit, nothing counted
         if n < 12:
             return self.reject(C_dns_too_short)
         qdcount = rd16(msg + 4)
@@ -1106,20 +1122,20 @@ cdef class FastLoop:
         flags = rd16(msg + 2)
         qtype = rd16(msg + name.end)
         qclass = rd16(msg + name.end + 2)
+        if qdcount > 1:
+            counters[C_dns_extra_questions] += 1
         if flags & 0x8000:
-            bad_answers = self.counters_[C_dns_bad_answers]
-            rule = cname_scan(msg, n, name.end + 4, self.rules, self.patterns, self.allow, self.counters_,
+            counters[C_dns_responses] += 1
+            bad_answers = counters[C_dns_bad_answers]
+            rule = cname_scan(msg, n, name.end + 4, self.rules, self.patterns, self.allow, counters,
                               &cname_hop, name)
             if rule >= 0:
                 cname = cname_chain(msg, n, name.end + 4, cname_hop)
-                if fi.udp_deferred != NULL and self.response_dropped(fi):
-                    # nothing is counted of a response its client's kernel drops but its reason
-                    self.counters_[C_dns_cname_hits] -= 1
-                    self.counters_[C_dns_bad_answers] = bad_answers
-                    self.response_anomaly(RESPONSE_SHADOW_NAMES[SHADOW_BAD_CHECKSUM], fi, cname)
-                    return 0
+                if self.shadow != SHADOW_NONE or (fi.udp_deferred != NULL and self.response_dropped(fi)):
+                    return self.drop_response(fi, cname, qdcount, bad_answers)
                 self.counters_[C_hits] += 1
-            self.counters_[C_dns_responses] += 1
+            elif self.shadow != SHADOW_NONE:
+                return 0
         else:
             self.counters_[C_dns_queries] += 1
             rule = self.rules.match(name.text, name.text_len, name.label_starts, name.nlabels)
@@ -1130,8 +1146,6 @@ cdef class FastLoop:
                 rule = -1
             if rule >= 0:
                 self.counters_[C_hits] += 1
-        if qdcount > 1:
-            self.counters_[C_dns_extra_questions] += 1
         if self.pending is not None:
             self.pending.message(msg, n, flags, name, qtype, qclass, fi, self.counters_)
         if rule < 0 and not self.emit_all:
@@ -1160,18 +1174,13 @@ cdef class FastLoop:
         return 0
 
     cdef int shadow_message(self, const uint8_t* msg, uint32_t n, FrameInfo* fi) except -1:
-        """A query the resolver never sees: an anomaly when it would hit; nothing counted."""
+        """A query the resolver never sees: an anomaly when it would hit; nothing counted (a response: message())."""
         cdef DecodedName* name = &self.name
         cdef int32_t rule
-        cdef int hop = -1
         cdef int alen = 4 if fi.ip_version == 4 else 16
         if n < 12 or rd16(msg + 4) == 0 or decode_name(msg, n, 12, name) or name.end + 4 > n:
             return 0
-        if rd16(msg + 2) & 0x8000:   # a response the client never gets: an anomaly if it would be a CNAME hit
-            if cname_scan(msg, n, name.end + 4, self.rules, self.patterns, self.allow, self.scratch_, &hop,
-                          name) >= 0:
-                self.response_anomaly(RESPONSE_SHADOW_NAMES[self.shadow], fi,
-                                      cname_chain(msg, n, name.end + 4, hop))
+        if rd16(msg + 2) & 0x8000:
             return 0
         rule = self.rules.match(name.text, name.text_len, name.label_starts, name.nlabels)
         if rule < 0 and self.patterns is not None:
