@@ -12,7 +12,9 @@ from functools import cache
 from sensor import schema
 from sensor.events import HitEncoder, Origin
 from sensor.querylog.record import STATUS_ANSWERED, STATUS_NAMES, QueryLogEntry
+from sensor.querylog.segment import split_labels
 from sensor.records import DnsMessage
+from sensor.rules.matcher import decide
 
 QUERY_TOPIC = "dns.query"
 QUERY_COPIED_FLAGS = 0x7800 | 0x0100 | 0x0010  # opcode, RD, CD: the response repeats the query's
@@ -103,9 +105,6 @@ def stored_cname_hit(entry: QueryLogEntry, table: dict, patterns, allow: bytes) 
     """(rule, (matched hop, chain)) of a stored response whose CNAME target a rule (not an allow rule) matches,
     the first in answer order, as the live CNAME hit (sensor/decode/cnames.py; decision 0163); None when none does.
     The caller has found that the question's own name makes no hit (one alert, decision 0160)."""
-    from sensor.querylog.segment import split_labels
-    from sensor.rules.matcher import decide
-
     records: list[tuple[str, int, str]] = []
     matched, rule = -1, -1
     for owner, rrtype, ttl, data in entry.answers:

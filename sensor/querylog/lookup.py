@@ -20,7 +20,14 @@ from sensor.querylog.options import (
     UNITS,
 )
 from sensor.querylog.record import STATUS_ANSWERED, QueryLogEntry
-from sensor.querylog.store import QueryStore, address_bytes, address_text, reversed_name, split_labels
+from sensor.querylog.store import (
+    QueryStore,
+    address_bytes,
+    address_text,
+    entries_at,
+    reversed_name,
+    split_labels,
+)
 
 RD = 0x0100
 # dnslib's names of the common response codes (sensor/querylog/events.py names every other): who-asked does
@@ -266,26 +273,33 @@ def run_hunt(args: argparse.Namespace) -> int:
     hits = scanned = 0
     out = sys.stdout
     cname_hits = 0
-    for qname, packed, maybe_cname in store.names_and_cnames_by_time(since, until):
-        scanned += 1
-        # the labels from the stored name (lowercase; matching ignores case), the entry decoded only on a hit
-        labels = split_labels(qname.lower()) if qname != "." else []
-        rule = decide(table, patterns, labels)
-        if rule < 0 or (rule < len(allow) and allow[rule]):
-            # not a hit by its name: a CNAME hit when a stored CNAME target hits (decision 0163), decoded only
-            # when its response may hold a CNAME
-            if not maybe_cname:
-                continue
-            entry = store.decode_one(packed)
-            found = stored_cname_hit(entry, table, patterns, allow)
-            if found is None:
-                continue
-            hits += 1
-            cname_hits += 1
-            out.write(encoder.encode(retrospective_cname_hit(encoder, entry, *found, origin)) + "\n")
-            continue
-        hits += 1
-        out.write(encoder.encode(retrospective_hit(encoder, store.decode_one(packed), rule, origin)) + "\n")
+    for data, rows in store.names_and_cnames_by_segment(since, until):
+        # the labels from the stored name (lowercase; matching ignores case), the entry decoded only on a hit;
+        # an entry whose name makes no hit (none, or an allow rule) is a CNAME hit when a stored CNAME target hits
+        # (decision 0163): the segment's candidates (responses that may hold a CNAME) decoded together
+        scanned += len(rows)
+        rules = []
+        candidates = []
+        for qname, offset, maybe_cname in rows:
+            rule = decide(table, patterns, split_labels(qname.lower()) if qname != "." else [])
+            if rule >= 0 and rule < len(allow) and allow[rule]:
+                rule = -1
+            rules.append(rule)
+            if rule < 0 and maybe_cname:
+                candidates.append(entries_at(data, (offset,)))
+        decoded = iter(store.decode_many(candidates))
+        for (_, offset, maybe_cname), rule in zip(rows, rules, strict=True):
+            if rule >= 0:
+                hits += 1
+                entry = store.decode_one(entries_at(data, (offset,)))
+                out.write(encoder.encode(retrospective_hit(encoder, entry, rule, origin)) + "\n")
+            elif maybe_cname:
+                entry = next(decoded)
+                found = stored_cname_hit(entry, table, patterns, allow)
+                if found is not None:
+                    hits += 1
+                    cname_hits += 1
+                    out.write(encoder.encode(retrospective_cname_hit(encoder, entry, *found, origin)) + "\n")
     print(f"hunt: {scanned:,} stored queries, {hits:,} hits ({cname_hits:,} through a CNAME)", file=sys.stderr)
     return 0
 

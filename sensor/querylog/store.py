@@ -19,8 +19,8 @@ import mmap
 import os
 import socket
 import sqlite3
+import struct
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -571,32 +571,61 @@ class QueryStore:
                         continue
                 yield qname, entries_at(data, (offset,))
 
-    def names_and_cnames_by_time(self, since_us: int | None = None,
-                                 until_us: int | None = None) -> Iterator[tuple[str, bytes, bool]]:
-        """As names_by_time, with whether the entry's stored response may hold a CNAME record (`hunt`, decision
-        0163): its bytes after the name hold a CNAME's type and class (00 05 00 01). One search over each segment
-        (in C), so that only those entries are decoded; a false candidate costs one decode, and a CNAME of a
-        class other than IN is not found."""
-        unpack = ENTRY_HEADER.unpack_from
+    def names_and_cnames_by_segment(self, since_us: int | None = None,
+                                    until_us: int | None = None) -> Iterator[tuple[bytes, list[tuple[str, int, bool]]]]:
+        """As names_by_time, per segment: its entries (mapped) and (query name, offset, candidate) of each entry,
+        `candidate` saying whether its stored response may hold a CNAME record (`hunt`, decision 0163): its bytes
+        after the name hold a CNAME's type and class (00 05 00 01). One search over each segment (in C) finds the
+        marks; the walk compares each entry's end with the next mark only, so that the caller decodes only the
+        candidates (together). A false candidate costs one decode; a CNAME of a class other than IN is missed."""
         size = ENTRY_HEADER.size
+        head = struct.Struct("=I46xH")  # an entry's length, and its name's length (offset 50)
+        unpack_head = head.unpack_from
+        unpack = ENTRY_HEADER.unpack_from
+        timed = since_us is not None or until_us is not None
         for segment in self._segments_in(since_us, until_us):
             data = self._map(segment, "entries", segment.bytes)
+            if not data:
+                continue
             marks = []
-            position = data.find(CNAME_IN) if data else -1
-            while position >= 0:
-                marks.append(position)
-                position = data.find(CNAME_IN, position + 1)
-            for offset, qname in walk_names(data):
-                header = unpack(data, offset)
-                if since_us is not None or until_us is not None:
+            found = data.find(CNAME_IN)
+            while found >= 0:
+                marks.append(found)
+                found = data.find(CNAME_IN, found + 1)
+            marks.append(len(data))  # a sentinel: no mark lies at or past the end
+            mark = marks[0]
+            next_mark = 1
+            rows = []
+            position, end = 0, len(data)
+            while position + size <= end:
+                length, name_len = unpack_head(data, position)
+                if length < size or position + length > end:
+                    break
+                after = position + length
+                candidate = False
+                if mark < after:  # a mark inside this entry: one after its name, wholly inside, makes a candidate
+                    body = position + size + name_len
+                    while mark < body:
+                        mark = marks[next_mark]
+                        next_mark += 1
+                    candidate = mark + len(CNAME_IN) <= after
+                    while mark < after:
+                        mark = marks[next_mark]
+                        next_mark += 1
+                if timed:
+                    header = unpack(data, position)
                     ts = header[6] * 1_000_000 + header[7]
                     if since_us is not None and ts < since_us or until_us is not None and ts >= until_us:
+                        position = after
                         continue
-                # a mark inside the stored response (after the header and the name), to the entry's end
-                start = offset + size + header[16]
-                at = bisect_left(marks, start)
-                candidate = at < len(marks) and marks[at] + len(CNAME_IN) <= offset + header[0]
-                yield qname, entries_at(data, (offset,)), candidate
+                rows.append((bytes(data[position + size:position + size + name_len]).decode("ascii"), position,
+                             candidate))
+                position = after
+            yield data, rows
+
+    def decode_many(self, packed: Sequence[bytes]) -> list[QueryLogEntry]:
+        """Packed entries decoded together, in order (one call of the decoder)."""
+        return self._decode(b"".join(packed), len(packed)) if packed else []
 
     def decode_one(self, packed: bytes) -> QueryLogEntry:
         return self._decode(packed, 1)[0]
