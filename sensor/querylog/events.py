@@ -100,11 +100,15 @@ TYPE_CNAME = 5
 MAX_CNAME_HOPS = 16  # as sensor/decode/cnames.py: the live walk reads at most 16 CNAME records
 
 
-def stored_cname_hit(entry: QueryLogEntry, table: dict, patterns, allow: bytes) \
+MAX_TARGET_CACHE = 65536  # CNAME targets repeat (a CDN's names): their verdicts are kept, emptied when full
+
+
+def stored_cname_hit(entry: QueryLogEntry, table: dict, patterns, allow: bytes, cache: dict[str, int]) \
         -> tuple[int, tuple[int, tuple[tuple[str, int, str], ...]]] | None:
     """(rule, (matched hop, chain)) of a stored response whose CNAME target a rule (not an allow rule) matches,
     the first in answer order, as the live CNAME hit (sensor/decode/cnames.py; decision 0163); None when none does.
-    The caller has found that the question's own name makes no hit (one alert, decision 0160)."""
+    The caller has found that the question's own name makes no hit (one alert, decision 0160). `cache`: lowercase
+    target to its rule (-1: none, or an allow rule), kept by the caller across entries."""
     records: list[tuple[str, int, str]] = []
     matched, rule = -1, -1
     for owner, rrtype, ttl, data in entry.answers:
@@ -114,8 +118,16 @@ def stored_cname_hit(entry: QueryLogEntry, table: dict, patterns, allow: bytes) 
             break
         records.append((owner, ttl, data))
         if matched < 0:
-            found = decide(table, patterns, split_labels(data.lower()) if data != "." else [])
-            if found >= 0 and not (found < len(allow) and allow[found]):
+            key = data.lower()
+            found = cache.get(key)
+            if found is None:
+                found = decide(table, patterns, split_labels(key) if key != "." else [])
+                if found >= 0 and found < len(allow) and allow[found]:
+                    found = -1
+                if len(cache) >= MAX_TARGET_CACHE:
+                    cache.clear()
+                cache[key] = found
+            if found >= 0:
                 matched, rule = len(records) - 1, found
     if matched < 0:
         return None

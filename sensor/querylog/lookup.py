@@ -30,6 +30,7 @@ from sensor.querylog.store import (
 )
 
 RD = 0x0100
+DECODE_CHUNK = 512  # hunt's CNAME candidates decoded this many at a time (one call each, little memory)
 # dnslib's names of the common response codes (sensor/querylog/events.py names every other): who-asked does
 # not load the event encoders (decision 0180)
 RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET", "NXRRSET",
@@ -273,6 +274,7 @@ def run_hunt(args: argparse.Namespace) -> int:
     hits = scanned = 0
     out = sys.stdout
     cname_hits = 0
+    targets: dict[str, int] = {}  # CNAME targets' verdicts (stored_cname_hit)
     for data, rows in store.names_and_cnames_by_segment(since, until):
         # the labels from the stored name (lowercase; matching ignores case), the entry decoded only on a hit;
         # an entry whose name makes no hit (none, or an allow rule) is a CNAME hit when a stored CNAME target hits
@@ -287,7 +289,8 @@ def run_hunt(args: argparse.Namespace) -> int:
             rules.append(rule)
             if rule < 0 and maybe_cname:
                 candidates.append(entries_at(data, (offset,)))
-        decoded = iter(store.decode_many(candidates))
+        decoded = (entry for at in range(0, len(candidates), DECODE_CHUNK)
+                   for entry in store.decode_many(candidates[at:at + DECODE_CHUNK]))
         for (_, offset, maybe_cname), rule in zip(rows, rules, strict=True):
             if rule >= 0:
                 hits += 1
@@ -295,11 +298,12 @@ def run_hunt(args: argparse.Namespace) -> int:
                 out.write(encoder.encode(retrospective_hit(encoder, entry, rule, origin)) + "\n")
             elif maybe_cname:
                 entry = next(decoded)
-                found = stored_cname_hit(entry, table, patterns, allow)
+                found = stored_cname_hit(entry, table, patterns, allow, targets)
                 if found is not None:
                     hits += 1
                     cname_hits += 1
                     out.write(encoder.encode(retrospective_cname_hit(encoder, entry, *found, origin)) + "\n")
+        del data, rows  # the segment is unmapped once the walk leaves it
     print(f"hunt: {scanned:,} stored queries, {hits:,} hits ({cname_hits:,} through a CNAME)", file=sys.stderr)
     return 0
 

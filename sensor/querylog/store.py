@@ -51,6 +51,7 @@ from sensor.querylog.segment import (  # noqa: F401  the name helpers, imported 
 
 SCHEMA_VERSION = "2"
 CNAME_IN = b"\x00\x05\x00\x01"  # a CNAME record's type and class (IN), as a stored response holds them
+HUNT_CHUNK = 4096  # entries per chunk of names_and_cnames_by_segment
 BUSY_TIMEOUT_MS = 10_000  # how long a reader or writer waits for the other's lock before giving up
 A, AAAA = 1, 28
 MAX_SEGMENT_BYTES = 64 << 20  # a segment closes at this many bytes of files if not at its row count first
@@ -573,7 +574,7 @@ class QueryStore:
 
     def names_and_cnames_by_segment(self, since_us: int | None = None,
                                     until_us: int | None = None) -> Iterator[tuple[bytes, list[tuple[str, int, bool]]]]:
-        """As names_by_time, per segment: its entries (mapped) and (query name, offset, candidate) of each entry,
+        """As names_by_time, in chunks of a segment: its entries (mapped) and (query name, offset, candidate) of each,
         `candidate` saying whether its stored response may hold a CNAME record (`hunt`, decision 0163): its bytes
         after the name hold a CNAME's type and class (00 05 00 01). One search over each segment (in C) finds the
         marks; the walk compares each entry's end with the next mark only, so that the caller decodes only the
@@ -621,7 +622,12 @@ class QueryStore:
                 rows.append((bytes(data[position + size:position + size + name_len]).decode("ascii"), position,
                              candidate))
                 position = after
-            yield data, rows
+                if len(rows) == HUNT_CHUNK:
+                    yield data, rows
+                    rows = []
+            if rows:
+                yield data, rows
+            rows = data = marks = None  # type: ignore[assignment]  # unmapped before the next segment is mapped
 
     def decode_many(self, packed: Sequence[bytes]) -> list[QueryLogEntry]:
         """Packed entries decoded together, in order (one call of the decoder)."""
