@@ -45,6 +45,7 @@ cdef enum:
     MAX_MIRROR_SOURCES = 64
 
 SHADOW_NAMES = (None, "bad_checksum_query", "tunnel_untrusted")
+RESPONSE_SHADOW_NAMES = (None, "bad_checksum_response", "tunnel_untrusted")  # a response that would CNAME-hit
 ANOMALY_OVERLAP_CONFLICT = "tcp_overlap_conflict"
 ANOMALY_EVICTED = "stream_evicted_mid_message"
 ANOMALY_FRAGMENT_OVERLAP = "fragment_overlap"
@@ -265,6 +266,8 @@ cdef struct FrameInfo:
     int handshake                # TCP: 1 when this direction's SYN and the peer's SYN-ACK were seen; -1 UDP
     const uint8_t* ip4hdr        # an IPv4 header whose checksum is still to check (ip_header_bad), else NULL
     uint32_t ip4ihl
+    const uint8_t* udp_deferred  # a UDP response's header whose checksums are checked only if it would hit
+    uint32_t udp_len             # (the query log off: decision 0162), else NULL
 
 
 include "correlate.pxi"
@@ -295,6 +298,7 @@ cdef class FastLoop:
     cdef StreamTable streams
     cdef bint emit_all
     cdef uint64_t counters_[N_COUNTERS]
+    cdef uint64_t scratch_[N_COUNTERS]   # what a shadowed response's CNAME walk counts: thrown away
     cdef list out
     cdef DecodedName name
     cdef FlowTable flows         # None unless flows are on; may be shared by the loops of several files
@@ -465,6 +469,43 @@ cdef class FastLoop:
             else PyBytes_FromStringAndSize(<const char*>fi.outer_dst, fi.outer_len),
         ))
 
+    cdef int response_anomaly(self, str kind, FrameInfo* fi, tuple cname) except -1:
+        """A response that would be a CNAME hit: named by its client (its receiver, as a CNAME hit's event is)
+        and the target that matched."""
+        cdef int alen = 4 if fi.ip_version == 4 else 16
+        self.anomaly(kind, fi, fi.dst, fi.src, alen, fi.transport, fi.dport, fi.sport,
+                     cname[1][cname[0]][2], fi.vlan)
+        return 0
+
+    cdef int drop_response(self, FrameInfo* fi, object cname, uint16_t qdcount, uint64_t bad_answers) except -1:
+        """A response that would be a CNAME hit but its client never gets: the anomaly, and (when message() counted
+        into the loop's counters: a deferred check failed) nothing counted of it but its reason."""
+        if self.shadow == SHADOW_NONE:
+            self.counters_[C_dns_bad_answers] = bad_answers
+            self.counters_[C_dns_cname_hits] -= 1
+            self.counters_[C_dns_responses] -= 1
+            if qdcount > 1:
+                self.counters_[C_dns_extra_questions] -= 1
+            return self.response_anomaly(RESPONSE_SHADOW_NAMES[SHADOW_BAD_CHECKSUM], fi, cname)
+        return self.response_anomaly(RESPONSE_SHADOW_NAMES[self.shadow], fi, cname)
+
+    cdef int response_dropped(self, FrameInfo* fi) except -1:
+        """The deferred checks of a UDP response that would hit (decision 0162): the IPv4 header, then the UDP
+        checksum, counted as a query's are; 1 when the client's kernel drops it."""
+        cdef const uint8_t* p = fi.udp_deferred
+        cdef const uint8_t* h = fi.ip4hdr
+        fi.udp_deferred = NULL
+        fi.ip4hdr = NULL
+        if not self.cs_active:
+            return 0
+        if h != NULL and not self.cs_accept(ipv4_header_ok(h, fi.ip4ihl)):
+            self.counters_[C_bad_ip_checksum] += 1
+            return 1
+        if not self.cs_accept(transport_ok(17, fi.src, fi.dst, fi.ip_version, p, fi.udp_len)):
+            self.counters_[C_bad_udp_checksum] += 1
+            return 1
+        return 0
+
     cdef object stream_anomaly(self, str kind, int32_t s, FrameInfo* fi):
         """An anomaly about a stream: its key gives the addresses, its partial message the name."""
         cdef Stream* sp = &self.streams.slots[s]
@@ -543,6 +584,7 @@ cdef class FastLoop:
         fi.outer_len = 0
         fi.handshake = -1
         fi.ip4hdr = NULL
+        fi.udp_deferred = NULL
         self.shadow = SHADOW_NONE
         # A cooked capture marks what the capturing host sent (packet type 4): its checksums are not filled in
         # yet (offload), and the host's own frames are no decoy aimed at it.
@@ -799,9 +841,14 @@ cdef class FastLoop:
             ulen = rd16(p + 4)
             if ulen < 8 or ulen > n:
                 return self.reject(C_bad_udp_length)
-            # A response's checksum matters only to the query log: the client's kernel drops a bad one, but no
-            # hit comes from a response (half the frames, the larger half: verified only when the log is on).
-            if ulen < 11 or not p[10] & 0x80 or self.pending is not None:
+            # A response's checksum matters to the query log and to a CNAME hit: the client's kernel drops a bad
+            # one. Without the log it is checked only when it would hit (half the frames, the larger half, and
+            # CNAME hits are rare: decision 0162): message() does it.
+            if ulen >= 11 and p[10] & 0x80 and self.pending is None:
+                if self.shadow == SHADOW_NONE:
+                    fi.udp_deferred = p
+                    fi.udp_len = ulen
+            else:
                 if self.ip_header_bad(fi):
                     return 0
                 if (self.shadow == SHADOW_NONE and self.cs_active
@@ -1056,8 +1103,12 @@ cdef class FastLoop:
         cdef Subnet subnet
         cdef object subnet_str = None, tunnel = None, cname = None
         cdef int cname_hop = -1
+        cdef uint64_t* counters = self.counters_
+        cdef uint64_t bad_answers
         if self.shadow != SHADOW_NONE:
-            return self.shadow_message(msg, n, fi)
+            if n < 12 or not msg[2] & 0x80:
+                return self.shadow_message(msg, n, fi)
+            counters = self.scratch_   # a response the client never gets: walked for a CNAME hit, nothing counted
         if n < 12:
             return self.reject(C_dns_too_short)
         qdcount = rd16(msg + 4)
@@ -1072,14 +1123,19 @@ cdef class FastLoop:
         qtype = rd16(msg + name.end)
         qclass = rd16(msg + name.end + 2)
         if qdcount > 1:
-            self.counters_[C_dns_extra_questions] += 1
+            counters[C_dns_extra_questions] += 1
         if flags & 0x8000:
-            self.counters_[C_dns_responses] += 1
-            rule = cname_scan(msg, n, name.end + 4, self.rules, self.patterns, self.allow, self.counters_,
+            counters[C_dns_responses] += 1
+            bad_answers = counters[C_dns_bad_answers]
+            rule = cname_scan(msg, n, name.end + 4, self.rules, self.patterns, self.allow, counters,
                               &cname_hop, name)
             if rule >= 0:
-                self.counters_[C_hits] += 1
                 cname = cname_chain(msg, n, name.end + 4, cname_hop)
+                if self.shadow != SHADOW_NONE or (fi.udp_deferred != NULL and self.response_dropped(fi)):
+                    return self.drop_response(fi, cname, qdcount, bad_answers)
+                self.counters_[C_hits] += 1
+            elif self.shadow != SHADOW_NONE:
+                return 0
         else:
             self.counters_[C_dns_queries] += 1
             rule = self.rules.match(name.text, name.text_len, name.label_starts, name.nlabels)
@@ -1118,7 +1174,7 @@ cdef class FastLoop:
         return 0
 
     cdef int shadow_message(self, const uint8_t* msg, uint32_t n, FrameInfo* fi) except -1:
-        """A query the resolver never sees: an anomaly when it would hit; nothing counted."""
+        """A query the resolver never sees: an anomaly when it would hit; nothing counted (a response: message())."""
         cdef DecodedName* name = &self.name
         cdef int32_t rule
         cdef int alen = 4 if fi.ip_version == 4 else 16

@@ -24,6 +24,7 @@ KINDS = {
     "fragment_overlap": "overlapping IP fragments: the datagram was dropped, or a different copy was ignored",
     "tunnel_untrusted": "a tunnel from a sender that is not a configured mirror carried a query that would hit",
     "bad_checksum_query": "a query that would hit had a bad checksum: the resolver drops it",
+    "bad_checksum_response": "a response that would be a CNAME hit had a bad checksum: the client drops it",
     "encrypted_dns_bypass": "a client that is not a resolver talked DNS over TLS or to a known DoH resolver",
 }
 CHECKSUM_MODES = {"off": 0, "verify": 1, "auto": 2}  # as sensor/decode/checksum.py (not imported: the run path

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import time
 import tomllib
@@ -35,7 +36,9 @@ pytestmark = pytest.mark.netns
 with open(ROOT / "pcaps" / "attacks" / "expectations.toml", "rb") as handle:
     EXPECTATIONS = tomllib.load(handle)["attacks"]
 # Tunnel forms are what a mirror delivers, never sent to a resolver; they are checked on captures only.
-LIVE_FORMS = sorted(name for name in EXPECTATIONS if not name.startswith(("vxlan-", "gre-")))
+# Responses to a client (cname-response-*) are no query a resolver answers: the client kernel's verdict is checked
+# by test_a_forged_cname_response_the_client_drops_is_no_cname_hit (below), with a real client socket.
+LIVE_FORMS = sorted(name for name in EXPECTATIONS if not name.startswith(("vxlan-", "gre-", "cname-response-")))
 SPOOFED4 = {"unbound": "10.77.1.200", "bind": "10.77.2.200"}
 SPOOFED6 = {"unbound": "fd77:1::200", "bind": "fd77:2::200"}
 
@@ -108,3 +111,63 @@ def test_sensor_sees_what_the_resolver_answers(lab, tmp_path: Path, which: str, 
     else:
         assert resolver_answered == [], f"{which} answered {form}: the capture's verdict is wrong"
         assert hits == [], f"{which} refused {form}, the sensor hit {hits}"
+
+
+# A forged CNAME response (pcaps/attacks/forms.py cname-response-*): the verdict is the client kernel's, so a real
+# UDP socket in the client namespace receives what its kernel delivers. The bad-checksum response goes first, the
+# good one after it on the same path: the first datagram the socket gets says whether the bad one was delivered,
+# with no wait for something not to arrive.
+RECEIVER = r"""
+import socket, sys
+from dnslib import DNSRecord
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.settimeout(20)
+print("bound", flush=True)
+print(str(DNSRecord.parse(s.recv(4096)).q.qname).rstrip("."), flush=True)
+"""
+SENDER = r"""
+import sys
+from scapy.config import conf
+from scapy.layers.inet import UDP
+from pcaps.attacks.forms import cname_response, response_to_client, with_bad_checksum
+iface, resolver, client, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+class Ends:
+    pass
+ends = Ends()
+ends.resolver, ends.client = resolver, client
+sock = conf.L3socket(iface=iface)
+sock.send(with_bad_checksum(response_to_client(ends, port, cname_response("alias-bad.okay.example",
+                                                                          "cnamebad.evil.example")), UDP))
+sock.send(response_to_client(ends, port, cname_response("alias-good.okay.example", "cnamegood.evil.example")))
+"""
+
+
+def test_a_forged_cname_response_the_client_drops_is_no_cname_hit(lab, tmp_path: Path) -> None:
+    """cname-response-bad-udp-checksum and -good-udp-checksum live (decision 0162): the client's kernel drops the
+    response with a bad UDP checksum and takes the good one; the sensor on the resolver's client-facing interface
+    makes a CNAME hit of the good one only, and the anomaly bad_checksum_response of the bad one."""
+    client, port = lab.clients4[0], 47400
+    out = tmp_path / "events.jsonl"
+    sensor = start_sensor(lab, RESOLVER, RESOLVER_CLIENT_IFACE, out)
+    receiver = lab.popen(CLIENT, [sys.executable, "-c", RECEIVER, client, str(port)], cwd=ROOT,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert receiver.stdout.readline().strip() == "bound"
+        sent = lab.exec(RESOLVER, [sys.executable, "-c", SENDER, RESOLVER_CLIENT_IFACE, lab.resolver4, client,
+                                   str(port)], cwd=ROOT, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        delivered = receiver.stdout.readline().strip()
+        assert receiver.wait(timeout=30) == 0
+    finally:
+        time.sleep(0.5)  # as above: the sensor's last batch
+        sensor.send_signal(signal.SIGTERM)
+        assert sensor.wait(timeout=30) == 0, Path(str(out) + ".log").read_text()
+    assert delivered == "alias-good.okay.example", "the client's kernel took the response with a bad checksum"
+    events = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    hits = [e for e in events if e["event"]["dataset"] == "truesource.hit"]
+    assert [(e["dns"]["question"]["name"], e["truesource"]["cname"]["matched"], e["source"]["ip"]) for e in hits] \
+        == [("alias-good.okay.example", "cnamegood.evil.example", client)]
+    anomalies = [e for e in events if e["event"]["dataset"] == "truesource.anomaly"]
+    assert [(a["truesource"]["anomaly"]["name"], a["truesource"]["anomaly"]["partial_name"], a["source"]["ip"])
+            for a in anomalies] == [("bad_checksum_response", "cnamebad.evil.example", client)]

@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from conftest import PCAPS, ROOT, run_cli
 from sensor.attribution import ResolverAttribution
 from sensor.decode import ReferenceLoop
+from sensor.decode.checksum import ones_sum
+from sensor.querylog.record import QueryLogEntry
 from sensor.records import DnsMessage
 
 try:
@@ -37,9 +39,13 @@ TARGETS = ["a.evil.test", "EVIL.test", "allowed.evil.test", "b.allowed.evil.test
 EXAMPLES = int(os.environ.get("CNAME_EXAMPLES", "600"))
 
 
-def ipv4_udp(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes) -> bytes:
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src, dst) + udp
+def ipv4_udp(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes, damage: int = 0) -> bytes:
+    """An IPv4 UDP datagram with a good header checksum and no UDP checksum (0: none over IPv4); `damage` 1 breaks
+    the header checksum, 2 sets a wrong UDP checksum (the client's kernel drops either: decision 0162)."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0xBAD if damage == 2 else 0) + payload
+    header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src, dst))
+    struct.pack_into("!H", header, 10, (0xFFFF - ones_sum(bytes(header)) + (damage == 1)) & 0xFFFF)
+    return bytes(header) + udp
 
 
 def response(name: str, answers: list[tuple[str, int, str]], rd: bool = True, qd_extra: int = 0) -> bytes:
@@ -72,13 +78,27 @@ def chains(draw) -> bytes:
     return bytes(message)
 
 
-def both(frames: list[bytes]) -> tuple[list, list, dict, dict]:
+def both(frames: list[bytes], **options) -> tuple[list, list, dict, dict]:
     meta = b"".join(struct.pack("=IIII", 1, k, sum(map(len, frames[:k])), len(f)) for k, f in enumerate(frames))
     data = b"".join(frames)
-    reference = ReferenceLoop(DLT_RAW, [53], TABLE, allow=ALLOW)
-    fast = _loop.FastLoop(DLT_RAW, [53], TABLE, allow=ALLOW)
+    reference = ReferenceLoop(DLT_RAW, [53], TABLE, allow=ALLOW, **options)
+    fast = _loop.FastLoop(DLT_RAW, [53], TABLE, allow=ALLOW, **options)
     return (reference.run_batch(data, meta, 1), [DnsMessage(*r) for r in fast.run_batch(data, meta, 1)],
             reference.counters(), fast.counters())
+
+
+def both_anomalies(frames: list[bytes], **options) -> tuple[list, list, list, list, dict, dict]:
+    """As both(), and each loop's anomalies."""
+    meta = b"".join(struct.pack("=IIII", 1, k, sum(map(len, frames[:k])), len(f)) for k, f in enumerate(frames))
+    data = b"".join(frames)
+    reference = ReferenceLoop(DLT_RAW, [53], TABLE, allow=ALLOW, **options)
+    if options.get("query_log"):
+        options["entry_type"] = QueryLogEntry
+    fast = _loop.FastLoop(DLT_RAW, [53], TABLE, allow=ALLOW, **options)
+    options.pop("entry_type", None)
+    ref_records, fast_records = reference.run_batch(data, meta, 1), fast.run_batch(data, meta, 1)
+    return (ref_records, [DnsMessage(*r) for r in fast_records], list(reference.take_anomalies()),
+            [tuple(a) for a in fast.take_anomalies()], reference.counters(), fast.counters())
 
 
 @pytest.mark.skipif(_loop is None and os.environ.get("CI") != "true", reason="sensor._loop is not built")
@@ -89,6 +109,46 @@ def test_generated_chains_agree(messages: list[bytes]) -> None:
     reference, fast, ref_counters, fast_counters = both(frames)
     assert fast == reference
     assert fast_counters == ref_counters
+
+
+@pytest.mark.skipif(_loop is None and os.environ.get("CI") != "true", reason="sensor._loop is not built")
+@settings(max_examples=EXAMPLES // 2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(chains(), st.sampled_from([0, 0, 1, 2])), min_size=1, max_size=4),
+       st.booleans(), st.sampled_from([0, 1, 2]))
+def test_generated_chains_with_bad_checksums_agree(messages: list[tuple[bytes, int]], query_log: bool,
+                                                   checksums: int) -> None:
+    """Damaged checksums, with the query log on (checked in the transport layer) and off (checked only when the
+    response would hit, decision 0162), under each --checksums mode: both loops agree on records, anomalies and
+    counters."""
+    frames = [ipv4_udp(b"\x0a\x00\x00\x35", b"\x0a\x00\x00\x02", 53, 40000, m, damage) for m, damage in messages]
+    reference, fast, ref_anomalies, fast_anomalies, ref_counters, fast_counters = both_anomalies(
+        frames, query_log=query_log, checksums=checksums)
+    assert fast == reference
+    assert fast_anomalies == [tuple(a) for a in ref_anomalies]
+    assert fast_counters == ref_counters
+
+
+@pytest.mark.skipif(_loop is None and os.environ.get("CI") != "true", reason="sensor._loop is not built")
+@pytest.mark.parametrize("query_log", [False, True])
+@pytest.mark.parametrize("damage, counter", [(1, "bad_ip_checksum"), (2, "bad_udp_checksum")])
+def test_a_response_its_client_drops_makes_no_cname_hit(query_log: bool, damage: int, counter: str) -> None:
+    """Issue 13 for responses: a bad IPv4 header or UDP checksum means no CNAME hit but the anomaly
+    bad_checksum_response, named by the client and the matching target; nothing else counted of it. With
+    --checksums off it is a hit."""
+    message = response("start.good.test", [("start.good.test", QTYPE.CNAME, "a.evil.test")])
+    frame = ipv4_udp(b"\x0a\x00\x00\x35", b"\x0a\x00\x00\x02", 53, 40000, message, damage)
+    reference, fast, ref_anomalies, fast_anomalies, ref_counters, fast_counters = both_anomalies(
+        [frame], query_log=query_log, checksums=1)
+    assert reference == fast == []
+    (anomaly,) = ref_anomalies
+    assert fast_anomalies == [tuple(anomaly)]
+    assert (anomaly.kind, anomaly.src_ip, anomaly.dst_ip, anomaly.src_port, anomaly.dst_port, anomaly.qname) == (
+        "bad_checksum_response", b"\x0a\x00\x00\x02", b"\x0a\x00\x00\x35", 40000, 53, "a.evil.test")
+    assert ref_counters == fast_counters
+    assert ref_counters[counter] == 1 and ref_counters["dns_cname_hits"] == ref_counters["hits"] == 0
+    assert ref_counters["dns_responses"] == 0
+    reference, fast, ref_anomalies, _, ref_counters, _ = both_anomalies([frame], query_log=query_log, checksums=0)
+    assert len(reference) == len(fast) == 1 and ref_anomalies == [] and ref_counters["dns_cname_hits"] == 1
 
 
 @pytest.mark.skipif(_loop is None and os.environ.get("CI") != "true", reason="sensor._loop is not built")
@@ -160,3 +220,29 @@ def test_capture_events_name_the_client_through_the_chain(tmp_path) -> None:
     forwarded = events[14]["truesource"]["attribution"]  # the forwarder's answer: the client behind it
     assert forwarded["clients"][0]["ip"] == "192.0.2.10" and forwarded["match"] == "resolver_address"
     assert 16 not in events and 17 not in events  # the good chain; the 17-hop chain
+
+
+@pytest.mark.skipif(_loop is None and os.environ.get("CI") != "true", reason="sensor._loop is not built")
+@pytest.mark.parametrize("query_log", [False, True])
+@pytest.mark.parametrize("form", ["ipv6-udp-zero", "tcp-bad"])
+def test_ipv6_zero_and_tcp_bad_checksum_responses_make_no_cname_hit(query_log: bool, form: str) -> None:
+    """An IPv6 UDP checksum of 0 is refused (RFC 8200 8.1) and a bad TCP checksum dropped, for a response as for a
+    query: the anomaly bad_checksum_response, no record, in both loops."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet import UDP as ScapyUDP
+    from scapy.layers.inet6 import IPv6
+
+    message = response("start.good.test", [("start.good.test", QTYPE.CNAME, "a.evil.test")])
+    if form == "ipv6-udp-zero":
+        packet = IPv6(bytes(IPv6(src="2001:db8::53", dst="2001:db8::2") / ScapyUDP(sport=53, dport=40000) / message))
+        packet[ScapyUDP].chksum = 0
+    else:
+        packet = IP(bytes(IP(src="10.0.0.53", dst="10.0.0.2") / TCP(sport=53, dport=40000, flags="PA", seq=1, ack=1)
+                          / (struct.pack("!H", len(message)) + message)))
+        packet[TCP].chksum ^= 0x0101
+    reference, fast, ref_anomalies, fast_anomalies, ref_counters, fast_counters = both_anomalies(
+        [bytes(packet)], query_log=query_log, checksums=1)
+    assert reference == fast == []
+    assert [a.kind for a in ref_anomalies] == ["bad_checksum_response"]
+    assert fast_anomalies == [tuple(a) for a in ref_anomalies] and ref_anomalies[0].qname == "a.evil.test"
+    assert ref_counters == fast_counters and ref_counters["dns_cname_hits"] == 0

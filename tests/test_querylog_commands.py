@@ -414,7 +414,8 @@ def comparable(entry) -> tuple:
 def test_replay_stores_exactly_the_entries_the_loop_makes_and_hunt_finds_the_live_hits(tmp_path, pcap):
     """Through the real path (sink, pipe, writer process, store) nothing is lost, added or changed; and `hunt`
     with the same rules (allow, wildcard, regex and escaped names in pcaps.rules) finds the hits the live sensor
-    found, plus only hits on responses whose query was not seen (the live sensor matches queries only)."""
+    found, CNAME hits included, plus only name hits on responses whose query was not seen (the live sensor matches
+    the names of queries only)."""
     path = str(tmp_path / "q.db")
     rules = str(PCAPS / "pcaps.rules")
     result = run_cli("replay", str(pcap), "--rules", rules, "--no-progress", "--query-log", path)
@@ -428,12 +429,20 @@ def test_replay_stores_exactly_the_entries_the_loop_makes_and_hunt_finds_the_liv
     def key(e):
         return (e["source"]["ip"], e["source"]["port"], e["dns"]["id"], e["dns"]["question"]["name"],
                 e["rule"]["name"], e["@timestamp"])
-    hunted = [e for e in json_lines(hunt.stdout) if e["truesource"]["query"]["status"] != "response_only"]
-    # not anomalies; and not CNAME hits (a response's CNAME target matching a rule): hunt matches stored question
-    # names only (the targets are in the stored answers, not among the names it walks: docs/querylog.md)
-    live_hits = [e for e in json_lines(result.stdout) if e["event"]["dataset"] == "truesource.hit"
-                 and "cname" not in e["truesource"]]
+    # a response-only entry's question name was never asked in the capture (live hits are on queries), but a
+    # response is what makes a live CNAME hit, with or without its query
+    hunted = [e for e in json_lines(hunt.stdout)
+              if e["truesource"]["query"]["status"] != "response_only" or "cname" in e["truesource"]]
+    # not anomalies; CNAME hits too (a response's CNAME target matching a rule: hunt walks the stored answers of the
+    # entries whose response holds a CNAME, docs/querylog.md), with the chain and the hop that matched
+    live_hits = [e for e in json_lines(result.stdout) if e["event"]["dataset"] == "truesource.hit"]
     assert sorted(map(key, hunted)) == sorted(map(key, live_hits))
+
+    def cname_key(e):
+        return (*key(e), e["destination"]["ip"], e["dns"]["type"], json.dumps(e["dns"].get("answers")),
+                json.dumps(e["truesource"]["cname"]), json.dumps(e["threat"]))
+    assert (sorted(map(cname_key, [e for e in hunted if "cname" in e["truesource"]]))
+            == sorted(map(cname_key, [e for e in live_hits if "cname" in e["truesource"]])))
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root to mount a small tmpfs")
@@ -468,3 +477,47 @@ def test_relative_times_on_the_command_line(demo_store, demo_messages):
     recent = run_cli("who-asked", "evil.example", "--subdomains", "--json", "--since", "-1h", "--until", "now",
                      "--query-log", demo_store)
     assert recent.returncode == 0 and recent.stdout == ""  # the capture is from 2026-01-01
+
+
+def test_hunt_cname_hits_follow_the_live_rule(tmp_path):
+    """Hunt's CNAME hits (decision 0163): a target hop that a rule matches makes the hit, an allowed question name
+    does not stop it, a question that hits is one alert (its own), an allow rule on the target is none, the 17th
+    CNAME is never read, and a CNAME question (the searched pattern, no CNAME record) is a false candidate only."""
+    rules = tmp_path / "rules.txt"
+    rules.write_text("evil.example\n!ok.evil.example\n!allowed.test\n")
+    store = QueryStore.open_writer(str(tmp_path / "q.db"))
+    cname, a = 5, 1
+    base = 1_767_225_600.0
+
+    def chain(name, targets):
+        owners = [name, *targets]
+        return tuple((owners[k], cname, 300, t) for k, t in enumerate(targets)) + ((owners[-1], a, 60, "192.0.2.1"),)
+
+    entries = [
+        entry(base + 1, "one.good.test", answers=chain("one.good.test", ["mid.good.test", "X.Evil.Example"])),
+        entry(base + 2, "allowed.test", answers=chain("allowed.test", ["c2.evil.example"])),
+        entry(base + 3, "c2.evil.example", answers=chain("c2.evil.example", ["c3.evil.example"])),
+        entry(base + 4, "ok.good.test", answers=chain("ok.good.test", ["ok.evil.example"])),
+        entry(base + 5, "long.good.test",
+              answers=chain("long.good.test", [f"h{k}.good.test" for k in range(16)] + ["far.evil.example"])),
+        entry(base + 6, "plain.good.test", answers=(("plain.good.test", a, 60, "192.0.2.2"),)),
+    ]
+    question = entry(base + 7, "asks.good.test", answers=(("asks.good.test", a, 60, "192.0.2.3"),))
+    entries.append(question._replace(qtype=cname))
+    store.insert(entries)
+    store.close()
+    hunt = run_cli("hunt", "--rules", str(rules), "--query-log", str(tmp_path / "q.db"))
+    assert hunt.returncode == 0, hunt.stderr
+    assert "7 stored queries, 3 hits (2 through a CNAME)" in hunt.stderr
+    events = {e["dns"]["question"]["name"]: e for e in json_lines(hunt.stdout)}
+    assert sorted(events) == ["allowed.test", "c2.evil.example", "one.good.test"]
+    one = events["one.good.test"]
+    assert one["truesource"]["cname"] == {"chain": ["one.good.test", "mid.good.test", "X.Evil.Example"],
+                                          "matched": "X.Evil.Example", "hop": 2}
+    assert one["source"]["ip"] == "10.0.0.1" and one["destination"]["ip"] == "10.0.0.53"
+    assert one["dns"]["type"] == "answer" and [r["type"] for r in one["dns"]["answers"]] == ["CNAME", "CNAME"]
+    assert one["threat"]["enrichments"][0]["matched"]["field"] == "dns.answers.data"
+    assert one["@timestamp"] == "2026-01-01T00:00:01.001000Z"  # the response's time: query + latency
+    assert one["truesource"]["retrospective"] is True and one["event"]["dataset"] == "truesource.hunt"
+    assert "cname" in events["allowed.test"]["truesource"]
+    assert "cname" not in events["c2.evil.example"]["truesource"]

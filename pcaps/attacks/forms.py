@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from dnslib import QTYPE, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import CNAME, QTYPE, RR, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from scapy.layers.inet import GRE, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
 from scapy.layers.l2 import Ether
@@ -258,6 +258,32 @@ def ipv6_udp_zero_checksum(c: Conversation) -> None:
     c.send(packet)
 
 
+# ---- responses: CNAME hits (decision 0162) -----------------------------------------------------------------
+
+def cname_response(name: str, target: str, dns_id: int = 0x3400) -> bytes:
+    """The resolver's answer to a recursive A query for `name`: a CNAME to `target` and target's address."""
+    response = DNSRecord(DNSHeader(id=dns_id, qr=1, aa=0, ra=1, rd=1), q=DNSQuestion(DNSLabel(name), QTYPE.A))
+    response.add_answer(RR(DNSLabel(name), QTYPE.CNAME, ttl=300, rdata=CNAME(DNSLabel(target))))
+    response.add_answer(RR(DNSLabel(target), QTYPE.A, ttl=300, rdata=A("203.0.113.80")))
+    return response.pack()
+
+
+def response_to_client(c: Conversation, dport: int, payload: bytes) -> Packet:
+    return IP(src=c.resolver, dst=c.client, ttl=64) / UDP(sport=53, dport=dport) / Raw(payload)
+
+
+def cname_response_bad_udp_checksum(c: Conversation) -> None:
+    """A forged answer to a client, a good name aliased to a blocked one, with a UDP checksum the client's kernel
+    refuses: no CNAME hit, the anomaly bad_checksum_response."""
+    c.send(with_bad_checksum(response_to_client(c, 47401, cname_response("alias-bad.okay.example",
+                                                                         "cnamebad.evil.example")), UDP))
+
+
+def cname_response_good_udp_checksum(c: Conversation) -> None:
+    """The same answer with a good checksum: the client takes it, a CNAME hit (on the response's question)."""
+    c.send(response_to_client(c, 47402, cname_response("alias-good.okay.example", "cnamegood.evil.example")))
+
+
 # ---- tunnels -----------------------------------------------------------------------------------------------
 
 def inner_query(c: Conversation, victim: str, name: str) -> Packet:
@@ -308,4 +334,6 @@ FORMS: dict[str, Callable[[Conversation], None]] = {
     "vxlan-untrusted": vxlan_untrusted,
     "gre-untrusted": gre_untrusted,
     "vxlan-from-mirror": vxlan_from_mirror,
+    "cname-response-bad-udp-checksum": cname_response_bad_udp_checksum,
+    "cname-response-good-udp-checksum": cname_response_good_udp_checksum,
 }

@@ -37,7 +37,9 @@ BATCH_META = struct.Struct("=IIII")  # seconds, microseconds, offset into data, 
 NO_RULE = -1
 MAX_PORT = 65535
 BAD_CHECKSUM_QUERY = "bad_checksum_query"
+BAD_CHECKSUM_RESPONSE = "bad_checksum_response"
 TUNNEL_UNTRUSTED = "tunnel_untrusted"
+CNAME_COUNTERS = ("dns_cname_hits", "dns_bad_answers")  # what cname_hit counts
 
 
 class Flow(NamedTuple):
@@ -56,15 +58,18 @@ class Flow(NamedTuple):
 class FrameState:
     """What a frame's outer layers leave for the record: the sender's MAC, the first tunnel's outer addresses, and
     `shadow`, an anomaly name when the frame is only looked at (the resolver would not see it): its queries make
-    no record, only an anomaly when they would hit, and nothing past the first reason is counted."""
+    no record, only an anomaly when they would hit, and nothing past the first reason is counted. `deferred`: a
+    UDP response's checks not made yet (the query log is off), made only if it would be a CNAME hit (decision
+    0162): (packet, the UDP datagram, the IPv4 header's verdict or None)."""
 
-    __slots__ = ("mac", "outer", "shadow", "handshake")
+    __slots__ = ("mac", "outer", "shadow", "handshake", "deferred")
 
     def __init__(self) -> None:
         self.mac: bytes | None = None
         self.outer: tuple[bytes, bytes] | None = None
         self.shadow: str | None = None
         self.handshake: bool | None = None
+        self.deferred: tuple[IpPacket, bytes, bool | None] | None = None
 
 
 class ReferenceLoop:
@@ -205,15 +210,47 @@ class ReferenceLoop:
             question = decode_message(message)
         except Anomaly:
             return
-        if question.is_response or self._rule(question) == NO_RULE:
-            return
         vlan_id, src, dst, transport, src_port, dst_port, _ = flow
         outer_src, outer_dst = (None, None) if state.shadow != TUNNEL_UNTRUSTED or state.outer is None \
             else state.outer
+        if question.is_response:  # a response the client never gets: an anomaly when it would be a CNAME hit
+            _, cname = cname_hit(message, question, self._target_rule, dict.fromkeys(CNAME_COUNTERS, 0))
+            if cname is not None:
+                kind = BAD_CHECKSUM_RESPONSE if state.shadow == BAD_CHECKSUM_QUERY else state.shadow or ""
+                self._response_anomaly(kind, flow, cname, outer_src, outer_dst)
+            return
+        if self._rule(question) == NO_RULE:
+            return
         frame, ts_sec, ts_usec = self._when
         self._anomalies.append(AnomalyRecord(state.shadow or "", frame, ts_sec, ts_usec, vlan_id, src, dst, transport,
                                              src_port, dst_port, presentation_name(question.labels), outer_src,
                                              outer_dst))
+
+    def _response_anomaly(self, kind: str, flow: Flow, cname, outer_src: bytes | None = None,
+                          outer_dst: bytes | None = None) -> None:
+        """A response that would be a CNAME hit: named by its client (the response's receiver, as a CNAME hit's
+        event is) and the target that matched."""
+        vlan_id, src, dst, transport, src_port, dst_port, _ = flow
+        frame, ts_sec, ts_usec = self._when
+        matched, records = cname
+        self._anomalies.append(AnomalyRecord(kind, frame, ts_sec, ts_usec, vlan_id, dst, src, transport, dst_port,
+                                             src_port, records[matched][2], outer_src, outer_dst))
+
+    def _response_dropped(self, state: FrameState) -> bool:
+        """The deferred checks of a UDP response that would hit (decision 0162): the IPv4 header, then the UDP
+        checksum, counted as a query's are; True when the client's kernel drops it."""
+        assert state.deferred is not None
+        packet, segment, header = state.deferred
+        state.deferred = None
+        if not self._checksums.active:
+            return False
+        if header is not None and not self._checksums.accept(header):
+            self._counters["bad_ip_checksum"] += 1
+            return True
+        if not self._checksums.accept(transport_ok(PROTO_UDP, packet.src, packet.dst, segment)):
+            self._counters["bad_udp_checksum"] += 1
+            return True
+        return False
 
     def _rule(self, question) -> int:
         rule = match_table(self.table, question.labels)
@@ -305,11 +342,14 @@ class ReferenceLoop:
 
     def _check_transport(self, protocol: int, packet: IpPacket, state: FrameState, header: bool | None) -> None:
         """The IPv4 header, then the UDP or TCP checksum, once the datagram is known to be DNS: a bad one shadows
-        the frame. A UDP response is checked only with the query log on: only a CNAME hit comes from one (rare)."""
+        the frame. A UDP response without the query log is checked later, only when it would be a CNAME hit (the
+        one hit a response makes; decision 0162): `state.deferred`."""
         segment = packet.payload
         if protocol == PROTO_UDP:  # Linux trims the IP payload to the UDP length before checking
             segment = segment[: int.from_bytes(segment[4:6], "big")]
             if len(segment) >= 11 and segment[10] & 0x80 and self._correlator is None:
+                if state.shadow is None:
+                    state.deferred = (packet, segment, header)
                 return
         self._check_header(header, state)
         if state.shadow is not None or not self._checksums.active:
@@ -360,13 +400,20 @@ class ReferenceLoop:
         except Anomaly as anomaly:
             self._counters[anomaly.reason] += 1
             return None
-        if question.qdcount > 1:
-            self._counters["dns_extra_questions"] += 1
         rule = NO_RULE
         cname = None
         if question.is_response:
+            if state.deferred is None:
+                rule, cname = cname_hit(message, question, self._target_rule, self._counters)
+            else:  # nothing is counted of a response its client's kernel drops: counted once it passes
+                scratch = dict.fromkeys(CNAME_COUNTERS, 0)
+                rule, cname = cname_hit(message, question, self._target_rule, scratch)
+                if cname is not None and self._response_dropped(state):
+                    self._response_anomaly(BAD_CHECKSUM_RESPONSE, flow, cname)
+                    return None
+                for key, value in scratch.items():
+                    self._counters[key] += value
             self._counters["dns_responses"] += 1
-            rule, cname = cname_hit(message, question, self._target_rule, self._counters)
             if rule != NO_RULE:
                 self._counters["hits"] += 1
         else:
@@ -379,6 +426,8 @@ class ReferenceLoop:
                 rule = NO_RULE
             if rule != NO_RULE:
                 self._counters["hits"] += 1
+        if question.qdcount > 1:
+            self._counters["dns_extra_questions"] += 1
         if self._correlator is not None:
             self._correlator.message(
                 message, when, flow, question.flags, presentation_name(question.labels), question.qtype,

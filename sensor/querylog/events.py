@@ -12,7 +12,9 @@ from functools import cache
 from sensor import schema
 from sensor.events import HitEncoder, Origin
 from sensor.querylog.record import STATUS_ANSWERED, STATUS_NAMES, QueryLogEntry
+from sensor.querylog.segment import split_labels
 from sensor.records import DnsMessage
+from sensor.rules.matcher import decide
 
 QUERY_TOPIC = "dns.query"
 QUERY_COPIED_FLAGS = 0x7800 | 0x0100 | 0x0010  # opcode, RD, CD: the response repeats the query's
@@ -92,3 +94,64 @@ def retrospective_hit(encoder: HitEncoder, entry: QueryLogEntry, rule_index: int
                                dataset="truesource.hunt", module=hit.module)
     event.truesource.retrospective = True
     return add_response(event, entry)
+
+
+TYPE_CNAME = 5
+MAX_CNAME_HOPS = 16  # as sensor/decode/cnames.py: the live walk reads at most 16 CNAME records
+
+
+MAX_TARGET_CACHE = 65536  # CNAME targets repeat (a CDN's names): their verdicts are kept, emptied when full
+
+
+def stored_cname_hit(entry: QueryLogEntry, table: dict, patterns, allow: bytes, cache: dict[str, int]) \
+        -> tuple[int, tuple[int, tuple[tuple[str, int, str], ...]]] | None:
+    """(rule, (matched hop, chain)) of a stored response whose CNAME target a rule (not an allow rule) matches,
+    the first in answer order, as the live CNAME hit (sensor/decode/cnames.py; decision 0163); None when none does.
+    The caller has found that the question's own name makes no hit (one alert, decision 0160). `cache`: lowercase
+    target to its rule (-1: none, or an allow rule), kept by the caller across entries."""
+    records: list[tuple[str, int, str]] = []
+    matched, rule = -1, -1
+    for owner, rrtype, ttl, data in entry.answers:
+        if rrtype != TYPE_CNAME:
+            continue
+        if len(records) == MAX_CNAME_HOPS:
+            break
+        records.append((owner, ttl, data))
+        if matched < 0:
+            key = data.lower()
+            found = cache.get(key)
+            if found is None:
+                found = decide(table, patterns, split_labels(key) if key != "." else [])
+                if found >= 0 and found < len(allow) and allow[found]:
+                    found = -1
+                if len(cache) >= MAX_TARGET_CACHE:
+                    cache.clear()
+                cache[key] = found
+            if found >= 0:
+                matched, rule = len(records) - 1, found
+    if matched < 0:
+        return None
+    return rule, (matched, tuple(records))
+
+
+def retrospective_cname_hit(encoder: HitEncoder, entry: QueryLogEntry, rule_index: int, cname, origin: Origin) \
+        -> schema.DnsEvent:
+    """A stored response that is a CNAME hit today: the live CNAME hit's event (an answer, `source` the client,
+    `dns.answers` the chain, `truesource.cname`), at the response's time, marked retrospective, with the stored
+    response's correlation. The answers are the chain's CNAMEs, as live (add_response would list them all)."""
+    message = entry_message(entry, rule_index)
+    ts = entry.ts_sec * 1_000_000 + entry.ts_usec + max(entry.latency_us, 0)  # the response's time, as live
+    # the live record is the response's: its flags, and its addresses as it travelled (server to client)
+    message = message._replace(ts_sec=ts // 1_000_000, ts_usec=ts % 1_000_000, flags=entry.response_flags,
+                               src_ip=entry.server_ip, dst_ip=entry.client_ip, src_port=entry.server_port,
+                               dst_port=entry.client_port, cname=cname)
+    event = encoder.event(message, origin)
+    hit = encoder.rule_parts(rule_index).event
+    event.event = schema.Event(kind=hit.kind, severity=hit.severity, category=hit.category, type=["indicator"],
+                               dataset="truesource.hunt", module=hit.module)
+    event.truesource.retrospective = True
+    answers = event.dns.answers
+    add_response(event, entry)
+    event.dns.type = "answer"  # a response-only entry too: the hit is its response
+    event.dns.answers = answers
+    return event

@@ -20,9 +20,17 @@ from sensor.querylog.options import (
     UNITS,
 )
 from sensor.querylog.record import STATUS_ANSWERED, QueryLogEntry
-from sensor.querylog.store import QueryStore, address_bytes, address_text, reversed_name, split_labels
+from sensor.querylog.store import (
+    QueryStore,
+    address_bytes,
+    address_text,
+    entries_at,
+    reversed_name,
+    split_labels,
+)
 
 RD = 0x0100
+DECODE_CHUNK = 512  # hunt's CNAME candidates decoded this many at a time (one call each, little memory)
 # dnslib's names of the common response codes (sensor/querylog/events.py names every other): who-asked does
 # not load the event encoders (decision 0180)
 RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET", "NXRRSET",
@@ -249,7 +257,7 @@ def resolver_query(args: argparse.Namespace, store: QueryStore) -> int:
 
 def run_hunt(args: argparse.Namespace) -> int:
     from sensor.events import HitEncoder, Observer, Origin
-    from sensor.querylog.events import retrospective_hit
+    from sensor.querylog.events import retrospective_cname_hit, retrospective_hit, stored_cname_hit
     from sensor.rules.loader import load_rules
     from sensor.rules.matcher import decide
     from sensor.rules.patterns import PatternMatcher
@@ -265,16 +273,38 @@ def run_hunt(args: argparse.Namespace) -> int:
     origin = Origin()
     hits = scanned = 0
     out = sys.stdout
-    for qname, packed in store.names_by_time(since, until):
-        scanned += 1
-        # the labels from the stored name (lowercase; matching ignores case), the entry decoded only on a hit
-        labels = split_labels(qname.lower()) if qname != "." else []
-        rule = decide(table, patterns, labels)
-        if rule < 0 or (rule < len(allow) and allow[rule]):
-            continue
-        hits += 1
-        out.write(encoder.encode(retrospective_hit(encoder, store.decode_one(packed), rule, origin)) + "\n")
-    print(f"hunt: {scanned:,} stored queries, {hits:,} hits", file=sys.stderr)
+    cname_hits = 0
+    targets: dict[str, int] = {}  # CNAME targets' verdicts (stored_cname_hit)
+    for data, rows in store.names_and_cnames_by_segment(since, until):
+        # the labels from the stored name (lowercase; matching ignores case), the entry decoded only on a hit;
+        # an entry whose name makes no hit (none, or an allow rule) is a CNAME hit when a stored CNAME target hits
+        # (decision 0163): the segment's candidates (responses that may hold a CNAME) decoded together
+        scanned += len(rows)
+        rules = []
+        candidates = []
+        for qname, offset, maybe_cname in rows:
+            rule = decide(table, patterns, split_labels(qname.lower()) if qname != "." else [])
+            if rule >= 0 and rule < len(allow) and allow[rule]:
+                rule = -1
+            rules.append(rule)
+            if rule < 0 and maybe_cname:
+                candidates.append(entries_at(data, (offset,)))
+        decoded = (entry for at in range(0, len(candidates), DECODE_CHUNK)
+                   for entry in store.decode_many(candidates[at:at + DECODE_CHUNK]))
+        for (_, offset, maybe_cname), rule in zip(rows, rules, strict=True):
+            if rule >= 0:
+                hits += 1
+                entry = store.decode_one(entries_at(data, (offset,)))
+                out.write(encoder.encode(retrospective_hit(encoder, entry, rule, origin)) + "\n")
+            elif maybe_cname:
+                entry = next(decoded)
+                found = stored_cname_hit(entry, table, patterns, allow, targets)
+                if found is not None:
+                    hits += 1
+                    cname_hits += 1
+                    out.write(encoder.encode(retrospective_cname_hit(encoder, entry, *found, origin)) + "\n")
+        del data, rows  # the segment is unmapped once the walk leaves it
+    print(f"hunt: {scanned:,} stored queries, {hits:,} hits ({cname_hits:,} through a CNAME)", file=sys.stderr)
     return 0
 
 

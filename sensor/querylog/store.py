@@ -19,6 +19,7 @@ import mmap
 import os
 import socket
 import sqlite3
+import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,6 +50,8 @@ from sensor.querylog.segment import (  # noqa: F401  the name helpers, imported 
 )
 
 SCHEMA_VERSION = "2"
+CNAME_IN = b"\x00\x05\x00\x01"  # a CNAME record's type and class (IN), as a stored response holds them
+HUNT_CHUNK = 4096  # entries per chunk of names_and_cnames_by_segment
 BUSY_TIMEOUT_MS = 10_000  # how long a reader or writer waits for the other's lock before giving up
 A, AAAA = 1, 28
 MAX_SEGMENT_BYTES = 64 << 20  # a segment closes at this many bytes of files if not at its row count first
@@ -568,6 +571,67 @@ class QueryStore:
                     if since_us is not None and ts < since_us or until_us is not None and ts >= until_us:
                         continue
                 yield qname, entries_at(data, (offset,))
+
+    def names_and_cnames_by_segment(self, since_us: int | None = None,
+                                    until_us: int | None = None) -> Iterator[tuple[bytes, list[tuple[str, int, bool]]]]:
+        """As names_by_time, in chunks of a segment: its entries (mapped) and (query name, offset, candidate) of each,
+        `candidate` saying whether its stored response may hold a CNAME record (`hunt`, decision 0163): its bytes
+        after the name hold a CNAME's type and class (00 05 00 01). One search over each segment (in C) finds the
+        marks; the walk compares each entry's end with the next mark only, so that the caller decodes only the
+        candidates (together). A false candidate costs one decode; a CNAME of a class other than IN is missed."""
+        size = ENTRY_HEADER.size
+        head = struct.Struct("=I46xH")  # an entry's length, and its name's length (offset 50)
+        unpack_head = head.unpack_from
+        unpack = ENTRY_HEADER.unpack_from
+        timed = since_us is not None or until_us is not None
+        for segment in self._segments_in(since_us, until_us):
+            data = self._map(segment, "entries", segment.bytes)
+            if not data:
+                continue
+            marks = []
+            found = data.find(CNAME_IN)
+            while found >= 0:
+                marks.append(found)
+                found = data.find(CNAME_IN, found + 1)
+            marks.append(len(data))  # a sentinel: no mark lies at or past the end
+            mark = marks[0]
+            next_mark = 1
+            rows = []
+            position, end = 0, len(data)
+            while position + size <= end:
+                length, name_len = unpack_head(data, position)
+                if length < size or position + length > end:
+                    break
+                after = position + length
+                candidate = False
+                if mark < after:  # a mark inside this entry: one after its name, wholly inside, makes a candidate
+                    body = position + size + name_len
+                    while mark < body:
+                        mark = marks[next_mark]
+                        next_mark += 1
+                    candidate = mark + len(CNAME_IN) <= after
+                    while mark < after:
+                        mark = marks[next_mark]
+                        next_mark += 1
+                if timed:
+                    header = unpack(data, position)
+                    ts = header[6] * 1_000_000 + header[7]
+                    if since_us is not None and ts < since_us or until_us is not None and ts >= until_us:
+                        position = after
+                        continue
+                rows.append((bytes(data[position + size:position + size + name_len]).decode("ascii"), position,
+                             candidate))
+                position = after
+                if len(rows) == HUNT_CHUNK:
+                    yield data, rows
+                    rows = []
+            if rows:
+                yield data, rows
+            rows = data = marks = None  # type: ignore[assignment]  # unmapped before the next segment is mapped
+
+    def decode_many(self, packed: Sequence[bytes]) -> list[QueryLogEntry]:
+        """Packed entries decoded together, in order (one call of the decoder)."""
+        return self._decode(b"".join(packed), len(packed)) if packed else []
 
     def decode_one(self, packed: bytes) -> QueryLogEntry:
         return self._decode(packed, 1)[0]
