@@ -547,7 +547,10 @@ def writer_main(endpoint: str | None, path: str, retention: Retention, segment_r
         now = time.monotonic()
         if stopping_since is None and (control.poll() or os.getppid() != parent):
             try:
-                control.recv()
+                # only what is there: a sensor killed with SIGKILL leaves no EOF on this end (this process holds
+                # a copy of the other, from the fork), and a blocking recv waited forever
+                if control.poll():
+                    control.recv()
             except (EOFError, OSError):  # the sensor closed its end, or died: store what is left
                 pass
             stopping_since = now
