@@ -7,6 +7,10 @@
 # layout of sensor/querylog/packed.py, and decoded in bulk outside the loop. The response's answer section
 # is therefore parsed there, not here: the loop's cost per entry is one memcpy.
 
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.bytes cimport _PyBytes_Resize
+
 cdef enum:
     NAME_INLINE = 64             # most query names fit in the slot; longer ones get their own allocation
     PENDING_KEY_LEN = 44         # vlan+1 (2), ip version (1), transport (1), client (16), server (16),
@@ -77,8 +81,10 @@ cdef class PendingTable:
     cdef int32_t oldest, newest
     cdef int64_t timeout_us
     cdef int64_t expires_us      # when the oldest query expires (kept here: its slot is rarely in cache)
-    cdef uint8_t* out            # finished entries, packed
+    cdef PyObject* out_bytes     # finished entries, packed, in the bytes object take() hands out (owned; NULL
+    cdef uint8_t* out            # before the first entry after a take): no copy at take (decision 0181)
     cdef size_t out_len, out_cap
+    cdef size_t next_cap         # the size the next batch's buffer starts at: the last one's (bursts aside)
 
     def __cinit__(self, int capacity, double timeout):
         cdef int32_t i
@@ -107,9 +113,11 @@ cdef class PendingTable:
         self.newest = -1
         self.expires_us = INT64_MAX
         self.count = 0
+        self.out_bytes = NULL
         self.out = NULL
         self.out_len = 0
         self.out_cap = 0
+        self.next_cap = 65536
 
     def __dealloc__(self):
         cdef int32_t i
@@ -119,7 +127,7 @@ cdef class PendingTable:
                     free(self.slots[i].name)
         free(self.slots)
         free(self.buckets)
-        free(self.out)
+        Py_XDECREF(self.out_bytes)
 
     cdef int32_t find(self, const uint8_t* key, uint64_t h, const uint8_t* name, uint32_t name_len) noexcept nogil:
         cdef int32_t i = self.buckets[h & self.bucket_mask]
@@ -192,16 +200,20 @@ cdef class PendingTable:
         return i
 
     cdef int reserve(self, size_t more) except -1:
-        cdef size_t cap = self.out_cap if self.out_cap else 65536
-        cdef uint8_t* grown
+        """Room for `more` bytes in the batch's bytes object: made at the first entry, grown by a copy."""
+        cdef size_t cap = self.out_cap if self.out_cap else self.next_cap
+        cdef object grown
         if self.out_len + more <= self.out_cap:
             return 0
         while cap < self.out_len + more:
             cap *= 2
-        grown = <uint8_t*>realloc(self.out, cap)
-        if grown == NULL:
-            raise MemoryError()
-        self.out = grown
+        grown = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>cap)
+        if self.out_len:
+            memcpy(PyBytes_AS_STRING(grown), self.out, self.out_len)
+        Py_INCREF(grown)
+        Py_XDECREF(self.out_bytes)
+        self.out_bytes = <PyObject*>grown
+        self.out = <uint8_t*>PyBytes_AS_STRING(grown)
         self.out_cap = cap
         return 0
 
@@ -263,12 +275,26 @@ cdef class PendingTable:
         return 0
 
     cdef bytes take(self):
-        cdef bytes data = PyBytes_FromStringAndSize(<const char*>self.out, self.out_len)
-        self.out_len = 0
-        if self.out_cap > (1 << 24):   # a burst made it large: give the memory back
-            free(self.out)
+        """The batch's entries: the bytes object they were written into, cut to length (no copy)."""
+        cdef object data
+        if self.out_len == 0:
+            return b""
+        # refcount 1 (owned here only): resized in place, or moved by realloc
+        try:
+            _PyBytes_Resize(&self.out_bytes, <Py_ssize_t>self.out_len)
+        except MemoryError:  # the object is gone: so is the batch
+            self.out_bytes = NULL
             self.out = NULL
-            self.out_cap = 0
+            self.out_len = self.out_cap = 0
+            raise
+        data = <object>self.out_bytes
+        Py_XDECREF(self.out_bytes)
+        # a burst made it large: the next batch starts small again, as the buffer was given back before
+        self.next_cap = self.out_cap if self.out_cap <= (1 << 24) else 65536
+        self.out_bytes = NULL
+        self.out = NULL
+        self.out_len = 0
+        self.out_cap = 0
         return data
 
     cdef int message(self, const uint8_t* msg, uint32_t n, uint16_t flags, DecodedName* name,

@@ -57,6 +57,14 @@ def comm(pid: int) -> str:
         return ""
 
 
+def gone(pid: int) -> bool:
+    """The process has ended (reaped, or a zombie waiting for whoever adopted it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def query_log_writer(pid: int) -> int | None:
     """The sensor's query-log writer process: named `truesource-qlog` (forked), or spawned
     (`multiprocessing.spawn` in its command line)."""
@@ -111,6 +119,27 @@ def test_query_log_writer_killed_mid_replay_ends_with_the_loss(capture, tmp_path
     # it stopped at once rather than reading all 30 copies (~3 M frames)
     assert summary["counters"]["packets"] < 30 * 100_000
     print(f"replay ended {noticed:.2f} s after the writer was killed")
+
+
+def test_sensor_killed_mid_replay_leaves_no_writer_behind(capture, tmp_path):
+    """kill -9 of the sensor while its writer stores: the writer stores what reached it and ends (it used to
+    wait forever on its control pipe, whose other end its own fork still held); what it stored is committed."""
+    import sqlite3
+
+    proc = start_replay(capture, tmp_path, "--query-log", str(tmp_path / "q.db"))
+    writer = poll(lambda: query_log_writer(proc.pid), "the writer process")
+    poll(lambda: lines_in(tmp_path / "hits.jsonl") > 0, "the first hits")
+    proc.kill()
+    proc.wait()  # not communicate(): the writer holds the same stdout and stderr
+    try:
+        poll(lambda: gone(writer), "the writer's end", timeout=20.0)
+    finally:
+        if not gone(writer):
+            os.kill(writer, signal.SIGKILL)
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    with sqlite3.connect(tmp_path / "q.db") as db:
+        assert db.execute("SELECT SUM(rows) FROM segments").fetchone()[0] > 0
 
 
 def test_query_log_writer_out_of_memory_mid_replay_exits_1(capture, tmp_path):

@@ -112,3 +112,39 @@ def test_a_second_writer_is_refused_while_the_first_writes(tmp_path):
     finally:
         first.close()
     QueryLogWriter(QueryLogOptions(path)).close()  # free again once the first has stopped
+
+
+def test_replay_pipe_gives_whole_messages_from_pieces(batch):
+    """A replay's OS pipe (decision 0181): messages written a few bytes at a time come out whole, in order, the
+    packed ones as sent and the others decoded; a message cut off by the producer's end is not given, and the
+    end is seen."""
+    import os
+
+    from sensor.messages import Entries, PackedEntries, decode_query_log_message, encode
+    from sensor.querylog.writer import FRAME_MESSAGE, FRAME_PACKED, PIPE_HEADER, PipeSource, open_pipe
+
+    loop = make("reference", DLT_EN10MB, {})
+    loop.run_batch(*batch, 1)
+    entries = loop.take_query_log()
+    packed = os.urandom(5000)
+    stream = (PIPE_HEADER.pack(len(packed), FRAME_PACKED) + packed
+              + PIPE_HEADER.pack(len(encode(Entries(entries[:3]))), FRAME_MESSAGE) + encode(Entries(entries[:3]))
+              + PIPE_HEADER.pack(len(encode(PackedEntries(b"xyz"))), FRAME_MESSAGE) + encode(PackedEntries(b"xyz"))
+              + PIPE_HEADER.pack(100, FRAME_PACKED) + b"cut off")
+    read_end, write_end = open_pipe()
+    source = PipeSource(read_end)
+    got = []
+    try:
+        for start in range(0, len(stream), 7):
+            os.write(write_end, stream[start:start + 7])
+            while (message := source.receive()) is not None:
+                got.append(message)
+        os.close(write_end)
+        assert source.receive() is None and source.ended
+        assert not source.poll(1)
+    finally:
+        source.close()
+    assert [bytes(got[0][0]), got[0][1], got[0][2]] == [packed, None, len(packed)]
+    assert got[1][0] is None and got[1][1] == decode_query_log_message(encode(Entries(entries[:3])))
+    assert bytes(got[2][0]) == b"xyz" and got[2][1] is None
+    assert len(got) == 3

@@ -6,6 +6,10 @@ capture path) and pushes them over a ZeroMQ PUSH socket to the writer process, w
 to the store's open segment in batches (sensor/querylog/store.py, decision 0180) and applies retention. In live
 capture the push never waits: when the writer is behind and the pipe is full (`PIPE_BATCHES`), the batch is
 dropped and counted. A replay waits instead (nothing is lost).
+
+A replay's writer is forked and has one producer: there the pipe is an OS pipe (length-prefixed frames, 1 MB of
+kernel buffer), not ZeroMQ, whose copies and I/O threads cost ~0.045 s of CPU per 75 MB (decision 0181);
+capture, with its workers, and a spawned writer keep the ZeroMQ pipe.
 """
 
 from __future__ import annotations
@@ -13,16 +17,14 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import select
 import shutil
 import signal
 import struct
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-
-import zmq
 
 from sensor.errors import HelperDied, SensorError, StartupError, how_it_ended
 from sensor.loop import decode_query_log, querylog_segment_functions
@@ -62,10 +64,32 @@ class QueryLogFailed(SensorError):
 
 ENTRY_LENGTH = struct.Struct("=I")  # the first field of ENTRY_HEADER
 PACKED_TAG = b"packed"  # the first frame of a message of packed entries; an Entries message is one frame
+# The OS pipe of a replay (decision 0181): each message a PIPE_HEADER (its body's length, FRAME_PACKED or
+# FRAME_MESSAGE), then the body: packed entries as they are, or an encoded QueryLogMessage.
+PIPE_HEADER = struct.Struct("<IB")
+FRAME_PACKED, FRAME_MESSAGE = 1, 2
+PIPE_SIZE = 1 << 20  # the pipe's kernel buffer, when the system allows it (F_SETPIPE_SZ; 64 KiB otherwise)
+F_SETPIPE_SZ = 1031
+
+
+def open_pipe() -> tuple[int, int]:
+    """(read end, write end) of a replay's pipe to the writer, both non-blocking."""
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    return read_end, write_end
 
 
 def receive(socket) -> tuple[memoryview | None, QueryLogMessage | None, int]:
     """One message from the pipe (zmq.Again when none): (packed entries, None, size) or (None, Entries, size)."""
+    import zmq
+
     frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
     if len(frames) == 2 and frames[0].bytes == PACKED_TAG:
         return frames[1].buffer, None, len(frames[1])
@@ -104,17 +128,123 @@ def split_packed(data: bytes, limit: int) -> list[bytes]:
     return parts
 
 
-class QueryLogSink:
-    """One producing process's end of the pipe to the writer. Not shared across fork: make one per process."""
+class ZmqSource:
+    """The writer's end of the ZeroMQ pipe (capture; a spawned writer)."""
 
-    def __init__(self, endpoint: str, blocking: bool, on_entries=None, limits: WriterLimits = DEFAULT_LIMITS,
-                 writer: QueryLogWriter | None = None) -> None:
-        self.limits = limits
+    ended = False  # many producers: the end is never known from the pipe
+
+    def __init__(self, endpoint: str, limits: WriterLimits) -> None:
+        import zmq
+
+        self.again = zmq.Again
         self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.PUSH)
-        self.socket.setsockopt(zmq.SNDHWM, limits.pipe_batches)
-        self.socket.setsockopt(zmq.LINGER, -1 if blocking else 5000)
-        self.socket.connect(endpoint)
+        self.pull = self.context.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.RCVHWM, limits.pipe_batches)
+        self.pull.bind(endpoint)
+
+    def poll(self, milliseconds: int) -> bool:
+        return bool(self.pull.poll(milliseconds))
+
+    def receive(self) -> tuple[Any, QueryLogMessage | None, int] | None:
+        try:
+            return receive(self.pull)
+        except self.again:
+            return None
+
+    def close(self) -> None:
+        self.pull.close(0)
+        self.context.term()
+
+
+class PipeSource:
+    """The writer's end of a replay's OS pipe: whole messages as they complete (a message can arrive in parts)."""
+
+    def __init__(self, descriptor: int) -> None:
+        self.fd = descriptor
+        self.poller = select.poll()
+        self.poller.register(descriptor, select.POLLIN)
+        self.header = b""
+        self.length: int | None = None  # of the message whose header was read
+        self.body: bytearray | None = None  # a message being read in parts
+        self.filled = 0
+        self.kind = 0
+        self.ended = False  # the producer closed its end (or died): everything sent has been read
+
+    def poll(self, milliseconds: int) -> bool:
+        if self.ended:
+            time.sleep(milliseconds / 1000)
+            return False
+        return bool(self.poller.poll(milliseconds))
+
+    def receive(self) -> tuple[Any, QueryLogMessage | None, int] | None:
+        """The next whole message as `receive` gives it, or None while none is complete."""
+        try:
+            while self.length is None:
+                chunk = os.read(self.fd, PIPE_HEADER.size - len(self.header))
+                if not chunk:
+                    self.ended = True
+                    return None
+                self.header += chunk
+                if len(self.header) == PIPE_HEADER.size:
+                    self.length, self.kind = PIPE_HEADER.unpack(self.header)
+                    self.header = b""
+            if self.body is None:
+                first = os.read(self.fd, self.length) if self.length else b""
+                if len(first) == self.length:  # the usual case: the whole body at once, no copy
+                    self.length = None
+                    return self._message(first)
+                if not first:
+                    self.ended = True
+                    return None
+                self.body = bytearray(self.length)
+                self.body[:len(first)] = first
+                self.filled = len(first)
+            with memoryview(self.body) as view:
+                while self.filled < len(self.body):
+                    count = os.readv(self.fd, [view[self.filled:]])
+                    if count == 0:
+                        self.ended = True
+                        return None  # cut off by the producer's end: what came whole was returned
+                    self.filled += count
+            body, self.body, self.length = self.body, None, None
+            return self._message(body)
+        except BlockingIOError:
+            return None
+
+    def _message(self, body) -> tuple[Any, QueryLogMessage | None, int]:
+        if self.kind == FRAME_PACKED:
+            return body, None, len(body)
+        message = decode_query_log_message(bytes(body))
+        if isinstance(message, PackedEntries):
+            return memoryview(message.data), None, len(body)
+        return None, message, len(body)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class QueryLogSink:
+    """One producing process's end of the pipe to the writer. Not shared across fork: make one per process.
+    `pipe`: the write end of a replay's OS pipe (decision 0181), instead of the ZeroMQ `endpoint`."""
+
+    def __init__(self, endpoint: str | None, blocking: bool, on_entries=None,
+                 limits: WriterLimits = DEFAULT_LIMITS, writer: QueryLogWriter | None = None,
+                 pipe: int | None = None) -> None:
+        self.limits = limits
+        self.pipe = pipe
+        self.context: Any = None
+        self.socket: Any = None
+        if pipe is not None:
+            self.poller = select.poll()
+            self.poller.register(pipe, select.POLLOUT)
+        else:
+            import zmq
+
+            self.context = zmq.Context()
+            self.socket = self.context.socket(zmq.PUSH)
+            self.socket.setsockopt(zmq.SNDHWM, limits.pipe_batches)
+            self.socket.setsockopt(zmq.LINGER, -1 if blocking else 5000)
+            self.socket.connect(endpoint)
         self.blocking = blocking
         self.on_entries = on_entries  # called with each batch's decoded entries and origin (--publish-queries)
         self.sent = 0  # batches
@@ -150,6 +280,11 @@ class QueryLogSink:
         if self.dead is not None:  # the writer is gone: count what it would have stored
             self.lost += packed_count(message.data) if isinstance(message, PackedEntries) else count
             return
+        if self.pipe is not None:
+            self._send_pipe(message, count)
+            return
+        import zmq
+
         # packed entries go as they are, a second frame after a tag (no copy into a MessagePack envelope)
         frames = [PACKED_TAG, message.data] if isinstance(message, PackedEntries) else [encode(message)]
         size = len(frames[-1])
@@ -167,6 +302,28 @@ class QueryLogSink:
         self.sent += 1
         if self.writer is not None:
             self.unacked.append((self.sent, size, count if isinstance(message, Entries) else -1))
+        self.watch()
+
+    def _send_pipe(self, message: QueryLogMessage, count: int) -> None:
+        """A replay's send: the whole message, waiting for room, never on a dead writer (looked at every
+        WATCH_EVERY while the pipe is full; a closed pipe is looked at until the death is noticed)."""
+        packed = isinstance(message, PackedEntries)
+        body = message.data if isinstance(message, PackedEntries) else encode(message)
+        size = len(body)
+        for chunk in (PIPE_HEADER.pack(size, FRAME_PACKED if packed else FRAME_MESSAGE), body):
+            view = memoryview(chunk)
+            while view:
+                try:
+                    view = view[os.write(self.pipe, view):]  # type: ignore[arg-type]
+                except BlockingIOError:
+                    self.poller.poll(int(WATCH_EVERY * 1000))
+                    self.watch(now=True)
+                except BrokenPipeError:  # the writer is gone: its death is noticed by the next look
+                    self.watch(now=True)
+                    time.sleep(WATCH_EVERY / 10)
+        self.sent += 1
+        if self.writer is not None:
+            self.unacked.append((self.sent, size, -1 if packed else count))
         self.watch()
 
     def watch(self, now: bool = False) -> None:
@@ -190,6 +347,10 @@ class QueryLogSink:
                          f"stopping (about {self.lost:,} queries not stored)")
 
     def close(self) -> None:
+        if self.pipe is not None:  # what is in the pipe stays there for the writer to read
+            os.close(self.pipe)
+            self.pipe = None
+            return
         # A blocking sink lingers until the writer has every batch; not when the writer is dead (it would wait forever)
         self.socket.close(linger=0 if self.dead is not None else None)
         self.context.term()
@@ -213,18 +374,41 @@ class QueryLogWriter:
     spent ~0.08 s of CPU importing them (decision 0180); spawned otherwise (a clean interpreter: forking a
     process with threads can copy a lock held by one of them)."""
 
-    def __init__(self, options: QueryLogOptions, limits: WriterLimits = DEFAULT_LIMITS) -> None:
+    def __init__(self, options: QueryLogOptions, limits: WriterLimits = DEFAULT_LIMITS,
+                 single_producer: bool = False) -> None:
+        """`single_producer`: only this process's one sink will send (a replay): a forked writer then reads an
+        OS pipe (decision 0181), and `endpoint` is None."""
         self.options = options
         self.limits = limits
-        self.pipe_dir = tempfile.mkdtemp(prefix="truesource-qlog-")
-        self.endpoint = f"ipc://{self.pipe_dir}/entries"
-        context: Any = multiprocessing.get_context("fork" if start_method() == "fork" else "spawn")
+        fork = start_method() == "fork"
+        self.pipe_dir: str | None = None
+        self.endpoint: str | None = None
+        self._pipe: int | None = None  # the write end, until the sink takes it
+        pipe_ends = None
+        if fork and single_producer:
+            pipe_ends = open_pipe()
+            self._pipe = pipe_ends[1]
+        else:
+            import tempfile
+
+            self.pipe_dir = tempfile.mkdtemp(prefix="truesource-qlog-")
+            self.endpoint = f"ipc://{self.pipe_dir}/entries"
+        context: Any = multiprocessing.get_context("fork" if fork else "spawn")
         self.control, child = context.Pipe()
         self.process = context.Process(target=writer_main, name="truesource-querylog",
                                        args=(self.endpoint, options.path, options.retention, options.segment_rows,
-                                             child, segment_bytes_for(options.retention.max_bytes), limits),
+                                             child, segment_bytes_for(options.retention.max_bytes), limits,
+                                             pipe_ends),
                                        daemon=True)
-        self.process.start()
+        try:
+            self.process.start()
+        except BaseException:
+            self._close_pipe()
+            if pipe_ends is not None:
+                os.close(pipe_ends[0])
+            raise
+        if pipe_ends is not None:
+            os.close(pipe_ends[0])
         child.close()
         self.summary: dict = {}
         self.stored_batches = 0  # batches stored (all producers), from the writer's acknowledgements
@@ -244,7 +428,15 @@ class QueryLogWriter:
             raise StartupError(message[1])
 
     def sink(self, blocking: bool, on_entries=None) -> QueryLogSink:
-        return QueryLogSink(self.endpoint, blocking, on_entries, self.limits, writer=self)
+        pipe, self._pipe = self._pipe, None
+        return QueryLogSink(self.endpoint, blocking, on_entries, self.limits, writer=self, pipe=pipe)
+
+    def _close_pipe(self) -> None:
+        if self._pipe is not None:
+            os.close(self._pipe)
+            self._pipe = None
+        if self.pipe_dir is not None:
+            shutil.rmtree(self.pipe_dir, ignore_errors=True)
 
     def poll(self) -> str | None:
         """Read the writer's acknowledgements; how it ended if it died (None while it runs, or once it has
@@ -296,7 +488,7 @@ class QueryLogWriter:
         self.process.join(10)
         if self.process.is_alive():
             self._kill()
-        shutil.rmtree(self.pipe_dir, ignore_errors=True)
+        self._close_pipe()
         if self.summary.get("error"):
             raise QueryLogFailed(f"{self.options.path}: query log: {self.summary['error']}")
         return self.summary
@@ -305,12 +497,16 @@ class QueryLogWriter:
         if self.process.is_alive():
             self.process.kill()
         self.process.join(5)
-        shutil.rmtree(self.pipe_dir, ignore_errors=True)
+        self._close_pipe()
 
 
-def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: int, control,
-                segment_bytes: int = MAX_SEGMENT_BYTES, limits: WriterLimits = DEFAULT_LIMITS) -> None:
-    """The writer process: store every batch that arrives, apply retention now and then, stop when told."""
+def writer_main(endpoint: str | None, path: str, retention: Retention, segment_rows: int, control,
+                segment_bytes: int = MAX_SEGMENT_BYTES, limits: WriterLimits = DEFAULT_LIMITS,
+                pipe_ends: tuple[int, int] | None = None) -> None:
+    """The writer process: store every batch that arrives, apply retention now and then, stop when told.
+    `pipe_ends`: a replay's OS pipe (forked), read instead of the ZeroMQ `endpoint`."""
+    if pipe_ends is not None:
+        os.close(pipe_ends[1])  # the sensor's end: the pipe ends (reads as empty) when the sensor closes its own
     # The sensor stops it after its last batch (a terminal's Ctrl-C and a service manager's SIGTERM reach the
     # whole process group); if the sensor dies without saying so, the writer stores what it has and ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -328,10 +524,7 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
     except SensorError as err:
         control.send(("error", str(err)))
         return
-    context = zmq.Context()
-    pull = context.socket(zmq.PULL)
-    pull.setsockopt(zmq.RCVHWM, limits.pipe_batches)
-    pull.bind(endpoint)
+    source: Any = PipeSource(pipe_ends[0]) if pipe_ends is not None else ZmqSource(str(endpoint), limits)
     control.send(("ready",))
     written = removed = lost = truncated = dropped_answers = 0
     received = received_bytes = 0  # batches and their bytes, acknowledged once stored
@@ -354,19 +547,22 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
         now = time.monotonic()
         if stopping_since is None and (control.poll() or os.getppid() != parent):
             try:
-                control.recv()
+                # only what is there: a sensor killed with SIGKILL leaves no EOF on this end (this process holds
+                # a copy of the other, from the fork), and a blocking recv waited forever
+                if control.poll():
+                    control.recv()
             except (EOFError, OSError):  # the sensor closed its end, or died: store what is left
                 pass
             stopping_since = now
-        if pull.poll(50):
+        if source.poll(50):
             while True:
-                try:
-                    packed, message, size = receive(pull)
-                except zmq.Again:
+                got = source.receive()
+                if got is None:
                     break
+                packed, message, size = got
                 received += 1
                 received_bytes += size
-                pending.append(packed if packed is not None else pack_entries(message.entries))  # type: ignore[union-attr]
+                pending.append(packed if packed is not None else pack_entries(message.entries))
                 pending_bytes += size
                 if pending_bytes >= write_bytes:
                     break
@@ -394,17 +590,17 @@ def writer_main(endpoint: str, path: str, retention: Retention, segment_rows: in
             pending = []
             pending_bytes = 0
             last_write = now
-        if error is None and retention.enabled and (now >= next_retention or stopping_since is not None
-                                                    and not pending and now - stopping_since >= DRAIN_IDLE):
+        # stopping, all is stored, and the pipe has been quiet a while, or (a replay's pipe) is closed
+        drained = stopping_since is not None and not pending and (source.ended or now - stopping_since >= DRAIN_IDLE)
+        if error is None and retention.enabled and (now >= next_retention or drained):
             try:
                 removed += store.apply_retention(retention).queries_deleted
             except Exception as err:
                 error = f"{type(err).__name__}: {err}"
             next_retention = now + RETENTION_EVERY
-        if stopping_since is not None and not pending and now - stopping_since >= DRAIN_IDLE:
+        if drained:
             break
-    pull.close(0)
-    context.term()
+    source.close()
     store.close()
     if os.environ.get("TRUESOURCE_QLOG_DEBUG"):
         import resource
@@ -425,7 +621,7 @@ def start(options: QueryLogOptions | None, pipeline, blocking: bool,
     `limits` from the memory budget (sensor/budget.py)."""
     if options is None:
         return None, None
-    writer = QueryLogWriter(options, limits)
+    writer = QueryLogWriter(options, limits, single_producer=blocking)  # blocking: a replay, its only producer
     return writer, writer.sink(blocking, publisher(pipeline) if options.publish else None)
 
 
