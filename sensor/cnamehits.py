@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from sensor import schema
+from sensor.dnscodes import rcode_name
 
 
 def apply_cname(event: schema.DnsEvent, msg: Any) -> None:
@@ -17,7 +18,7 @@ def apply_cname(event: schema.DnsEvent, msg: Any) -> None:
     event.source, event.destination = (schema.Endpoint(ip=event.destination.ip, port=event.destination.port),
                                        schema.Endpoint(ip=event.source.ip, port=event.source.port))
     event.dns.type = "answer"
-    event.dns.response_code = RCODES.get(msg.flags & 0xF, f"RCODE{msg.flags & 0xF}")
+    event.dns.response_code = rcode_name(msg.flags & 0xF)
     event.dns.answers = [schema.Answer(name=owner, type="CNAME", ttl=ttl, data=data) for owner, ttl, data in records]
     if event.threat is not None:
         for enrichment in event.threat.enrichments:
@@ -25,8 +26,3 @@ def apply_cname(event: schema.DnsEvent, msg: Any) -> None:
                                                 type="indicator_match_rule")
     event.truesource.cname = schema.CnameDetail(chain=[records[0][0], *(data for _, _, data in records)],
                                                 matched=target, hop=matched + 1)
-
-
-# RFC 1035 4.1.1 and RFC 6895 2.3, as dnslib names them
-RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 6: "YXDOMAIN",
-          7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE"}

@@ -6,7 +6,7 @@ dnslib (nor a file read after capture dropped root).
 
 from __future__ import annotations
 
-from sensor.dnsnames import CLASSES, OPCODES, QTYPES
+from sensor.dnsnames import CLASSES, OPCODES, QTYPES, RCODES
 
 # Header flag bits of the second header word, in the order ECS lists dns.header_flags.
 HEADER_FLAGS = (("AA", 0x0400), ("TC", 0x0200), ("RD", 0x0100), ("RA", 0x0080), ("AD", 0x0020), ("CD", 0x0010))
@@ -22,6 +22,10 @@ def qclass_name(code: int) -> str:
 
 def opcode_name(code: int) -> str:
     return OPCODES.get(code) or f"OPCODE{code}"
+
+
+def rcode_name(code: int) -> str:
+    return RCODES.get(code) or f"RCODE{code}"
 
 
 def header_flags(flags: int) -> list[str]:

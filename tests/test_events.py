@@ -164,11 +164,11 @@ def test_domain_parts_agree_with_publicsuffixlist_on_every_rule_shape():
 
 
 def test_literal_dns_name_tables_are_dnslibs():
-    from dnslib import CLASS, OPCODE, QTYPE
+    from dnslib import CLASS, OPCODE, QTYPE, RCODE
 
-    from sensor.dnsnames import CLASSES, OPCODES, QTYPES
+    from sensor.dnsnames import CLASSES, OPCODES, QTYPES, RCODES
 
-    assert (QTYPES, CLASSES, OPCODES) == (QTYPE.forward, CLASS.forward, OPCODE.forward)
+    assert (QTYPES, CLASSES, OPCODES, RCODES) == (QTYPE.forward, CLASS.forward, OPCODE.forward, RCODE.forward)
 
 
 def _answered_entry():

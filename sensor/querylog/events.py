@@ -7,9 +7,8 @@ which copies them (RFC 1035 4.1.1, RFC 4035 3.2.2); an unanswered query has no f
 
 from __future__ import annotations
 
-from functools import cache
-
 from sensor import schema
+from sensor.dnscodes import rcode_name
 from sensor.events import HitEncoder, Origin
 from sensor.querylog.record import STATUS_ANSWERED, STATUS_NAMES, QueryLogEntry
 from sensor.querylog.segment import split_labels
@@ -19,17 +18,6 @@ from sensor.rules.matcher import decide
 QUERY_TOPIC = "dns.query"
 QUERY_COPIED_FLAGS = 0x7800 | 0x0100 | 0x0010  # opcode, RD, CD: the response repeats the query's
 A, AAAA = 1, 28
-
-
-@cache
-def _rcodes() -> dict[int, str]:
-    from dnslib import RCODE
-
-    return RCODE.forward
-
-
-def rcode_name(code: int) -> str:
-    return _rcodes().get(code) or f"RCODE{code}"
 
 
 def entry_message(entry: QueryLogEntry, rule: int = -1) -> DnsMessage:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterable
 
+from sensor.dnscodes import rcode_name
 from sensor.errors import StartupError
 from sensor.querylog.options import (
     DEFAULT_AROUND_WINDOW,
@@ -31,18 +32,6 @@ from sensor.querylog.store import (
 
 RD = 0x0100
 DECODE_CHUNK = 512  # hunt's CNAME candidates decoded this many at a time (one call each, little memory)
-# dnslib's names of the common response codes (sensor/querylog/events.py names every other): who-asked does
-# not load the event encoders (decision 0180)
-RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET", "NXRRSET",
-          "NOTAUTH", "NOTZONE")
-
-
-def rcode_name(code: int) -> str:
-    if 0 <= code < len(RCODES):
-        return RCODES[code]
-    from sensor.querylog.events import rcode_name as named
-
-    return named(code)
 
 
 # --- times -------------------------------------------------------------------------------------------------
