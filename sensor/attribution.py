@@ -39,6 +39,7 @@ MAX_UPSTREAM_NAMES = 4_096  # bound on names of resolver-side hits kept for CNAM
 MAX_UPSTREAM_PER_NAME = 8  # resolver-side hits kept per name (the most recent)
 
 
+LEARN_REFRESH_US = 1_000_000  # a learned resolver's place in the LRU order is refreshed at most once a second
 RD = 0x0100  # header flag: recursion desired
 
 
@@ -77,6 +78,9 @@ class Attribution:
     upstream: tuple[UpstreamHit, ...] = ()
 
 
+_new_tuple = tuple.__new__  # a ClientQuery without its generated __new__'s Python call (half its cost)
+
+
 def _text(address: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
 
@@ -98,7 +102,7 @@ class ResolverAttribution:
         self.learn = learn
         self.max_recent = max_recent
         self.max_learned = max_learned
-        self.learned: OrderedDict[bytes, None] = OrderedDict()
+        self.learned: OrderedDict[bytes, int] = OrderedDict()  # address -> when last seen (us), least recent first
         self._newest_learned: bytes | None = None  # the resolver most client hits go to: learning it again is a no-op
         # Client queries in time order, each also filed under its bucket (its last two labels, the registered
         # domain's usual depth): a resolver's query for a name looks in that name's bucket only, where every name
@@ -126,21 +130,26 @@ class ResolverAttribution:
             self._expire(now)
         if msg.cname is not None:
             return self._cname(msg, now)
-        if self.is_resolver_query(msg):
-            self._learn(msg.src_ip)
+        src = msg.src_ip
+        if src in self.group_of or src in self.learned or not msg.flags & RD:  # is_resolver_query(), inlined
+            self._learn(msg.src_ip, now)
             self._remember_upstream(msg.qname.lower(), msg.src_ip, now)
             found = self._find(msg.qname.lower())
             if not found:
                 return Attribution("name_and_time", [])
             self.linked += 1
-            src = msg.src_ip
             same = [query for resolver, query in found if self._same_resolver(resolver, src)]
             if same:
                 return Attribution("resolver_address", same)
             return Attribution("name_and_time", [query for _, query in found])
+        # A client's query: filed under its bucket, its last two labels (_bucket(), inlined: this runs for
+        # every client hit, and the hits' whole cost is the budget of issue 15)
         name = msg.qname.lower()
-        bucket = _bucket(name)
-        entry = (msg.dst_ip, ClientQuery(msg.src_ip, msg.src_port, now, name, msg.transport))
+        dot = name.rfind(".")
+        second = name.rfind(".", 0, dot) if dot > 0 else -1
+        bucket = name[second + 1:] if second >= 0 else name
+        dst = msg.dst_ip
+        entry = (dst, _new_tuple(ClientQuery, (src, msg.src_port, now, name, msg.transport)))
         queue = self.by_bucket.get(bucket)
         if queue is None:
             self.by_bucket[bucket] = deque((entry,))
@@ -150,8 +159,10 @@ class ResolverAttribution:
         if len(recent) > self.max_recent:
             self._forget()
             self.evicted += 1
-        if msg.dst_ip != self._newest_learned:
-            self._learn(msg.dst_ip)
+        if dst != self._newest_learned:
+            seen = self.learned.get(dst)
+            if seen is None or now - seen > LEARN_REFRESH_US:
+                self._learn(dst, now)
         return None
 
     def _cname(self, msg: DnsMessage | DnsRecord, now: int) -> Attribution | None:
@@ -168,7 +179,7 @@ class ResolverAttribution:
             self._remember_upstream(name, msg.dst_ip, now)
         if to_resolver:
             return None
-        self._learn(msg.src_ip)
+        self._learn(msg.src_ip, now)
         client = ClientQuery(msg.dst_ip, msg.dst_port, now, msg.qname.lower(), msg.transport)
         same = tuple(hit for hit in found if self._same_resolver(hit.resolver, msg.src_ip))
         if found:
@@ -211,10 +222,10 @@ class ResolverAttribution:
         group = self.group_of.get(a)
         return group is not None and group == self.group_of.get(b)
 
-    def _learn(self, address: bytes) -> None:
+    def _learn(self, address: bytes, now: int) -> None:
         if not self.learn or address in self.group_of:
             return
-        self.learned[address] = None
+        self.learned[address] = now
         self.learned.move_to_end(address)
         self._newest_learned = address
         if len(self.learned) > self.max_learned:
@@ -224,8 +235,13 @@ class ResolverAttribution:
     def _expire(self, now: int) -> None:
         horizon = now - self.window_us
         recent = self.recent
-        while recent and recent[0][0] < horizon:
-            self._forget()
+        by_bucket = self.by_bucket
+        while recent and recent[0][0] < horizon:  # _forget(), inlined: each client hit is forgotten once
+            _, bucket, _ = recent.popleft()
+            queue = by_bucket[bucket]
+            queue.popleft()
+            if not queue:
+                del by_bucket[bucket]
 
     def _forget(self) -> None:
         """Drop the oldest client query: it is also the oldest of its bucket."""

@@ -26,6 +26,8 @@ from sensor.spoofing import spoofing_fields
 from sensor.suffixes import domain_parts
 
 if TYPE_CHECKING:  # a hit from the runner (sensor/messages.py) has the same fields as the loop's tuple
+    from collections.abc import Callable, Sequence
+
     from sensor.messages import DnsRecord
 
 HIT_TOPIC = "dns.hit"
@@ -292,6 +294,27 @@ class HitEncoder:
                     log_line("truesource.hit", line)
                 return line
         return self.encode(self.event(msg, origin, attribution, rule))
+
+    def hit_lines(self, records: Sequence[DnsRecord], origin: Origin,
+                  link: Callable[[DnsRecord], Attribution | None] | None) -> list[str]:
+        """hit_line() for each hit of a batch (records with rule >= 0), with its lookups made once a batch: the
+        per-hit budget of issue 15 is a few microseconds, and each call and lookup saved is a tenth of one."""
+        line_of, by_index, parts_of = self._lines.line, self._by_index, self._parts
+        capture_file, interface = origin.capture_file, origin.interface
+        log = logging_events()
+        lines = []
+        for msg in records:
+            if msg.rule < 0:
+                continue
+            attribution = link(msg) if link is not None else None
+            parts = by_index.get(msg.rule) or parts_of(msg.rule, None)
+            line = line_of(msg, capture_file, interface, parts) if attribution is None else None
+            if line is None:
+                line = self.encode(self.event(msg, origin, attribution, None))
+            elif log:
+                log_line("truesource.hit", line)
+            lines.append(line)
+        return lines
 
     def heuristic_event(self, msg: DnsMessage | DnsRecord, origin: Origin, found) -> schema.DnsEvent:
         """A hit by a heuristic detector: the same event, the detector in place of a rule (no indicator)."""

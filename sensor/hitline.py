@@ -59,43 +59,61 @@ class _Shape:
 
     __slots__ = ("parts", "event", "question", "type_class", "rule_threat", "threat_end", "detail", "detail_end")
 
-    def __init__(self, parts: RuleParts, qtype: int, qclass: int, flags: int, qdcount: int) -> None:
-        self.parts = parts  # the rule parts these fragments were made with (a reload makes new ones)
-        self.event = schema.encode_value(parts.raw_event)
+    def __init__(self, rule: _RuleTexts, qtype: int, qclass: int, flags: int, qdcount: int) -> None:
+        self.parts = rule.parts  # the rule parts these fragments were made with (a reload makes new ones)
+        self.event = rule.event
         opcode = (flags >> 11) & 0xF
         self.question = (f'","op_code":{_text(opcode_name(opcode))}'
                          f',"header_flags":{schema.encode_value(header_flags(flags))},"question":{{"name":')
         self.type_class = f',"type":{_text(qtype_name(qtype))},"class":{_text(qclass_name(qclass))}'
+        self.rule_threat = rule.rule_threat
+        self.threat_end = ',"field":"dns.question.name","type":"indicator_match_rule"}}]},"observer":'
+        self.detail = f'{{"dns":{{"op_code":{opcode},"question":{{"type":{qtype},"class":{qclass},"name_lower":'
+        self.detail_end = f'}},"qdcount":{qdcount},"flags":{flags}}},"rule":{rule.detail}'
+
+
+class _RuleTexts:
+    """A rule's encoded fields, made once per rule (not once per question shape: a rule is asked many ways)."""
+
+    __slots__ = ("parts", "event", "rule_threat", "detail")
+
+    def __init__(self, parts: RuleParts) -> None:
+        self.parts = parts
+        self.event = schema.encode_value(parts.raw_event)
         indicator = schema.encode_value(parts.raw_indicator)
         self.rule_threat = (f'}}}},"rule":{schema.encode_value(parts.raw_fields)},"threat":{{"indicator":{indicator}'
                             f',"enrichments":[{{"indicator":{indicator},"matched":{{"atomic":')
-        self.threat_end = ',"field":"dns.question.name","type":"indicator_match_rule"}}]},"observer":'
-        self.detail = f'{{"dns":{{"op_code":{opcode},"question":{{"type":{qtype},"class":{qclass},"name_lower":'
-        self.detail_end = f'}},"qdcount":{qdcount},"flags":{flags}}},"rule":{schema.encode_value(parts.detail)}'
+        self.detail = schema.encode_value(parts.detail)
 
 
 class _Name:
-    """What one (name, type, class, flags, QDCOUNT, rule) gives every hit: two encoded runs of fields."""
+    """What one (name, type, class, flags, QDCOUNT, rule) adds to its shape's runs: the question's name fields and
+    the lower-case name, small texts (the shape's long runs are joined into the line, not copied per name: most
+    hits' names are new)."""
 
-    __slots__ = ("parts", "event", "dns_tail", "detail")
+    __slots__ = ("shape", "parts", "question", "lower")
 
     def __init__(self, shape: _Shape, name: str) -> None:
+        self.shape = shape
         self.parts = shape.parts
-        self.event = shape.event
         lower = name.lower()
         registered, subdomain, tld = domain_parts(lower)
-        # the parts are pieces of the name: when it needs no escaping, none of them does
-        text = _plain if _needs_no_escape(name) else _text
-        lower_text = text(lower)
-        question = [shape.question, text(name), shape.type_class]
+        if _needs_no_escape(name):  # the parts are pieces of the name: when it needs no escaping, none of them does
+            registered_text = "" if registered is None else ',"registered_domain":"' + registered + '"'
+            subdomain_text = "" if subdomain is None else ',"subdomain":"' + subdomain + '"'
+            tld_text = "" if tld is None else ',"top_level_domain":"' + tld + '"'
+            self.question = f'"{name}"{shape.type_class}{registered_text}{subdomain_text}{tld_text}'
+            self.lower = f'"{lower}"'
+            return
+        question = [_text(name), shape.type_class]
         if registered is not None:
-            question += (',"registered_domain":', text(registered))
+            question += (',"registered_domain":', _text(registered))
         if subdomain is not None:
-            question += (',"subdomain":', text(subdomain))
+            question += (',"subdomain":', _text(subdomain))
         if tld is not None:
-            question += (',"top_level_domain":', text(tld))
-        self.dns_tail = "".join((*question, shape.rule_threat, lower_text, shape.threat_end))
-        self.detail = shape.detail + lower_text + shape.detail_end
+            question += (',"top_level_domain":', _text(tld))
+        self.question = "".join(question)
+        self.lower = _text(lower)
 
 
 def _needs_no_escape(value: str) -> bool:
@@ -119,10 +137,12 @@ class HitLines:
         self._ecs = '","ecs":' + schema.encode_value(raw_ecs) + ',"event":'
         self._names: dict[tuple, _Name] = {}
         self._shapes: dict[tuple, _Shape] = {}
+        self._rules: dict[int, _RuleTexts] = {}
         self._addresses: dict[bytes, str] = {}
         self._macs: dict[bytes, str] = {}
         self._origins: dict[tuple[str | None, str | None], tuple[str, str]] = {}
         self._seconds: dict[int, str] = {}
+        self._last_origin: tuple[str | None, str | None, str, str] = (None, None, "", "")  # most hits share one
 
     def _address(self, address: bytes) -> str:
         text = self._addresses.get(address)
@@ -165,7 +185,12 @@ class HitLines:
         if shape is None or shape.parts is not parts:
             if len(self._shapes) >= MAX_NAMES:
                 self._shapes.clear()
-            shape = self._shapes[key] = _Shape(parts, msg.qtype, msg.qclass, msg.flags, msg.qdcount)
+            rule = self._rules.get(msg.rule)
+            if rule is None or rule.parts is not parts:
+                if len(self._rules) >= MAX_NAMES:
+                    self._rules.clear()
+                rule = self._rules[msg.rule] = _RuleTexts(parts)
+            shape = self._shapes[key] = _Shape(rule, msg.qtype, msg.qclass, msg.flags, msg.qdcount)
         return _Name(shape, msg.qname)
 
     def line(self, msg: DnsRecord, capture_file: str | None, interface: str | None, parts: RuleParts) -> str | None:
@@ -178,8 +203,11 @@ class HitLines:
             if len(self._names) >= MAX_NAMES:
                 self._names.clear()
             fragments = self._names[key] = self._name(msg, parts)
+        shape, lower = fragments.shape, fragments.lower
         src_ip, dst_ip = msg.src_ip, msg.dst_ip
-        src, dst = self._address(src_ip), self._address(dst_ip)
+        addresses = self._addresses  # a dictionary's get, the call only for a new address (most are known)
+        src = addresses.get(src_ip) or self._address(src_ip)
+        dst = addresses.get(dst_ip) or self._address(dst_ip)
         sport, dport, transport = msg.src_port, msg.dst_port, msg.transport
         # Community ID v1 (sensor/community_id.py is the reference): the lower (address, port) end first
         flow = _FLOW4 if len(src_ip) == 4 else _FLOW6
@@ -187,17 +215,26 @@ class HitLines:
             community = _b64(_sha1(flow.pack(0, dst_ip, src_ip, transport, 0, dport, sport)).digest(), newline=False)
         else:
             community = _b64(_sha1(flow.pack(0, src_ip, dst_ip, transport, 0, sport, dport)).digest(), newline=False)
-        observer, capture = self._origin(capture_file, interface)
-        mac = self._mac(msg.src_mac) if msg.src_mac is not None else ""
+        last = self._last_origin
+        if last[0] == capture_file and last[1] == interface and last[2]:
+            observer, capture = last[2], last[3]
+        else:
+            observer, capture = self._origin(capture_file, interface)
+            self._last_origin = (capture_file, interface, observer, capture)
+        src_mac = msg.src_mac
+        mac = "" if src_mac is None else self._macs.get(src_mac) or self._mac(src_mac)
+        ts_sec = msg.ts_sec
+        second = self._seconds.get(ts_sec) or self._second(ts_sec)
         vlan = f',"vlan":{{"id":"{msg.vlan_id}"}}' if msg.vlan_id is not None else ""
         related = f'{src}","{dst}' if src != dst else src
         tcp = ("" if transport != 6 else
                ',"tcp":{"handshake":true}' if msg.tcp_handshake else ',"tcp":{"handshake":false}')
         if capture:
             capture = f"{capture}{msg.frame}}}"
-        return (f'{{"@timestamp":"{self._second(msg.ts_sec)}.{msg.ts_usec:06d}Z{self._ecs}{fragments.event}'
+        return (f'{{"@timestamp":"{second}.{msg.ts_usec:06d}Z{self._ecs}{shape.event}'
                 f',"source":{{"ip":"{src}","port":{sport}{mac}}},"destination":{{"ip":"{dst}","port":{dport}}}'
                 f',"related":{{"ip":["{related}"]}},"network":{{"transport":{TRANSPORT_TEXT[transport]}'
                 f'{4 if len(src_ip) == 4 else 6}{IANA[transport]}{community.decode()}"{vlan}}}'
-                f',"dns":{{"type":"query","id":"{msg.dns_id}{fragments.dns_tail}{observer}{fragments.detail}{tcp}'
+                f',"dns":{{"type":"query","id":"{msg.dns_id}{shape.question}{fragments.question}{shape.rule_threat}'
+                f'{lower}{shape.threat_end}{observer}{shape.detail}{lower}{shape.detail_end}{tcp}'
                 f'{capture}}}}}')

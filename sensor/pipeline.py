@@ -52,16 +52,17 @@ class HitPipeline:
             for record in records:
                 self.record(record, origin)
             return
-        link = self.attribution.link if self.attribution is not None else None
-        hit_line = self.encoder.hit_line
-        writers = [output.write for output in self.outputs]
-        for record in records:
-            if record.rule < 0:
-                continue
-            line = hit_line(record, origin, link(record) if link is not None else None)
-            self.hits += 1
-            for write in writers:
-                write(HIT_TOPIC, line)
+        lines = self.encoder.hit_lines(records, origin, self.attribution.link if self.attribution is not None else None)
+        if not lines:
+            return
+        self.hits += len(lines)
+        for output in self.outputs:  # the batch's lines at once where the output takes them so (JSON lines)
+            write_lines = getattr(output, "write_lines", None)
+            if write_lines is not None:
+                write_lines(HIT_TOPIC, lines)
+            else:
+                for line in lines:
+                    output.write(HIT_TOPIC, line)
 
     def judge(self, msg: DnsRecord, origin: Origin) -> None:
         if self.heuristics is None:

@@ -27,26 +27,27 @@ class _Rules:
         self.depth: dict[str, int] = {}  # last two labels -> labels of the deepest rule under them
         self.wild_tlds: set[str] = set()  # TLDs with a wildcard right below (`*.ck`): any second label matters
         self.unicode: list[str] = []  # rules in Unicode, added in punycode on the first `xn--` name
-        rules = [line.strip() for line in _list_file().read_text(encoding="utf-8").splitlines()]
-        rules = [rule for rule in rules if rule and not rule.startswith("//")]
+        rules = [rule for rule in map(str.strip, _list_file().read_text(encoding="utf-8").splitlines())
+                 if rule and rule[0] != "/"]  # comments start "//"; a rule never starts with "/"
         self.unicode = [rule for rule in rules if not rule.isascii()]
         self.add_all([rule.lower() for rule in rules if rule.isascii()])
 
     def add_all(self, rules: list[str]) -> None:
         """Many rules at once: the list's ~10,000 are read at the first hit, in set operations where they can be."""
-        self.exceptions.update(rule[1:] for rule in rules if rule.startswith("!"))
-        self.wild.update(rule[2:] for rule in rules if rule.startswith("*."))
-        self.exact.update(rule for rule in rules if not rule.startswith(("!", "*.")))
+        # (a rule's first character decides its kind: "!" an exception, "*" a wildcard, which is always "*.")
+        self.exceptions.update([rule[1:] for rule in rules if rule[0] == "!"])
+        wild = [rule[2:] for rule in rules if rule[0] == "*"]
+        self.wild.update(wild)
+        self.exact.update([rule for rule in rules if rule[0] != "!" and rule[0] != "*"])
+        self.wild_tlds.update([tld for tld in wild if "." not in tld])
         depth = self.depth
+        # depth 2 is every lookup's default: only rules of three labels or more are filed (a third of the list)
         for rule in rules:
+            if rule.count(".") < 2:
+                continue
             rule = rule.removeprefix("!")
             labels = rule.count(".") + 1
-            if labels < 2:
-                continue
             last = rule.rsplit(".", 2)
-            if labels == 2 and last[0] == "*":
-                self.wild_tlds.add(last[1])
-                continue
             key = last[-2] + "." + last[-1]
             if depth.get(key, 0) < labels:
                 depth[key] = labels
