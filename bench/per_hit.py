@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,21 @@ def replay(checkout: str, capture: str, rules: str, out: str) -> tuple[float, fl
     return cpu_children() - before, time.perf_counter() - started
 
 
+def instructions(checkout: str, capture: str, rules: str, out: str) -> int:
+    """Instructions one whole replay process executes (valgrind's cachegrind, no cache simulation, hash seed
+    fixed): deterministic to a few parts in a million where CPU seconds on a shared machine vary by tenths. A
+    proxy, not a time: it counts no cache miss and no stall."""
+    python = os.path.join(checkout, ".venv", "bin", "python")
+    done = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                           python, "-m", "sensor", "replay", capture, "--rules", rules, "--out", out],
+                          cwd=checkout, env={**os.environ, "PYTHONHASHSEED": "0"}, check=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in done.stderr.splitlines():
+        if "I   refs:" in line or "I refs:" in line:
+            return int(line.split(":")[1].replace(",", "").split()[0])
+    raise SystemExit(f"per_hit: no instruction count in valgrind's output:\n{done.stderr[-500:]}")
+
+
 def miss_rules(rules: str, path: str) -> int:
     """The same rule names, each pushed one label down: as many rules, none of which the capture hits."""
     count = 0
@@ -63,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--base", metavar="DIR", help="another built checkout to measure in the same rounds")
     parser.add_argument("--work", metavar="DIR", help="where the capture goes (default: a temporary folder)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count each replay's instructions once under valgrind (about 10 s a run)")
     args = parser.parse_args(argv)
+    if args.instructions and shutil.which("valgrind") is None:
+        raise SystemExit("per_hit: --instructions needs valgrind (apt-get install valgrind)")
 
     work = args.work or tempfile.mkdtemp(prefix="per-hit-")
     capture_json = os.path.join(work, "capture.json")
@@ -107,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
               f"CPU hitting {hit:.3f} s, not hitting {miss:.3f} s -> {per[name]:.1f} us per hit")
     if "base" in per and per["this"] > 0:
         print(f"per hit: {per['base']:.1f} us -> {per['this']:.1f} us ({per['base'] / per['this']:.1f}x less)")
+    if args.instructions:
+        for name, checkout in checkouts.items():
+            hit = instructions(checkout, capture, hit_rules, out)
+            miss = instructions(checkout, capture, nohit_rules, out)
+            print(f"{name:>5}: instructions hitting {hit:,}, not hitting {miss:,} -> "
+                  f"{(hit - miss) / max(hits[name], 1):,.0f} a hit")
     return 0
 
 

@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sensor import config
+from sensor import config, heap
 from sensor.commands.parser import build_parser
 from sensor.commands.querylog import relative_time_argv
 from sensor.errors import SensorError
@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SensorError as err:  # the configuration file: before logging is set up
         print(f"truesource: {err}", file=sys.stderr)
         return err.exit_code
+    heap.settle()  # start-up's objects frozen, collections rare from here (decision 0203)
     args.argv = argv  # read again with the file on SIGHUP
     args.build_parser = build_parser  # for commands that read the command line again (config check, SIGHUP)
     logs.setup(logging.DEBUG if args.verbose else logging.INFO if args.command in SERVICES else logging.WARNING,

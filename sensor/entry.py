@@ -14,6 +14,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sensor import heap
+
+    heap.quiet_start()  # no garbage collection while the command's modules load (decision 0203)
+    try:
+        return _main(argv)
+    finally:
+        heap.settle()  # a command that ended before reading its options leaves the collector as it found it
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["--version"]:
         from sensor import __version__
