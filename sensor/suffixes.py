@@ -103,21 +103,27 @@ def _public_suffix(tail: str) -> str:
 def domain_parts(lower: str) -> tuple[str | None, str | None, str | None]:
     """(registered_domain, subdomain, top_level_domain) of a lower-case name without trailing dot. A rule reads
     only as many labels from the right as it has, so the lookup is cached on the name's last labels, as many as the
-    deepest rule under its last two: random labels in front (DGA, tunnels) cost a dict lookup, not a new search."""
-    if not lower or lower == "." or "\\" in lower or lower.startswith(".") or ".." in lower:
+    deepest rule under its last two: random labels in front (DGA, tunnels) cost a dict lookup, not a new search.
+    Most names end in a public suffix of one label under a registered domain of two: that case reuses the one split
+    it made (a new name's fields are most of a hit's cost, issue 15)."""
+    if not lower or lower[0] == "." or "\\" in lower or ".." in lower:
         return None, None, None  # the root, escaped bytes, empty labels: no domain parts
     rules = _rules()
     if rules.unicode and "xn--" in lower:
         rules.add_unicode()
         _public_suffix.cache_clear()
     labels = lower.rsplit(".", 2)
-    if len(labels) < 3 or labels[-1] in rules.wild_tlds:
+    if len(labels) < 3 or labels[2] in rules.wild_tlds:
         tail = lower
     else:
-        depth = rules.depth.get(labels[-2] + "." + labels[-1], 2)
-        cut = lower.rsplit(".", depth) if depth > 2 else labels
-        tail = lower[len(cut[0]) + 1:] if len(cut) > depth else lower
+        tail = labels[1] + "." + labels[2]
+        depth = rules.depth.get(tail, 2)
+        if depth > 2:
+            cut = lower.rsplit(".", depth)
+            tail = lower[len(cut[0]) + 1:] if len(cut) > depth else lower
     suffix = _public_suffix(tail)
+    if "." not in suffix and len(labels) == 3:  # registered domain: the last two labels, split already
+        return lower[len(labels[0]) + 1:], labels[0], suffix
     depth = suffix.count(".") + 2  # labels of the registered domain
     parts = lower.rsplit(".", depth)
     if len(parts) < depth:  # the name is the public suffix itself
