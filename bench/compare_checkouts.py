@@ -43,6 +43,8 @@ def main() -> int:
     capture, rules = description["paths"]["capture.pcap"], description["paths"]["rules.txt"]
     bench.warm_cache(capture)
     roots = {"base": os.path.abspath(args.base), "new": os.path.abspath(args.new)}
+    for root in roots.values():
+        bench.compile_bytecode(root)
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in roots}
     for _ in range(args.repeat):
         for name, root in roots.items():

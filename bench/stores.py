@@ -24,6 +24,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import compile_bytecode  # noqa: E402
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 GOALS = {"query-log": 1.5, "flow-store": 1.3}
@@ -83,6 +86,8 @@ def compare(args: argparse.Namespace) -> int:
     modes = ["plain"] + [m for m in args.modes.split(",") if m and m != "plain"]
     roots = {"base": os.path.abspath(args.base), "this": ROOT}
     results = {(who, mode): [] for who in roots for mode in modes}
+    for root in roots.values():
+        compile_bytecode(root)
     with tempfile.TemporaryDirectory(prefix="truesource-stores-") as tmp, \
             tempfile.TemporaryDirectory(prefix="truesource-stores-rules-") as rules_cache:
         # a rules cache of this run's own, warmed first: the shared ~/.cache keeps 4 compiled sets, and other
