@@ -286,35 +286,27 @@ class HitEncoder:
                  rule: Rule | None = None) -> str:
         """One hit as its JSON line: the same text as encode(event(...)), written from fragments encoded once
         (sensor/hitline.py) where it can be, by the reference otherwise."""
+        return self._hit_line(msg, origin, attribution, rule, self._lines.origin(origin.capture_file, origin.interface))
+
+    def hit_lines(self, records: Sequence[DnsRecord], origin: Origin,
+                  link: Callable[[DnsRecord], Attribution | None] | None) -> list[str]:
+        """hit_line() for each hit of a batch (records with rule >= 0, linked in order), the origin's texts looked
+        up once for the batch (decision 0204)."""
+        texts = self._lines.origin(origin.capture_file, origin.interface)
+        hit_line = self._hit_line
+        return [hit_line(msg, origin, link(msg) if link is not None else None, None, texts)
+                for msg in records if msg.rule >= 0]
+
+    def _hit_line(self, msg: DnsRecord, origin: Origin, attribution: Attribution | None, rule: Rule | None,
+                  texts: tuple[str, str]) -> str:
         parts = self._parts(msg.rule, rule)
         if attribution is None:
-            line = self._lines.line(msg, origin.capture_file, origin.interface, parts)
+            line = self._lines.line(msg, parts, texts)
             if line is not None:
                 if logging_events():
                     log_line("truesource.hit", line)
                 return line
         return self.encode(self.event(msg, origin, attribution, rule))
-
-    def hit_lines(self, records: Sequence[DnsRecord], origin: Origin,
-                  link: Callable[[DnsRecord], Attribution | None] | None) -> list[str]:
-        """hit_line() for each hit of a batch (records with rule >= 0), with its lookups made once a batch: the
-        per-hit budget of issue 15 is a few microseconds, and each call and lookup saved is a tenth of one."""
-        line_of, by_index, parts_of = self._lines.line, self._by_index, self._parts
-        capture_file, interface = origin.capture_file, origin.interface
-        log = logging_events()
-        lines = []
-        for msg in records:
-            if msg.rule < 0:
-                continue
-            attribution = link(msg) if link is not None else None
-            parts = by_index.get(msg.rule) or parts_of(msg.rule, None)
-            line = line_of(msg, capture_file, interface, parts) if attribution is None else None
-            if line is None:
-                line = self.encode(self.event(msg, origin, attribution, None))
-            elif log:
-                log_line("truesource.hit", line)
-            lines.append(line)
-        return lines
 
     def heuristic_event(self, msg: DnsMessage | DnsRecord, origin: Origin, found) -> schema.DnsEvent:
         """A hit by a heuristic detector: the same event, the detector in place of a rule (no indicator)."""

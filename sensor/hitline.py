@@ -47,6 +47,7 @@ MAX_NAMES = 16_384  # (name, question, rule) fragments kept; the table is emptie
 MAX_ADDRESSES = 65_536  # address texts kept (clients and resolvers)
 TRANSPORT_TEXT = {17: '"udp","protocol":"dns","type":"ipv', 6: '"tcp","protocol":"dns","type":"ipv'}
 IANA = {17: '","iana_number":"17","community_id":"1:', 6: '","iana_number":"6","community_id":"1:'}
+THREAT_END = ',"field":"dns.question.name","type":"indicator_match_rule"}}]},"observer":'  # after the matched name
 _FLOW4 = struct.Struct("!H4s4sBBHH")  # Community ID's hash input: seed, addresses, protocol, pad, ports
 _FLOW6 = struct.Struct("!H16s16sBBHH")
 _sha1 = hashlib.sha1
@@ -57,7 +58,7 @@ class _Shape:
     """What a hit's question (type, class, flags, QDCOUNT) and rule give every name asked that way, in runs of
     encoded fields around the places where the name goes."""
 
-    __slots__ = ("parts", "event", "question", "type_class", "rule_threat", "threat_end", "detail", "detail_end")
+    __slots__ = ("parts", "event", "question", "type_class", "rule_threat", "detail", "detail_end")
 
     def __init__(self, rule: _RuleTexts, qtype: int, qclass: int, flags: int, qdcount: int) -> None:
         self.parts = rule.parts  # the rule parts these fragments were made with (a reload makes new ones)
@@ -67,7 +68,6 @@ class _Shape:
                          f',"header_flags":{schema.encode_value(header_flags(flags))},"question":{{"name":')
         self.type_class = f',"type":{_text(qtype_name(qtype))},"class":{_text(qclass_name(qclass))}'
         self.rule_threat = rule.rule_threat
-        self.threat_end = ',"field":"dns.question.name","type":"indicator_match_rule"}}]},"observer":'
         self.detail = f'{{"dns":{{"op_code":{opcode},"question":{{"type":{qtype},"class":{qclass},"name_lower":'
         self.detail_end = f'}},"qdcount":{qdcount},"flags":{flags}}},"rule":{rule.detail}'
 
@@ -91,11 +91,10 @@ class _Name:
     the lower-case name, small texts (the shape's long runs are joined into the line, not copied per name: most
     hits' names are new)."""
 
-    __slots__ = ("shape", "parts", "question", "lower")
+    __slots__ = ("shape", "question", "lower")
 
     def __init__(self, shape: _Shape, name: str) -> None:
         self.shape = shape
-        self.parts = shape.parts
         lower = name.lower()
         registered, subdomain, tld = domain_parts(lower)
         if _needs_no_escape(name):  # the parts are pieces of the name: when it needs no escaping, none of them does
@@ -142,27 +141,31 @@ class HitLines:
         self._macs: dict[bytes, str] = {}
         self._origins: dict[tuple[str | None, str | None], tuple[str, str]] = {}
         self._seconds: dict[int, str] = {}
-        self._last_origin: tuple[str | None, str | None, str, str] = (None, None, "", "")  # most hits share one
 
-    def _address(self, address: bytes) -> str:
-        text = self._addresses.get(address)
-        if text is None:
-            if len(self._addresses) >= MAX_ADDRESSES:
-                self._addresses.clear()
-            text = self._addresses[address] = socket.inet_ntop(
-                socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
+    # The texts kept per address, MAC and second: line() looks each up itself and calls these on a miss only.
+
+    def _new_address(self, address: bytes) -> str:
+        if len(self._addresses) >= MAX_ADDRESSES:
+            self._addresses.clear()
+        text = self._addresses[address] = socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6,
+                                                           address)
         return text
 
-    def _mac(self, mac: bytes) -> str:
-        text = self._macs.get(mac)
-        if text is None:
-            if len(self._macs) >= MAX_ADDRESSES:
-                self._macs.clear()
-            text = self._macs[mac] = f',"mac":"{mac.hex("-").upper()}"'
+    def _new_mac(self, mac: bytes) -> str:
+        if len(self._macs) >= MAX_ADDRESSES:
+            self._macs.clear()
+        text = self._macs[mac] = f',"mac":"{mac.hex("-").upper()}"'
         return text
 
-    def _origin(self, capture_file: str | None, interface: str | None) -> tuple[str, str]:
-        """(`"observer":` value and the comma before truesource, the capture part's head) of one origin."""
+    def _new_second(self, sec: int) -> str:
+        if len(self._seconds) >= 4096:
+            self._seconds.clear()
+        text = self._seconds[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return text
+
+    def origin(self, capture_file: str | None, interface: str | None) -> tuple[str, str]:
+        """What one origin gives its hits: the `"observer":` value with the comma before truesource, and the
+        capture part's head. Asked once a batch (a batch has one origin), handed to line()."""
         key = (capture_file, interface)
         found = self._origins.get(key)
         if found is None:
@@ -170,14 +173,6 @@ class HitLines:
             capture = ',"capture":{"file":' + _text(capture_file) + ',"frame":' if capture_file is not None else ""
             found = self._origins[key] = (observer + ',"truesource":', capture)
         return found
-
-    def _second(self, sec: int) -> str:
-        text = self._seconds.get(sec)
-        if text is None:
-            if len(self._seconds) >= 4096:
-                self._seconds.clear()
-            text = self._seconds[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return text
 
     def _name(self, msg: DnsRecord, parts: RuleParts) -> _Name:
         key = (msg.qtype, msg.qclass, msg.flags, msg.qdcount, msg.rule)
@@ -193,21 +188,21 @@ class HitLines:
             shape = self._shapes[key] = _Shape(rule, msg.qtype, msg.qclass, msg.flags, msg.qdcount)
         return _Name(shape, msg.qname)
 
-    def line(self, msg: DnsRecord, capture_file: str | None, interface: str | None, parts: RuleParts) -> str | None:
+    def line(self, msg: DnsRecord, parts: RuleParts, origin: tuple[str, str]) -> str | None:
         """The hit's JSON line, or None: a tunnelled or ECS-subnet query, or a CNAME hit, is left to the reference."""
         if msg.tunnel is not None or msg.client_subnet is not None or msg.cname is not None:
             return None
         key = (msg.qname, msg.qtype, msg.qclass, msg.flags, msg.qdcount, msg.rule)
         fragments = self._names.get(key)
-        if fragments is None or fragments.parts is not parts:
+        if fragments is None or fragments.shape.parts is not parts:
             if len(self._names) >= MAX_NAMES:
                 self._names.clear()
             fragments = self._names[key] = self._name(msg, parts)
         shape, lower = fragments.shape, fragments.lower
         src_ip, dst_ip = msg.src_ip, msg.dst_ip
-        addresses = self._addresses  # a dictionary's get, the call only for a new address (most are known)
-        src = addresses.get(src_ip) or self._address(src_ip)
-        dst = addresses.get(dst_ip) or self._address(dst_ip)
+        addresses = self._addresses
+        src = addresses.get(src_ip) or self._new_address(src_ip)
+        dst = addresses.get(dst_ip) or self._new_address(dst_ip)
         sport, dport, transport = msg.src_port, msg.dst_port, msg.transport
         # Community ID v1 (sensor/community_id.py is the reference): the lower (address, port) end first
         flow = _FLOW4 if len(src_ip) == 4 else _FLOW6
@@ -215,16 +210,10 @@ class HitLines:
             community = _b64(_sha1(flow.pack(0, dst_ip, src_ip, transport, 0, dport, sport)).digest(), newline=False)
         else:
             community = _b64(_sha1(flow.pack(0, src_ip, dst_ip, transport, 0, sport, dport)).digest(), newline=False)
-        last = self._last_origin
-        if last[0] == capture_file and last[1] == interface and last[2]:
-            observer, capture = last[2], last[3]
-        else:
-            observer, capture = self._origin(capture_file, interface)
-            self._last_origin = (capture_file, interface, observer, capture)
+        observer, capture = origin
         src_mac = msg.src_mac
-        mac = "" if src_mac is None else self._macs.get(src_mac) or self._mac(src_mac)
-        ts_sec = msg.ts_sec
-        second = self._seconds.get(ts_sec) or self._second(ts_sec)
+        mac = "" if src_mac is None else self._macs.get(src_mac) or self._new_mac(src_mac)
+        second = self._seconds.get(msg.ts_sec) or self._new_second(msg.ts_sec)
         vlan = f',"vlan":{{"id":"{msg.vlan_id}"}}' if msg.vlan_id is not None else ""
         related = f'{src}","{dst}' if src != dst else src
         tcp = ("" if transport != 6 else
@@ -236,5 +225,5 @@ class HitLines:
                 f',"related":{{"ip":["{related}"]}},"network":{{"transport":{TRANSPORT_TEXT[transport]}'
                 f'{4 if len(src_ip) == 4 else 6}{IANA[transport]}{community.decode()}"{vlan}}}'
                 f',"dns":{{"type":"query","id":"{msg.dns_id}{shape.question}{fragments.question}{shape.rule_threat}'
-                f'{lower}{shape.threat_end}{observer}{shape.detail}{lower}{shape.detail_end}{tcp}'
+                f'{lower}{THREAT_END}{observer}{shape.detail}{lower}{shape.detail_end}{tcp}'
                 f'{capture}}}}}')

@@ -28,7 +28,7 @@ RULES = ROOT / "pcaps" / "pcaps.rules"
 
 def both(encoder: HitEncoder, record: DnsRecord, origin: Origin) -> tuple[str | None, str]:
     parts = encoder.rule_parts(record.rule)
-    fast = encoder._lines.line(record, origin.capture_file, origin.interface, parts)
+    fast = encoder._lines.line(record, parts, encoder._lines.origin(origin.capture_file, origin.interface))
     return fast, encoder.encode(encoder.event(record, origin))
 
 
