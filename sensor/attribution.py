@@ -78,9 +78,6 @@ class Attribution:
     upstream: tuple[UpstreamHit, ...] = ()
 
 
-_new_tuple = tuple.__new__  # a ClientQuery without its generated __new__'s Python call (half its cost)
-
-
 def _text(address: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
 
@@ -103,7 +100,6 @@ class ResolverAttribution:
         self.max_recent = max_recent
         self.max_learned = max_learned
         self.learned: OrderedDict[bytes, int] = OrderedDict()  # address -> when last seen (us), least recent first
-        self._newest_learned: bytes | None = None  # the resolver most client hits go to: learning it again is a no-op
         # Client queries in time order, each also filed under its bucket (its last two labels, the registered
         # domain's usual depth): a resolver's query for a name looks in that name's bucket only, where every name
         # at or below it is. Only a query for a TLD or the root (one label) goes through the whole window.
@@ -131,9 +127,9 @@ class ResolverAttribution:
         if msg.cname is not None:
             return self._cname(msg, now)
         src = msg.src_ip
-        if src in self.group_of or src in self.learned or not msg.flags & RD:  # is_resolver_query(), inlined
-            self._learn(msg.src_ip, now)
-            self._remember_upstream(msg.qname.lower(), msg.src_ip, now)
+        if self.is_resolver_query(msg):
+            self._learn(src, now)
+            self._remember_upstream(msg.qname.lower(), src, now)
             found = self._find(msg.qname.lower())
             if not found:
                 return Attribution("name_and_time", [])
@@ -142,14 +138,10 @@ class ResolverAttribution:
             if same:
                 return Attribution("resolver_address", same)
             return Attribution("name_and_time", [query for _, query in found])
-        # A client's query: filed under its bucket, its last two labels (_bucket(), inlined: this runs for
-        # every client hit, and the hits' whole cost is the budget of issue 15)
         name = msg.qname.lower()
-        dot = name.rfind(".")
-        second = name.rfind(".", 0, dot) if dot > 0 else -1
-        bucket = name[second + 1:] if second >= 0 else name
+        bucket = _bucket(name)
         dst = msg.dst_ip
-        entry = (dst, _new_tuple(ClientQuery, (src, msg.src_port, now, name, msg.transport)))
+        entry = (dst, ClientQuery(src, msg.src_port, now, name, msg.transport))
         queue = self.by_bucket.get(bucket)
         if queue is None:
             self.by_bucket[bucket] = deque((entry,))
@@ -159,10 +151,9 @@ class ResolverAttribution:
         if len(recent) > self.max_recent:
             self._forget()
             self.evicted += 1
-        if dst != self._newest_learned:
-            seen = self.learned.get(dst)
-            if seen is None or now - seen > LEARN_REFRESH_US:
-                self._learn(dst, now)
+        seen = self.learned.get(dst)  # the resolvers clients ask are few: most hits find theirs seen just now
+        if seen is None or now - seen > LEARN_REFRESH_US:
+            self._learn(dst, now)
         return None
 
     def _cname(self, msg: DnsMessage | DnsRecord, now: int) -> Attribution | None:
@@ -227,7 +218,6 @@ class ResolverAttribution:
             return
         self.learned[address] = now
         self.learned.move_to_end(address)
-        self._newest_learned = address
         if len(self.learned) > self.max_learned:
             self.learned.popitem(last=False)
             self.learned_evicted += 1
@@ -235,13 +225,8 @@ class ResolverAttribution:
     def _expire(self, now: int) -> None:
         horizon = now - self.window_us
         recent = self.recent
-        by_bucket = self.by_bucket
-        while recent and recent[0][0] < horizon:  # _forget(), inlined: each client hit is forgotten once
-            _, bucket, _ = recent.popleft()
-            queue = by_bucket[bucket]
-            queue.popleft()
-            if not queue:
-                del by_bucket[bucket]
+        while recent and recent[0][0] < horizon:
+            self._forget()
 
     def _forget(self) -> None:
         """Drop the oldest client query: it is also the oldest of its bucket."""
