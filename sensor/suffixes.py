@@ -43,11 +43,10 @@ class _Rules:
         depth = self.depth
         # depth 2 is every lookup's default: only rules of three labels or more are filed (a third of the list)
         for rule in rules:
-            if rule.count(".") < 2:
-                continue
-            rule = rule.removeprefix("!")
             labels = rule.count(".") + 1
-            last = rule.rsplit(".", 2)
+            if labels < 3:
+                continue
+            last = rule.removeprefix("!").rsplit(".", 2)
             key = last[-2] + "." + last[-1]
             if depth.get(key, 0) < labels:
                 depth[key] = labels
