@@ -4,8 +4,8 @@ Python collects its youngest generation every 700 new container objects and, eve
 each collection walks every object in the generations it collects. Start-up makes tens of thousands of objects
 (modules, classes, functions, the parser) that live as long as the process, and a replay's hits make tuples and
 records that mostly die young: at the default schedule the collector ran 70-94 times in a 1,000,000-frame
-replay and took 13-36 ms; now 4 times, 3 ms (decision 0203 has the measurements). So: no collection until the command line is
-read, then everything alive is frozen (moved where no collection walks it again; what start-up made is never
+replay and took 13-36 ms; now 4 times, 3 ms (decision 0203 has the measurements). So: no collection until the command
+line is read, then everything alive is frozen (moved where no collection walks it again; what start-up made is never
 garbage), and the youngest generation is collected every 10,000 objects. Cycles are still collected, later.
 """
 
