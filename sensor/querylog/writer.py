@@ -602,10 +602,6 @@ def writer_main(endpoint: str | None, path: str, retention: Retention, segment_r
             break
     source.close()
     store.close()
-    if os.environ.get("TRUESOURCE_QLOG_DEBUG"):
-        import resource
-        r = resource.getrusage(resource.RUSAGE_SELF)
-        print(f"writer cpu {r.ru_utime + r.ru_stime:.3f}", file=__import__("sys").stderr)
     if error is not None:
         error += f" ({lost:,} queries not stored)"
     try:
