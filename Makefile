@@ -60,7 +60,7 @@ run: build
 	@$(VENV)/bin/truesource replay pcaps/demo-resolver.pcap --rules rules/demo.rules
 
 test: build system-deps
-	$(PY) -m ruff check sensor tests bench pcaps fuzz  # under a second: what `make lint` refuses fails the tests too
+	$(PY) -m ruff check $(LINTED)  # what `make lint`'s ruff refuses fails the tests too
 	$(PY) -m pytest -q
 
 # Rewrite the expected outputs of the shipped captures (only on purpose, after checking the difference).
@@ -104,8 +104,9 @@ soak: build system-deps
 	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
 
 # ruff, and mypy over sensor/ (its settings, and the modules it still skips, in pyproject.toml).
+LINTED = sensor tests bench pcaps fuzz
 lint: venv
-	$(PY) -m ruff check sensor tests bench pcaps fuzz
+	$(PY) -m ruff check $(LINTED)
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache  # the layering contracts of pyproject.toml (docs/architecture.md)
 
