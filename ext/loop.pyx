@@ -275,6 +275,7 @@ include "reassembly.pxi"
 include "querylog_decode.pxi"
 include "cnames.pxi"
 include "querylog_index.pxi"
+include "hitline.pxi"
 
 
 cdef str lowered_name(DecodedName* name):

@@ -142,7 +142,7 @@ def anomaly_event(record: AnomalyRecord, observer: Any, capture_file: str | None
     """The ECS record of one anomaly (sensor/schema.py AnomalyEvent; docs/events.md). `observer`: the
     schema.Observer of the interface it came in on."""
     from sensor import schema
-    from sensor.events import TRANSPORTS, rfc3339
+    from sensor.schema import TRANSPORTS, rfc3339
 
     src, dst = ip_text(record.src_ip), ip_text(record.dst_ip)
     ported = record.transport in (6, 17)

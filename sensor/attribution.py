@@ -58,6 +58,10 @@ class ClientQuery(NamedTuple):
         return _text(self.address)
 
 
+# A remembered client query: time (us), bucket, resolver asked, client address, port, name, transport
+_Entry = tuple[int, str, bytes, bytes, int, str, int]
+
+
 class UpstreamHit(NamedTuple):
     """A resolver-side hit remembered for CNAME chains: the name, the resolver, when."""
 
@@ -102,9 +106,11 @@ class ResolverAttribution:
         self.learned: OrderedDict[bytes, int] = OrderedDict()  # address -> when last seen (us), least recent first
         # Client queries in time order, each also filed under its bucket (its last two labels, the registered
         # domain's usual depth): a resolver's query for a name looks in that name's bucket only, where every name
-        # at or below it is. Only a query for a TLD or the root (one label) goes through the whole window.
-        self.recent: deque[tuple[int, str, tuple[bytes, ClientQuery]]] = deque()  # (time, bucket, entry)
-        self.by_bucket: dict[str, deque[tuple[bytes, ClientQuery]]] = {}
+        # at or below it is. Only a query for a TLD or the root (one label) goes through the whole window. An
+        # entry is a plain tuple, the same object in both queues (see _Entry); a ClientQuery is made only for the
+        # few a resolver's query links.
+        self.recent: deque[_Entry] = deque()
+        self.by_bucket: dict[str, deque[_Entry]] = {}
         # Resolver-side hits by name, least recently hit first (CNAME chains, decision 0161)
         self.max_upstream = max_upstream
         self.upstream: OrderedDict[str, list[UpstreamHit]] = OrderedDict()
@@ -127,7 +133,7 @@ class ResolverAttribution:
         if msg.cname is not None:
             return self._cname(msg, now)
         src = msg.src_ip
-        if self.is_resolver_query(msg):
+        if src in self.group_of or src in self.learned or not msg.flags & RD:  # is_resolver_query(), inlined
             self._learn(src, now)
             self._remember_upstream(msg.qname.lower(), src, now)
             found = self._find(msg.qname.lower())
@@ -139,15 +145,17 @@ class ResolverAttribution:
                 return Attribution("resolver_address", same)
             return Attribution("name_and_time", [query for _, query in found])
         name = msg.qname.lower()
-        bucket = _bucket(name)
+        dot = name.rfind(".")  # the bucket (_bucket, inlined: this runs for every client hit)
+        second = name.rfind(".", 0, dot) if dot > 0 else -1
+        bucket = name if second < 0 else name[second + 1:]
         dst = msg.dst_ip
-        entry = (dst, ClientQuery(src, msg.src_port, now, name, msg.transport))
+        entry = (now, bucket, dst, src, msg.src_port, name, msg.transport)
         queue = self.by_bucket.get(bucket)
         if queue is None:
             self.by_bucket[bucket] = deque((entry,))
         else:
             queue.append(entry)
-        recent.append((now, bucket, entry))
+        recent.append(entry)
         if len(recent) > self.max_recent:
             self._forget()
             self.evicted += 1
@@ -230,7 +238,7 @@ class ResolverAttribution:
 
     def _forget(self) -> None:
         """Drop the oldest client query: it is also the oldest of its bucket."""
-        _, bucket, _ = self.recent.popleft()
+        bucket = self.recent.popleft()[1]
         queue = self.by_bucket[bucket]
         queue.popleft()
         if not queue:
@@ -238,15 +246,24 @@ class ResolverAttribution:
 
     def _find(self, name: str) -> list[tuple[bytes, ClientQuery]]:
         """The remembered client queries for `name` or a name below it, in time order."""
+        entries: Iterable[_Entry]
         if name == ".":
-            return [entry for _, _, entry in self.recent]
+            return [_client(entry) for entry in self.recent]
         below = "." + name
-        entries: Iterable[tuple[bytes, ClientQuery]]
         if "." in name:
             entries = self.by_bucket.get(_bucket(name), ())
         else:  # a TLD: its names are in many buckets
-            entries = (entry for _, _, entry in self.recent)
-        return [entry for entry in entries if entry[1].name == name or entry[1].name.endswith(below)]
+            entries = self.recent
+        return [_client(entry) for entry in entries if entry[5] == name or entry[5].endswith(below)]
+
+    def remembered(self) -> list[ClientQuery]:
+        """The client queries in the window, oldest first (tests and debugging)."""
+        return [_client(entry)[1] for entry in self.recent]
+
+
+def _client(entry: _Entry) -> tuple[bytes, ClientQuery]:
+    """(resolver, query) of a remembered entry."""
+    return entry[2], ClientQuery(entry[3], entry[4], entry[0], entry[5], entry[6])
 
 
 def _bucket(name: str) -> str:

@@ -21,7 +21,7 @@ from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
 from sensor.hitline import HitLines
 from sensor.records import DnsMessage
 from sensor.rules.model import NAME_KINDS, SUFFIX, Rule, RuleSet
-from sensor.schema import log_line, logging_events
+from sensor.schema import TRANSPORTS, log_line, logging_events, rfc3339
 from sensor.spoofing import spoofing_fields
 from sensor.suffixes import domain_parts
 
@@ -32,23 +32,12 @@ if TYPE_CHECKING:  # a hit from the runner (sensor/messages.py) has the same fie
 
 HIT_TOPIC = "dns.hit"
 HEURISTIC_RULE = Rule(SUFFIX, "", False, "heuristic", "heuristics", 0)  # placeholder: heuristic hits have no rule
-TRANSPORTS = {17: "udp", 6: "tcp"}
 IANA = {17: "17", 6: "6"}
 MAX_RULE_CACHE = 100_000  # rules whose event parts are kept (a hit's rule set is a few hot rules)
 EVENT_HIT = schema.Event(kind="alert", category=["network", "threat"], type=["indicator", "protocol"],
                          dataset="truesource.hit", module="truesource")
 RAW_EVENT_HIT = schema.raw(EVENT_HIT)
 RAW_ECS = schema.raw(schema.ECS)
-
-
-def rfc3339(sec: int, usec: int) -> str:
-    """Packet time as RFC 3339 UTC with microseconds."""
-    return _second(sec) + f".{usec:06d}Z"
-
-
-@lru_cache(maxsize=4096)
-def _second(sec: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
 
 
 @lru_cache(maxsize=1024)
@@ -247,7 +236,7 @@ class HitEncoder:
                 atomic=lower, field="dns.question.name", type="indicator_match_rule"))
             threat = schema.Threat(indicator=parts.raw_indicator, enrichments=[enrichment])
         return schema.DnsEvent(
-            timestamp=_second(msg.ts_sec) + f".{msg.ts_usec:06d}Z",
+            timestamp=rfc3339(msg.ts_sec, msg.ts_usec),
             ecs=RAW_ECS,
             event=parts.raw_event if parts is not None else RAW_EVENT_HIT,
             source=schema.Endpoint(ip=src, port=msg.src_port),
@@ -293,15 +282,28 @@ class HitEncoder:
         """hit_line() for each hit of a batch (records with rule >= 0, linked in order), the origin's texts looked
         up once for the batch (decision 0204)."""
         texts = self._lines.origin(origin.capture_file, origin.interface)
-        hit_line = self._hit_line
-        return [hit_line(msg, origin, link(msg) if link is not None else None, None, texts)
-                for msg in records if msg.rule >= 0]
+        write_line, by_index, logging = self._lines.write_line, self._by_index, logging_events()
+        lines = []
+        for msg in records:  # _hit_line() unrolled for the common case: no rule given, no attribution
+            if msg.rule < 0:
+                continue
+            attribution = link(msg) if link is not None else None
+            if attribution is None:
+                parts = by_index.get(msg.rule) or self._parts(msg.rule, None)
+                line = write_line(msg, parts, texts)
+                if line is not None:
+                    if logging:
+                        log_line("truesource.hit", line)
+                    lines.append(line)
+                    continue
+            lines.append(self.encode(self.event(msg, origin, attribution, None)))  # as _hit_line() does
+        return lines
 
     def _hit_line(self, msg: DnsRecord, origin: Origin, attribution: Attribution | None, rule: Rule | None,
                   texts: tuple[str, str]) -> str:
         parts = self._parts(msg.rule, rule)
         if attribution is None:
-            line = self._lines.line(msg, parts, texts)
+            line = self._lines.write_line(msg, parts, texts)
             if line is not None:
                 if logging_events():
                     log_line("truesource.hit", line)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sensor import schema
 from sensor.dnscodes import header_flags, opcode_name, qclass_name, qtype_name
+from sensor.loop import hit_line_writer
 from sensor.suffixes import domain_parts
 
 if TYPE_CHECKING:
@@ -54,22 +55,34 @@ _sha1 = hashlib.sha1
 _b64 = binascii.b2a_base64
 
 
-class _Shape:
-    """What a hit's question (type, class, flags, QDCOUNT) and rule give every name asked that way, in runs of
-    encoded fields around the places where the name goes."""
+class _Question:
+    """What a question's type, class, flags and QDCOUNT give every hit asked that way, whatever its rule."""
 
-    __slots__ = ("parts", "event", "question", "type_class", "rule_threat", "detail", "detail_end")
+    __slots__ = ("question", "type_class", "detail", "detail_end")
 
-    def __init__(self, rule: _RuleTexts, qtype: int, qclass: int, flags: int, qdcount: int) -> None:
-        self.parts = rule.parts  # the rule parts these fragments were made with (a reload makes new ones)
-        self.event = rule.event
+    def __init__(self, qtype: int, qclass: int, flags: int, qdcount: int) -> None:
         opcode = (flags >> 11) & 0xF
         self.question = (f'","op_code":{_text(opcode_name(opcode))}'
                          f',"header_flags":{schema.encode_value(header_flags(flags))},"question":{{"name":')
         self.type_class = f',"type":{_text(qtype_name(qtype))},"class":{_text(qclass_name(qclass))}'
-        self.rule_threat = rule.rule_threat
         self.detail = f'{{"dns":{{"op_code":{opcode},"question":{{"type":{qtype},"class":{qclass},"name_lower":'
-        self.detail_end = f'}},"qdcount":{qdcount},"flags":{flags}}},"rule":{rule.detail}'
+        self.detail_end = f'}},"qdcount":{qdcount},"flags":{flags}}},"rule":'
+
+
+class _Shape:
+    """What a hit's question (type, class, flags, QDCOUNT) and rule give every name asked that way, in runs of
+    encoded fields around the places where the name goes: the question's and the rule's texts, joined once."""
+
+    __slots__ = ("parts", "event", "question", "type_class", "rule_threat", "detail", "detail_end")
+
+    def __init__(self, rule: _RuleTexts, question: _Question) -> None:
+        self.parts = rule.parts  # the rule parts these fragments were made with (a reload makes new ones)
+        self.event = rule.event
+        self.question = question.question
+        self.type_class = question.type_class
+        self.rule_threat = rule.rule_threat
+        self.detail = question.detail
+        self.detail_end = question.detail_end + rule.detail
 
 
 class _RuleTexts:
@@ -91,10 +104,11 @@ class _Name:
     the lower-case name, small texts (the shape's long runs are joined into the line, not copied per name: most
     hits' names are new)."""
 
-    __slots__ = ("shape", "question", "lower")
+    __slots__ = ("shape", "parts", "question", "lower", "texts")
 
     def __init__(self, shape: _Shape, name: str) -> None:
         self.shape = shape
+        self.parts = shape.parts
         lower = name.lower()
         registered, subdomain, tld = domain_parts(lower)
         if _needs_no_escape(name):  # the parts are pieces of the name: when it needs no escaping, none of them does
@@ -103,6 +117,7 @@ class _Name:
             tld_text = "" if tld is None else ',"top_level_domain":"' + tld + '"'
             self.question = f'"{name}"{shape.type_class}{registered_text}{subdomain_text}{tld_text}'
             self.lower = f'"{lower}"'
+            self.texts = self._texts()
             return
         question = [_text(name), shape.type_class]
         if registered is not None:
@@ -113,6 +128,13 @@ class _Name:
             question += (',"top_level_domain":', _text(tld))
         self.question = "".join(question)
         self.lower = _text(lower)
+        self.texts = self._texts()
+
+    def _texts(self) -> tuple[str, ...]:
+        """The line's runs in their order, for the compiled writer (ext/hitline.pxi): one tuple, not 7 lookups."""
+        shape = self.shape
+        return (shape.event, shape.question, self.question, shape.rule_threat, self.lower, shape.detail,
+                shape.detail_end)
 
 
 def _needs_no_escape(value: str) -> bool:
@@ -136,11 +158,16 @@ class HitLines:
         self._ecs = '","ecs":' + schema.encode_value(raw_ecs) + ',"event":'
         self._names: dict[tuple, _Name] = {}
         self._shapes: dict[tuple, _Shape] = {}
+        self._questions: dict[tuple, _Question] = {}
         self._rules: dict[int, _RuleTexts] = {}
         self._addresses: dict[bytes, str] = {}
         self._macs: dict[bytes, str] = {}
         self._origins: dict[tuple[str | None, str | None], tuple[str, str]] = {}
         self._seconds: dict[int, str] = {}
+        # The line writer hits use: the compiled one (ext/hitline.pxi) over these caches, else line() itself
+        writer = hit_line_writer(self)
+        self.write_line: Callable[[DnsRecord, RuleParts, tuple[str, str]], str | None] = (
+            writer.line if writer is not None else self.line)
 
     # The texts kept per address, MAC and second: line() looks each up itself and calls these on a miss only.
 
@@ -174,6 +201,13 @@ class HitLines:
             found = self._origins[key] = (observer + ',"truesource":', capture)
         return found
 
+    def _new_name(self, key: tuple, msg: DnsRecord, parts: RuleParts) -> _Name:
+        """The fragments of a (name, question, rule) not kept (or kept from another rule set), now kept."""
+        if len(self._names) >= MAX_NAMES:
+            self._names.clear()
+        fragments = self._names[key] = self._name(msg, parts)
+        return fragments
+
     def _name(self, msg: DnsRecord, parts: RuleParts) -> _Name:
         key = (msg.qtype, msg.qclass, msg.flags, msg.qdcount, msg.rule)
         shape = self._shapes.get(key)
@@ -185,7 +219,13 @@ class HitLines:
                 if len(self._rules) >= MAX_NAMES:
                     self._rules.clear()
                 rule = self._rules[msg.rule] = _RuleTexts(parts)
-            shape = self._shapes[key] = _Shape(rule, msg.qtype, msg.qclass, msg.flags, msg.qdcount)
+            question_key = key[:4]
+            question = self._questions.get(question_key)
+            if question is None:
+                if len(self._questions) >= MAX_NAMES:
+                    self._questions.clear()
+                question = self._questions[question_key] = _Question(*question_key)
+            shape = self._shapes[key] = _Shape(rule, question)
         return _Name(shape, msg.qname)
 
     def line(self, msg: DnsRecord, parts: RuleParts, origin: tuple[str, str]) -> str | None:
@@ -194,10 +234,8 @@ class HitLines:
             return None
         key = (msg.qname, msg.qtype, msg.qclass, msg.flags, msg.qdcount, msg.rule)
         fragments = self._names.get(key)
-        if fragments is None or fragments.shape.parts is not parts:
-            if len(self._names) >= MAX_NAMES:
-                self._names.clear()
-            fragments = self._names[key] = self._name(msg, parts)
+        if fragments is None or fragments.parts is not parts:
+            fragments = self._new_name(key, msg, parts)
         shape, lower = fragments.shape, fragments.lower
         src_ip, dst_ip = msg.src_ip, msg.dst_ip
         addresses = self._addresses

@@ -10,6 +10,7 @@ in sensor/ imports sensor._loop. Each compiled name and its twin (TWINS below; d
     ext/          decode_query_log  <-> sensor/querylog/packed.py   decode_entries_reference
     ext/          querylog_segment_keys, querylog_sort_keys
                                     <-> sensor/querylog/segment.py  segment_keys_reference, sort_keys_reference
+    ext/          HitLineWriter     <-> sensor/hitline.py           HitLines.line
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ TWINS = {
     "decode_query_log": "sensor.querylog.packed:decode_entries_reference",
     "querylog_segment_keys": "sensor.querylog.segment:segment_keys_reference",
     "querylog_sort_keys": "sensor.querylog.segment:sort_keys_reference",
+    "HitLineWriter": "sensor.hitline:HitLines",
 }
 
-__all__ = ["TWINS", "CompiledRules", "compile_rules", "compiled", "decode_query_log", "make_flow_table",
-           "make_loop", "pure_requested", "querylog_segment_functions", "use_compiled"]
+__all__ = ["TWINS", "CompiledRules", "compile_rules", "compiled", "decode_query_log", "hit_line_writer",
+           "make_flow_table", "make_loop", "pure_requested", "querylog_segment_functions", "use_compiled"]
 
 
 def pure_requested() -> bool:
@@ -135,3 +137,11 @@ def querylog_segment_functions(pure: bool | None = None) -> tuple[Any, Any]:
     from sensor.querylog.segment import segment_keys_reference, sort_keys_reference
 
     return segment_keys_reference, sort_keys_reference
+
+
+def hit_line_writer(lines: Any, pure: bool | None = None) -> Any:
+    """HitLines.line() compiled (ext/hitline.pxi), over the same HitLines' caches; None: the twin writes."""
+    if use_compiled(pure) and hasattr(compiled, "HitLineWriter"):
+        assert compiled is not None
+        return compiled.HitLineWriter(lines)
+    return None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
+from functools import lru_cache
 from typing import Annotated, Any
 
 import msgspec
@@ -40,6 +42,17 @@ class Ecs(Record, kw_only=True, gc=False):
 
 
 ECS = Ecs(version=ECS_VERSION)
+TRANSPORTS = {17: "udp", 6: "tcp"}  # network.transport of an IANA protocol number
+
+
+def rfc3339(sec: int, usec: int) -> str:
+    """Packet time as RFC 3339 UTC with microseconds (@timestamp)."""
+    return _second(sec) + f".{usec:06d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _second(sec: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
 
 
 class Event(Record, kw_only=True, gc=False):

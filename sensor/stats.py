@@ -79,8 +79,7 @@ class StatsBoard:
         """The `sensor.stats` record (sensor/schema.py, imported here: the command line starts without it)."""
         import msgspec
 
-        from sensor.events import rfc3339
-        from sensor.schema import ECS, Event, Ingress, Interface, StatsDetail, StatsEvent, StatsTruesource
+        from sensor.schema import ECS, Event, Ingress, Interface, StatsDetail, StatsEvent, StatsTruesource, rfc3339
 
         snap = self.snapshot(publisher_sent, publisher_dropped)
         now, total = snap["now"], snap["total"]

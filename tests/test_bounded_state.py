@@ -226,7 +226,7 @@ def test_client_query_flood_in_one_window_keeps_the_newest_clients() -> None:
         assert attribution.link(DnsMessage._make(query(i, address(i), bytes([192, 0, 2, 53])))) is None
     c = attribution.counters()
     assert_bounded(c["attribution_recent"], c["attribution_evicted"])
-    assert [q.name for _, _, (_, q) in attribution.recent][0] == f"n{FLOOD - LIMIT}.evil.example"  # oldest went first
+    assert [q.name for q in attribution.remembered()][0] == f"n{FLOOD - LIMIT}.evil.example"  # oldest went first
 
 
 def test_queries_to_many_resolvers_forget_the_least_recent_resolver() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pcapy
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +20,9 @@ from test_differential import batches, captures
 
 from sensor.decode import ReferenceLoop
 from sensor.events import HitEncoder, Observer, Origin
+from sensor.loop import hit_line_writer, use_compiled
 from sensor.messages import DnsRecord, records_of
+from sensor.records import DnsMessage
 from sensor.rules.loader import load_rules
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +30,13 @@ RULES = ROOT / "pcaps" / "pcaps.rules"
 
 
 def both(encoder: HitEncoder, record: DnsRecord, origin: Origin) -> tuple[str | None, str]:
+    """(the fast path's line, the reference's); the compiled writer, when built, must write the twin's bytes."""
     parts = encoder.rule_parts(record.rule)
-    fast = encoder._lines.line(record, parts, encoder._lines.origin(origin.capture_file, origin.interface))
+    texts = encoder._lines.origin(origin.capture_file, origin.interface)
+    fast = encoder._lines.line(record, parts, texts)
+    writer = hit_line_writer(encoder._lines)
+    if writer is not None:
+        assert writer.line(record, parts, texts) == fast
     return fast, encoder.encode(encoder.event(record, origin))
 
 
@@ -119,3 +127,20 @@ def test_records_the_fast_path_leaves_to_the_reference() -> None:
         fast, reference = both(encoder, record, Origin(capture_file="c.pcap"))
         assert fast is None
         assert encoder.hit_line(record, Origin(capture_file="c.pcap")) == reference
+
+
+@pytest.mark.skipif(not use_compiled(), reason="the compiled fast path is not built (or TRUESOURCE_PURE is set)")
+def test_the_compiled_writer_takes_the_loop_tuple_and_hands_what_it_cannot_write_to_the_twin() -> None:
+    encoder = HitEncoder(load_rules([str(RULES)]), Observer("h", "h"))
+    writer = hit_line_writer(encoder._lines)
+    record = DnsRecord(7, 86_400, 5, 12, b"\x0a\0\0\1", b"\x0a\0\0\2", 6, 1000, 53, 1, 0x0100, 1, "evil.example", 1, 1,
+                       0, src_mac=b"\x02\0\0\0\0\1", tcp_handshake=True)
+    parts, texts = encoder.rule_parts(0), encoder._lines.origin("c.pcap", None)
+    twin = encoder._lines.line(record, parts, texts)
+    assert writer.line(record, parts, texts) == twin
+    assert writer.line(DnsMessage(*msgspec.structs.astuple(record)), parts, texts) == twin  # the loop's tuple
+    # a cached text that is not ASCII (the schema's encoder never makes one): the twin writes the line
+    encoder._lines._seconds[86_400] = "1970-01-02T00:00:00\u00e9"
+    twin = encoder._lines.line(record, parts, texts)
+    assert "\u00e9" in twin
+    assert writer.line(record, parts, texts) == twin
