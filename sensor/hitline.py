@@ -10,6 +10,9 @@ costs a dictionary lookup and one string join of its own few values: addresses, 
 The reference is `HitEncoder.event()` and `schema.encode()`: tests/test_hitline.py checks that both write the
 same bytes for every hit of every shipped capture and for generated records. Records this path does not cover
 (a resolver's query linked to its clients, a tunnelled or ECS-subnet query) are left to the reference.
+
+Hits are written by `write_line`: the compiled HitLineWriter (ext/hitline.pxi, decision 0205) over this object's
+caches when it is built, else `line()`, its twin; the fragments are made here either way.
 """
 
 from __future__ import annotations
