@@ -148,3 +148,36 @@ def test_replay_pipe_gives_whole_messages_from_pieces(batch):
     assert got[1][0] is None and got[1][1] == decode_query_log_message(encode(Entries(entries[:3])))
     assert bytes(got[2][0]) == b"xyz" and got[2][1] is None
     assert len(got) == 3
+
+
+def test_replay_pipe_carries_messages_larger_than_the_pipe_whole():
+    """The sink writes header and body with one writev (decision 0181): on a pipe smaller than the message the
+    writes are partial, and the reader, draining as it can, still gets each message whole and in order."""
+    import fcntl
+    import os
+    import threading
+
+    from sensor.messages import PackedEntries
+    from sensor.querylog.writer import F_SETPIPE_SZ, PipeSource, QueryLogSink, open_pipe
+
+    read_end, write_end = open_pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)  # the smallest pipe: every message below is written in parts
+    bodies = [os.urandom(size) for size in (3, 4096, 4091, 70_000, 1, 300_000)]
+    source, got = PipeSource(read_end), []
+
+    def drain() -> None:
+        while not source.ended:
+            if source.poll(100):
+                while (message := source.receive()) is not None:
+                    got.append(bytes(message[0]))
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    sink = QueryLogSink(None, True, pipe=write_end)
+    for body in bodies:
+        sink._send_pipe(PackedEntries(body), 0)
+    os.close(write_end)
+    reader.join(timeout=30)
+    source.close()
+    assert not reader.is_alive()
+    assert got == bodies and sink.sent == len(bodies)
