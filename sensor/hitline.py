@@ -159,6 +159,8 @@ class HitLines:
     def __init__(self, observer_raw: Callable[[str | None], schema.Raw], raw_ecs: schema.Raw) -> None:
         self._observer_raw = observer_raw
         self._ecs = '","ecs":' + schema.encode_value(raw_ecs) + ',"event":'
+        # The compiled writer holds these same dicts (names, addresses, MACs, seconds): they are emptied, never
+        # replaced
         self._names: dict[tuple, _Name] = {}
         self._shapes: dict[tuple, _Shape] = {}
         self._questions: dict[tuple, _Question] = {}
