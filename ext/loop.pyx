@@ -276,6 +276,7 @@ include "querylog_decode.pxi"
 include "cnames.pxi"
 include "querylog_index.pxi"
 include "hitline.pxi"
+include "attribution.pxi"
 
 
 cdef str lowered_name(DecodedName* name):

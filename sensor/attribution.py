@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import socket
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+from sensor.loop import client_hit_window
 from sensor.records import DnsMessage
 
 if TYPE_CHECKING:  # a hit from the runner (sensor/messages.py) has the same fields as the loop's tuple
@@ -119,6 +120,11 @@ class ResolverAttribution:
         self.evicted = 0  # client queries dropped from `recent` at max_recent, before their window ended
         self.learned_evicted = 0  # learned resolver addresses forgotten at max_learned
         self.linked = 0
+        # What the hit paths call: link() with its common case, a client's query, compiled (ext/attribution.pxi,
+        # over these same tables: they are emptied and refilled, never replaced), else link() itself
+        hits = client_hit_window(self)
+        self.linker: Callable[[DnsMessage | DnsRecord], Attribution | None] = (
+            hits.link if hits is not None else self.link)
 
     def is_resolver_query(self, msg: DnsMessage | DnsRecord) -> bool:
         """A configured or learned resolver's query, or any iterative one (RD clear): stub clients ask with RD."""

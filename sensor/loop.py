@@ -11,6 +11,7 @@ in sensor/ imports sensor._loop. Each compiled name and its twin (TWINS below; d
     ext/          querylog_segment_keys, querylog_sort_keys
                                     <-> sensor/querylog/segment.py  segment_keys_reference, sort_keys_reference
     ext/          HitLineWriter     <-> sensor/hitline.py           HitLines.line
+    ext/          ClientHitWindow   <-> sensor/attribution.py       ResolverAttribution.link
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ TWINS = {
     "querylog_segment_keys": "sensor.querylog.segment:segment_keys_reference",
     "querylog_sort_keys": "sensor.querylog.segment:sort_keys_reference",
     "HitLineWriter": "sensor.hitline:HitLines",
+    "ClientHitWindow": "sensor.attribution:ResolverAttribution",
 }
 
-__all__ = ["TWINS", "CompiledRules", "compile_rules", "compiled", "decode_query_log", "hit_line_writer",
+__all__ = ["TWINS", "CompiledRules", "client_hit_window", "compile_rules", "compiled", "decode_query_log",
+           "hit_line_writer",
            "make_flow_table", "make_loop", "pure_requested", "querylog_segment_functions", "use_compiled"]
 
 
@@ -144,4 +147,13 @@ def hit_line_writer(lines: Any, pure: bool | None = None) -> Any:
     if use_compiled(pure) and hasattr(compiled, "HitLineWriter"):
         assert compiled is not None
         return compiled.HitLineWriter(lines)
+    return None
+
+
+def client_hit_window(attribution: Any, pure: bool | None = None) -> Any:
+    """ResolverAttribution.link() with its client-query case compiled (ext/attribution.pxi), over the same
+    tables; None: link() itself."""
+    if use_compiled(pure) and hasattr(compiled, "ClientHitWindow"):
+        assert compiled is not None
+        return compiled.ClientHitWindow(attribution)
     return None

@@ -52,7 +52,8 @@ class HitPipeline:
             for record in records:
                 self.record(record, origin)
             return
-        lines = self.encoder.hit_lines(records, origin, self.attribution.link if self.attribution is not None else None)
+        link = self.attribution.linker if self.attribution is not None else None
+        lines = self.encoder.hit_lines(records, origin, link)
         if not lines:
             return
         self.hits += len(lines)
@@ -74,7 +75,7 @@ class HitPipeline:
 
     def hit(self, msg: DnsRecord, origin: Origin, rule: Rule | None = None) -> None:
         """`rule`: the record's rule when it came from a worker (else it is read from the encoder's rule set)."""
-        attribution = self.attribution.link(msg) if self.attribution is not None else None
+        attribution = self.attribution.linker(msg) if self.attribution is not None else None
         line = self.encoder.hit_line(msg, origin, attribution, rule)
         self.hits += 1
         for output in self.outputs:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from sensor.attribution import ResolverAttribution
+from sensor.loop import use_compiled
+from sensor.messages import DnsRecord
 from sensor.records import DnsMessage
 
 RD = 0x0100
@@ -84,3 +90,43 @@ def test_indexed_lookup_finds_what_a_scan_of_the_window_finds():
         below = "." + query if query != "." else ""
         expected = [n for n in names if n == query or n.endswith(below)]
         assert [q.name for _, q in attribution._find(query)] == expected, query
+
+
+# The compiled client-hit window (ext/attribution.pxi) against its twin, link(): the same records, the same
+# answers and the same tables after each (names with odd labels and cases, RD set and clear, configured and
+# learned resolvers, time steps across the window, a small max_recent so that eviction happens).
+ADDRESSES = ["10.0.0.5", "10.0.0.6", "10.0.0.53", "10.0.2.1", "192.0.2.1", "2001:db8::5", "2001:db8::53"]
+NAMES = ["evil.example", "X.Evil.Example", "a.b.evil.example", "example", ".", "b.example.com", "..x", ".lead",
+         "deep.a.b.c.example.co.uk", "co.uk", "Ünïcode.example"]
+
+
+def _same_family(draw, first: str) -> str:
+    return draw(st.sampled_from([a for a in ADDRESSES if (":" in a) == (":" in first)]))
+
+
+@st.composite
+def hit_sequences(draw) -> list[DnsMessage]:
+    t, out = 0.0, []
+    for _ in range(draw(st.integers(1, 60))):
+        t += draw(st.sampled_from([0.0, 0.001, 0.4, 1.3, 3.0]))
+        src = draw(st.sampled_from(ADDRESSES))
+        out.append(query(src, _same_family(draw, src), draw(st.sampled_from(NAMES)), t, rd=draw(st.booleans()),
+                         sport=draw(st.integers(1, 65535))))
+    return out
+
+
+def _tables(a: ResolverAttribution):
+    return (a.remembered(), a.counters(), {k: list(v) for k, v in a.by_bucket.items()}, list(a.learned.items()))
+
+
+@pytest.mark.skipif(not use_compiled(), reason="the compiled fast path is not built (or TRUESOURCE_PURE is set)")
+@settings(max_examples=300, deadline=None)
+@given(records=hit_sequences(), configured=st.booleans())
+def test_compiled_client_window_links_as_its_twin(records: list[DnsMessage], configured: bool) -> None:
+    resolvers = ["10.0.0.53,10.0.2.1"] if configured else []
+    compiled = ResolverAttribution(resolvers, window=2.0, max_recent=5, max_learned=3)
+    twin = ResolverAttribution(resolvers, window=2.0, max_recent=5, max_learned=3)
+    assert compiled.linker != compiled.link
+    for i, record in enumerate(records):  # the runner's DnsRecord, and the loop's tuple
+        assert compiled.linker(DnsRecord(*record) if i % 2 else record) == twin.link(record)
+        assert _tables(compiled) == _tables(twin)
