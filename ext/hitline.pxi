@@ -29,6 +29,9 @@ cdef class HitLineWriter:
     cdef char* buf
     cdef Py_ssize_t cap, n
     cdef bint failed
+    cdef dict shapes
+    cdef object domain_parts
+    cdef Py_ssize_t max_names
 
     def __cinit__(self, lines):
         self.lines = lines
@@ -37,6 +40,10 @@ cdef class HitLineWriter:
         self.macs = lines._macs
         self.seconds = lines._seconds
         self.ecs = lines._ecs
+        self.shapes = lines._shapes
+        self.max_names = lines.max_names
+        from sensor.suffixes import domain_parts  # (here, not at import: sensor.suffixes is not the loop's)
+        self.domain_parts = domain_parts
         self.cap = 4096
         self.buf = <char*>malloc(self.cap)
         if self.buf == NULL:
@@ -63,6 +70,57 @@ cdef class HitLineWriter:
         memcpy(self.buf + self.n, s, k)
         self.n += k
         return 0
+
+    cdef tuple new_name(self, tuple key, msg, parts):
+        """HitLines._new_name() for a name that needs no escaping (printable ASCII, no quote or backslash: then
+        none of its parts does either); any other name is left to it."""
+        cdef str name = key[0]
+        cdef const char* text
+        cdef Py_ssize_t k, n
+        cdef tuple texts, fragments
+        cdef str question, lower_text
+        if not PyUnicode_IS_ASCII(name):
+            return self.lines._new_name(key, msg, parts)
+        text = <const char*>PyUnicode_DATA(name)
+        n = PyUnicode_GET_LENGTH(name)
+        for k in range(n):
+            if text[k] < 32 or text[k] > 126 or text[k] == 34 or text[k] == 92:
+                return self.lines._new_name(key, msg, parts)
+        shape_key = key[1:]
+        shape = self.shapes.get(shape_key)
+        if shape is None or shape.parts is not parts:
+            shape = self.lines._new_shape(shape_key, parts)
+        lower = name.lower()
+        registered, subdomain, tld = self.domain_parts(lower)
+        self.n = 0
+        self.failed = False
+        self.lit(b'"')
+        self.text(name)
+        self.lit(b'"')
+        self.text(shape.type_class)
+        if registered is not None:
+            self.lit(b',"registered_domain":"')
+            self.text(registered)
+            self.lit(b'"')
+        if subdomain is not None:
+            self.lit(b',"subdomain":"')
+            self.text(subdomain)
+            self.lit(b'"')
+        if tld is not None:
+            self.lit(b',"top_level_domain":"')
+            self.text(tld)
+            self.lit(b'"')
+        if self.failed:  # (never: the parts are pieces of the name, the shape's texts ASCII)
+            return self.lines._new_name(key, msg, parts)
+        question = PyUnicode_DecodeASCII(self.buf, self.n, NULL)
+        lower_text = '"' + lower + '"'
+        texts = (shape.event, shape.question, question, shape.rule_threat, lower_text, shape.detail,
+                 shape.detail_end)
+        if len(self.names) >= self.max_names:
+            self.names.clear()
+        fragments = (parts, texts)
+        self.names[key] = fragments
+        return fragments
 
     cdef inline int lit(self, bytes s) except -1:
         return self.raw(PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s))
@@ -147,9 +205,9 @@ cdef class HitLineWriter:
             return None
         key = (f[12], f[13], f[14], f[10], f[11], f[15])  # qname, qtype, qclass, flags, qdcount, rule
         fragments = self.names.get(key)
-        if fragments is None or fragments.parts is not parts:
-            fragments = self.lines._new_name(key, msg, parts)
-        texts = fragments.texts
+        if fragments is None or (<tuple>fragments)[0] is not parts:
+            fragments = self.new_name(key, msg, parts)
+        texts = (<tuple>fragments)[1]
         src_ip = f[4]
         dst_ip = f[5]
         transport = f[6]

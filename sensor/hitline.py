@@ -102,42 +102,30 @@ class _RuleTexts:
         self.detail = schema.encode_value(parts.detail)
 
 
-class _Name:
-    """What one (name, type, class, flags, QDCOUNT, rule) adds to its shape's runs: the question's name fields and
-    the lower-case name, small texts (the shape's long runs are joined into the line, not copied per name: most
-    hits' names are new)."""
-
-    __slots__ = ("shape", "parts", "question", "lower", "texts")
-
-    def __init__(self, shape: _Shape, name: str) -> None:
-        self.shape = shape
-        self.parts = shape.parts
-        lower = name.lower()
-        registered, subdomain, tld = domain_parts(lower)
-        if _needs_no_escape(name):  # the parts are pieces of the name: when it needs no escaping, none of them does
-            registered_text = "" if registered is None else ',"registered_domain":"' + registered + '"'
-            subdomain_text = "" if subdomain is None else ',"subdomain":"' + subdomain + '"'
-            tld_text = "" if tld is None else ',"top_level_domain":"' + tld + '"'
-            self.question = f'"{name}"{shape.type_class}{registered_text}{subdomain_text}{tld_text}'
-            self.lower = f'"{lower}"'
-            self.texts = self._texts()
-            return
-        question = [_text(name), shape.type_class]
+def _name_texts(shape: _Shape, name: str) -> tuple[str, ...]:
+    """The line's runs in their order for one (name, type, class, flags, QDCOUNT, rule): the shape's, with the
+    question's name fields and the lower-case name between them (small texts: the shape's long runs are joined
+    into the line, not copied per name, and most hits' names are new). ext/hitline.pxi makes the same runs for a
+    name that needs no escaping."""
+    lower = name.lower()
+    registered, subdomain, tld = domain_parts(lower)
+    if _needs_no_escape(name):  # the parts are pieces of the name: when it needs no escaping, none of them does
+        registered_text = "" if registered is None else ',"registered_domain":"' + registered + '"'
+        subdomain_text = "" if subdomain is None else ',"subdomain":"' + subdomain + '"'
+        tld_text = "" if tld is None else ',"top_level_domain":"' + tld + '"'
+        question = f'"{name}"{shape.type_class}{registered_text}{subdomain_text}{tld_text}'
+        lower_text = f'"{lower}"'
+    else:
+        pieces = [_text(name), shape.type_class]
         if registered is not None:
-            question += (',"registered_domain":', _text(registered))
+            pieces += (',"registered_domain":', _text(registered))
         if subdomain is not None:
-            question += (',"subdomain":', _text(subdomain))
+            pieces += (',"subdomain":', _text(subdomain))
         if tld is not None:
-            question += (',"top_level_domain":', _text(tld))
-        self.question = "".join(question)
-        self.lower = _text(lower)
-        self.texts = self._texts()
-
-    def _texts(self) -> tuple[str, ...]:
-        """The line's runs in their order, for the compiled writer (ext/hitline.pxi): one tuple, not 7 lookups."""
-        shape = self.shape
-        return (shape.event, shape.question, self.question, shape.rule_threat, self.lower, shape.detail,
-                shape.detail_end)
+            pieces += (',"top_level_domain":', _text(tld))
+        question = "".join(pieces)
+        lower_text = _text(lower)
+    return (shape.event, shape.question, question, shape.rule_threat, lower_text, shape.detail, shape.detail_end)
 
 
 def _needs_no_escape(value: str) -> bool:
@@ -156,12 +144,14 @@ def _text(value: str) -> str:
 class HitLines:
     """Per-hit JSON for the encoder's common case; `line()` returns None for a record it leaves to the reference."""
 
+    max_names = MAX_NAMES  # read by the compiled writer, which adds names' fragments itself
+
     def __init__(self, observer_raw: Callable[[str | None], schema.Raw], raw_ecs: schema.Raw) -> None:
         self._observer_raw = observer_raw
         self._ecs = '","ecs":' + schema.encode_value(raw_ecs) + ',"event":'
         # The compiled writer holds these same dicts (names, addresses, MACs, seconds): they are emptied, never
         # replaced
-        self._names: dict[tuple, _Name] = {}
+        self._names: dict[tuple, tuple[RuleParts, tuple[str, ...]]] = {}
         self._shapes: dict[tuple, _Shape] = {}
         self._questions: dict[tuple, _Question] = {}
         self._rules: dict[int, _RuleTexts] = {}
@@ -206,32 +196,36 @@ class HitLines:
             found = self._origins[key] = (observer + ',"truesource":', capture)
         return found
 
-    def _new_name(self, key: tuple, msg: DnsRecord, parts: RuleParts) -> _Name:
-        """The fragments of a (name, question, rule) not kept (or kept from another rule set), now kept."""
+    def _new_name(self, key: tuple, msg: DnsRecord, parts: RuleParts) -> tuple[RuleParts, tuple[str, ...]]:
+        """The fragments of a (name, type, class, flags, QDCOUNT, rule) not kept (or kept from another rule set),
+        now kept: (the rule parts they were made with, the line's runs)."""
         if len(self._names) >= MAX_NAMES:
             self._names.clear()
-        fragments = self._names[key] = self._name(msg, parts)
+        shape_key = key[1:]
+        shape = self._shapes.get(shape_key)
+        if shape is None or shape.parts is not parts:
+            shape = self._new_shape(shape_key, parts)
+        fragments = self._names[key] = (parts, _name_texts(shape, key[0]))
         return fragments
 
-    def _name(self, msg: DnsRecord, parts: RuleParts) -> _Name:
-        key = (msg.qtype, msg.qclass, msg.flags, msg.qdcount, msg.rule)
-        shape = self._shapes.get(key)
-        if shape is None or shape.parts is not parts:
-            if len(self._shapes) >= MAX_NAMES:
-                self._shapes.clear()
-            rule = self._rules.get(msg.rule)
-            if rule is None or rule.parts is not parts:
-                if len(self._rules) >= MAX_NAMES:
-                    self._rules.clear()
-                rule = self._rules[msg.rule] = _RuleTexts(parts)
-            question_key = key[:4]
-            question = self._questions.get(question_key)
-            if question is None:
-                if len(self._questions) >= MAX_NAMES:
-                    self._questions.clear()
-                question = self._questions[question_key] = _Question(*question_key)
-            shape = self._shapes[key] = _Shape(rule, question)
-        return _Name(shape, msg.qname)
+    def _new_shape(self, key: tuple, parts: RuleParts) -> _Shape:
+        """The runs of a (type, class, flags, QDCOUNT, rule), from its question's and its rule's, now kept."""
+        if len(self._shapes) >= MAX_NAMES:
+            self._shapes.clear()
+        index = key[4]
+        rule = self._rules.get(index)
+        if rule is None or rule.parts is not parts:
+            if len(self._rules) >= MAX_NAMES:
+                self._rules.clear()
+            rule = self._rules[index] = _RuleTexts(parts)
+        question_key = key[:4]
+        question = self._questions.get(question_key)
+        if question is None:
+            if len(self._questions) >= MAX_NAMES:
+                self._questions.clear()
+            question = self._questions[question_key] = _Question(*question_key)
+        shape = self._shapes[key] = _Shape(rule, question)
+        return shape
 
     def line(self, msg: DnsRecord, parts: RuleParts, origin: tuple[str, str]) -> str | None:
         """The hit's JSON line, or None: a tunnelled or ECS-subnet query, or a CNAME hit, is left to the reference."""
@@ -239,9 +233,9 @@ class HitLines:
             return None
         key = (msg.qname, msg.qtype, msg.qclass, msg.flags, msg.qdcount, msg.rule)
         fragments = self._names.get(key)
-        if fragments is None or fragments.parts is not parts:
+        if fragments is None or fragments[0] is not parts:
             fragments = self._new_name(key, msg, parts)
-        shape, lower = fragments.shape, fragments.lower
+        event, question_head, question, rule_threat, lower, detail, detail_end = fragments[1]
         src_ip, dst_ip = msg.src_ip, msg.dst_ip
         addresses = self._addresses
         src = addresses.get(src_ip) or self._new_address(src_ip)
@@ -263,10 +257,10 @@ class HitLines:
                ',"tcp":{"handshake":true}' if msg.tcp_handshake else ',"tcp":{"handshake":false}')
         if capture:
             capture = f"{capture}{msg.frame}}}"
-        return (f'{{"@timestamp":"{second}.{msg.ts_usec:06d}Z{self._ecs}{shape.event}'
+        return (f'{{"@timestamp":"{second}.{msg.ts_usec:06d}Z{self._ecs}{event}'
                 f',"source":{{"ip":"{src}","port":{sport}{mac}}},"destination":{{"ip":"{dst}","port":{dport}}}'
                 f',"related":{{"ip":["{related}"]}},"network":{{"transport":{TRANSPORT_TEXT[transport]}'
                 f'{4 if len(src_ip) == 4 else 6}{IANA[transport]}{community.decode()}"{vlan}}}'
-                f',"dns":{{"type":"query","id":"{msg.dns_id}{shape.question}{fragments.question}{shape.rule_threat}'
-                f'{lower}{THREAT_END}{observer}{shape.detail}{lower}{shape.detail_end}{tcp}'
+                f',"dns":{{"type":"query","id":"{msg.dns_id}{question_head}{question}{rule_threat}'
+                f'{lower}{THREAT_END}{observer}{detail}{lower}{detail_end}{tcp}'
                 f'{capture}}}}}')
