@@ -42,8 +42,7 @@ cdef class HitLineWriter:
         self.ecs = lines._ecs
         self.shapes = lines._shapes
         self.max_names = lines.max_names
-        from sensor.suffixes import domain_parts  # (here, not at import: sensor.suffixes is not the loop's)
-        self.domain_parts = domain_parts
+        self.domain_parts = lines.domain_parts  # (handed over: ext/ imports nothing from sensor/)
         self.cap = 4096
         self.buf = <char*>malloc(self.cap)
         if self.buf == NULL:

@@ -144,7 +144,8 @@ def _text(value: str) -> str:
 class HitLines:
     """Per-hit JSON for the encoder's common case; `line()` returns None for a record it leaves to the reference."""
 
-    max_names = MAX_NAMES  # read by the compiled writer, which adds names' fragments itself
+    max_names = MAX_NAMES  # read by the compiled writer, which adds names' fragments itself, with
+    domain_parts = staticmethod(domain_parts)  # these parts (ext/ imports nothing from sensor/)
 
     def __init__(self, observer_raw: Callable[[str | None], schema.Raw], raw_ecs: schema.Raw) -> None:
         self._observer_raw = observer_raw
