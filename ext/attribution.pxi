@@ -3,11 +3,10 @@
 # The twin is ResolverAttribution.link() in sensor/attribution.py: this does its common case, a client's query
 # that hit, on the same tables (the window's deque, the buckets, the learned resolvers: the owner's objects,
 # shared, not copied) and hands every other record to link() itself. What it saves is the interpreter's work
-# per hit; what a table holds, how it expires and is bounded, stays written once, in Python.
+# per hit. The window's expiry is written here too (its twin: ResolverAttribution._expire); the bound at
+# max_recent and the learned resolvers' LRU are the owner's methods, called from here.
 
 from collections import deque as _deque
-
-cdef int64_t LEARN_REFRESH = 1_000_000  # as sensor/attribution.py LEARN_REFRESH_US
 
 
 cdef class ClientHitWindow:
@@ -15,7 +14,7 @@ cdef class ClientHitWindow:
 
     cdef object owner, recent, learned
     cdef dict group_of, by_bucket
-    cdef int64_t window_us
+    cdef int64_t window_us, learn_refresh_us
     cdef Py_ssize_t max_recent
 
     def __cinit__(self, owner):
@@ -26,6 +25,7 @@ cdef class ClientHitWindow:
         self.by_bucket = owner.by_bucket
         self.window_us = owner.window_us
         self.max_recent = owner.max_recent
+        self.learn_refresh_us = owner.learn_refresh_us
 
     cdef int expire(self, int64_t horizon) except -1:
         """ResolverAttribution._expire(): the entries older than the window go, from both queues."""
@@ -84,6 +84,6 @@ cdef class ClientHitWindow:
             self.owner._forget()
             self.owner.evicted += 1
         seen = self.learned.get(dst)
-        if seen is None or now - <int64_t>seen > LEARN_REFRESH:
+        if seen is None or now - <int64_t>seen > self.learn_refresh_us:
             self.owner._learn(dst, now)
         return None

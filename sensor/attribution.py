@@ -90,6 +90,8 @@ def _text(address: bytes) -> str:
 class ResolverAttribution:
     """Feed hits in packet-time order; `link()` says, for an upstream query, which client queries caused it."""
 
+    learn_refresh_us = LEARN_REFRESH_US  # read by the compiled client-hit window (ext/attribution.pxi)
+
     def __init__(self, resolvers: list[str] | tuple[str, ...] = (), window: float = DEFAULT_WINDOW,
                  learn: bool = True, max_recent: int = MAX_RECENT_CLIENT_HITS,
                  max_learned: int = MAX_LEARNED_RESOLVERS, max_upstream: int = MAX_UPSTREAM_NAMES) -> None:
