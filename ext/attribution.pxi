@@ -41,7 +41,7 @@ cdef class ClientHitWindow:
 
     def link(self, msg):
         cdef tuple f = tuple(msg) if isinstance(msg, tuple) else astuple(msg)
-        cdef int64_t now, seen_at
+        cdef int64_t now
         cdef str name, bucket
         cdef Py_ssize_t dot, second, k, n
         cdef const char* text

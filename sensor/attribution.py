@@ -141,7 +141,7 @@ class ResolverAttribution:
         if msg.cname is not None:
             return self._cname(msg, now)
         src = msg.src_ip
-        if src in self.group_of or src in self.learned or not msg.flags & RD:  # is_resolver_query(), inlined
+        if self.is_resolver_query(msg):
             self._learn(src, now)
             self._remember_upstream(msg.qname.lower(), src, now)
             found = self._find(msg.qname.lower())
@@ -153,9 +153,7 @@ class ResolverAttribution:
                 return Attribution("resolver_address", same)
             return Attribution("name_and_time", [query for _, query in found])
         name = msg.qname.lower()
-        dot = name.rfind(".")  # the bucket (_bucket, inlined: this runs for every client hit)
-        second = name.rfind(".", 0, dot) if dot > 0 else -1
-        bucket = name if second < 0 else name[second + 1:]
+        bucket = _bucket(name)
         dst = msg.dst_ip
         entry = (now, bucket, dst, src, msg.src_port, name, msg.transport)
         queue = self.by_bucket.get(bucket)
