@@ -282,22 +282,9 @@ class HitEncoder:
         """hit_line() for each hit of a batch (records with rule >= 0, linked in order), the origin's texts looked
         up once for the batch (decision 0204)."""
         texts = self._lines.origin(origin.capture_file, origin.interface)
-        write_line, by_index, logging = self._lines.write_line, self._by_index, logging_events()
-        lines = []
-        for msg in records:  # _hit_line() unrolled for the common case: no rule given, no attribution
-            if msg.rule < 0:
-                continue
-            attribution = link(msg) if link is not None else None
-            if attribution is None:
-                parts = by_index.get(msg.rule) or self._parts(msg.rule, None)
-                line = write_line(msg, parts, texts)
-                if line is not None:
-                    if logging:
-                        log_line("truesource.hit", line)
-                    lines.append(line)
-                    continue
-            lines.append(self.encode(self.event(msg, origin, attribution, None)))  # as _hit_line() does
-        return lines
+        hit_line = self._hit_line
+        return [hit_line(msg, origin, link(msg) if link is not None else None, None, texts)
+                for msg in records if msg.rule >= 0]
 
     def _hit_line(self, msg: DnsRecord, origin: Origin, attribution: Attribution | None, rule: Rule | None,
                   texts: tuple[str, str]) -> str:
