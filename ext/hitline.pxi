@@ -1,11 +1,12 @@
 # The per-hit JSON line, written in C from the fragments sensor/hitline.py keeps (included by loop.pyx).
 #
 # The twin is HitLines.line() in sensor/hitline.py, and both must write the same bytes (tests/test_hitline.py):
-# this writer reads the same caches (HitLines' dicts, shared, not copied) and asks HitLines on a miss (a new
-# name, address, MAC or second), so what a line holds is decided in one place. What it does itself is what a
-# hit costs every time: the lookups, the numbers as text, the Community ID's input and base64, and one copy of
-# each run into a buffer kept between hits. A run that is not ASCII (never the case for the schema's encoder,
-# which escapes) or a transport it does not know sends the hit to the twin.
+# this writer reads the same caches (HitLines' dicts, shared, not copied) and asks HitLines on a miss (an
+# address, MAC or second, a question shape, a name that needs escaping), so what a line holds is decided there.
+# What it does itself is what a hit costs every time: the lookups, the numbers as text, the Community ID's input
+# and base64, one copy of each run into a buffer kept between hits; and a new name's fragments when the name
+# needs no escaping (decision 0206). A run that is not ASCII (never the case for the schema's encoder, which
+# escapes) or a transport it does not know sends the hit to the twin.
 
 import hashlib
 from msgspec.structs import astuple
@@ -70,7 +71,7 @@ cdef class HitLineWriter:
         self.n += k
         return 0
 
-    cdef tuple new_name(self, tuple key, msg, parts):
+    cdef tuple new_name(self, tuple key, parts):
         """HitLines._new_name() for a name that needs no escaping (printable ASCII, no quote or backslash: then
         none of its parts does either); any other name is left to it."""
         cdef str name = key[0]
@@ -79,12 +80,12 @@ cdef class HitLineWriter:
         cdef tuple texts, fragments
         cdef str question, lower_text
         if not PyUnicode_IS_ASCII(name):
-            return self.lines._new_name(key, msg, parts)
+            return self.lines._new_name(key, parts)
         text = <const char*>PyUnicode_DATA(name)
         n = PyUnicode_GET_LENGTH(name)
         for k in range(n):
             if text[k] < 32 or text[k] > 126 or text[k] == 34 or text[k] == 92:
-                return self.lines._new_name(key, msg, parts)
+                return self.lines._new_name(key, parts)
         shape_key = key[1:]
         shape = self.shapes.get(shape_key)
         if shape is None or shape.parts is not parts:
@@ -110,7 +111,7 @@ cdef class HitLineWriter:
             self.text(tld)
             self.lit(b'"')
         if self.failed:  # (never: the parts are pieces of the name, the shape's texts ASCII)
-            return self.lines._new_name(key, msg, parts)
+            return self.lines._new_name(key, parts)
         question = PyUnicode_DecodeASCII(self.buf, self.n, NULL)
         lower_text = '"' + lower + '"'
         texts = (shape.event, shape.question, question, shape.rule_threat, lower_text, shape.detail,
@@ -205,7 +206,7 @@ cdef class HitLineWriter:
         key = (f[12], f[13], f[14], f[10], f[11], f[15])  # qname, qtype, qclass, flags, qdcount, rule
         fragments = self.names.get(key)
         if fragments is None or (<tuple>fragments)[0] is not parts:
-            fragments = self.new_name(key, msg, parts)
+            fragments = self.new_name(key, parts)
         texts = (<tuple>fragments)[1]
         src_ip = f[4]
         dst_ip = f[5]

@@ -11,8 +11,10 @@ The reference is `HitEncoder.event()` and `schema.encode()`: tests/test_hitline.
 same bytes for every hit of every shipped capture and for generated records. Records this path does not cover
 (a resolver's query linked to its clients, a tunnelled or ECS-subnet query) are left to the reference.
 
-Hits are written by `write_line`: the compiled HitLineWriter (ext/hitline.pxi, decision 0205) over this object's
-caches when it is built, else `line()`, its twin; the fragments are made here either way.
+Hits are written by `write_line`: the compiled HitLineWriter (ext/hitline.pxi, decisions 0205 and 0206) over this
+object's caches when it is built, else `line()`, its twin. The writer makes a new name's fragments itself when the
+name needs no escaping; everything else in the caches (shapes, rule and question texts, escaped names, address,
+MAC and second texts) is made here.
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ class HitLines:
             found = self._origins[key] = (observer + ',"truesource":', capture)
         return found
 
-    def _new_name(self, key: tuple, msg: DnsRecord, parts: RuleParts) -> tuple[RuleParts, tuple[str, ...]]:
+    def _new_name(self, key: tuple, parts: RuleParts) -> tuple[RuleParts, tuple[str, ...]]:
         """The fragments of a (name, type, class, flags, QDCOUNT, rule) not kept (or kept from another rule set),
         now kept: (the rule parts they were made with, the line's runs)."""
         if len(self._names) >= MAX_NAMES:
@@ -235,7 +237,7 @@ class HitLines:
         key = (msg.qname, msg.qtype, msg.qclass, msg.flags, msg.qdcount, msg.rule)
         fragments = self._names.get(key)
         if fragments is None or fragments[0] is not parts:
-            fragments = self._new_name(key, msg, parts)
+            fragments = self._new_name(key, parts)
         event, question_head, question, rule_threat, lower, detail, detail_end = fragments[1]
         src_ip, dst_ip = msg.src_ip, msg.dst_ip
         addresses = self._addresses

@@ -56,8 +56,8 @@ TWINS = {
 }
 
 __all__ = ["TWINS", "CompiledRules", "client_hit_window", "compile_rules", "compiled", "decode_query_log",
-           "hit_line_writer",
-           "make_flow_table", "make_loop", "pure_requested", "querylog_segment_functions", "use_compiled"]
+           "hit_line_writer", "make_flow_table", "make_loop", "pure_requested", "querylog_segment_functions",
+           "use_compiled"]
 
 
 def pure_requested() -> bool:
