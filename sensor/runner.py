@@ -76,7 +76,8 @@ class BatchRunner:
     ) -> None:
         """`flows`: a FlowSink (its table, if any, is the loops'); `flow_table` and `on_flows`: a table and where
         its records go when there is no sink (a worker, flow building). `query_log`: this process's
-        QueryLogSink; `query_log_writer`: the writer process, stopped by finish(). `link`: a worker's pipe to
+        QueryLogSink; `query_log_writer`: the writer process, stopped by finish() (a replay's InlineQueryLog is
+        both). `link`: a worker's pipe to
         its parent: then records go there, not to a pipeline."""
         self.ports = tuple(ports)
         self.rules = rules
@@ -209,9 +210,12 @@ class BatchRunner:
         return counters
 
     def flush_outputs(self) -> None:
-        """Push what the hit outputs hold to their readers now (a pipe's partial batch: the hit is seen at once)."""
+        """Push what the hit outputs hold to their readers now (a pipe's partial batch: the hit is seen at once), and
+        commit what a replay's own query log holds (a pipe may then stay quiet for long)."""
         if self.pipeline is not None:
             self.pipeline.flush()
+        if self.query_log is not None:
+            self.query_log.commit()
 
     def end_source(self) -> None:
         """The current source is done: its pending queries finish (unanswered) and its counters are added."""
@@ -295,9 +299,7 @@ class BatchRunner:
             if self.query_log is not None:
                 self.query_log.close()
             return None
-        from sensor.querylog import writer as query_log
-
-        line, died = query_log.stop(self.query_log_writer, self.query_log, self.query_log_drops)
+        line, died = self.query_log_writer.stop(self.query_log, self.query_log_drops)
         self.failed = self.failed or died
         return line
 

@@ -1,16 +1,17 @@
-"""Helpers that die are noticed: kill -9 of the real query-log writer (mid-replay, mid-live-capture) and of a real
-capture worker ends the run with exit 1 and says what was lost, never hangs and never says 0 lost; a replay
-stopped by SIGINT/SIGTERM ends like a capture (summary, "interrupted after frame N", exit 130, JSON written)."""
+"""Helpers that die are noticed: kill -9 of the real query-log writer (mid-live-capture) and of a real capture
+worker ends the run with exit 1 and says what was lost, never hangs and never says 0 lost; a replay, which writes
+its query log itself, keeps what it committed when killed and says what a full disk cost it; a replay stopped by
+SIGINT/SIGTERM ends like a capture (summary, "interrupted after frame N", exit 130, JSON written)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -101,59 +102,68 @@ def start_replay(capture: tuple[str, str], tmp_path: Path, *extra: str, copies: 
                             text=True)
 
 
-def test_query_log_writer_killed_mid_replay_ends_with_the_loss(capture, tmp_path):
-    """kill -9 of the writer while a replay pushes to it: the replay notices, stops, exits 1 and says how many
-    queries were not stored (it used to hang forever on a blocking send with no peer)."""
-    proc = start_replay(capture, tmp_path, "--query-log", str(tmp_path / "q.db"))
-    writer = poll(lambda: query_log_writer(proc.pid), "the writer process")
-    poll(lambda: lines_in(tmp_path / "hits.jsonl") > 0, "the first hits")
-    os.kill(writer, signal.SIGKILL)
-    killed = time.monotonic()
-    _, err = ended(proc)
-    noticed = time.monotonic() - killed
-    assert proc.returncode == 1, err
-    assert "query-log writer process killed by signal 9" in err
-    assert lost_count(err) > 0
-    summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["failed"] is True
-    # it stopped at once rather than reading all 30 copies (~3 M frames)
-    assert summary["counters"]["packets"] < 30 * 100_000
-    print(f"replay ended {noticed:.2f} s after the writer was killed")
-
-
-def test_sensor_killed_mid_replay_leaves_no_writer_behind(capture, tmp_path):
-    """kill -9 of the sensor while its writer stores: the writer stores what reached it and ends (it used to
-    wait forever on its control pipe, whose other end its own fork still held); what it stored is committed."""
+def test_sensor_killed_mid_replay_keeps_what_it_committed(capture, tmp_path):
+    """kill -9 of a replay that writes its query log itself (decision 0207): what it committed reads back, and the
+    next writer cuts the open segment back to its last commit and goes on (decision 0180's recovery)."""
     import sqlite3
 
-    proc = start_replay(capture, tmp_path, "--query-log", str(tmp_path / "q.db"))
-    writer = poll(lambda: query_log_writer(proc.pid), "the writer process")
-    poll(lambda: lines_in(tmp_path / "hits.jsonl") > 0, "the first hits")
+    path = tmp_path / "q.db"
+    proc = start_replay(capture, tmp_path, "--query-log", str(path))
+    poll(lambda: path.exists() and committed_rows(path) > 0, "the first committed queries")
     proc.kill()
-    proc.wait()  # not communicate(): the writer holds the same stdout and stderr
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    kept = committed_rows(path)
+    again = subprocess.run([sys.executable, "-m", "sensor", "replay", capture[0], "--rules", capture[1], "--out",
+                            os.devnull, "--no-progress", "--query-log", str(path)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    written = int(re.search(r"query log .*: ([\d,]+) queries written", again.stderr).group(1).replace(",", ""))
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT SUM(rows) FROM segments").fetchone()[0] == kept + written
+    listed = subprocess.run([sys.executable, "-m", "sensor", "who-asked", "--query-log", str(path), "--json",
+                             "--subdomains", "."], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr
+
+
+def committed_rows(path: Path) -> int:
+    """Queries the catalogue says are stored (0 before the first commit, or while the catalogue is created)."""
+    import sqlite3
+
     try:
-        poll(lambda: gone(writer), "the writer's end", timeout=20.0)
-    finally:
-        if not gone(writer):
-            os.kill(writer, signal.SIGKILL)
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
-    with sqlite3.connect(tmp_path / "q.db") as db:
-        assert db.execute("SELECT SUM(rows) FROM segments").fetchone()[0] > 0
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return db.execute("SELECT COALESCE(SUM(rows), 0) FROM segments").fetchone()[0]
+    except sqlite3.Error:
+        return 0
 
 
-def test_query_log_writer_out_of_memory_mid_replay_exits_1(capture, tmp_path):
-    """The writer dies of MemoryError (its address space capped with prlimit while it works): exit 1 and the
-    loss said, not exit 0."""
-    proc = start_replay(capture, tmp_path, "--query-log", str(tmp_path / "q.db"))
-    writer = poll(lambda: query_log_writer(proc.pid), "the writer process")
-    poll(lambda: lines_in(tmp_path / "hits.jsonl") > 0, "the first hits")
-    size_kb = int(re.search(r"VmSize:\s+(\d+)", Path(f"/proc/{writer}/status").read_text()).group(1))
-    subprocess.run(["prlimit", f"--pid={writer}", f"--as={size_kb * 1024}"], check=True)
-    _, err = ended(proc, deadline=120)
-    assert proc.returncode == 1, err
-    assert re.search(r"query-log writer process (exited with code 1|killed by signal)", err), err
-    assert lost_count(err) > 0
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root to mount a small tmpfs")
+def test_replay_query_log_on_a_full_disk_exits_1_and_counts_what_it_could_not_store(capture, tmp_path):
+    """A replay's store fills its disk (a 6 MiB tmpfs) after its first transaction: the replay reads to the end,
+    exits 1, says the error once and how many queries were not stored; what was committed reads back, and with
+    what was not stored it makes every entry the same replay stores on a disk with room."""
+    pcap, rules = capture
+    roomy = subprocess.run([sys.executable, "-m", "sensor", "replay", pcap, "--rules", rules, "--out", os.devnull,
+                            "--no-progress", "--query-log", str(tmp_path / "q.db")], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert roomy.returncode == 0, roomy.stderr
+    entries = int(re.search(r"query log .*: ([\d,]+) queries written", roomy.stderr).group(1).replace(",", ""))
+    small = tmp_path / "small"
+    small.mkdir()
+    count = (f"import sqlite3; print(sqlite3.connect('file:{small}/q.db?mode=ro', uri=True)"
+             ".execute('SELECT SUM(rows) FROM segments').fetchone()[0])")
+    shell = (f"mount -t tmpfs -o size=6m none {small} && {sys.executable} -m sensor replay {pcap} --rules {rules} "
+             f"--out /dev/null --no-progress --query-log {small / 'q.db'}; "
+             f"echo exit=$?; {sys.executable} -c \"{count}\"")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT)
+    assert "exit=1" in result.stdout, result.stderr
+    assert result.stderr.count("No space left on device") == 1, result.stderr
+    lost = int(re.search(r"query log: OSError: .*\(([\d,]+) queries not stored\)", result.stderr)
+               .group(1).replace(",", ""))
+    stored = int(result.stdout.split()[-1])
+    assert lost > 0 and stored > 0
+    assert stored + lost == entries
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

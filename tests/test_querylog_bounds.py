@@ -91,8 +91,8 @@ def test_pipe_messages_are_bounded_in_bytes(small_amplification):
 
 def test_answer_amplification_flood_keeps_the_store_within_max_mb_and_memory_bounded(amplification, tmp_path):
     """6 MB of amplification traffic made a 189 MB store with --query-log-max-mb 5 and 475 MB RSS before; now
-    the store stays within the limit (+10%) at every sample while the replay writes, the sensor and the writer
-    stay within 300 MB together, and the summary counts the truncated entries."""
+    the store stays within the limit (+10%) at every sample while the replay writes, the sensor (which writes
+    its query log itself: decision 0207) stays within 300 MB, and the summary counts the truncated entries."""
     path, made = amplification
     store = tmp_path / "q.db"
     result = querylog_flood.flood(str(path), str(store), max_mb=2.0)
@@ -148,7 +148,7 @@ def test_query_log_export_is_hive_partitioned_and_read_back_by_duckdb(tmp_path):
 def test_writer_limits_are_parameters_a_memory_budget_can_set(small_amplification, tmp_path):
     """The caps and buffers come from WriterLimits through the real writer process (a budget will size them)."""
     from sensor.querylog.options import QueryLogOptions
-    from sensor.querylog.writer import QueryLogWriter, WriterLimits, stop
+    from sensor.querylog.writer import QueryLogWriter, WriterLimits
 
     path, made = small_amplification
     limits = WriterLimits(pipe_message_bytes=50_000, write_rows=10, max_answers=1, response_only_answers=1)
@@ -160,7 +160,7 @@ def test_writer_limits_are_parameters_a_memory_budget_can_set(small_amplificatio
         loop.run_batch(data, meta, first)
         sink.take(loop)
     sink.flush(loop)
-    line, died = stop(writer, sink)
+    line, died = writer.stop(sink)
     assert not died
     assert f"{made['responses']:,} queries written" in line and f"{made['responses']:,} with answers cut" in line
     stored = list(QueryStore.open_reader(str(tmp_path / "q.db")).by_time())

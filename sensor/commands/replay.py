@@ -87,15 +87,11 @@ def run_replay(args: argparse.Namespace) -> int:
     result.compile_seconds = compile_seconds
     if progress is not None:
         sys.stderr.write("\n")  # the progress line stays, at 100%, above the summary
-        if runner.query_log_writer is not None:
-            runner.query_log_writer.on_wait = writer_progress
 
     def summary(done: BatchRunner) -> Summary:
-        # from compiling the rules to the last frame, and the wait for the sinks (the query-log writer) after it
+        # from compiling the rules to the last frame, and closing the sinks after it (the query log's last segment)
         result.wait_seconds = time.perf_counter() - decoded
         result.seconds += compile_seconds + result.wait_seconds
-        if progress is not None and done.query_log_writer is not None:
-            sys.stderr.write("\r\x1b[K")  # the writer's waiting line goes
         lines = counter_lines(done.totals, result.seconds, f"{len(result.files)} file(s)", done.outputs)
         if result.interrupted_after is not None:
             lines.insert(0, f"interrupted after frame {result.interrupted_after:,}")
@@ -129,11 +125,6 @@ class Interrupt:
 
     def __call__(self) -> bool:
         return self.signalled
-
-
-def writer_progress(written: int) -> None:
-    sys.stderr.write(f"\rwaiting for the query-log writer to store the rest: {written:,} queries stored\x1b[K")
-    sys.stderr.flush()
 
 
 def summary_json(runner: Any, result: Any, rules: int, load_seconds: float) -> dict[str, Any]:

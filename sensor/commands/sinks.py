@@ -31,7 +31,14 @@ def attach_sinks(runner: BatchRunner, args: argparse.Namespace, ruleset: RuleSet
         before_stores(publisher)
     if flows is not None:
         runner.attach(flows=flow_sink(args, flows, pipeline, with_table=flow_table))
-    if log_options is not None:  # imported only when asked: zmq and multiprocessing are 30 ms of every start-up
+    if log_options is not None and blocking:  # a replay writes its query log itself (decision 0207)
+        from sensor.querylog.events import publisher
+        from sensor.querylog.inline import InlineQueryLog
+
+        inline = InlineQueryLog(log_options, memory_budget(args).query_log,
+                                publisher(pipeline) if log_options.publish else None)
+        runner.attach(query_log=inline, query_log_writer=inline)
+    elif log_options is not None:  # imported only when asked: zmq and multiprocessing are 30 ms of every start-up
         from sensor.querylog import writer as query_log
 
         writer, sink = query_log.start(log_options, pipeline, blocking=blocking,

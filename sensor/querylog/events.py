@@ -143,3 +143,15 @@ def retrospective_cname_hit(encoder: HitEncoder, entry: QueryLogEntry, rule_inde
     event.dns.type = "answer"  # a response-only entry too: the hit is its response
     event.dns.answers = answers
     return event
+
+
+def publisher(pipeline):
+    """--publish-queries: each logged query as a `dns.query` event to the pipeline's outputs (the ZeroMQ
+    publisher; JSON-lines outputs keep to hits)."""
+    encoder = QueryEventEncoder(pipeline.encoder)
+    default = Origin()
+
+    def publish(entries, origin) -> None:
+        for entry in entries:
+            pipeline.publish(QUERY_TOPIC, encoder.encode(entry, origin or default))
+    return publish

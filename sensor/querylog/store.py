@@ -174,6 +174,7 @@ class QueryStore:
         self._open: Segment | None = None  # writer: the segment being filled
         self._files: tuple[int, int] | None = None  # writer: the open segment's entries and keys descriptors
         self.largest_segment = 0  # writer: the most a closed segment took on disk, its index included
+        self.uncommitted = 0  # writer: entries in the open segment's files that readers do not see yet
         self._lock = None  # writer: the open lock file that keeps a second writer out
 
     # --- opening -------------------------------------------------------------------------------------------
@@ -295,10 +296,11 @@ class QueryStore:
         """Store decoded entries (packed again: the reference loop's, or tests'); how many."""
         return self.append_packed(pack_entries(entries))[0] if entries else 0
 
-    def append_packed(self, parts) -> tuple[int, bytes]:
+    def append_packed(self, parts, commit: bool = True) -> tuple[int, bytes]:
         """Store the loop's packed entries as they are (one buffer, or a list of them), in as many segments as
         they fill, with one catalogue transaction per segment; (entries stored, the packed entries whose
-        answers the caps may cut)."""
+        answers the caps may cut). `commit=False`: the open segment's files grow but readers see them only
+        from the next commit (`commit()`; a segment that fills is committed as it closes)."""
         done = 0
         suspects = []
         segment = None
@@ -322,6 +324,7 @@ class QueryStore:
                                                segment.bytes + end - position,
                                                segment.keys + len(keys) // KEY_RECORD.size)
                 done += count
+                self.uncommitted += count
                 position = end
                 if segment.rows >= self.segment_rows or \
                         segment.bytes + segment.keys * KEY_RECORD.size >= self.segment_bytes:
@@ -330,15 +333,21 @@ class QueryStore:
                     self._open = segment = None
                     if self.on_segment_closed is not None:
                         self.on_segment_closed()
-        if segment is not None:
+        if segment is not None and commit:
             self._commit(segment)
         return done, b"".join(suspects)
+
+    def commit(self) -> None:
+        """Readers see the open segment as its files hold it now."""
+        if self._open is not None:
+            self._commit(self._open)
 
     def _commit(self, segment: Segment) -> None:
         """What the open segment's files hold, for readers: written after the bytes are in the files."""
         with _transaction(self.db):
             self.db.execute("UPDATE segments SET rows = ?, first_ts = ?, last_ts = ?, bytes = ?, keys = ? WHERE id = ?",
                             (segment.rows, segment.first_ts, segment.last_ts, segment.bytes, segment.keys, segment.id))
+        self.uncommitted = 0  # only the open segment has uncommitted entries
 
     def _new_segment(self) -> Segment:
         with _transaction(self.db):
