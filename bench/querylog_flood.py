@@ -4,7 +4,8 @@
 Makes the capture with bench/make_amplification.py (unless --capture is given), replays it with --query-log
 and --query-log-max-mb, and samples every 50 ms the store's bytes on disk (the catalogue, its WAL and shared
 memory, and the segment files) and the resident memory summed over the replay's process tree (the sensor, which
-writes its query log itself since decision 0207). Prints the peaks, the final size, the summary line and the CPU of the tree. Usage:
+writes its query log itself since decision 0207). Prints the peaks, the final size, the summary line and the CPU
+of the tree. Usage:
 
     python bench/querylog_flood.py [--udp-mb 29] [--tcp-mb 26] [--max-mb 50] [--sensor PATH-TO-CHECKOUT]
 """

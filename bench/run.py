@@ -10,8 +10,9 @@ and a 1,000,000-rule file (the same names and 900,000 that nothing asks for); CP
 process tree: wait4 on Linux counts the children a process reaped) and wall for the read floor, tcpdump -r,
 tshark on a slice, truesource replay with each rule set from a warm and a cold compiled-rules cache, with as many
 rules that hit nothing (the per-hit cost is the difference over the hits), with --query-log and with --flow-store
-(each into an empty store), a 10-frame replay (start-up) and `truesource --version`; the ratios against the read
-floor and the plain replay. Results: bench/out/whole.json.
+(each into an empty store), nfpcapd building flows from the same file (the flow store's peer), a 10-frame replay
+(start-up) and `truesource --version`; the ratios against the read floor and the plain replay. Results:
+bench/out/whole.json.
 """
 
 from __future__ import annotations
@@ -300,6 +301,9 @@ def whole_process(args: argparse.Namespace) -> int:
     ]
     if "tcpdump" not in args.skip and shutil.which("tcpdump"):
         measures.append(Measure("tcpdump", "tcpdump -nn -r", ["tcpdump", "-r", capture, "-nn"], packets))
+    if "nfpcapd" not in args.skip and shutil.which("nfpcapd"):  # the flow store's peer: flows from the same file
+        measures.append(Measure("nfpcapd", "nfpcapd -r -w (flows only, nfdump)",
+                                ["nfpcapd", "-r", capture, "-w", os.path.join(cache_root, "store")], packets))
     if "tshark" not in args.skip and shutil.which("tshark"):
         measures.append(Measure("tshark", f"tshark -T fields (first {tshark_packets:,} frames)",
                                 ["tshark", "-r", tshark_file, "-T", "fields", "-e", "dns.qry.name"], tshark_packets))
@@ -350,6 +354,9 @@ def whole_process(args: argparse.Namespace) -> int:
           f"medians {plain:.3f} and {cpu_of['replay_100k_miss']:.3f} s); "
           f"--query-log {cpu_of['replay_query_log'] / plain:.2f}x and --flow-store "
           f"{cpu_of['replay_flow_store'] / plain:.2f}x the plain replay's CPU")
+    if "nfpcapd" in cpu_of:
+        print(f"--flow-store (DNS detection and flows) {cpu_of['replay_flow_store'] / cpu_of['nfpcapd']:.2f}x "
+              f"nfpcapd's CPU (flows only) on the same file")
     goals = [
         {"goal": "replay CPU <= 3x the read floor's, 100k rules (warm cache)",
          "value": round(cpu_of["replay_100k_warm"] / floor_cpu, 2), "target": GOAL_CPU_100K},
@@ -396,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regenerate", action="store_true", help="remake the capture and rule file")
     parser.add_argument("--tshark-packets", type=int, default=DEFAULT_TSHARK_PACKETS,
                         help="frames of the capture tshark reads (0: the whole capture)")
-    parser.add_argument("--skip", action="append", default=[], choices=("tshark", "tcpdump"),
+    parser.add_argument("--skip", action="append", default=[], choices=("tshark", "tcpdump", "nfpcapd"),
                         help="leave a peer out")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--suite", choices=("replay", "whole"), default="replay",
