@@ -58,14 +58,6 @@ def comm(pid: int) -> str:
         return ""
 
 
-def gone(pid: int) -> bool:
-    """The process has ended (reaped, or a zombie waiting for whoever adopted it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 def query_log_writer(pid: int) -> int | None:
     """The sensor's query-log writer process: named `truesource-qlog` (forked), or spawned
     (`multiprocessing.spawn` in its command line)."""

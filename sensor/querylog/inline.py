@@ -14,14 +14,11 @@ One object plays both parts the runner knows: the sink that takes each batch's e
 from __future__ import annotations
 
 import time
-from collections import deque
 
-from sensor.querylog.keeper import QueryLogFailed, StoreKeeper, summary_line, transaction_bytes
+from sensor.querylog.keeper import WRITE_EVERY, QueryLogFailed, StoreKeeper, summary_line, transaction_bytes
 from sensor.querylog.limits import DEFAULT_LIMITS, WriterLimits
 from sensor.querylog.options import QueryLogOptions
 from sensor.querylog.store import pack_entries, segment_bytes_for
-
-WRITE_EVERY = 0.5  # seconds: what a reader beside the replay waits at most for a batch to be committed
 
 
 class InlineQueryLog:
@@ -35,12 +32,8 @@ class InlineQueryLog:
         self.on_entries = on_entries  # --publish-queries: each batch's decoded entries and their origin
         self.commit_bytes = transaction_bytes(limits, segment_bytes)
         self.dropped = 0  # a replay waits: nothing is dropped (the runner's counters read it)
-        self.lost = 0
-        self.unacked: deque = deque()
-        self.dead = None
         self._uncommitted_bytes = 0
         self._committed_at = time.monotonic()
-        self._closed = False
 
     # --- the sink's part: after each batch --------------------------------------------------------------------
 
@@ -85,10 +78,8 @@ class InlineQueryLog:
 
     def stop(self, sink=None, dropped: int = 0) -> tuple[str, bool]:
         """Commit the rest, close the store; the summary line and False (no process can have died). A store that
-        failed part-way raises QueryLogFailed (exit 1) after the store is closed, naming what was lost."""
-        if self._closed:
-            return summary_line(self.options.path, {}, dropped), False
-        self._closed = True
+        failed part-way raises QueryLogFailed (exit 1) after the store is closed, naming what was lost. Called
+        once (the runner's finish or abort)."""
         try:
             self.commit()
             self.keeper.retain(time.monotonic(), final=True)

@@ -19,6 +19,7 @@ from sensor.querylog.segment import ENTRY_HEADER
 from sensor.querylog.store import MAX_SEGMENT_BYTES, QueryStore
 
 RETENTION_EVERY = 60.0  # seconds between retention passes (and one at start and at stop)
+WRITE_EVERY = 0.5  # seconds at most between a batch's arrival and its commit: what a reader waits for it
 
 
 class QueryLogFailed(SensorError):

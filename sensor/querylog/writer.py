@@ -27,6 +27,7 @@ from sensor.errors import HelperDied, SensorError, StartupError, how_it_ended
 from sensor.messages import Entries, PackedEntries, QueryLogMessage, decode_query_log_message, encode
 from sensor.querylog.keeper import (  # noqa: F401  QueryLogFailed and packed_count, imported from here too
     RETENTION_EVERY,
+    WRITE_EVERY,
     QueryLogFailed,
     StoreKeeper,
     packed_count,
@@ -50,7 +51,6 @@ from sensor.querylog.store import MAX_SEGMENT_BYTES, pack_entries, segment_bytes
 
 log = logging.getLogger(__name__)
 
-WRITE_EVERY = 0.5  # ... or after this many seconds, whichever first: what a reader waits at most, plus commit
 DRAIN_IDLE = 0.3  # at stop: the writer ends after the pipe has been quiet this long
 START_TIMEOUT = 30.0  # seconds to wait for the writer process to open the store
 # How often the producing process that started the writer looks whether it is still alive (a waitpid), and how
