@@ -5,14 +5,14 @@ Makes the capture and rule file first if they are missing (bench/make_capture.py
 hits are exactly the ones the generator made, then times every command --repeat times, interleaved, and
 prints medians, packets/s, ratios and the issue's goals. Everything it measured goes to bench/out/results.json.
 
-`--suite whole` (issue 15): the high-hit capture (3% of queries hit, bench/out/hits/), its 100,000-rule file
-and a 1,000,000-rule file (the same names and 900,000 that nothing asks for); CPU seconds (user+sys of the whole
-process tree: wait4 on Linux counts the children a process reaped) and wall for the read floor, tcpdump -r,
-tshark on a slice, truesource replay with each rule set from a warm and a cold compiled-rules cache, with as many
-rules that hit nothing (the per-hit cost is the difference over the hits), with --query-log and with --flow-store
-(each into an empty store), nfpcapd building flows from the same file (the flow store's peer), a 10-frame replay
-(start-up) and `truesource --version`; the ratios against the read floor and the plain replay. Results:
-bench/out/whole.json.
+`--suite whole` (issue 15): the high-hit capture (3% of queries hit, bench/out/hits/), its 100,000-rule file and a
+1,000,000-rule file (the same names and 900,000 that nothing asks for); CPU seconds (user+sys of the whole process
+tree: wait4 on Linux counts the children a process reaped) and wall for the read floor, tcpdump -r, tshark on a
+slice, truesource replay with each rule set from a warm and a cold compiled-rules cache, with as many rules that hit
+nothing (the per-hit cost is the difference over the hits), with --query-log and with --flow-store (each into an
+empty store), with --flows and no output (the flow table's own cost, under any flow store), nfpcapd building flows
+from the same file (the flow store's peer), a 10-frame replay (start-up) and `truesource --version`; the ratios
+against the read floor and the plain replay. Results: bench/out/whole.json.
 """
 
 from __future__ import annotations
@@ -284,6 +284,9 @@ def whole_process(args: argparse.Namespace) -> int:
         Measure("replay_query_log", "replay --query-log, 100k rules", replay + [
             "--rules", rules, "--rules-cache", warm, "--out", os.devnull, "--query-log",
             os.path.join(cache_root, "store", "queries.db")], packets),
+        # --flows alone: the flow table and numpy with no output, the floor under any --flow-store
+        Measure("replay_flows", "replay --flows (no output), 100k rules", replay + [
+            "--rules", rules, "--rules-cache", warm, "--out", os.devnull, "--flows"], packets),
         Measure("replay_flow_store", "replay --flow-store, 100k rules", replay + [
             "--rules", rules, "--rules-cache", warm, "--out", os.devnull, "--flow-store",
             os.path.join(cache_root, "store", "flows")], packets),
@@ -354,6 +357,8 @@ def whole_process(args: argparse.Namespace) -> int:
           f"medians {plain:.3f} and {cpu_of['replay_100k_miss']:.3f} s); "
           f"--query-log {cpu_of['replay_query_log'] / plain:.2f}x and --flow-store "
           f"{cpu_of['replay_flow_store'] / plain:.2f}x the plain replay's CPU")
+    print(f"--flows with no output {cpu_of['replay_flows'] / plain:.2f}x the plain replay's CPU (building flows "
+          f"alone, under any --flow-store)")
     if "nfpcapd" in cpu_of:
         print(f"--flow-store (DNS detection and flows) {cpu_of['replay_flow_store'] / cpu_of['nfpcapd']:.2f}x "
               f"nfpcapd's CPU (flows only) on the same file")
