@@ -2,9 +2,14 @@
 
 The list file is read here into three sets (rules, wildcard parents, exceptions) rather than through the library's
 PublicSuffixList object: that takes ~50 ms to build and ~4 us a lookup, and the events need only the public suffix;
-this reads the file in ~15 ms (rules in Unicode are put in their punycode form only when a name has an `xn--`
+this reads the file in ~7-10 ms (rules in Unicode are put in their punycode form only when a name has an `xn--`
 label) and answers from a cache keyed by the labels that can matter. tests/test_events.py checks both agree on
 every rule of the list.
+
+A run that has a rule cache directory keeps the parsed sets there (decision 0208): the first hit of every later
+process reads them back in ~1 ms instead of parsing the list again. The file is trusted only while the list file
+is as it was (size, times, inode) and its checksum holds; anything else parses the list, as a run without a
+cache directory does.
 """
 
 from __future__ import annotations
@@ -12,26 +17,48 @@ from __future__ import annotations
 # Imported here, not on first use: by the first hit capture has dropped root and may no longer read the standard
 # library's folder (tests/test_service.py runs the sensor as nobody).
 import encodings.idna  # noqa: F401  the codec of the list's Unicode rules, used on the first xn-- name
+import hashlib
 import importlib.util
+import marshal
+import os
+import time
 from functools import lru_cache
 from pathlib import Path
 
 MAX_CACHED = 65_536  # distinct name tails remembered (a tail is the last 2-5 labels: few per registered domain)
+CACHE_MAGIC = b"truesource psl 1\n"  # the parsed list's file: this line, a BLAKE2b digest of the rest, the rest
+CACHE_KEEP = 2  # parsed-list files kept in a cache directory (another code version or list beside this one)
+RACY_NS = 2_000_000_000  # as the rule cache: a list changed this close to the file's writing is parsed again
+
+_cache_directory: str | None = None
 
 
 class _Rules:
-    def __init__(self) -> None:
+    def __init__(self, data: bytes | None = None) -> None:
+        """The rules of the list's bytes `data` (None: none, for a state read back)."""
         self.exact: set[str] = set()
         self.wild: set[str] = set()  # "ck" for the rule "*.ck"
         self.exceptions: set[str] = set()
         self.depth: dict[str, int] = {}  # last two labels -> labels of the deepest rule under them
         self.wild_tlds: set[str] = set()  # TLDs with a wildcard right below (`*.ck`): any second label matters
         self.unicode: list[str] = []  # rules in Unicode, added in punycode on the first `xn--` name
+        if data is None:
+            return
         # (read as bytes and decoded: 0.5 ms, where a text-mode read with its newline translation took 1.7)
-        rules = [rule for rule in map(str.strip, _list_file().read_bytes().decode("utf-8").splitlines())
+        rules = [rule for rule in map(str.strip, data.decode("utf-8").splitlines())
                  if rule and rule[0] != "/"]  # comments start "//"; a rule never starts with "/"
         self.unicode = [rule for rule in rules if not rule.isascii()]
         self.add_all([rule.lower() for rule in rules if rule.isascii()])
+
+    def state(self) -> tuple:
+        """What the parsed list is, in types marshal writes (taken before any Unicode rule was added)."""
+        return (self.exact, self.wild, self.exceptions, self.depth, self.wild_tlds, self.unicode)
+
+    @classmethod
+    def from_state(cls, state: tuple) -> _Rules:
+        rules = cls()
+        rules.exact, rules.wild, rules.exceptions, rules.depth, rules.wild_tlds, rules.unicode = state
+        return rules
 
     def add_all(self, rules: list[str]) -> None:
         """Many rules at once: the list's ~10,000 are read at the first hit, in set operations where they can be."""
@@ -88,9 +115,77 @@ def _list_file() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "public_suffix_list.dat"
 
 
+def keep_parsed_in(directory: str | None) -> None:
+    """Keep the parsed list in `directory` (the run's rule cache; None: parse it in every process). Set before
+    the first lookup: a run's commands set it where they load the rules."""
+    global _cache_directory
+    _cache_directory = directory
+
+
 @lru_cache(maxsize=1)
 def _rules() -> _Rules:
-    return _Rules()
+    path = _list_file()
+    directory = _cache_directory
+    cached = None if directory is None else os.path.join(directory, f"psl-{_stamp(path)}.marshal")
+    with open(path, "rb") as handle:
+        st = os.fstat(handle.fileno())  # the state of the bytes read below
+        stat = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+        found = None if cached is None else _read_parsed(cached, stat)
+        if found is not None:
+            return found
+        rules = _Rules(handle.read())
+    if cached is not None:
+        _write_parsed(cached, stat, rules)
+    return rules
+
+
+def _stamp(path: Path) -> str:
+    """This code and this list's path: another version of either never reads the file another one wrote."""
+    here = os.stat(__file__)
+    return hashlib.sha256(f"{CACHE_MAGIC!r} {here.st_size} {here.st_mtime_ns} {path}".encode()).hexdigest()[:16]
+
+
+def _read_parsed(cached: str, stat: list[int]) -> _Rules | None:
+    """The parsed list from `cached` if it is whole and the list file is still as it was; else None."""
+    try:
+        with open(cached, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    head, size = len(CACHE_MAGIC), hashlib.blake2b().digest_size
+    if not data.startswith(CACHE_MAGIC) or hashlib.blake2b(data[head + size:]).digest() != data[head:head + size]:
+        return None  # torn or damaged: marshal is never handed bytes this code did not write
+    try:
+        saved_stat, written_ns, state = marshal.loads(data[head + size:])
+        if saved_stat != stat or stat[1] >= written_ns - RACY_NS or stat[2] >= written_ns - RACY_NS:
+            return None  # the list changed, or changed so close to the writing that its times cannot tell
+        return _Rules.from_state(state)
+    except (EOFError, ValueError, TypeError):
+        return None
+
+
+def _write_parsed(cached: str, stat: list[int], rules: _Rules) -> None:
+    """Write the parsed list beside the rule cache (a temporary file renamed: a reader sees a whole file or the
+    old one) and drop old ones; a cache that cannot be written costs the next run a parse, nothing else."""
+    body = marshal.dumps((stat, time.time_ns(), rules.state()))
+    temporary = f"{cached}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        with open(temporary, "wb") as handle:
+            handle.write(CACHE_MAGIC + hashlib.blake2b(body).digest() + body)
+        os.replace(temporary, cached)
+        directory = os.path.dirname(cached)
+        others = [os.path.join(directory, name) for name in os.listdir(directory)
+                  if name.startswith("psl-") and name.endswith(".marshal")]
+        others.sort(key=lambda name: os.stat(name).st_mtime_ns, reverse=True)
+        for old in others[CACHE_KEEP:]:
+            if old != cached:
+                os.unlink(old)
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
 
 
 @lru_cache(maxsize=MAX_CACHED)

@@ -115,8 +115,10 @@ def add_query_log_options(parser: argparse.ArgumentParser) -> None:
 def rules_for_run(args: argparse.Namespace) -> Any:
     """The rules as a run uses them: compiled and cached (sensor/rules/cache.py); a RuleSet or the mapped file."""
     import sensor.loop  # noqa: F401  the selector: the compiled SuffixSet writes a cached file's table (fast)
-    from sensor.rules.cache import load_rule_set
+    from sensor import suffixes
+    from sensor.rules.cache import cache_directory, load_rule_set
 
+    suffixes.keep_parsed_in(cache_directory(args.rules_cache))  # the Public Suffix List's sets (decision 0208)
     return load_rule_set(args.rules, args.rules_format, args.rules_cache, args.allow_empty_rules)
 
 
