@@ -110,7 +110,6 @@ def make_flow_table(settings: FlowSettings, pure: bool | None = None) -> Any:
     if use_compiled(pure) and hasattr(compiled, "FlowTable"):
         from sensor.flows.record import FLOW_DTYPE
 
-
         assert compiled is not None
         return compiled.FlowTable(FLOW_DTYPE, settings.idle_timeout, settings.active_timeout, settings.max_flows)
     from sensor.flows.reference import ReferenceFlowTable
