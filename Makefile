@@ -72,6 +72,7 @@ bench: build system-deps
 	@if ! command -v tshark >/dev/null || ! command -v dnsperf >/dev/null; then [ "$$(id -u)" = 0 ] && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tshark dnsperf >/dev/null; fi
 	$(PY) bench/run.py
+	$(PY) bench/run.py --suite whole
 	$(PY) bench/rules_scale.py
 	$(PY) bench/live.py
 	$(PY) bench/flows.py
