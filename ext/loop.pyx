@@ -277,6 +277,7 @@ include "cnames.pxi"
 include "querylog_index.pxi"
 include "hitline.pxi"
 include "attribution.pxi"
+include "heap.pxi"
 
 
 cdef str lowered_name(DecodedName* name):

@@ -56,8 +56,24 @@ TWINS = {
 }
 
 __all__ = ["TWINS", "CompiledRules", "client_hit_window", "compile_rules", "compiled", "decode_query_log",
-           "hit_line_writer", "make_flow_table", "make_loop", "pure_requested", "querylog_segment_functions",
-           "use_compiled"]
+           "hit_line_writer", "keep_batch_memory", "make_flow_table", "make_loop", "pure_requested",
+           "querylog_segment_functions", "use_compiled"]
+
+# glibc's malloc in a process that reads batches (decision 0209): blocks under MALLOC_MMAP_THRESHOLD from the heap,
+# and up to MALLOC_TRIM_THRESHOLD freed at its top kept, so each batch's large buffers reuse the last batch's pages
+# instead of coming back from the kernel zeroed. glibc's own moving thresholds reach these values (up to 32 and
+# 64 MiB) once it has freed one large enough block; this starts there.
+MALLOC_MMAP_THRESHOLD = 4 << 20
+MALLOC_TRIM_THRESHOLD = 16 << 20
+
+
+def keep_batch_memory() -> bool:
+    """Set the malloc thresholds above (BatchRunner, once per process that decodes). It changes no result, only
+    where memory comes from, so it applies with TRUESOURCE_PURE too. False where it could not be set (no compiled
+    module, or a C library without mallopt): the defaults stay, slower."""
+    if compiled is None or not hasattr(compiled, "keep_freed_memory"):
+        return False
+    return bool(compiled.keep_freed_memory(MALLOC_TRIM_THRESHOLD, MALLOC_MMAP_THRESHOLD))
 
 
 def pure_requested() -> bool:

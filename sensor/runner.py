@@ -27,7 +27,7 @@ from sensor.anomalies import take_anomalies
 from sensor.capture.files import BATCH_FRAMES, Batch
 from sensor.errors import CaptureCutOff, HelperDied
 from sensor.events import Origin
-from sensor.loop import make_loop
+from sensor.loop import keep_batch_memory, make_loop
 from sensor.messages import DnsRecord, records_of
 from sensor.pipeline import HitPipeline, Output
 from sensor.records import TABLE_GAUGES
@@ -79,6 +79,7 @@ class BatchRunner:
         QueryLogSink; `query_log_writer`: the writer process, stopped by finish() (a replay's InlineQueryLog is
         both). `link`: a worker's pipe to
         its parent: then records go there, not to a pipeline."""
+        keep_batch_memory()  # each batch's buffers reuse the last one's pages (decision 0209)
         self.ports = tuple(ports)
         self.rules = rules
         self.outputs: list[Output] = outputs if isinstance(outputs, list) else list(outputs)  # closed by finish()
