@@ -25,10 +25,12 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from sensor.rules.cache import drop_all_but_newest, file_state, unchanged_since
+from sensor.rules.compiled import write_atomically
+
 MAX_CACHED = 65_536  # distinct name tails remembered (a tail is the last 2-5 labels: few per registered domain)
 CACHE_MAGIC = b"truesource psl 1\n"  # the parsed list's file: this line, a BLAKE2b digest of the rest, the rest
 CACHE_KEEP = 2  # parsed-list files kept in a cache directory (another code version or list beside this one)
-RACY_NS = 2_000_000_000  # as the rule cache: a list changed this close to the file's writing is parsed again
 
 _cache_directory: str | None = None
 
@@ -125,17 +127,15 @@ def keep_parsed_in(directory: str | None) -> None:
 @lru_cache(maxsize=1)
 def _rules() -> _Rules:
     path = _list_file()
-    directory = _cache_directory
-    cached = None if directory is None else os.path.join(directory, f"psl-{_stamp(path)}.marshal")
+    cached = None if _cache_directory is None else os.path.join(_cache_directory, f"psl-{_stamp(path)}.marshal")
     with open(path, "rb") as handle:
-        st = os.fstat(handle.fileno())  # the state of the bytes read below
-        stat = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
-        found = None if cached is None else _read_parsed(cached, stat)
+        stats = [file_state(str(path), os.fstat(handle.fileno()))]  # the state of the bytes read below
+        found = None if cached is None else _read_parsed(cached, stats)
         if found is not None:
             return found
         rules = _Rules(handle.read())
     if cached is not None:
-        _write_parsed(cached, stat, rules)
+        _write_parsed(cached, stats, rules)
     return rules
 
 
@@ -145,7 +145,7 @@ def _stamp(path: Path) -> str:
     return hashlib.sha256(f"{CACHE_MAGIC!r} {here.st_size} {here.st_mtime_ns} {path}".encode()).hexdigest()[:16]
 
 
-def _read_parsed(cached: str, stat: list[int]) -> _Rules | None:
+def _read_parsed(cached: str, stats: list[list]) -> _Rules | None:
     """The parsed list from `cached` if it is whole and the list file is still as it was; else None."""
     try:
         with open(cached, "rb") as handle:
@@ -157,36 +157,26 @@ def _read_parsed(cached: str, stat: list[int]) -> _Rules | None:
     if not data.startswith(CACHE_MAGIC) or hashlib.blake2b(body).digest() != data[head:head + size]:
         return None  # torn or damaged: marshal is never handed bytes this code did not write
     try:
-        saved_stat, written_ns, state = marshal.loads(body)
-        if saved_stat != stat or stat[1] >= written_ns - RACY_NS or stat[2] >= written_ns - RACY_NS:
+        saved, written_ns, state = marshal.loads(body)
+        if not unchanged_since(saved, stats, written_ns):
             return None  # the list changed, or changed so close to the writing that its times cannot tell
         return _Rules.from_state(state)
     except (EOFError, ValueError, TypeError):
         return None
 
 
-def _write_parsed(cached: str, stat: list[int], rules: _Rules) -> None:
-    """Write the parsed list beside the rule cache (a temporary file renamed: a reader sees a whole file or the
-    old one) and drop old ones; a cache that cannot be written costs the next run a parse, nothing else."""
-    body = marshal.dumps((stat, time.time_ns(), rules.state()))
-    temporary = f"{cached}.{os.getpid()}.tmp"
+def _write_parsed(cached: str, stats: list[list], rules: _Rules) -> None:
+    """Write the parsed list beside the rule cache (as the cache writes its files: a reader sees a whole file or
+    the old one) and drop old ones; a cache that cannot be written costs the next run a parse, nothing else."""
+    body = marshal.dumps((stats, time.time_ns(), rules.state()))
+    directory = os.path.dirname(cached)
     try:
-        os.makedirs(os.path.dirname(cached), exist_ok=True)
-        with open(temporary, "wb") as handle:
-            handle.write(CACHE_MAGIC + hashlib.blake2b(body).digest() + body)
-        os.replace(temporary, cached)
-        directory = os.path.dirname(cached)
-        others = [os.path.join(directory, name) for name in os.listdir(directory)
-                  if name.startswith("psl-") and name.endswith(".marshal")]
-        others.sort(key=lambda name: os.stat(name).st_mtime_ns, reverse=True)
-        for old in others[CACHE_KEEP:]:
-            if old != cached:
-                os.unlink(old)
+        os.makedirs(directory, exist_ok=True)
+        write_atomically(cached, CACHE_MAGIC + hashlib.blake2b(body).digest() + body)
+        drop_all_but_newest([os.path.join(directory, name) for name in os.listdir(directory)
+                             if name.startswith("psl-") and name.endswith(".marshal")], CACHE_KEEP, cached)
     except OSError:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
+        pass
 
 
 @lru_cache(maxsize=MAX_CACHED)

@@ -223,8 +223,7 @@ def _stats(paths: list[str]) -> list[list]:
     try:
         for path in paths:
             for filename in rule_files(path):
-                st = os.stat(filename)
-                found.append([filename, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+                found.append(file_state(filename, os.stat(filename)))
     except OSError:
         return []
     return found
@@ -246,15 +245,32 @@ def _memo_key(memo: str, stats: list[list]) -> str | None:
     try:
         with open(memo, encoding="utf-8") as handle:
             saved = json.load(handle)
-        if saved["stats"] != stats:
-            return None
-        written = saved["written_ns"]
-        if any(s[2] >= written - RACY_NS or s[3] >= written - RACY_NS for s in stats):
+        if not unchanged_since(saved["stats"], stats, saved["written_ns"]):
             return None
         key = saved["key"]
         return key if isinstance(key, str) and key.isalnum() else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def file_state(filename: str, st: os.stat_result) -> list:
+    """What the memo compares of one file: its name, size, mtime, ctime and inode."""
+    return [filename, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def unchanged_since(saved: list[list], stats: list[list], written_ns: int) -> bool:
+    """Files whose file_state() is `saved`, recorded at `written_ns`, still have the bytes they had then: the
+    states are equal and none changed within RACY_NS of the recording (a coarse clock could hide a second write).
+    The memo here and the parsed Public Suffix List (sensor/suffixes.py) go by it."""
+    return saved == stats and not any(s[2] >= written_ns - RACY_NS or s[3] >= written_ns - RACY_NS for s in stats)
+
+
+def drop_all_but_newest(paths: list[str], count: int, keep: str | None = None) -> None:
+    """Remove all but the `count` most recently modified of `paths` (never `keep`); OSError to the caller."""
+    paths = sorted(paths, key=lambda p: os.stat(p).st_mtime_ns, reverse=True)
+    for old in paths[count:]:
+        if old != keep:
+            os.unlink(old)
 
 
 def _write_memo(memo: str, stats: list[list], key: str) -> None:
@@ -281,14 +297,8 @@ def preload_readers() -> None:
 def _trim(directory: str, keep: str) -> None:
     """Keep the newest few compiled sets; an older one still mapped by a running sensor stays readable."""
     try:
-        names = [os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(SUFFIX)]
-        memos = [os.path.join(directory, n) for n in os.listdir(directory) if n.startswith("sources-")]
-        memos.sort(key=lambda p: os.stat(p).st_mtime_ns, reverse=True)
-        for old in memos[4 * KEEP_CACHED:]:
-            os.unlink(old)
-        names.sort(key=lambda p: os.stat(p).st_mtime_ns, reverse=True)
-        for old in names[KEEP_CACHED:]:
-            if old != keep:
-                os.unlink(old)
+        names = os.listdir(directory)
+        drop_all_but_newest([os.path.join(directory, n) for n in names if n.startswith("sources-")], 4 * KEEP_CACHED)
+        drop_all_but_newest([os.path.join(directory, n) for n in names if n.endswith(SUFFIX)], KEEP_CACHED, keep)
     except OSError:
         pass
