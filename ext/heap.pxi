@@ -1,8 +1,8 @@
 # glibc's malloc for a process that reads batches (decision 0209). By default a block of 128 KiB or more is its own
 # mmap, and the threshold then moves up and down with what is freed; free memory at the top of the heap beyond twice
-# that threshold goes back to the kernel. A batch's frames (pcapy-ng's bytes of ~0.7 MB), its query-log entries and
-# its flow records are such blocks, made and freed every batch: each came back as fresh pages, zeroed by the kernel
-# at the first touch (22,000 of a no-hit replay's 27,500 page faults). Fixed thresholds keep them in the heap.
+# that threshold goes back to the kernel. A batch's frames (pcapy-ng's bytes of ~0.7 MB, and its callback's buffer)
+# are such blocks, made and freed every batch: they came back as fresh pages, zeroed by the kernel at the first
+# touch (22,000 of a no-hit replay's 27,500 page faults). Fixed thresholds keep them in the heap.
 
 cdef extern from *:
     """

@@ -2,7 +2,7 @@
 
 The list file is read here into three sets (rules, wildcard parents, exceptions) rather than through the library's
 PublicSuffixList object: that takes ~50 ms to build and ~4 us a lookup, and the events need only the public suffix;
-this reads the file in ~7-10 ms (rules in Unicode are put in their punycode form only when a name has an `xn--`
+this reads the file in 7-13 ms (rules in Unicode are put in their punycode form only when a name has an `xn--`
 label) and answers from a cache keyed by the labels that can matter. tests/test_events.py checks both agree on
 every rule of the list.
 

@@ -1,5 +1,5 @@
 """glibc's malloc thresholds in a process that decodes batches (decision 0209): a BatchRunner sets them, after which
-large blocks made and freed again and again (each batch's frames, entries, flow records) reuse the heap's pages
+large blocks made and freed again and again (each batch's frames) reuse the heap's pages
 instead of coming back from the kernel as fresh zeroed pages. Counted in minor page faults, which the kernel counts
 exactly, in a process of their own."""
 
